@@ -1,0 +1,330 @@
+//! Tenancy and signed URLs (PRODUCT.md section 4): which tenant owns a bucket, and
+//! whether a request carries a valid signature for it. Pure logic, no I/O; runs in the
+//! authorize phase, before any cache lookup or upstream call.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::config::{self, Config};
+use crate::error::Error;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// A `[[tenants]] buckets` entry: an exact bucket name or a prefix glob (`acme-raw-*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BucketPattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl BucketPattern {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.strip_suffix('*') {
+            Some(prefix) if prefix.contains('*') => {
+                Err(format!("{s:?}: only one trailing '*' is allowed"))
+            }
+            Some("") => Err(format!(
+                "{s:?}: a bare '*' would hand every bucket to one tenant"
+            )),
+            Some(prefix) => Ok(BucketPattern::Prefix(prefix.to_string())),
+            None if s.contains('*') => Err(format!("{s:?}: '*' is only allowed at the end")),
+            None => Ok(BucketPattern::Exact(s.to_string())),
+        }
+    }
+
+    pub fn matches(&self, bucket: &str) -> bool {
+        match self {
+            BucketPattern::Exact(name) => name == bucket,
+            BucketPattern::Prefix(prefix) => bucket.starts_with(prefix.as_str()),
+        }
+    }
+
+    /// Whether some bucket name could match both patterns.
+    pub fn overlaps(&self, other: &BucketPattern) -> bool {
+        use BucketPattern::*;
+        match (self, other) {
+            (Exact(a), Exact(b)) => a == b,
+            (Exact(a), p @ Prefix(_)) | (p @ Prefix(_), Exact(a)) => p.matches(a),
+            (Prefix(a), Prefix(b)) => a.starts_with(b.as_str()) || b.starts_with(a.as_str()),
+        }
+    }
+}
+
+/// One tenant as the request path needs it.
+#[derive(Debug)]
+pub struct Tenant {
+    pub name: String,
+    pub require_signature: bool,
+    /// `(key id, secret)`; several keys allow rotation.
+    keys: Vec<(String, Vec<u8>)>,
+    pub config: config::Tenant,
+}
+
+impl Tenant {
+    /// The first key's id and secret: what `bucketfront sign` uses by default.
+    pub fn signing_key(&self, id: Option<&str>) -> Option<(&str, &[u8])> {
+        self.keys
+            .iter()
+            .find(|(kid, _)| id.is_none_or(|id| id == kid))
+            .map(|(kid, secret)| (kid.as_str(), secret.as_slice()))
+    }
+}
+
+/// Bucket → tenant resolution, built once per config.
+#[derive(Debug, Default)]
+pub struct Tenants {
+    exact: HashMap<String, Arc<Tenant>>,
+    prefixes: Vec<(String, Arc<Tenant>)>,
+    all: Vec<Arc<Tenant>>,
+}
+
+impl Tenants {
+    pub fn from_config(config: &Config) -> Tenants {
+        let mut t = Tenants::default();
+        for tc in &config.tenants {
+            let tenant = Arc::new(Tenant {
+                name: tc.name.clone(),
+                require_signature: tc.require_signature,
+                keys: tc
+                    .signing_keys
+                    .iter()
+                    .map(|k| (k.id.clone(), k.secret.expose().as_bytes().to_vec()))
+                    .collect(),
+                config: tc.clone(),
+            });
+            for pattern in tc
+                .buckets
+                .iter()
+                .filter_map(|p| BucketPattern::parse(p).ok())
+            {
+                match pattern {
+                    BucketPattern::Exact(name) => {
+                        t.exact.insert(name, tenant.clone());
+                    }
+                    BucketPattern::Prefix(prefix) => t.prefixes.push((prefix, tenant.clone())),
+                }
+            }
+            t.all.push(tenant);
+        }
+        t
+    }
+
+    /// The tenant owning `bucket`; config validation guarantees at most one.
+    pub fn for_bucket(&self, bucket: &str) -> Option<&Arc<Tenant>> {
+        self.exact.get(bucket).or_else(|| {
+            self.prefixes
+                .iter()
+                .find(|(prefix, _)| bucket.starts_with(prefix.as_str()))
+                .map(|(_, t)| t)
+        })
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Tenant>> {
+        self.all.iter().find(|t| t.name == name)
+    }
+
+    pub fn all(&self) -> &[Arc<Tenant>] {
+        &self.all
+    }
+}
+
+/// The `exp`, `sig` and `kid` query parameters of a signed request.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SignatureParams {
+    pub exp: Option<String>,
+    pub sig: Option<String>,
+    pub kid: Option<String>,
+}
+
+/// The string that is signed: `v1\nbucket\nkey\nexp`.
+fn string_to_sign(bucket: &str, key: &str, exp: u64) -> String {
+    format!("v1\n{bucket}\n{key}\n{exp}")
+}
+
+/// `base64url_nopad(HMAC-SHA256(secret, "v1\n" + bucket + "\n" + key + "\n" + exp))`.
+pub fn sign(secret: &[u8], bucket: &str, key: &str, exp: u64) -> String {
+    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length");
+    mac.update(string_to_sign(bucket, key, exp).as_bytes());
+    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+/// The reasons a signature is refused; all answer the same 403, the log tells which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NoTenant,
+    Missing,
+    Malformed,
+    Expired,
+    UnknownKey,
+    Mismatch,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NoTenant => "bucket_of_no_tenant",
+            Refusal::Missing => "signature_missing",
+            Refusal::Malformed => "signature_malformed",
+            Refusal::Expired => "signature_expired",
+            Refusal::UnknownKey => "signature_unknown_key",
+            Refusal::Mismatch => "signature_mismatch",
+        }
+    }
+
+    pub fn into_error(self) -> Error {
+        let message = match self {
+            Refusal::NoTenant => "this bucket is not served by this proxy",
+            Refusal::Expired => "the signed URL has expired; ask for a new one",
+            _ => "a valid signature (exp, sig) is required for this URL",
+        };
+        Error::forbidden(message).with_detail(self.as_str())
+    }
+}
+
+/// Checks a request's signature for `(bucket, key)` against the tenant's keys.
+/// `now` is UNIX seconds, passed in so that tests control the clock.
+pub fn verify(
+    tenant: &Tenant,
+    bucket: &str,
+    key: &str,
+    params: &SignatureParams,
+    now: u64,
+) -> Result<(), Refusal> {
+    if !tenant.require_signature {
+        return Ok(());
+    }
+    let (Some(exp), Some(sig)) = (&params.exp, &params.sig) else {
+        return Err(Refusal::Missing);
+    };
+    let exp_secs: u64 = match exp.parse() {
+        Ok(v) if exp.len() <= 12 && !exp.starts_with('+') => v,
+        _ => return Err(Refusal::Malformed),
+    };
+    let Ok(sig) = URL_SAFE_NO_PAD.decode(sig.as_bytes()) else {
+        return Err(Refusal::Malformed);
+    };
+    if exp_secs <= now {
+        return Err(Refusal::Expired);
+    }
+    let message = string_to_sign(bucket, key, exp_secs);
+    let candidates: Vec<&[u8]> = match &params.kid {
+        Some(kid) => match tenant.keys.iter().find(|(id, _)| id == kid) {
+            Some((_, secret)) => vec![secret.as_slice()],
+            None => return Err(Refusal::UnknownKey),
+        },
+        None => tenant.keys.iter().map(|(_, s)| s.as_slice()).collect(),
+    };
+    // `verify_slice` compares in constant time; every candidate is tried so the time
+    // taken does not depend on which key (if any) matched.
+    let mut ok = false;
+    for secret in candidates {
+        let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length");
+        mac.update(message.as_bytes());
+        ok |= mac.verify_slice(&sig).is_ok();
+    }
+    if ok { Ok(()) } else { Err(Refusal::Mismatch) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(keys: &[(&str, &str)]) -> Tenant {
+        Tenant {
+            name: "acme".into(),
+            require_signature: true,
+            keys: keys
+                .iter()
+                .map(|(k, s)| (k.to_string(), s.as_bytes().to_vec()))
+                .collect(),
+            config: config::Tenant {
+                name: "acme".into(),
+                buckets: vec![],
+                require_signature: true,
+                signing_keys: vec![],
+                assume_role: None,
+                expected_owner: None,
+            },
+        }
+    }
+
+    fn params(exp: &str, sig: &str, kid: Option<&str>) -> SignatureParams {
+        SignatureParams {
+            exp: Some(exp.into()),
+            sig: Some(sig.into()),
+            kid: kid.map(String::from),
+        }
+    }
+
+    /// The fixed test vector published in the README (Python and JavaScript recipes).
+    #[test]
+    fn readme_test_vector() {
+        let sig = sign(b"demo-secret", "acme-images", "cats/1.jpg", 1_900_000_000);
+        assert_eq!(sig, "Bny-6dO5Wnq2XA9HKfn8xoSlHPLX8fz-yO46WPnoVDM");
+    }
+
+    #[test]
+    fn verify_table() {
+        let t = tenant(&[("k1", "secret-one"), ("k2", "secret-two")]);
+        let now = 1_000;
+        let good1 = sign(b"secret-one", "b", "k", 2_000);
+        let good2 = sign(b"secret-two", "b", "k", 2_000);
+        let other = sign(b"other-tenant", "b", "k", 2_000);
+        let expired = sign(b"secret-one", "b", "k", 999);
+        let cases: Vec<(SignatureParams, Result<(), Refusal>)> = vec![
+            (params("2000", &good1, None), Ok(())),
+            (params("2000", &good2, None), Ok(())),
+            (params("2000", &good1, Some("k1")), Ok(())),
+            (params("2000", &good1, Some("k2")), Err(Refusal::Mismatch)),
+            (params("2000", &good1, Some("k9")), Err(Refusal::UnknownKey)),
+            (params("2000", &other, None), Err(Refusal::Mismatch)),
+            (params("2001", &good1, None), Err(Refusal::Mismatch)),
+            (params("999", &expired, None), Err(Refusal::Expired)),
+            (params("1000", &good1, None), Err(Refusal::Expired)),
+            (params("abc", &good1, None), Err(Refusal::Malformed)),
+            (params("+2000", &good1, None), Err(Refusal::Malformed)),
+            (params("2000", "not base64!", None), Err(Refusal::Malformed)),
+            (params("2000", "", None), Err(Refusal::Mismatch)),
+            (SignatureParams::default(), Err(Refusal::Missing)),
+        ];
+        for (i, (p, want)) in cases.into_iter().enumerate() {
+            assert_eq!(verify(&t, "b", "k", &p, now), want, "case {i}: {p:?}");
+        }
+        // The signature binds bucket and key.
+        assert_eq!(
+            verify(&t, "b2", "k", &params("2000", &good1, None), now),
+            Err(Refusal::Mismatch)
+        );
+        assert_eq!(
+            verify(&t, "b", "k2", &params("2000", &good1, None), now),
+            Err(Refusal::Mismatch)
+        );
+    }
+
+    #[test]
+    fn unsigned_tenant_accepts_anything() {
+        let mut t = tenant(&[]);
+        t.require_signature = false;
+        assert_eq!(verify(&t, "b", "k", &SignatureParams::default(), 5), Ok(()));
+    }
+
+    #[test]
+    fn patterns() {
+        let p = |s| BucketPattern::parse(s).unwrap();
+        assert!(p("acme-raw-*").matches("acme-raw-2024"));
+        assert!(!p("acme-raw-*").matches("acme-images"));
+        assert!(p("acme-images").matches("acme-images"));
+        assert!(p("acme-*").overlaps(&p("acme-raw-*")));
+        assert!(p("acme-*").overlaps(&p("acme-images")));
+        assert!(!p("acme-*").overlaps(&p("beta-*")));
+        assert!(!p("a-images").overlaps(&p("b-images")));
+        assert!(BucketPattern::parse("*").is_err());
+        assert!(BucketPattern::parse("a*b").is_err());
+        assert!(BucketPattern::parse("a**").is_err());
+    }
+}

@@ -1,0 +1,384 @@
+//! The object cache (PRODUCT.md section 6): the lookup phase of the request path, and
+//! the only module that touches moka.
+//!
+//! Complete objects live in a byte-weighted moka cache keyed by (provider, bucket, key).
+//! A cold or expired key gets exactly one upstream GET: the first request starts a
+//! [`fill::Fill`] in its own task (so a client hanging up does not cancel it) and every
+//! request for that key until it ends joins it and streams from it. Only a body that
+//! arrived whole goes into the cache.
+
+pub mod fill;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::auth::Tenant;
+use crate::config::{self, ProviderKind};
+use crate::error::{Error, Kind, Side};
+use crate::metrics::Metrics;
+use crate::object::ObjectMeta;
+use crate::origin::{Fetched, GetRequest, Origins, next_chunk};
+use crate::source::ObjectRef;
+use fill::{End, Fill, Head};
+
+/// The `X-Cache` value of a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    Hit = 0,
+    Miss = 1,
+    Stale = 2,
+    Revalidated = 3,
+    Bypass = 4,
+}
+
+impl CacheStatus {
+    pub const ALL: [CacheStatus; 5] = [
+        CacheStatus::Hit,
+        CacheStatus::Miss,
+        CacheStatus::Stale,
+        CacheStatus::Revalidated,
+        CacheStatus::Bypass,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Stale => "STALE",
+            CacheStatus::Revalidated => "REVALIDATED",
+            CacheStatus::Bypass => "BYPASS",
+        }
+    }
+}
+
+/// What the cache is keyed by: never the signature, the query or the origin.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    pub provider: ProviderKind,
+    pub bucket: String,
+    pub key: String,
+}
+
+impl CacheKey {
+    pub fn of(obj: &ObjectRef) -> CacheKey {
+        CacheKey {
+            provider: obj.provider,
+            bucket: obj.bucket.clone(),
+            key: obj.key.clone(),
+        }
+    }
+}
+
+/// A complete object in memory.
+#[derive(Debug)]
+pub struct Cached {
+    pub meta: Arc<ObjectMeta>,
+    pub body: Bytes,
+    pub stored_at: Instant,
+}
+
+#[derive(Clone)]
+enum Entry {
+    Object(Arc<Cached>),
+    NotFound { stored_at: Instant },
+}
+
+/// Per-entry bookkeeping bytes added to the body length by the weigher.
+const ENTRY_OVERHEAD: u64 = 512;
+
+/// What the lookup phase hands to the respond phase.
+pub enum Served {
+    /// A complete object from memory.
+    Complete(Arc<Cached>, CacheStatus),
+    /// Headers are known; the body streams from an in-flight fill.
+    Streaming(Arc<ObjectMeta>, Arc<Fill>),
+    /// Not cacheable (too large): stream from the origin directly.
+    Bypass,
+}
+
+pub struct Cache {
+    entries: moka::future::Cache<CacheKey, Entry>,
+    /// Keys known to be over `max_object_size`, so they skip the fill.
+    large: moka::future::Cache<CacheKey, ()>,
+    inflight: tokio::sync::Mutex<HashMap<CacheKey, Arc<Fill>>>,
+    cfg: config::Cache,
+    allowed_types: Vec<String>,
+    metrics: Arc<Metrics>,
+}
+
+impl Cache {
+    pub fn new(cfg: &config::Cache, allowed_types: &[String], metrics: Arc<Metrics>) -> Arc<Cache> {
+        let keep = cfg.ttl.0 + cfg.stale_if_error.0.max(cfg.negative_ttl.0);
+        let entries = moka::future::Cache::builder()
+            .max_capacity(cfg.max_memory.0)
+            .weigher(|k: &CacheKey, v: &Entry| {
+                let body = match v {
+                    Entry::Object(c) => c.body.len() as u64,
+                    Entry::NotFound { .. } => 0,
+                };
+                let w = body + ENTRY_OVERHEAD + k.bucket.len() as u64 + k.key.len() as u64;
+                u32::try_from(w).unwrap_or(u32::MAX)
+            })
+            // LRU: the object just fetched is always admitted; TinyLFU may refuse one-off
+            // objects once full, which turns every request for them into a miss.
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .time_to_live(keep)
+            .build();
+        let large = moka::future::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(cfg.ttl.0)
+            .build();
+        Arc::new(Cache {
+            entries,
+            large,
+            inflight: tokio::sync::Mutex::new(HashMap::new()),
+            cfg: cfg.clone(),
+            allowed_types: allowed_types.to_vec(),
+            metrics,
+        })
+    }
+
+    /// Looks `key` up and, when it is cold or expired, fetches it (once for all concurrent
+    /// requests). `now` is passed in so that freshness is decided by the caller's clock.
+    pub async fn serve(
+        self: &Arc<Self>,
+        origins: &Arc<Origins>,
+        tenant: &Arc<Tenant>,
+        obj: &ObjectRef,
+        now: Instant,
+    ) -> Result<Served, Error> {
+        let key = CacheKey::of(obj);
+        if let Some(served) = self.fresh(&key, now).await? {
+            return Ok(served);
+        }
+        if self.large.contains_key(&key) {
+            return Ok(Served::Bypass);
+        }
+        let fill = {
+            let mut inflight = self.inflight.lock().await;
+            // Checked again under the lock: a fill that ended between our first look
+            // and here has already stored its object.
+            if let Some(served) = self.fresh(&key, now).await? {
+                return Ok(served);
+            }
+            match inflight.get(&key) {
+                Some(fill) => {
+                    self.metrics.coalesced.inc();
+                    fill.clone()
+                }
+                None => {
+                    let fill = Fill::new();
+                    inflight.insert(key.clone(), fill.clone());
+                    let stale = match self.entries.get(&key).await {
+                        Some(Entry::Object(c)) => Some(c),
+                        _ => None,
+                    };
+                    let task = FillTask {
+                        cache: self.clone(),
+                        origins: origins.clone(),
+                        tenant: tenant.clone(),
+                        obj: obj.clone(),
+                        key: key.clone(),
+                        fill: fill.clone(),
+                        stale,
+                    };
+                    tokio::spawn(task.run());
+                    fill
+                }
+            }
+        };
+        match fill.head().await {
+            Head::Pending => Err(Error::new(
+                Kind::BadGateway,
+                Side::Internal,
+                "fill ended without a head",
+            )),
+            Head::Body(meta) => Ok(Served::Streaming(meta, fill)),
+            Head::Ready(c, status) => Ok(Served::Complete(c, status)),
+            Head::Failed(e) => Err(e),
+            Head::Bypass => Ok(Served::Bypass),
+        }
+    }
+
+    /// A fresh hit, a remembered 404, or `None` (miss or expired).
+    async fn fresh(&self, key: &CacheKey, now: Instant) -> Result<Option<Served>, Error> {
+        match self.entries.get(key).await {
+            Some(Entry::Object(c)) if age(c.stored_at, now) < self.cfg.ttl.0 => {
+                Ok(Some(Served::Complete(c, CacheStatus::Hit)))
+            }
+            Some(Entry::NotFound { stored_at })
+                if age(stored_at, now) < self.cfg.negative_ttl.0 =>
+            {
+                Err(Error::not_found().with_detail("cached 404"))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Runs pending evictions now (moka does this lazily during calls).
+    pub async fn maintain(&self) {
+        self.entries.run_pending_tasks().await;
+        self.metrics
+            .cache_bytes
+            .set(self.entries.weighted_size() as i64);
+        self.metrics
+            .cache_entries
+            .set(self.entries.entry_count() as i64);
+    }
+
+    pub fn weighted_size(&self) -> u64 {
+        self.entries.weighted_size()
+    }
+
+    pub fn max_object_size(&self) -> u64 {
+        self.cfg.max_object_size.0
+    }
+}
+
+fn age(stored_at: Instant, now: Instant) -> Duration {
+    now.saturating_duration_since(stored_at)
+}
+
+/// The task behind one fill: owns the upstream GET, outlives any one client.
+struct FillTask {
+    cache: Arc<Cache>,
+    origins: Arc<Origins>,
+    tenant: Arc<Tenant>,
+    obj: ObjectRef,
+    key: CacheKey,
+    fill: Arc<Fill>,
+    stale: Option<Arc<Cached>>,
+}
+
+impl FillTask {
+    async fn run(self) {
+        self.fetch().await;
+        self.cache.inflight.lock().await.remove(&self.key);
+    }
+
+    async fn fetch(&self) {
+        let cache = &self.cache;
+        let req = GetRequest {
+            if_none_match: self.stale.as_ref().and_then(|s| s.meta.etag.clone()),
+            ..GetRequest::default()
+        };
+        let started = Instant::now();
+        let result = self.origins.get(&self.tenant, &self.obj, &req).await;
+        let outcome = match &result {
+            Ok(Fetched::Object(_)) => "ok",
+            Ok(Fetched::NotModified) => "not_modified",
+            Err(e) => e.as_str(),
+        };
+        cache
+            .metrics
+            .upstream(outcome, started.elapsed().as_secs_f64());
+        let object = match (result, &self.stale) {
+            (Ok(Fetched::Object(o)), _) => o,
+            (Ok(Fetched::NotModified), Some(stale)) => {
+                let fresh = Arc::new(Cached {
+                    meta: stale.meta.clone(),
+                    body: stale.body.clone(),
+                    stored_at: Instant::now(),
+                });
+                cache
+                    .entries
+                    .insert(self.key.clone(), Entry::Object(fresh.clone()))
+                    .await;
+                return self
+                    .fill
+                    .set_head(Head::Ready(fresh, CacheStatus::Revalidated));
+            }
+            (Ok(Fetched::NotModified), None) => {
+                let e = Error::new(
+                    Kind::BadGateway,
+                    Side::Origin,
+                    "the origin failed; try again later",
+                );
+                return self
+                    .fill
+                    .set_head(Head::Failed(e.with_detail("unexpected 304")));
+            }
+            (Err(e), _) if e.is_not_found() => {
+                let entry = Entry::NotFound {
+                    stored_at: Instant::now(),
+                };
+                cache.entries.insert(self.key.clone(), entry).await;
+                return self.fill.set_head(Head::Failed(e.into_error()));
+            }
+            (Err(e), Some(stale))
+                if e.allows_stale()
+                    && age(stale.stored_at, Instant::now())
+                        < cache.cfg.ttl.0 + cache.cfg.stale_if_error.0 =>
+            {
+                tracing::warn!(bucket = %self.obj.bucket, error = %e, "origin failing; serving stale copy");
+                return self
+                    .fill
+                    .set_head(Head::Ready(stale.clone(), CacheStatus::Stale));
+            }
+            (Err(e), _) => return self.fill.set_head(Head::Failed(e.into_error())),
+        };
+        if !object.meta.content_type_allowed(&cache.allowed_types) {
+            let e = Error::new(
+                Kind::UnsupportedMediaType,
+                Side::Origin,
+                "the object's content type is not served by this proxy",
+            );
+            let ct = object.meta.content_type.clone().unwrap_or_default();
+            return self
+                .fill
+                .set_head(Head::Failed(e.with_detail(format!("content type {ct:?}"))));
+        }
+        if object.content_length > cache.cfg.max_object_size.0 {
+            cache.large.insert(self.key.clone(), ()).await;
+            return self.fill.set_head(Head::Bypass);
+        }
+        let meta = Arc::new(object.meta);
+        self.fill.set_head(Head::Body(meta.clone()));
+        self.pump(meta, object.content_length, object.body).await;
+    }
+
+    /// Copies the body into the fill; caches it only if exactly `expected` bytes came.
+    async fn pump(
+        &self,
+        meta: Arc<ObjectMeta>,
+        expected: u64,
+        mut body: aws_sdk_s3::primitives::ByteStream,
+    ) {
+        let idle = self.origins.idle_timeout();
+        let mut whole = BytesMut::with_capacity(expected as usize);
+        loop {
+            match next_chunk(&mut body, idle).await {
+                Ok(Some(chunk)) => {
+                    if whole.len() as u64 + chunk.len() as u64 > expected {
+                        tracing::warn!(bucket = %self.obj.bucket, "origin sent more than Content-Length");
+                        return self.fill.finish(End::Broken);
+                    }
+                    whole.extend_from_slice(&chunk);
+                    self.fill.push(chunk);
+                }
+                Ok(None) if whole.len() as u64 == expected => break,
+                Ok(None) => {
+                    tracing::warn!(bucket = %self.obj.bucket, got = whole.len(), expected, "origin body ended early");
+                    return self.fill.finish(End::Broken);
+                }
+                Err(e) => {
+                    tracing::warn!(bucket = %self.obj.bucket, error = %e, "origin body broken");
+                    return self.fill.finish(End::Broken);
+                }
+            }
+        }
+        let cached = Arc::new(Cached {
+            meta,
+            body: whole.freeze(),
+            stored_at: Instant::now(),
+        });
+        self.cache
+            .entries
+            .insert(self.key.clone(), Entry::Object(cached))
+            .await;
+        self.fill.finish(End::Complete);
+    }
+}

@@ -1,0 +1,385 @@
+//! `config.toml`: the schema of PRODUCT.md section 2, its defaults and its validation.
+//!
+//! Parsing is strict (unknown keys are errors) and every error names the file, the key
+//! and the reason on one line. Secrets (`env:NAME`, `cred:NAME` or a literal) are
+//! resolved while parsing, so a missing variable is reported with the key that needs it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// A config error: `file: key: reason`, printable on one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {reason}")]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(file: &Path, key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.display().to_string(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: Server,
+    pub origin: Origin,
+    pub cache: Cache,
+    pub presign: Presign,
+    pub cors: Cors,
+    pub tenants: Vec<Tenant>,
+    pub buckets: Vec<Bucket>,
+    pub embedded_store: EmbeddedStore,
+    pub gcs: Option<Gcs>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub tls: Option<Tls>,
+    pub header_read_timeout: Dur,
+    pub max_connections: usize,
+    pub cache_control: String,
+    pub allowed_content_types: Vec<String>,
+    pub drain_timeout: Dur,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            tls: None,
+            header_read_timeout: Dur::secs(10),
+            max_connections: 10_000,
+            cache_control: "private, max-age=3600".into(),
+            allowed_content_types: vec!["image/*".into()],
+            drain_timeout: Dur::secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Origin {
+    pub connect_timeout: Dur,
+    pub first_byte_timeout: Dur,
+    pub max_attempts: u32,
+}
+
+impl Default for Origin {
+    fn default() -> Self {
+        Origin {
+            connect_timeout: Dur::secs(2),
+            first_byte_timeout: Dur::secs(10),
+            max_attempts: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cache {
+    pub max_memory: Size,
+    pub max_object_size: Size,
+    pub ttl: Dur,
+    pub negative_ttl: Dur,
+    pub stale_if_error: Dur,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache {
+            max_memory: Size(512 << 20),
+            max_object_size: Size(16 << 20),
+            ttl: Dur::secs(3600),
+            negative_ttl: Dur::secs(30),
+            stale_if_error: Dur::secs(3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Presign {
+    pub expires_in: Dur,
+    pub refresh_before: Dur,
+}
+
+impl Default for Presign {
+    fn default() -> Self {
+        Presign {
+            expires_in: Dur::secs(24 * 3600),
+            refresh_before: Dur::secs(3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cors {
+    pub allowed_origins: Vec<String>,
+    pub max_age: Dur,
+}
+
+impl Default for Cors {
+    fn default() -> Self {
+        Cors {
+            allowed_origins: Vec::new(),
+            max_age: Dur::secs(3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tenant {
+    pub name: String,
+    pub buckets: Vec<String>,
+    /// Secure by default: a tenant must opt out of signed URLs explicitly.
+    #[serde(default = "yes")]
+    pub require_signature: bool,
+    #[serde(default)]
+    pub signing_keys: Vec<SigningKey>,
+    pub assume_role: Option<AssumeRole>,
+    pub expected_owner: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKey {
+    pub id: String,
+    pub secret: Secret,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssumeRole {
+    pub role_arn: String,
+    pub external_id: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    #[default]
+    S3,
+    Gcs,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::S3 => "s3",
+            ProviderKind::Gcs => "gcs",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bucket {
+    pub name: String,
+    #[serde(default)]
+    pub provider: ProviderKind,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub path_style: bool,
+    /// Static keys for an S3-compatible store (MinIO, R2, the embedded store); without
+    /// them the bucket is read with the tenant's identity.
+    pub access_key: Option<Secret>,
+    pub secret_key: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedStore {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    pub root: PathBuf,
+    pub demo_listen: SocketAddr,
+    /// Keys the store accepts; generated at start-up when absent.
+    pub access_key: Option<Secret>,
+    pub secret_key: Option<Secret>,
+}
+
+impl Default for EmbeddedStore {
+    fn default() -> Self {
+        EmbeddedStore {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9000)),
+            root: PathBuf::from("demo/bucket"),
+            demo_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            access_key: None,
+            secret_key: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gcs {
+    pub access_key: Secret,
+    pub secret_key: Secret,
+    #[serde(default = "gcs_endpoint")]
+    pub endpoint: String,
+}
+
+fn gcs_endpoint() -> String {
+    "https://storage.googleapis.com".into()
+}
+
+/// A duration written as `"250ms"`, `"30s"`, `"24h"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub const fn secs(s: u64) -> Self {
+        Dur(Duration::from_secs(s))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim()).map(Dur).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{s:?} is not a duration like \"30s\" or \"24h\" ({e})"
+            ))
+        })
+    }
+}
+
+/// A size written as `"512MiB"`, `"16MiB"`, `"4096"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.trim()
+            .parse::<bytesize::ByteSize>()
+            .map(|b| Size(b.as_u64()))
+            .map_err(|e| {
+                serde::de::Error::custom(format!("{s:?} is not a size like \"512MiB\" ({e})"))
+            })
+    }
+}
+
+/// A secret value, resolved while parsing from `env:NAME`, `cred:NAME` or a literal.
+/// Its `Debug` never prints the value, so configs can be logged safely.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    fn resolve(spec: &str) -> Result<Secret, String> {
+        if let Some(name) = spec.strip_prefix("env:") {
+            return std::env::var(name)
+                .map(Secret)
+                .map_err(|_| format!("environment variable {name} is not set (or not UTF-8)"));
+        }
+        if let Some(name) = spec.strip_prefix("cred:") {
+            if name.contains('/') || name.is_empty() {
+                return Err(format!(
+                    "credential name {name:?} must be a plain file name"
+                ));
+            }
+            let dir = std::env::var("CREDENTIALS_DIRECTORY").map_err(|_| {
+                format!("cred:{name} needs $CREDENTIALS_DIRECTORY (systemd LoadCredential=)")
+            })?;
+            let path = Path::new(&dir).join(name);
+            return std::fs::read_to_string(&path)
+                .map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_string()))
+                .map_err(|e| format!("cannot read credential {}: {e}", path.display()));
+        }
+        Ok(Secret(spec.to_string()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Secret::resolve(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path, "(file)", format!("cannot read: {e}")))?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let mut reason = inner.message().replace('\n', " ");
+            if let Some(span) = inner.span() {
+                let line = text[..span.start.min(text.len())].lines().count().max(1);
+                reason = format!("{reason} (line {line})");
+            }
+            let key = if key == "." {
+                "(top level)".to_string()
+            } else {
+                key
+            };
+            ConfigError::new(path, key, reason)
+        })?;
+        crate::config_check::validate(&config)
+            .map_err(|(key, reason)| ConfigError::new(path, key, reason))?;
+        Ok(config)
+    }
+
+    /// The per-bucket settings for `bucket`, if any.
+    pub fn bucket(&self, bucket: &str) -> Option<&Bucket> {
+        self.buckets.iter().find(|b| b.name == bucket)
+    }
+
+    /// The config file to use: `-c`, else `$BUCKETFRONT_CONFIG`, else `./config.toml`.
+    pub fn default_path(flag: Option<PathBuf>) -> PathBuf {
+        flag.or_else(|| std::env::var_os("BUCKETFRONT_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("config.toml"))
+    }
+}

@@ -1,0 +1,255 @@
+//! Semantic validation of a parsed [`Config`]: the rules that serde cannot express
+//! (a tenant that must sign but has no keys, a bucket claimed by two tenants, …).
+//! Each failure names the key and says how to fix it.
+
+use crate::auth::BucketPattern;
+use crate::config::{Config, ProviderKind};
+use crate::cors::OriginPattern;
+use crate::source::validate_bucket;
+
+type Failure = (String, String);
+
+fn fail<T>(key: impl Into<String>, reason: impl Into<String>) -> Result<T, Failure> {
+    Err((key.into(), reason.into()))
+}
+
+pub fn validate(c: &Config) -> Result<(), Failure> {
+    if c.server.max_connections == 0 {
+        return fail("server.max_connections", "must be at least 1");
+    }
+    for (i, t) in c.server.allowed_content_types.iter().enumerate() {
+        let valid = t
+            .split_once('/')
+            .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty());
+        if !valid {
+            return fail(
+                format!("server.allowed_content_types[{i}]"),
+                format!("{t:?} is not like \"image/*\""),
+            );
+        }
+    }
+    if http::HeaderValue::from_str(&c.server.cache_control).is_err() {
+        return fail("server.cache_control", "is not a valid header value");
+    }
+    if c.origin.max_attempts == 0 {
+        return fail("origin.max_attempts", "must be at least 1");
+    }
+    if c.cache.max_object_size.0 > c.cache.max_memory.0 {
+        return fail("cache.max_object_size", "must not exceed cache.max_memory");
+    }
+    if c.presign.refresh_before.0 >= c.presign.expires_in.0 {
+        return fail(
+            "presign.refresh_before",
+            "must be shorter than presign.expires_in",
+        );
+    }
+    for (i, o) in c.cors.allowed_origins.iter().enumerate() {
+        OriginPattern::parse(o).map_err(|e| (format!("cors.allowed_origins[{i}]"), e))?;
+    }
+    validate_tenants(c)?;
+    validate_buckets(c)
+}
+
+fn validate_tenants(c: &Config) -> Result<(), Failure> {
+    let mut claimed: Vec<(BucketPattern, &str)> = Vec::new();
+    for (i, t) in c.tenants.iter().enumerate() {
+        let at = |k: &str| format!("tenants[{i}].{k}");
+        if t.name.is_empty() || c.tenants.iter().filter(|o| o.name == t.name).count() > 1 {
+            return fail(
+                at("name"),
+                format!("{:?} must be non-empty and unique", t.name),
+            );
+        }
+        if t.require_signature && t.signing_keys.is_empty() {
+            return fail(
+                at("signing_keys"),
+                format!(
+                    "tenant {:?} has require_signature = true but no signing_keys; add one or set require_signature = false",
+                    t.name
+                ),
+            );
+        }
+        for (k, key) in t.signing_keys.iter().enumerate() {
+            if key.id.is_empty() || t.signing_keys.iter().filter(|o| o.id == key.id).count() > 1 {
+                return fail(
+                    at(&format!("signing_keys[{k}].id")),
+                    "must be non-empty and unique",
+                );
+            }
+            if key.secret.expose().len() < 16 {
+                return fail(
+                    at(&format!("signing_keys[{k}].secret")),
+                    "must be at least 16 bytes",
+                );
+            }
+        }
+        if let Some(role) = &t.assume_role
+            && !role.role_arn.starts_with("arn:")
+        {
+            return fail(
+                at("assume_role.role_arn"),
+                "must be a role ARN (arn:aws:iam::ACCOUNT:role/NAME)",
+            );
+        }
+        if let Some(owner) = &t.expected_owner
+            && (owner.len() != 12 || !owner.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return fail(at("expected_owner"), "must be a 12-digit AWS account id");
+        }
+        for (b, pattern) in t.buckets.iter().enumerate() {
+            let p = BucketPattern::parse(pattern).map_err(|e| (at(&format!("buckets[{b}]")), e))?;
+            if let BucketPattern::Exact(name) = &p {
+                // Either provider's rules: GCS names may hold '_'.
+                validate_bucket(name, ProviderKind::Gcs)
+                    .map_err(|e| (at(&format!("buckets[{b}]")), e.message))?;
+            }
+            if let Some((_, other)) = claimed.iter().find(|(q, _)| q.overlaps(&p)) {
+                return fail(
+                    at(&format!("buckets[{b}]")),
+                    format!(
+                        "{pattern:?} overlaps a bucket of tenant {other:?}; one tenant per bucket"
+                    ),
+                );
+            }
+            claimed.push((p, &t.name));
+        }
+    }
+    Ok(())
+}
+
+fn validate_buckets(c: &Config) -> Result<(), Failure> {
+    for (i, b) in c.buckets.iter().enumerate() {
+        let at = |k: &str| format!("buckets[{i}].{k}");
+        validate_bucket(&b.name, b.provider).map_err(|e| (at("name"), e.message))?;
+        if c.buckets.iter().filter(|o| o.name == b.name).count() > 1 {
+            return fail(at("name"), format!("bucket {:?} is listed twice", b.name));
+        }
+        let owned = c.tenants.iter().any(|t| {
+            t.buckets
+                .iter()
+                .filter_map(|p| BucketPattern::parse(p).ok())
+                .any(|p| p.matches(&b.name))
+        });
+        if !owned {
+            return fail(
+                at("name"),
+                format!(
+                    "bucket {:?} belongs to no tenant; add it to a tenant's buckets",
+                    b.name
+                ),
+            );
+        }
+        if let Some(endpoint) = &b.endpoint {
+            let ok = (endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+                && endpoint
+                    .parse::<http::Uri>()
+                    .is_ok_and(|u| u.host().is_some());
+            if !ok {
+                return fail(
+                    at("endpoint"),
+                    format!("{endpoint:?} is not an http(s) URL"),
+                );
+            }
+        }
+        if b.access_key.is_some() != b.secret_key.is_some() {
+            return fail(at("secret_key"), "access_key and secret_key go together");
+        }
+        if b.provider == ProviderKind::Gcs && c.gcs.is_none() && b.access_key.is_none() {
+            return fail(
+                at("provider"),
+                "a GCS bucket needs a [gcs] section with the HMAC keys",
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("test.toml")).map_err(|e| e.to_string())
+    }
+
+    const TENANT: &str =
+        "[[tenants]]\nname = \"a\"\nbuckets = [\"a-img\"]\nrequire_signature = false\n";
+
+    #[test]
+    fn short_file_is_valid() {
+        let c = parse(TENANT).unwrap();
+        assert_eq!(c.server.max_connections, 10_000);
+        assert_eq!(c.cache.max_memory.0, 512 << 20);
+        assert_eq!(c.presign.expires_in.0.as_secs(), 86_400);
+    }
+
+    #[test]
+    fn errors_name_file_key_and_reason() {
+        let cases = [
+            (
+                "[server]\nlisten = \"nope\"\n",
+                "test.toml: server.listen: ",
+            ),
+            ("[server]\nbogus = 1\n", "unknown field `bogus`"),
+            (
+                "[cache]\nttl = \"soon\"\n",
+                "test.toml: cache.ttl: \"soon\" is not a duration",
+            ),
+            ("[cache]\nmax_memory = \"lots\"\n", "cache.max_memory"),
+            (
+                "[[tenants]]\nname = \"a\"\nbuckets = [\"a-img\"]\n",
+                "tenants[0].signing_keys: tenant \"a\" has require_signature",
+            ),
+            (
+                "[[tenants]]\nname=\"a\"\nbuckets=[\"x\"]\nsigning_keys=[{id=\"k\",secret=\"env:BF_TEST_UNSET_VAR\"}]\n",
+                "BF_TEST_UNSET_VAR is not set",
+            ),
+            (
+                "[[tenants]]\nname=\"a\"\nbuckets=[\"acme-*\"]\nrequire_signature=false\n[[tenants]]\nname=\"b\"\nbuckets=[\"acme-raw-*\"]\nrequire_signature=false\n",
+                "tenants[1].buckets[0]: \"acme-raw-*\" overlaps a bucket of tenant \"a\"",
+            ),
+            (
+                &format!("{TENANT}[[buckets]]\nname = \"other-b\"\n"),
+                "belongs to no tenant",
+            ),
+            (
+                &format!("{TENANT}[[buckets]]\nname = \"a-img\"\nprovider = \"azure\"\n"),
+                "buckets[0].provider",
+            ),
+            (
+                "[cors]\nallowed_origins = [\"example.com\"]\n",
+                "cors.allowed_origins[0]",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(want), "{text:?}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn secrets_from_env_and_credentials_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("acme-key"), "0123456789abcdef-from-file\n").unwrap();
+        // SAFETY: tests in this module are the only readers of these two variables.
+        unsafe {
+            std::env::set_var("CREDENTIALS_DIRECTORY", dir.path());
+            std::env::set_var("BF_TEST_KEY", "0123456789abcdef-from-env");
+        }
+        let c = parse(
+            "[[tenants]]\nname=\"a\"\nbuckets=[\"a-img\"]\nsigning_keys=[{id=\"k1\",secret=\"cred:acme-key\"},{id=\"k2\",secret=\"env:BF_TEST_KEY\"}]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.tenants[0].signing_keys[0].secret.expose(),
+            "0123456789abcdef-from-file"
+        );
+        assert_eq!(
+            c.tenants[0].signing_keys[1].secret.expose(),
+            "0123456789abcdef-from-env"
+        );
+        assert!(!format!("{c:?}").contains("from-env"));
+    }
+}

@@ -1,0 +1,148 @@
+//! The demo page, served on `[embedded_store] demo_listen`: a gallery of the sample
+//! images loaded through the proxy from another origin, so CORS works exactly as in
+//! production. URLs are signed here when the bucket's tenant requires it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::auth::Tenants;
+use crate::proxy::body::ProxyBody;
+
+pub struct Demo {
+    /// `http://127.0.0.1:8080`: where the browser reaches the proxy.
+    pub proxy_base: String,
+    /// `(bucket, key, size)` of each sample object.
+    pub objects: Vec<(String, String, u64)>,
+    pub tenants: Arc<Tenants>,
+}
+
+impl Demo {
+    pub fn handle(&self, path: &str) -> Response<ProxyBody> {
+        let (status, ct, body) = match path {
+            "/" | "/index.html" => (StatusCode::OK, "text/html; charset=utf-8", self.page()),
+            _ => (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "not found\n".to_string(),
+            ),
+        };
+        let mut r = Response::new(ProxyBody::full(Bytes::from(body)));
+        *r.status_mut() = status;
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+        r.headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r
+    }
+
+    /// The proxy URL of one object, signed for an hour when its tenant requires it.
+    pub fn url_for(&self, bucket: &str, key: &str) -> String {
+        let path = format!("{}/{}/{}", self.proxy_base, bucket, encode_path(key));
+        let Some(tenant) = self.tenants.for_bucket(bucket) else {
+            return path;
+        };
+        match tenant.signing_key(None) {
+            Some((kid, secret)) if tenant.require_signature => {
+                let exp = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .saturating_add(Duration::from_secs(3600))
+                    .as_secs();
+                let sig = crate::auth::sign(secret, bucket, key, exp);
+                format!("{path}?exp={exp}&sig={sig}&kid={kid}")
+            }
+            _ => path,
+        }
+    }
+
+    fn page(&self) -> String {
+        let mut cards = String::new();
+        for (bucket, key, size) in &self.objects {
+            let url = self.url_for(bucket, key);
+            cards.push_str(&format!(
+                r#"<figure class="card"><div class="frame"><img crossorigin="anonymous" alt="{key}" data-src="{url}"></div>
+<figcaption><code>{bucket}/{key}</code><span class="meta"><span class="size">{size} B</span> · <span class="xcache">…</span> · <span class="time">…</span></span></figcaption></figure>
+"#,
+                key = html_escape(key),
+                bucket = html_escape(bucket),
+                url = html_escape(&url),
+            ));
+        }
+        PAGE.replace("{{CARDS}}", &cards)
+            .replace("{{PROXY}}", &html_escape(&self.proxy_base))
+            .replace("{{COUNT}}", &self.objects.len().to_string())
+    }
+}
+
+/// Percent-encodes a key for a URL path, keeping `/`.
+pub fn encode_path(key: &str) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(key, SET).to_string()
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>bucketfront demo</title>
+<style>
+:root { --bg:#0f172a; --card:#1e293b; --fg:#e2e8f0; --muted:#94a3b8; --accent:#38bdf8; --ok:#4ade80; --warn:#fbbf24; }
+* { box-sizing: border-box; }
+body { margin:0; font:15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; background:var(--bg); color:var(--fg); }
+header { padding:28px 32px 8px; }
+h1 { margin:0; font-size:26px; letter-spacing:-0.02em; }
+h1 span { color:var(--accent); }
+p.lead { color:var(--muted); margin:6px 0 0; max-width:70ch; }
+main { display:grid; grid-template-columns:repeat(auto-fill, minmax(240px, 1fr)); gap:20px; padding:24px 32px; }
+.card { margin:0; background:var(--card); border-radius:12px; overflow:hidden; box-shadow:0 4px 20px rgba(0,0,0,.35); }
+.frame { aspect-ratio:4/3; display:flex; align-items:center; justify-content:center; background:#0b1222; }
+.frame img { max-width:100%; max-height:100%; object-fit:contain; display:block; }
+figcaption { padding:10px 14px 12px; display:flex; flex-direction:column; gap:2px; }
+figcaption code { font-size:13px; word-break:break-all; }
+.meta { color:var(--muted); font-size:13px; }
+.xcache.HIT { color:var(--ok); } .xcache.MISS { color:var(--warn); } .xcache.error { color:#f87171; }
+footer { padding:0 32px 32px; color:var(--muted); font-size:14px; }
+footer code { background:#1e293b; padding:2px 6px; border-radius:4px; color:var(--fg); }
+</style></head>
+<body>
+<header><h1><span>bucketfront</span> demo</h1>
+<p class="lead">{{COUNT}} images from a private bucket, loaded by this page (another origin) through the proxy at
+<code>{{PROXY}}</code>. The proxy signs the upstream requests, caches hot bytes and writes the CORS headers itself.</p></header>
+<main id="gallery">
+{{CARDS}}</main>
+<footer>To serve your own bucket: add a <code>[[tenants]]</code> entry naming it in <code>config.toml</code>, give the proxy's
+AWS identity <code>s3:GetObject</code> on it (<code>bucketfront policy --provider s3 --bucket NAME</code> prints the policy),
+and point your <code>&lt;img src&gt;</code> at <code>{{PROXY}}/NAME/KEY</code>.</footer>
+<script>
+for (const card of document.querySelectorAll('.card')) {
+  const img = card.querySelector('img');
+  const url = img.dataset.src;
+  const t0 = performance.now();
+  fetch(url).then(async (r) => {
+    const xc = card.querySelector('.xcache');
+    xc.textContent = r.ok ? (r.headers.get('X-Cache') || '?') : ('HTTP ' + r.status);
+    xc.className = 'xcache ' + (r.ok ? r.headers.get('X-Cache') : 'error');
+    const blob = await r.blob();
+    card.querySelector('.size').textContent = (blob.size / 1024).toFixed(1) + ' KiB';
+    card.querySelector('.time').textContent = (performance.now() - t0).toFixed(1) + ' ms';
+    img.src = url;
+  }).catch((e) => { card.querySelector('.xcache').textContent = 'failed: ' + e; });
+}
+</script>
+</body></html>
+"#;

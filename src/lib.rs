@@ -1,0 +1,34 @@
+//! bucketfront: a caching reverse proxy that serves images from customers' private
+//! S3/GCS buckets to browsers, with the platform's cross-account credentials.
+//!
+//! A request goes through [`proxy::handle`] in a fixed phase order: route → source →
+//! authorize → lookup/fetch → respond → log. The modules below are named after those
+//! phases and the parts they use:
+//!
+//! - [`server`]: accept loop, connection limits, graceful drain; [`app`] wires listeners.
+//! - [`proxy`]: the phases; [`source`] parses source URLs; [`auth`] tenants and signatures;
+//!   [`cache`] the in-memory object cache and in-flight fills; [`origin`] the S3 clients;
+//!   [`presign`] presigned URLs; [`cors`] CORS; [`error`] the error → status mapping.
+//! - [`config`] and [`config_check`]: `config.toml`; [`cli`] and [`onboard`]: commands.
+//! - [`store`] the embedded S3-compatible store, [`demo`] the demo page, [`admin`] and
+//!   [`metrics`] the admin listener.
+
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod config_check;
+pub mod cors;
+pub mod demo;
+pub mod error;
+pub mod metrics;
+pub mod object;
+pub mod onboard;
+pub mod origin;
+pub mod presign;
+pub mod proxy;
+pub mod server;
+pub mod source;
+pub mod store;

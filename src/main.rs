@@ -1,0 +1,155 @@
+//! The `bucketfront` binary: parses the command line, loads the config, and owns the
+//! process (sockets, signals, exit codes). Everything else is in the library.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use bucketfront::app::{App, Listeners};
+use bucketfront::auth::Tenants;
+use bucketfront::cli::{self, Cli, Command};
+use bucketfront::config::Config;
+use bucketfront::demo::Demo;
+use bucketfront::server::{self, Limits};
+use bucketfront::store::{self, Store};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::CheckConfig(c) => c
+            .load()
+            .map(|config| print!("{}", cli::check_config(&config))),
+        Command::Sign(args) => args
+            .config
+            .load()
+            .and_then(|config| cli::sign(&config, args, SystemTime::now()))
+            .map(|url| println!("{url}")),
+        Command::Policy(args) => {
+            print!("{}", bucketfront::onboard::policy(args));
+            Ok(())
+        }
+        Command::Check(args) => runtime().and_then(|rt| {
+            let config = args.config.load()?;
+            let (report, ok) = rt.block_on(bucketfront::onboard::check(&config, &args.url));
+            print!("{report}");
+            if ok {
+                Ok(())
+            } else {
+                Err("the image would not be served (see above)".into())
+            }
+        }),
+        Command::Serve(c) => c
+            .load()
+            .and_then(|config| runtime()?.block_on(serve(config))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("bucketfront: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BUCKETFRONT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config::imds=error"));
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .init();
+}
+
+async fn bind(what: &str, addr: std::net::SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    init_logging();
+    let shutdown = CancellationToken::new();
+    let mut embedded = None;
+    let mut demo = None;
+    let mut _store = None;
+    if config.embedded_store.enabled {
+        let es = &config.embedded_store;
+        let listener = bind("embedded_store.listen", es.listen).await?;
+        let (access, secret) = match (&es.access_key, &es.secret_key) {
+            (Some(a), Some(s)) => (a.expose().to_string(), s.expose().to_string()),
+            _ => store::generate_keys(),
+        };
+        let s = Store::start(listener, &access, &secret, shutdown.child_token())
+            .map_err(|e| e.to_string())?;
+        let objects = s.seed(&es.root).await.map_err(|e| e.to_string())?;
+        tracing::info!(endpoint = %s.endpoint, objects = objects.len(), "embedded store ready");
+        embedded = Some((s.endpoint.clone(), s.credentials.clone()));
+        demo = Some((
+            bind("embedded_store.demo_listen", es.demo_listen).await?,
+            objects,
+        ));
+        _store = Some(s);
+    }
+    let listeners = Listeners {
+        public: bind("server.listen", config.server.listen).await?,
+        admin: bind("server.admin_listen", config.server.admin_listen).await?,
+    };
+    let public_addr = listeners.public.local_addr().map_err(|e| e.to_string())?;
+    let limits = Limits::from_config(&config.server);
+    let tenants = Arc::new(Tenants::from_config(&config));
+    let app = App::build(config, embedded).await;
+    if let Some((listener, objects)) = demo {
+        let page = Arc::new(Demo {
+            proxy_base: format!("http://{public_addr}"),
+            objects,
+            tenants,
+        });
+        tracing::info!(url = %format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?), "demo page");
+        tokio::spawn(server::serve(
+            listener,
+            limits,
+            None,
+            shutdown.child_token(),
+            move |req| {
+                let page = page.clone();
+                async move { page.handle(req.uri().path()) }
+            },
+        ));
+    }
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    tracing::info!(listen = %public_addr, "bucketfront serving");
+    app.run(listeners, shutdown).await;
+    Ok(())
+}
+
+/// SIGTERM or SIGINT: stop accepting and drain.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutdown signal received");
+    shutdown.cancel();
+}

@@ -1,0 +1,189 @@
+//! Counters, gauges and histograms, exposed in Prometheus text format on the admin
+//! listener. The hit path uses handles resolved once at start-up (a labelled lookup per
+//! request costs several times more).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::cache::CacheStatus;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    cache_status: [Counter; 5],
+    pub coalesced: Counter,
+    pub cache_bytes: Gauge,
+    pub cache_entries: Gauge,
+    upstream: Family<OutcomeLabel, Counter>,
+    upstream_latency: Histogram,
+    request_duration: Family<StatusLabel, Histogram>,
+    pub in_flight: Gauge,
+    pub connections: Gauge,
+    presign: Family<OutcomeLabel, Counter>,
+    pub rss_bytes: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("bucketfront");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("requests", "Requests by route and status", requests.clone());
+        let cache = Family::<StatusLabel, Counter>::default();
+        registry.register(
+            "cache_lookups",
+            "Requests by cache status (X-Cache)",
+            cache.clone(),
+        );
+        let cache_status = CacheStatus::ALL.map(|s| {
+            cache
+                .get_or_create(&StatusLabel { status: s.as_str() })
+                .clone()
+        });
+        let coalesced = Counter::default();
+        registry.register(
+            "cache_coalesced_waiters",
+            "Requests that joined another's upstream fetch",
+            coalesced.clone(),
+        );
+        let cache_bytes = Gauge::default();
+        registry.register(
+            "cache_bytes",
+            "Weighted bytes held by the object cache",
+            cache_bytes.clone(),
+        );
+        let cache_entries = Gauge::default();
+        registry.register(
+            "cache_entries",
+            "Entries in the object cache",
+            cache_entries.clone(),
+        );
+        let upstream = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "upstream_requests",
+            "Origin GetObject calls by outcome",
+            upstream.clone(),
+        );
+        let upstream_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "upstream_latency_seconds",
+            "Time to the origin's response headers",
+            upstream_latency.clone(),
+        );
+        let request_duration = Family::<StatusLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+        });
+        registry.register(
+            "request_duration_seconds",
+            "Time to response headers by cache status",
+            request_duration.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "in_flight_requests",
+            "Requests being answered",
+            in_flight.clone(),
+        );
+        let connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Client connections open",
+            connections.clone(),
+        );
+        let presign = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "presign_cache",
+            "Presigned URL lookups: hit, miss, refresh",
+            presign.clone(),
+        );
+        let rss_bytes = Gauge::default();
+        registry.register(
+            "resident_memory_bytes",
+            "Resident set size of the process",
+            rss_bytes.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            cache_status,
+            coalesced,
+            cache_bytes,
+            cache_entries,
+            upstream,
+            upstream_latency,
+            request_duration,
+            in_flight,
+            connections,
+            presign,
+            rss_bytes,
+        }
+    }
+
+    pub fn request(&self, route: &'static str, status: u16) {
+        self.requests
+            .get_or_create(&RequestLabels { route, status })
+            .inc();
+    }
+
+    pub fn cache(&self, status: CacheStatus) {
+        self.cache_status[status as usize].inc();
+    }
+
+    pub fn duration(&self, status: &'static str, seconds: f64) {
+        self.request_duration
+            .get_or_create(&StatusLabel { status })
+            .observe(seconds);
+    }
+
+    pub fn upstream(&self, outcome: &'static str, seconds: f64) {
+        self.upstream.get_or_create(&OutcomeLabel { outcome }).inc();
+        self.upstream_latency.observe(seconds);
+    }
+
+    pub fn presign(&self, outcome: &'static str) {
+        self.presign.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// The text exposition; `rss` is refreshed first.
+    pub fn render(&self) -> String {
+        if let Some(rss) = resident_bytes() {
+            self.rss_bytes.set(rss as i64);
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Resident set size from `/proc/self/statm` (Linux).
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}

@@ -1,0 +1,438 @@
+//! The origin: S3 (and S3-compatible stores, and GCS through its XML API) read through
+//! aws-sdk-s3, with per-tenant credentials. The fetch phase of the request path.
+//!
+//! Clients are built once per (tenant, region, endpoint) and reused, so connections are
+//! pooled across requests. Every SDK failure is classified into an [`OriginError`]
+//! here, the only place that looks at S3 error codes.
+
+pub mod credentials;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+
+use crate::auth::Tenant;
+use crate::config::{self, Config, ProviderKind};
+use crate::error::{Error, Kind, Side};
+use crate::object::ObjectMeta;
+use crate::source::ObjectRef;
+use credentials::{CachedCredentials, error_chain};
+
+/// Why an origin call did not produce an object.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OriginError {
+    #[error("NoSuchKey")]
+    NoSuchKey,
+    #[error("NoSuchBucket")]
+    NoSuchBucket,
+    #[error("AccessDenied: {0}")]
+    AccessDenied(String),
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable,
+    #[error("origin too slow: {0}")]
+    Timeout(String),
+    #[error("origin unreachable: {0}")]
+    Unreachable(String),
+    #[error("origin answered {status} {code}")]
+    Status { status: u16, code: String },
+    #[error("no usable credentials: {0}")]
+    Credentials(String),
+    #[error("body broken: {0}")]
+    Body(String),
+}
+
+impl OriginError {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OriginError::NoSuchKey => "no_such_key",
+            OriginError::NoSuchBucket => "no_such_bucket",
+            OriginError::AccessDenied(_) => "access_denied",
+            OriginError::RangeNotSatisfiable => "range_not_satisfiable",
+            OriginError::Timeout(_) => "timeout",
+            OriginError::Unreachable(_) => "unreachable",
+            OriginError::Status { .. } => "error_status",
+            OriginError::Credentials(_) => "credentials",
+            OriginError::Body(_) => "body",
+        }
+    }
+
+    /// Whether the answer means "this object is not there": remembered for `negative_ttl`.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, OriginError::NoSuchKey | OriginError::NoSuchBucket)
+    }
+
+    /// Whether a stale copy may be served instead (the origin is failing, not answering).
+    pub fn allows_stale(&self) -> bool {
+        matches!(
+            self,
+            OriginError::Timeout(_)
+                | OriginError::Unreachable(_)
+                | OriginError::Status { .. }
+                | OriginError::Body(_)
+        )
+    }
+
+    /// The client-facing error. Denied, missing bucket and missing key are one 404.
+    pub fn into_error(self) -> Error {
+        let detail = self.to_string();
+        let e = match self {
+            OriginError::NoSuchKey | OriginError::NoSuchBucket | OriginError::AccessDenied(_) => {
+                Error::not_found()
+            }
+            OriginError::RangeNotSatisfiable => Error::new(
+                Kind::RangeNotSatisfiable,
+                Side::Client,
+                "the requested range is not satisfiable",
+            ),
+            OriginError::Timeout(_) => Error::new(
+                Kind::GatewayTimeout,
+                Side::Origin,
+                "the origin did not answer in time",
+            ),
+            _ => Error::new(
+                Kind::BadGateway,
+                Side::Origin,
+                "the origin failed; try again later",
+            ),
+        };
+        e.with_detail(detail)
+    }
+}
+
+/// What to ask the origin for, beyond the object itself.
+#[derive(Debug, Clone, Default)]
+pub struct GetRequest {
+    /// A `Range` header value, forwarded as is.
+    pub range: Option<String>,
+    pub if_none_match: Option<String>,
+    pub if_modified_since: Option<SystemTime>,
+}
+
+/// An object's headers and its body, still streaming from the origin.
+pub struct OriginObject {
+    pub meta: ObjectMeta,
+    /// Bytes in this response's body (less than `meta.size` for a range).
+    pub content_length: u64,
+    /// `Content-Range` of a 206, as S3 sent it.
+    pub content_range: Option<String>,
+    pub body: ByteStream,
+}
+
+pub enum Fetched {
+    Object(OriginObject),
+    /// The origin's `304`: the object has not changed.
+    NotModified,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    tenant: String,
+    region: String,
+    endpoint: Option<String>,
+    path_style: bool,
+    static_keys: bool,
+}
+
+/// All origin clients and the tenants' credentials.
+pub struct Origins {
+    base: SdkConfig,
+    origin: config::Origin,
+    buckets: HashMap<String, config::Bucket>,
+    gcs: Option<config::Gcs>,
+    tenant_credentials: HashMap<String, SharedCredentialsProvider>,
+    clients: RwLock<HashMap<ClientKey, Client>>,
+    /// Injected endpoint for tests and the embedded store: `(endpoint, access, secret)`.
+    embedded: Option<(String, Credentials)>,
+}
+
+impl Origins {
+    /// Loads the proxy's own identity from the standard AWS chain and prepares one
+    /// credentials provider per tenant (its assumed role, or the proxy's identity).
+    pub async fn new(config: &Config, embedded: Option<(String, Credentials)>) -> Origins {
+        let base = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        let mut tenant_credentials = HashMap::new();
+        for t in &config.tenants {
+            let provider = match (&t.assume_role, base.credentials_provider()) {
+                (Some(role), _) => {
+                    let mut b = aws_config::sts::AssumeRoleProvider::builder(&role.role_arn)
+                        .session_name(format!("bucketfront-{}", t.name))
+                        .configure(&base);
+                    if base.region().is_none() {
+                        b = b.region(Region::new("us-east-1"));
+                    }
+                    if let Some(id) = &role.external_id {
+                        b = b.external_id(id.expose());
+                    }
+                    let assumed = SharedCredentialsProvider::new(b.build().await);
+                    Some(SharedCredentialsProvider::new(CachedCredentials::new(
+                        &t.name, assumed,
+                    )))
+                }
+                (None, Some(own)) => Some(own),
+                (None, None) => None,
+            };
+            if let Some(p) = provider {
+                tenant_credentials.insert(t.name.clone(), p);
+            }
+        }
+        Origins {
+            base,
+            origin: config.origin.clone(),
+            buckets: config
+                .buckets
+                .iter()
+                .map(|b| (b.name.clone(), b.clone()))
+                .collect(),
+            gcs: config.gcs.clone(),
+            tenant_credentials,
+            clients: RwLock::new(HashMap::new()),
+            embedded,
+        }
+    }
+
+    /// The credentials `tenant` reads `obj` with (for presigning and `check`).
+    pub fn credentials(
+        &self,
+        tenant: &Tenant,
+        obj: &ObjectRef,
+    ) -> Option<SharedCredentialsProvider> {
+        let bucket = self.buckets.get(&obj.bucket);
+        if let Some((access, secret)) =
+            bucket.and_then(|b| b.access_key.as_ref().zip(b.secret_key.as_ref()))
+        {
+            let c = Credentials::new(
+                access.expose(),
+                secret.expose(),
+                None,
+                None,
+                "bucket-config",
+            );
+            return Some(SharedCredentialsProvider::new(c));
+        }
+        if let Some((endpoint, creds)) = &self.embedded
+            && bucket.and_then(|b| b.endpoint.as_deref()) == Some(endpoint.as_str())
+        {
+            return Some(SharedCredentialsProvider::new(creds.clone()));
+        }
+        if obj.provider == ProviderKind::Gcs
+            && let Some(gcs) = &self.gcs
+        {
+            let c = Credentials::new(
+                gcs.access_key.expose(),
+                gcs.secret_key.expose(),
+                None,
+                None,
+                "gcs-hmac",
+            );
+            return Some(SharedCredentialsProvider::new(c));
+        }
+        self.tenant_credentials.get(&tenant.name).cloned()
+    }
+
+    /// The (cached) client for `tenant` reading `obj`'s bucket.
+    pub fn client(&self, tenant: &Tenant, obj: &ObjectRef) -> Client {
+        let bucket = self.buckets.get(&obj.bucket);
+        let gcs = obj.provider == ProviderKind::Gcs;
+        let region = bucket
+            .and_then(|b| b.region.clone())
+            .or_else(|| obj.region.clone())
+            .or_else(|| gcs.then(|| "auto".to_string()))
+            .or_else(|| self.base.region().map(|r| r.to_string()))
+            .unwrap_or_else(|| "us-east-1".to_string());
+        let endpoint = bucket.and_then(|b| b.endpoint.clone()).or_else(|| {
+            gcs.then(|| self.gcs.as_ref().map(|g| g.endpoint.clone()))
+                .flatten()
+        });
+        let key = ClientKey {
+            tenant: tenant.name.clone(),
+            region,
+            path_style: gcs || bucket.is_some_and(|b| b.path_style),
+            static_keys: bucket.is_some_and(|b| b.access_key.is_some()) || gcs,
+            endpoint,
+        };
+        if let Some(c) = self
+            .clients
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return c.clone();
+        }
+        let client = self.build_client(&key, self.credentials(tenant, obj));
+        self.clients
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_insert(client)
+            .clone()
+    }
+
+    fn build_client(&self, key: &ClientKey, creds: Option<SharedCredentialsProvider>) -> Client {
+        let mut b = aws_sdk_s3::config::Builder::from(&self.base)
+            .region(Region::new(key.region.clone()))
+            .force_path_style(key.path_style)
+            .retry_config(RetryConfig::standard().with_max_attempts(self.origin.max_attempts))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(self.origin.connect_timeout.0)
+                    .build(),
+            )
+            // Non-AWS stores reject the SDK's default checksum headers, and GCS sends
+            // whole-object checksums on ranges; bytes travel over TLS anyway.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if let Some(endpoint) = &key.endpoint {
+            b = b.endpoint_url(endpoint);
+        }
+        if let Some(creds) = creds {
+            b = b.credentials_provider(creds);
+        }
+        Client::from_conf(b.build())
+    }
+
+    /// `GetObject`, answered within `first_byte_timeout` (headers; the body streams).
+    pub async fn get(
+        &self,
+        tenant: &Tenant,
+        obj: &ObjectRef,
+        req: &GetRequest,
+    ) -> Result<Fetched, OriginError> {
+        let client = self.client(tenant, obj);
+        let op = client
+            .get_object()
+            .bucket(&obj.bucket)
+            .key(&obj.key)
+            .set_range(req.range.clone())
+            .set_if_none_match(req.if_none_match.clone())
+            .set_if_modified_since(
+                req.if_modified_since
+                    .map(aws_sdk_s3::primitives::DateTime::from),
+            )
+            .set_expected_bucket_owner(tenant.config.expected_owner.clone());
+        if obj.provider == ProviderKind::Gcs {
+            // GCS rejects the checksum-mode header; it is never needed for reads.
+            let op = op.customize().mutate_request(|r| {
+                r.headers_mut().remove("x-amz-checksum-mode");
+            });
+            return self.send_get(op.send()).await;
+        }
+        self.send_get(op.send()).await
+    }
+
+    async fn send_get<F>(&self, send: F) -> Result<Fetched, OriginError>
+    where
+        F: Future<
+            Output = Result<
+                aws_sdk_s3::operation::get_object::GetObjectOutput,
+                SdkError<
+                    aws_sdk_s3::operation::get_object::GetObjectError,
+                    aws_smithy_runtime_api::http::Response,
+                >,
+            >,
+        >,
+    {
+        let timeout = self.origin.first_byte_timeout.0;
+        let out = match tokio::time::timeout(timeout, send).await {
+            Err(_) => {
+                return Err(OriginError::Timeout(format!(
+                    "no response headers within {timeout:?}"
+                )));
+            }
+            Ok(Err(e)) => return classify(e).map(|()| Fetched::NotModified),
+            Ok(Ok(out)) => out,
+        };
+        let content_length = out
+            .content_length
+            .and_then(|l| u64::try_from(l).ok())
+            .unwrap_or(0);
+        let size = out
+            .content_range
+            .as_deref()
+            .and_then(|r| r.rsplit_once('/'))
+            .and_then(|(_, total)| total.parse().ok())
+            .unwrap_or(content_length);
+        let meta = ObjectMeta {
+            content_type: out.content_type,
+            size,
+            etag: out.e_tag,
+            last_modified: out.last_modified.and_then(|d| SystemTime::try_from(d).ok()),
+        };
+        Ok(Fetched::Object(OriginObject {
+            meta,
+            content_length,
+            content_range: out.content_range,
+            body: out.body,
+        }))
+    }
+
+    /// How long a body may go without a chunk before it counts as broken.
+    pub fn idle_timeout(&self) -> Duration {
+        self.origin.first_byte_timeout.0
+    }
+}
+
+/// Turns an SDK error into an [`OriginError`]; `Ok(())` means the origin said 304.
+fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    e: SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> Result<(), OriginError> {
+    match &e {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let code = se.err().code().unwrap_or("").to_string();
+            match (status, code.as_str()) {
+                (304, _) => Ok(()),
+                (404, "NoSuchBucket") => Err(OriginError::NoSuchBucket),
+                (404, _) => Err(OriginError::NoSuchKey),
+                (403, _) => Err(OriginError::AccessDenied(format!(
+                    "{code} {}",
+                    se.err().message().unwrap_or("")
+                ))),
+                (416, _) => Err(OriginError::RangeNotSatisfiable),
+                _ => Err(OriginError::Status { status, code }),
+            }
+        }
+        SdkError::TimeoutError(_) => Err(OriginError::Timeout(error_chain(&e))),
+        SdkError::DispatchFailure(d) if d.is_timeout() => {
+            Err(OriginError::Timeout(error_chain(&e)))
+        }
+        SdkError::ConstructionFailure(_) => Err(OriginError::Credentials(error_chain(&e))),
+        SdkError::DispatchFailure(d) if d.is_user() || d.is_other() => {
+            let chain = error_chain(&e);
+            if chain.contains("credential") {
+                Err(OriginError::Credentials(chain))
+            } else {
+                Err(OriginError::Unreachable(chain))
+            }
+        }
+        _ => Err(OriginError::Unreachable(error_chain(&e))),
+    }
+}
+
+/// Reads the next chunk of an origin body, failing if it stalls for `idle`.
+pub async fn next_chunk(
+    body: &mut ByteStream,
+    idle: Duration,
+) -> Result<Option<Bytes>, OriginError> {
+    match tokio::time::timeout(idle, body.next()).await {
+        Err(_) => Err(OriginError::Body(format!("no data for {idle:?}"))),
+        Ok(None) => Ok(None),
+        Ok(Some(Ok(b))) => Ok(Some(b)),
+        Ok(Some(Err(e))) => Err(OriginError::Body(error_chain(&e))),
+    }
+}
+
+/// The embedded store's address and keys, wired in when it runs in-process.
+pub type Embedded = Option<(String, Credentials)>;
+
+pub type SharedOrigins = Arc<Origins>;

@@ -1,0 +1,329 @@
+//! [`handle`]: one public request, through the phases in their fixed order.
+//!
+//! 1. route (method, path → [`route::Action`]) 2. source (→ [`ObjectRef`]) 3. authorize
+//! (tenant, signature: a 403 comes before any I/O) 4. lookup and 5. fetch (the cache,
+//! which calls the origin) 6. respond (ranges, conditionals, headers, CORS) 7. log (one
+//! line and the metrics, for every request, errors included).
+
+pub mod body;
+pub mod conditional;
+pub mod respond;
+pub mod route;
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode, request::Parts};
+
+use crate::auth::{self, Refusal, Tenant, Tenants};
+use crate::cache::{Cache, CacheStatus, Served};
+use crate::config::{Config, ProviderKind};
+use crate::cors::Cors;
+use crate::error::{Error, Kind, Side};
+use crate::metrics::Metrics;
+use crate::origin::{Fetched, GetRequest, Origins};
+use crate::presign::Presigner;
+use crate::source::{ObjectRef, parse_source_url};
+use body::ProxyBody;
+use route::{Action, Route, Target};
+
+/// Everything a request needs, built once per config.
+pub struct State {
+    pub config: Arc<Config>,
+    pub tenants: Tenants,
+    pub cors: Cors,
+    pub cache: Arc<Cache>,
+    pub origins: Arc<Origins>,
+    pub presigner: Presigner,
+    pub metrics: Arc<Metrics>,
+    cache_control: HeaderValue,
+}
+
+impl State {
+    pub fn new(
+        config: Arc<Config>,
+        cache: Arc<Cache>,
+        origins: Arc<Origins>,
+        metrics: Arc<Metrics>,
+    ) -> State {
+        State {
+            tenants: Tenants::from_config(&config),
+            cors: Cors::from_config(&config.cors),
+            presigner: Presigner::new(&config.presign, metrics.clone()),
+            cache_control: HeaderValue::from_str(&config.server.cache_control)
+                .unwrap_or(HeaderValue::from_static("private, max-age=3600")),
+            config,
+            cache,
+            origins,
+            metrics,
+        }
+    }
+}
+
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const CSP: HeaderValue = HeaderValue::from_static("default-src 'none'; sandbox");
+
+/// What the log line needs to know about a request, filled in as phases run.
+struct Trace {
+    route: &'static str,
+    cache: CacheStatus,
+    bucket: Option<String>,
+    key: Option<String>,
+    error: Option<Error>,
+}
+
+/// Answers one request on the public listener. Never fails: errors become responses.
+pub async fn handle(state: Arc<State>, parts: Parts) -> Response<ProxyBody> {
+    let started = Instant::now();
+    state.metrics.in_flight.inc();
+    let request_id = format!("{:016x}", fastrand::u64(..));
+    let mut trace = Trace {
+        route: "other",
+        cache: CacheStatus::Bypass,
+        bucket: None,
+        key: None,
+        error: None,
+    };
+    let mut response = match phases(&state, &parts, &mut trace).await {
+        Ok(r) => r,
+        Err(e) => {
+            let r = respond::error_response(&e);
+            trace.error = Some(e);
+            r
+        }
+    };
+    finish(
+        &state,
+        &parts.headers,
+        &mut response,
+        trace.cache,
+        &request_id,
+    );
+    log(&state, &parts, &response, &trace, &request_id, started);
+    state.metrics.in_flight.dec();
+    response
+}
+
+async fn phases(
+    state: &State,
+    parts: &Parts,
+    trace: &mut Trace,
+) -> Result<Response<ProxyBody>, Error> {
+    let action = route::route(&parts.method, parts.uri.path(), parts.uri.query())?;
+    let (route, head, sig) = match action {
+        Action::Preflight(route) => {
+            trace.route = "preflight";
+            let _ = route;
+            let mut r = Response::new(ProxyBody::empty());
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            state.cors.preflight(&parts.headers, r.headers_mut());
+            return Ok(r);
+        }
+        Action::Serve { route, head, sig } => (route, head, sig),
+    };
+    trace.route = route.name();
+    let target = match &route {
+        Route::Object(t) | Route::Presign { target: t, .. } => t,
+    };
+    let obj = source(state, target)?;
+    trace.bucket = Some(obj.bucket.clone());
+    trace.key = Some(obj.key.clone());
+    let tenant = state
+        .tenants
+        .for_bucket(&obj.bucket)
+        .ok_or_else(|| Refusal::NoTenant.into_error())?;
+    auth::verify(tenant, &obj.bucket, &obj.key, &sig, unix_now()).map_err(Refusal::into_error)?;
+    match route {
+        Route::Presign { redirect, .. } => {
+            let (presigned, status) = state
+                .presigner
+                .get(&state.origins, tenant, &obj, SystemTime::now())
+                .await?;
+            trace.cache = status;
+            Ok(presigned.response(redirect))
+        }
+        Route::Object(_) => serve_object(state, parts, head, tenant, &obj, trace).await,
+    }
+}
+
+/// The source phase: a path or source URL → a validated object reference.
+fn source(state: &State, target: &Target) -> Result<ObjectRef, Error> {
+    let obj = match target {
+        Target::Url(url) => parse_source_url(url)?,
+        Target::Path { bucket, key } => {
+            let provider = state
+                .config
+                .bucket(bucket)
+                .map(|b| b.provider)
+                .unwrap_or(ProviderKind::S3);
+            ObjectRef::new(provider, bucket, key)?
+        }
+    };
+    // A path-style store resolves `.` and `..` segments in the request path, which
+    // would read another key (or bucket) than the one named: refuse those keys.
+    let path_style = obj.provider == ProviderKind::Gcs
+        || state
+            .config
+            .bucket(&obj.bucket)
+            .is_some_and(|b| b.path_style);
+    if path_style && obj.key.split('/').any(|s| s == "." || s == "..") {
+        return Err(Error::bad_request(
+            "keys with '.' or '..' path segments cannot be read from this bucket's endpoint",
+        ));
+    }
+    Ok(obj)
+}
+
+async fn serve_object(
+    state: &State,
+    parts: &Parts,
+    head: bool,
+    tenant: &Arc<Tenant>,
+    obj: &ObjectRef,
+    trace: &mut Trace,
+) -> Result<Response<ProxyBody>, Error> {
+    trace.cache = CacheStatus::Miss;
+    let served = state
+        .cache
+        .serve(&state.origins, tenant, obj, Instant::now())
+        .await
+        .inspect_err(|e| {
+            if e.detail.as_deref() == Some("cached 404") {
+                trace.cache = CacheStatus::Hit;
+            }
+        })?;
+    let allowed = &state.config.server.allowed_content_types;
+    let unsupported = || {
+        Error::new(
+            Kind::UnsupportedMediaType,
+            Side::Origin,
+            "the object's content type is not served by this proxy",
+        )
+    };
+    match served {
+        Served::Complete(cached, status) => {
+            trace.cache = status;
+            if !cached.meta.content_type_allowed(allowed) {
+                return Err(unsupported());
+            }
+            Ok(respond::from_memory(&parts.headers, head, &cached))
+        }
+        Served::Streaming(meta, fill) => Ok(respond::from_fill(&parts.headers, head, &meta, &fill)),
+        Served::Bypass => {
+            trace.cache = CacheStatus::Bypass;
+            let req = passthrough_request(&parts.headers);
+            let started = Instant::now();
+            let fetched = state.origins.get(tenant, obj, &req).await;
+            let outcome = fetched.as_ref().map_or_else(|e| e.as_str(), |_| "ok");
+            state
+                .metrics
+                .upstream(outcome, started.elapsed().as_secs_f64());
+            match fetched.map_err(|e| e.into_error())? {
+                Fetched::NotModified => Ok(respond::not_modified_passthrough()),
+                Fetched::Object(o) if !o.meta.content_type_allowed(allowed) => Err(unsupported()),
+                Fetched::Object(o) => {
+                    Ok(respond::from_origin(head, o, state.origins.idle_timeout()))
+                }
+            }
+        }
+    }
+}
+
+/// Range and validators forwarded upstream for objects that are not cached.
+fn passthrough_request(h: &HeaderMap) -> GetRequest {
+    let get = |name: HeaderName| h.get(name).and_then(|v| v.to_str().ok()).map(String::from);
+    GetRequest {
+        range: get(header::RANGE).filter(|r| r.starts_with("bytes=") && !r.contains(',')),
+        if_none_match: get(header::IF_NONE_MATCH),
+        if_modified_since: get(header::IF_MODIFIED_SINCE)
+            .and_then(|v| httpdate::parse_http_date(&v).ok()),
+    }
+}
+
+/// Headers every response carries, errors included.
+fn finish(
+    state: &State,
+    request: &HeaderMap,
+    response: &mut Response<ProxyBody>,
+    cache: CacheStatus,
+    id: &str,
+) {
+    let ok = matches!(response.status().as_u16(), 200 | 206 | 304);
+    let h = response.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::CONTENT_SECURITY_POLICY, CSP);
+    if !h.contains_key(header::CACHE_CONTROL) {
+        let cc = if ok {
+            state.cache_control.clone()
+        } else {
+            HeaderValue::from_static("no-store")
+        };
+        h.insert(header::CACHE_CONTROL, cc);
+    }
+    h.insert(X_CACHE, HeaderValue::from_static(cache.as_str()));
+    if let Ok(v) = HeaderValue::from_str(id) {
+        h.insert(X_REQUEST_ID, v);
+    }
+    state.cors.apply(request, h);
+}
+
+/// The one log line of a request. The query (which may hold a signature) is never logged.
+fn log(
+    state: &State,
+    parts: &Parts,
+    response: &Response<ProxyBody>,
+    trace: &Trace,
+    id: &str,
+    started: Instant,
+) {
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    let bytes = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    state.metrics.request(trace.route, status);
+    state
+        .metrics
+        .duration(trace.cache.as_str(), elapsed.as_secs_f64());
+    if trace.route == "object" || trace.route == "fetch" {
+        state.metrics.cache(trace.cache);
+    }
+    let (error, side, detail) = match &trace.error {
+        Some(e) => (
+            e.kind.code(),
+            e.side.as_str(),
+            e.detail.as_deref().unwrap_or(""),
+        ),
+        None => ("", "", ""),
+    };
+    tracing::info!(
+        target: "bucketfront::access",
+        request_id = id,
+        method = %parts.method,
+        route = trace.route,
+        bucket = trace.bucket.as_deref().unwrap_or(""),
+        key = trace.key.as_deref().unwrap_or(""),
+        status,
+        bytes,
+        duration_us = elapsed.as_micros() as u64,
+        cache = trace.cache.as_str(),
+        error,
+        side,
+        detail,
+    );
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,213 @@
+//! The respond phase: an object (from memory, from a fill in progress, or streamed from
+//! the origin) → status, headers and body, honouring `Range` and conditionals.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::body::ProxyBody;
+use super::conditional::{RangeAsk, not_modified, parse_range, range_applies};
+use crate::cache::Cached;
+use crate::cache::fill::Fill;
+use crate::error::{Error, Kind, Side};
+use crate::object::ObjectMeta;
+use crate::origin::{OriginObject, next_chunk};
+
+/// How to answer a request for an object whose metadata is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    NotModified,
+    Unsatisfiable,
+    /// `[start, start + len)`; `partial` for a 206.
+    Bytes {
+        start: u64,
+        len: u64,
+        partial: bool,
+    },
+}
+
+fn plan(request: &HeaderMap, meta: &ObjectMeta) -> Plan {
+    if not_modified(request, meta) {
+        return Plan::NotModified;
+    }
+    let whole = Plan::Bytes {
+        start: 0,
+        len: meta.size,
+        partial: false,
+    };
+    let Some(range) = request.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return whole;
+    };
+    if !range_applies(request, meta) {
+        return whole;
+    }
+    match parse_range(range, meta.size) {
+        RangeAsk::Whole => whole,
+        RangeAsk::Unsatisfiable => Plan::Unsatisfiable,
+        RangeAsk::Part { start, end } => Plan::Bytes {
+            start,
+            len: end - start + 1,
+            partial: true,
+        },
+    }
+}
+
+/// An object held whole in memory.
+pub fn from_memory(request: &HeaderMap, head: bool, cached: &Cached) -> Response<ProxyBody> {
+    let body = &cached.body;
+    build(request, head, &cached.meta, |start, len| {
+        ProxyBody::full(body.slice(start as usize..(start + len) as usize))
+    })
+}
+
+/// An object whose body is still arriving through a fill.
+pub fn from_fill(
+    request: &HeaderMap,
+    head: bool,
+    meta: &ObjectMeta,
+    fill: &Arc<Fill>,
+) -> Response<ProxyBody> {
+    build(request, head, meta, |start, len| {
+        ProxyBody::stream(fill.reader(start, len), len)
+    })
+}
+
+fn build(
+    request: &HeaderMap,
+    head: bool,
+    meta: &ObjectMeta,
+    body: impl FnOnce(u64, u64) -> ProxyBody,
+) -> Response<ProxyBody> {
+    match plan(request, meta) {
+        Plan::NotModified => {
+            let mut r = Response::new(ProxyBody::empty());
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            validators(r.headers_mut(), meta);
+            r
+        }
+        Plan::Unsatisfiable => {
+            let mut r = error_response(&Error::new(
+                Kind::RangeNotSatisfiable,
+                Side::Client,
+                "the requested range is not satisfiable",
+            ));
+            insert(
+                r.headers_mut(),
+                header::CONTENT_RANGE,
+                format!("bytes */{}", meta.size),
+            );
+            r.headers_mut()
+                .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            r
+        }
+        Plan::Bytes {
+            start,
+            len,
+            partial,
+        } => {
+            let mut r = Response::new(if head || len == 0 {
+                ProxyBody::empty()
+            } else {
+                body(start, len)
+            });
+            let h = r.headers_mut();
+            object_headers(h, meta);
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            if partial {
+                *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+                let range = format!("bytes {start}-{}/{}", start + len - 1, meta.size);
+                insert(r.headers_mut(), header::CONTENT_RANGE, range);
+            }
+            r
+        }
+    }
+}
+
+/// An origin response passed through (objects too large to cache). Range and
+/// conditionals were forwarded upstream, so its status is the origin's.
+pub fn from_origin(head: bool, object: OriginObject, idle: Duration) -> Response<ProxyBody> {
+    let len = object.content_length;
+    let body = if head || len == 0 {
+        ProxyBody::empty()
+    } else {
+        let stream = futures_util::stream::unfold(object.body, move |mut body| async move {
+            match next_chunk(&mut body, idle).await {
+                Ok(Some(chunk)) => Some((Ok(chunk), body)),
+                Ok(None) => None,
+                Err(e) => Some((Err(std::io::Error::other(e.to_string())), body)),
+            }
+        });
+        ProxyBody::stream(stream, len)
+    };
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    object_headers(h, &object.meta);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Some(range) = object.content_range {
+        *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+        insert(r.headers_mut(), header::CONTENT_RANGE, range);
+    }
+    r
+}
+
+/// The origin's `304` for a passed-through conditional request.
+pub fn not_modified_passthrough() -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::empty());
+    *r.status_mut() = StatusCode::NOT_MODIFIED;
+    r
+}
+
+fn object_headers(h: &mut HeaderMap, meta: &ObjectMeta) {
+    if let Some(ct) = meta
+        .content_type
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        h.insert(header::CONTENT_TYPE, ct);
+    }
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    validators(h, meta);
+}
+
+fn validators(h: &mut HeaderMap, meta: &ObjectMeta) {
+    if let Some(etag) = meta
+        .etag
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        h.insert(header::ETAG, etag);
+    }
+    if let Some(lm) = meta.last_modified_http() {
+        insert(h, header::LAST_MODIFIED, lm);
+    }
+}
+
+fn insert(h: &mut HeaderMap, name: header::HeaderName, value: String) {
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        h.insert(name, v);
+    }
+}
+
+/// The JSON error response of PRODUCT.md section 5; headers common to every response
+/// are added by the caller.
+pub fn error_response(e: &Error) -> Response<ProxyBody> {
+    let body = Bytes::from(e.body());
+    let mut r = Response::new(ProxyBody::full(body.clone()));
+    *r.status_mut() = e.status();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    if e.kind == Kind::MethodNotAllowed {
+        h.insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, OPTIONS"),
+        );
+    }
+    r
+}

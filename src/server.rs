@@ -1,0 +1,116 @@
+//! The accept loop shared by every listener (public, admin, demo): connection permits,
+//! HTTP/1.1 and h2c on one port, a real header-read timeout, and graceful drain.
+//!
+//! The library never binds sockets or installs signal handlers: callers pass a bound
+//! listener and a cancellation token, so tests run real servers on port 0.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::proxy::body::ProxyBody;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub drain_timeout: Duration,
+}
+
+impl Limits {
+    pub fn from_config(s: &crate::config::Server) -> Limits {
+        Limits {
+            max_connections: s.max_connections,
+            header_read_timeout: s.header_read_timeout.0,
+            drain_timeout: s.drain_timeout.0,
+        }
+    }
+}
+
+/// Serves `listener` with `handler` until `shutdown` is cancelled, then stops accepting
+/// and gives open connections `drain_timeout` to finish their responses.
+pub async fn serve<F, Fut>(
+    listener: TcpListener,
+    limits: Limits,
+    metrics: Option<Arc<Metrics>>,
+    shutdown: CancellationToken,
+    handler: F,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Without a timer hyper's header-read timeout silently does nothing.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    loop {
+        // The permit is taken before accept(): at the limit, connections wait in the
+        // kernel backlog instead of being accepted and starved.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            () = shutdown.cancelled() => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let service = service_fn(move |req| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler(req).await) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            if let Some(m) = &metrics {
+                m.connections.inc();
+            }
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            if let Some(m) = &metrics {
+                m.connections.dec();
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(limits.drain_timeout) => {
+            tracing::warn!(drain_timeout = ?limits.drain_timeout, "drain timeout reached; closing remaining connections");
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Source URLs and request paths → [`ObjectRef`] (provider, bucket, region?, key).
+//!
+//! The source phase of the request path. Pure parsing: the host of a source URL only
+//! selects a provider and where the bucket name is; it is never dialled. Every form in
+//! PRODUCT.md section 3 is accepted; anything else is a `400` before authorization.
+
+use crate::config::ProviderKind;
+use crate::error::Error;
+
+/// Longest object key S3 and GCS accept, in bytes of UTF-8.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// One object in one bucket of one provider: the cache key and the origin's address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectRef {
+    pub provider: ProviderKind,
+    pub bucket: String,
+    /// The region named by the source URL, if any (config wins over it).
+    pub region: Option<String>,
+    pub key: String,
+}
+
+impl ObjectRef {
+    pub fn new(provider: ProviderKind, bucket: &str, key: &str) -> Result<ObjectRef, Error> {
+        validate_bucket(bucket, provider)?;
+        validate_key(key)?;
+        Ok(ObjectRef {
+            provider,
+            bucket: bucket.to_string(),
+            region: None,
+            key: key.to_string(),
+        })
+    }
+}
+
+/// Percent-decodes once; `+` stays a literal plus. Malformed escapes and bytes that are
+/// not UTF-8 are refused rather than guessed at.
+pub fn decode_component(raw: &str) -> Result<String, Error> {
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let ok = bytes.len() > i + 2
+                && bytes[i + 1].is_ascii_hexdigit()
+                && bytes[i + 2].is_ascii_hexdigit();
+            if !ok {
+                return Err(Error::bad_request("malformed percent-escape in the URL"));
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| Error::bad_request("the URL does not decode to UTF-8"))
+}
+
+/// `/{bucket}/{key…}` (the leading `/` already present) → (bucket, key), both decoded once.
+pub fn parse_path(path: &str) -> Result<(String, String), Error> {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    let Some((bucket, key)) = rest.split_once('/') else {
+        return Err(Error::bad_request("expected /{bucket}/{key}"));
+    };
+    Ok((decode_component(bucket)?, decode_component(key)?))
+}
+
+/// Parses a source URL of PRODUCT.md section 3 into an [`ObjectRef`].
+pub fn parse_source_url(url: &str) -> Result<ObjectRef, Error> {
+    let bad = |why: &str| Error::bad_request(format!("unsupported source URL: {why}"));
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| bad("expected scheme://host/key"))?;
+    let scheme = scheme.to_ascii_lowercase();
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    // Query and fragment never name the object; only the path does.
+    let path = &tail[..tail.find(['?', '#']).unwrap_or(tail.len())];
+    if authority.contains('@') {
+        return Err(bad("userinfo is not allowed"));
+    }
+    if authority.contains(':') || authority.starts_with('[') {
+        return Err(bad("a port or IP literal is not allowed"));
+    }
+    let host = authority.to_ascii_lowercase();
+    match scheme.as_str() {
+        // s3:// and gs:// name the bucket in the authority and the key literally, as the
+        // AWS CLI and gsutil do: no percent-decoding of the key.
+        "s3" | "gs" => {
+            let provider = if scheme == "s3" {
+                ProviderKind::S3
+            } else {
+                ProviderKind::Gcs
+            };
+            let key = path.strip_prefix('/').unwrap_or(path);
+            object(provider, authority, None, key.to_string())
+        }
+        "http" | "https" => parse_http(&host, path),
+        _ => Err(bad("the scheme must be https, http, s3 or gs")),
+    }
+}
+
+fn object(
+    provider: ProviderKind,
+    bucket: &str,
+    region: Option<String>,
+    key: String,
+) -> Result<ObjectRef, Error> {
+    validate_bucket(bucket, provider)?;
+    validate_key(&key)?;
+    Ok(ObjectRef {
+        provider,
+        bucket: bucket.to_string(),
+        region,
+        key,
+    })
+}
+
+fn parse_http(host: &str, path: &str) -> Result<ObjectRef, Error> {
+    let bad = |why: &str| Error::bad_request(format!("unsupported source URL: {why}"));
+    if host.is_empty() || looks_like_ipv4(host) {
+        return Err(bad("the host must be an S3 or GCS name"));
+    }
+    let (provider, bucket_in_host, region) = if let Some(prefix) = aws_prefix(host) {
+        let (bucket, region) =
+            split_s3_endpoint(prefix).ok_or_else(|| bad("not an S3 endpoint host"))?;
+        (ProviderKind::S3, bucket, region)
+    } else if host == "storage.googleapis.com" {
+        (ProviderKind::Gcs, None, None)
+    } else if let Some(bucket) = host.strip_suffix(".storage.googleapis.com") {
+        (ProviderKind::Gcs, Some(bucket.to_string()), None)
+    } else {
+        return Err(bad("the host is not an S3 or GCS endpoint"));
+    };
+    let path = path.strip_prefix('/').unwrap_or(path);
+    match bucket_in_host {
+        Some(bucket) => object(provider, &bucket, region, decode_component(path)?),
+        None => {
+            let (bucket, key) = path
+                .split_once('/')
+                .ok_or_else(|| bad("expected /{bucket}/{key}"))?;
+            object(
+                provider,
+                &decode_component(bucket)?,
+                region,
+                decode_component(key)?,
+            )
+        }
+    }
+}
+
+fn aws_prefix(host: &str) -> Option<&str> {
+    host.strip_suffix(".amazonaws.com")
+        .or_else(|| host.strip_suffix(".amazonaws.com.cn"))
+}
+
+/// `B.s3.REGION`, `B.s3`, `B.s3-REGION`, `B.s3.dualstack.REGION` and the same without
+/// `B.` (path style) → (bucket in host?, region?). `None` for any other S3 host.
+fn split_s3_endpoint(prefix: &str) -> Option<(Option<String>, Option<String>)> {
+    let labels: Vec<&str> = prefix.split('.').collect();
+    let n = labels.len();
+    let last = labels[n - 1];
+    let (endpoint_len, region) = if last == "s3" {
+        (1, None)
+    } else if let Some(region) = last.strip_prefix("s3-").filter(|r| is_region(r)) {
+        (1, Some(region))
+    } else if n >= 2 && labels[n - 2] == "s3" && is_region(last) {
+        (2, Some(last))
+    } else if n >= 3 && labels[n - 3] == "s3" && labels[n - 2] == "dualstack" && is_region(last) {
+        (3, Some(last))
+    } else {
+        return None;
+    };
+    let bucket = (n > endpoint_len).then(|| labels[..n - endpoint_len].join("."));
+    Some((bucket, region.map(String::from)))
+}
+
+/// AWS region names: `us-east-1`, `eu-west-1`, `us-gov-west-1`, `cn-north-1`.
+fn is_region(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty()
+}
+
+fn looks_like_ipv4(s: &str) -> bool {
+    let labels: Vec<&str> = s.split('.').collect();
+    labels.len() == 4
+        && labels
+            .iter()
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// S3 bucket naming rules (and GCS's, which also allow `_` and longer dotted names).
+pub fn validate_bucket(name: &str, provider: ProviderKind) -> Result<(), Error> {
+    let bad = |why: &str| Err(Error::bad_request(format!("invalid bucket name: {why}")));
+    let gcs = provider == ProviderKind::Gcs;
+    let max = if gcs && name.contains('.') { 222 } else { 63 };
+    if name.len() < 3 || name.len() > max {
+        return bad("it must be 3 to 63 characters long");
+    }
+    let allowed = |b: u8| {
+        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-' || (gcs && b == b'_')
+    };
+    if !name.bytes().all(allowed) {
+        return bad("only lowercase letters, digits, '.' and '-' are allowed");
+    }
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if !alnum(name.as_bytes()[0]) || !alnum(name.as_bytes()[name.len() - 1]) {
+        return bad("it must start and end with a letter or digit");
+    }
+    if name.contains("..") {
+        return bad("it must not contain '..'");
+    }
+    if looks_like_ipv4(name) {
+        return bad("it must not look like an IP address");
+    }
+    if gcs && name.split('.').any(|l| l.len() > 63) {
+        return bad("each dot-separated part must be at most 63 characters");
+    }
+    Ok(())
+}
+
+pub fn validate_key(key: &str) -> Result<(), Error> {
+    if key.is_empty() {
+        return Err(Error::bad_request("the object key is empty"));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(Error::bad_request(
+            "the object key is longer than 1024 bytes",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "source_tests.rs"]
+mod tests;

@@ -1,0 +1,242 @@
+//! The embedded S3-compatible store (s3s + s3s-fs, SigV4 verified) for the demo, the
+//! tests and the benchmarks. It runs in-process on loopback, keeps its data in a
+//! temporary directory, and is seeded from a folder of sample images through the S3 API
+//! itself, so every object carries a real content type and ETag.
+
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aws_credential_types::Credentials;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Requests the store has answered, by method: tests count upstream GETs with it.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    pub gets: AtomicU64,
+    pub heads: AtomicU64,
+    pub other: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot prepare the store's data directory: {0}")]
+    Dir(#[from] std::io::Error),
+    #[error("cannot start the embedded store: {0}")]
+    Start(String),
+    #[error("cannot seed {path}: {reason}")]
+    Seed { path: String, reason: String },
+}
+
+pub struct Store {
+    pub endpoint: String,
+    pub credentials: Credentials,
+    pub stats: Arc<StoreStats>,
+    /// Removed when the store is dropped.
+    _data: tempfile::TempDir,
+}
+
+impl Store {
+    /// Serves an empty store on `listener` until `shutdown`.
+    pub fn start(
+        listener: TcpListener,
+        access_key: &str,
+        secret_key: &str,
+        shutdown: CancellationToken,
+    ) -> Result<Store, StoreError> {
+        let data = tempfile::Builder::new()
+            .prefix("bucketfront-store-")
+            .tempdir()?;
+        let fs = s3s_fs::FileSystem::new(data.path())
+            .map_err(|e| StoreError::Start(format!("{e:?}")))?;
+        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+        builder.set_auth(s3s::auth::SimpleAuth::from_single(access_key, secret_key));
+        let service = builder.build();
+        let addr = listener.local_addr()?;
+        let stats = Arc::new(StoreStats::default());
+        tokio::spawn(accept_loop(listener, service, stats.clone(), shutdown));
+        Ok(Store {
+            endpoint: format!("http://{addr}"),
+            credentials: Credentials::new(access_key, secret_key, None, None, "embedded-store"),
+            stats,
+            _data: data,
+        })
+    }
+
+    /// An S3 client for this store (path style, its own keys).
+    pub fn client(&self) -> Client {
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .credentials_provider(self.credentials.clone())
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            )
+            .build();
+        Client::from_conf(conf)
+    }
+
+    /// Creates one bucket per sub-folder of `root` and uploads every file below it.
+    /// Returns `(bucket, key, size)` of each object, sorted.
+    pub async fn seed(&self, root: &Path) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let seed_err = |path: &Path, reason: String| StoreError::Seed {
+            path: path.display().to_string(),
+            reason,
+        };
+        let client = self.client();
+        let mut objects = Vec::new();
+        let mut buckets = std::fs::read_dir(root).map_err(|e| seed_err(root, e.to_string()))?;
+        while let Some(Ok(entry)) = buckets.next() {
+            let bucket_dir = entry.path();
+            if !bucket_dir.is_dir() {
+                continue;
+            }
+            let bucket = entry.file_name().to_string_lossy().into_owned();
+            client
+                .create_bucket()
+                .bucket(&bucket)
+                .send()
+                .await
+                .map_err(|e| seed_err(&bucket_dir, crate::origin::credentials::error_chain(&e)))?;
+            for (path, key) in
+                files_below(&bucket_dir).map_err(|e| seed_err(&bucket_dir, e.to_string()))?
+            {
+                let body = ByteStream::from_path(&path)
+                    .await
+                    .map_err(|e| seed_err(&path, e.to_string()))?;
+                let size = std::fs::metadata(&path)?.len();
+                self.put(&bucket, &key, body, content_type_for(&key))
+                    .await
+                    .map_err(|e| seed_err(&path, e))?;
+                objects.push((bucket.clone(), key, size));
+            }
+        }
+        objects.sort();
+        Ok(objects)
+    }
+
+    /// Uploads one object.
+    pub async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: ByteStream,
+        content_type: &str,
+    ) -> Result<(), String> {
+        self.client()
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(body)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| crate::origin::credentials::error_chain(&e))
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    service: s3s::service::S3Service,
+    stats: Arc<StoreStats>,
+    shutdown: CancellationToken,
+) {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
+            () = shutdown.cancelled() => return,
+        };
+        let service = service.clone();
+        let stats = stats.clone();
+        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let counter = match *req.method() {
+                hyper::Method::GET => &stats.gets,
+                hyper::Method::HEAD => &stats.heads,
+                _ => &stats.other,
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let service = service.clone();
+            async move {
+                let resp = hyper::service::Service::call(&service, req).await;
+                Ok::<_, Infallible>(resp.unwrap_or_else(|e| {
+                    tracing::debug!(error = ?e, "embedded store error");
+                    let mut r = hyper::Response::new(s3s::Body::empty());
+                    *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                    r
+                }))
+            }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .into_owned();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = conn => {}
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// Files under `dir`, recursively, with their keys (paths relative to `dir`, `/`-joined).
+fn files_below(dir: &Path) -> std::io::Result<Vec<(PathBuf, String)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(rel) = path.strip_prefix(dir) {
+                let key = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                out.push((path, key));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The content type for a file name, by extension (enough for sample images).
+pub fn content_type_for(key: &str) -> &'static str {
+    let ext = key
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "webp" => "image/webp",
+        "gif" => "image/gif",
+        "avif" => "image/avif",
+        "svg" => "image/svg+xml",
+        "txt" => "text/plain",
+        "html" => "text/html",
+        "json" => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Random keys for a store whose config names none.
+pub fn generate_keys() -> (String, String) {
+    let alnum = |n: usize| (0..n).map(|_| fastrand::alphanumeric()).collect::<String>();
+    (format!("BF{}", alnum(18).to_ascii_uppercase()), alnum(40))
+}
