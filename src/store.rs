@@ -23,6 +23,8 @@ pub struct StoreStats {
     pub gets: AtomicU64,
     pub heads: AtomicU64,
     pub other: AtomicU64,
+    /// Connections open right now (tests check that the proxy closes what it abandons).
+    pub open: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,8 +163,9 @@ async fn accept_loop(
             () = shutdown.cancelled() => return,
         };
         let service = service.clone();
-        let stats = stats.clone();
+        let counters = stats.clone();
         let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let stats = &counters;
             let counter = match *req.method() {
                 hyper::Method::GET => &stats.gets,
                 hyper::Method::HEAD => &stats.heads,
@@ -184,11 +187,14 @@ async fn accept_loop(
             .serve_connection(TokioIo::new(stream), svc)
             .into_owned();
         let shutdown = shutdown.clone();
+        let stats = stats.clone();
+        stats.open.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             tokio::select! {
                 _ = conn => {}
                 () = shutdown.cancelled() => {}
             }
+            stats.open.fetch_sub(1, Ordering::SeqCst);
         });
     }
 }

@@ -1,0 +1,398 @@
+//! Test harness: a real embedded store and a real proxy on loopback ports the OS picks,
+//! a small HTTP client, and origins that misbehave on purpose. Everything started here
+//! stops when the harness is dropped or `stop`ped.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bucketfront::app::{App, Listeners};
+use bucketfront::config::Config;
+use bucketfront::proxy::State;
+use bucketfront::store::Store;
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub const ALLOWED_ORIGIN: &str = "http://app.test:3000";
+pub const SIGNING_SECRET: &str = "test-signing-secret-0123456789";
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub state: Arc<State>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Starts the proxy with `config_text` (a complete config.toml).
+    pub async fn start(config_text: &str, embedded: Option<&Store>) -> Proxy {
+        let config =
+            Config::parse(config_text, Path::new("test.toml")).expect("test config is valid");
+        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (addr, admin_addr) = (public.local_addr().unwrap(), admin.local_addr().unwrap());
+        let app = App::build(
+            config,
+            embedded.map(|s| (s.endpoint.clone(), s.credentials.clone())),
+        )
+        .await;
+        let state = app.state.clone();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app.run(Listeners { public, admin }, shutdown.clone()));
+        Proxy {
+            addr,
+            admin: admin_addr,
+            state,
+            shutdown,
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops accepting, drains, and waits for the server to end.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("proxy stops within its drain timeout")
+            .unwrap();
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// An embedded store on a free port, plus a proxy config pointing at it.
+pub struct Env {
+    pub store: Store,
+    pub proxy: Proxy,
+    store_stop: CancellationToken,
+}
+
+/// The config used by most tests: tenant `t1` owns `test-*` (unsigned) and tenant
+/// `signed` owns `sig-*` (signed); both read the embedded store at `endpoint`.
+pub fn config(endpoint: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+header_read_timeout = "1s"
+drain_timeout = "10s"
+[origin]
+connect_timeout = "1s"
+first_byte_timeout = "2s"
+max_attempts = 1
+[cors]
+allowed_origins = ["{ALLOWED_ORIGIN}", "https://*.example.com"]
+max_age = "10m"
+[[tenants]]
+name = "t1"
+buckets = ["test-*"]
+require_signature = false
+[[tenants]]
+name = "signed"
+buckets = ["sig-*"]
+signing_keys = [{{ id = "k1", secret = "{SIGNING_SECRET}" }}, {{ id = "k2", secret = "second-signing-secret-xyz" }}]
+[[buckets]]
+name = "test-images"
+endpoint = "{endpoint}"
+path_style = true
+[[buckets]]
+name = "test-other"
+endpoint = "{endpoint}"
+path_style = true
+[[buckets]]
+name = "test-nobucket"
+endpoint = "{endpoint}"
+path_style = true
+[[buckets]]
+name = "sig-images"
+endpoint = "{endpoint}"
+path_style = true
+{extra}
+"#
+    )
+}
+
+impl Env {
+    /// Store with buckets `test-images`, `test-other`, `sig-images`; proxy with `config()`.
+    pub async fn start(extra: &str) -> Env {
+        Env::start_with(|endpoint| config(endpoint, extra)).await
+    }
+
+    pub async fn start_with(make_config: impl FnOnce(&str) -> String) -> Env {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let store_stop = CancellationToken::new();
+        let store = Store::start(
+            listener,
+            "TESTACCESSKEY",
+            "test-secret-key",
+            store_stop.clone(),
+        )
+        .unwrap();
+        for b in ["test-images", "test-other", "sig-images"] {
+            store
+                .client()
+                .create_bucket()
+                .bucket(b)
+                .send()
+                .await
+                .unwrap();
+        }
+        let proxy = Proxy::start(&make_config(&store.endpoint), Some(&store)).await;
+        Env {
+            store,
+            proxy,
+            store_stop,
+        }
+    }
+
+    pub async fn put(&self, bucket: &str, key: &str, body: impl Into<Bytes>, content_type: &str) {
+        let body = aws_sdk_s3::primitives::ByteStream::from(body.into());
+        self.store
+            .put(bucket, key, body, content_type)
+            .await
+            .unwrap();
+    }
+
+    pub fn gets(&self) -> u64 {
+        self.store.stats.gets.load(Ordering::SeqCst)
+    }
+
+    pub async fn stop(self) {
+        self.proxy.stop().await;
+        self.store_stop.cancel();
+    }
+}
+
+/// A response with its whole body (or the error that broke the body).
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Result<Bytes, String>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn bytes(&self) -> &Bytes {
+        self.body.as_ref().expect("body arrived whole")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(self.bytes()).expect("JSON body")
+    }
+}
+
+pub fn client() -> Client<HttpConnector, Empty<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub async fn request(method: Method, url: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client()
+        .request(req.body(Empty::new()).unwrap())
+        .await
+        .expect("request sent");
+    let (parts, body) = resp.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|e| format!("{e:?}"));
+    Resp {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn get(url: &str) -> Resp {
+    request(Method::GET, url, &[]).await
+}
+
+pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Resp {
+    request(Method::GET, url, headers).await
+}
+
+/// A signed query string for `sig-*` buckets with the first test key.
+pub fn signed_query(bucket: &str, key: &str, exp: u64) -> String {
+    let sig = bucketfront::auth::sign(SIGNING_SECRET.as_bytes(), bucket, key, exp);
+    format!("exp={exp}&sig={sig}")
+}
+
+pub fn in_an_hour() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600
+}
+
+/// Deterministic, non-repeating-looking bytes.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i as u64 * 2_654_435_761 + seed as u64) >> 7) as u8)
+        .collect()
+}
+
+/// How a [`FakeOrigin`] answers one request.
+#[derive(Clone)]
+pub enum Behaviour {
+    /// `200` with the whole body.
+    Full(Bytes),
+    /// `200` announcing `len` bytes, sending `cut` of them, then closing.
+    Cut { body: Bytes, cut: usize },
+    /// A status with an S3 XML error body.
+    Status(u16),
+    /// Accepts and never answers.
+    Stall,
+}
+
+/// A deliberately misbehaving S3 origin: a real TCP peer that speaks just enough HTTP.
+/// Each request takes the next behaviour from the script (the last one repeats).
+pub struct FakeOrigin {
+    pub endpoint: String,
+    pub requests: Arc<AtomicU64>,
+    stop: CancellationToken,
+}
+
+impl FakeOrigin {
+    pub async fn start(script: Vec<Behaviour>) -> FakeOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(AtomicU64::new(0));
+        let stop = CancellationToken::new();
+        let (count, token) = (requests.clone(), stop.clone());
+        let script = Arc::new(script);
+        tokio::spawn(async move {
+            loop {
+                let mut sock = tokio::select! {
+                    r = listener.accept() => r.unwrap().0,
+                    () = token.cancelled() => return,
+                };
+                let (count, script, token) = (count.clone(), script.clone(), token.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = serve_fake(&mut sock, &count, &script) => {}
+                        () = token.cancelled() => {}
+                    }
+                });
+            }
+        });
+        FakeOrigin {
+            endpoint,
+            requests,
+            stop,
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FakeOrigin {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn serve_fake(sock: &mut tokio::net::TcpStream, count: &AtomicU64, script: &[Behaviour]) {
+    loop {
+        // Read one request head (GET has no body).
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match sock.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
+        }
+        let n = count.fetch_add(1, Ordering::SeqCst) as usize;
+        let behaviour = script[n.min(script.len() - 1)].clone();
+        let ok = |len: usize| {
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {len}\r\nETag: \"fake-etag\"\r\nLast-Modified: Wed, 01 Jan 2025 00:00:00 GMT\r\nx-amz-request-id: LEAKME\r\n\r\n"
+            )
+        };
+        match behaviour {
+            Behaviour::Full(body) => {
+                let _ = sock.write_all(ok(body.len()).as_bytes()).await;
+                let _ = sock.write_all(&body).await;
+            }
+            Behaviour::Cut { body, cut } => {
+                let _ = sock.write_all(ok(body.len()).as_bytes()).await;
+                let _ = sock.write_all(&body[..cut]).await;
+                let _ = sock.flush().await;
+                return;
+            }
+            Behaviour::Status(status) => {
+                let xml = "<?xml version=\"1.0\"?><Error><Code>InternalError</Code><Message>secret upstream text</Message></Error>";
+                let head = format!(
+                    "HTTP/1.1 {status} Oops\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nx-amz-request-id: LEAKME\r\n\r\n",
+                    xml.len()
+                );
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(xml.as_bytes()).await;
+            }
+            Behaviour::Stall => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// A config whose tenant `t1` reads bucket `test-fake` from `endpoint` with static keys.
+pub fn fake_config(endpoint: &str, cache: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+[origin]
+connect_timeout = "1s"
+first_byte_timeout = "1s"
+max_attempts = 1
+{cache}
+[[tenants]]
+name = "t1"
+buckets = ["test-fake"]
+require_signature = false
+[[buckets]]
+name = "test-fake"
+endpoint = "{endpoint}"
+path_style = true
+access_key = "AKIDFAKE"
+secret_key = "fake-secret"
+"#
+    )
+}
+
+/// Resident set size of this process.
+pub fn rss() -> u64 {
+    bucketfront::metrics::resident_bytes().unwrap_or(0)
+}
