@@ -8,32 +8,67 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::Stream;
 use http_body::{Frame, SizeHint};
+use prometheus_client::metrics::gauge::Gauge;
 
 pub type BoxStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
 
-pub enum ProxyBody {
+pub struct ProxyBody {
+    inner: Inner,
+    /// Held until the body is finished or dropped, so that "in flight" covers streaming.
+    in_flight: Option<InFlight>,
+}
+
+enum Inner {
     Full(Option<Bytes>),
     Stream { stream: BoxStream, remaining: u64 },
 }
 
+/// Decrements the in-flight gauge when the response body is done with.
+pub struct InFlight(Gauge);
+
+impl InFlight {
+    pub fn start(gauge: &Gauge) -> InFlight {
+        gauge.inc();
+        InFlight(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 impl ProxyBody {
+    fn new(inner: Inner) -> ProxyBody {
+        ProxyBody {
+            inner,
+            in_flight: None,
+        }
+    }
+
     pub fn empty() -> ProxyBody {
-        ProxyBody::Full(None)
+        ProxyBody::new(Inner::Full(None))
     }
 
     pub fn full(b: impl Into<Bytes>) -> ProxyBody {
         let b = b.into();
-        ProxyBody::Full((!b.is_empty()).then_some(b))
+        ProxyBody::new(Inner::Full((!b.is_empty()).then_some(b)))
     }
 
     pub fn stream(
         stream: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
         len: u64,
     ) -> ProxyBody {
-        ProxyBody::Stream {
+        ProxyBody::new(Inner::Stream {
             stream: Box::pin(stream),
             remaining: len,
-        }
+        })
+    }
+
+    /// Counts this response as in flight until its body is sent or dropped.
+    pub fn track(&mut self, guard: InFlight) {
+        self.in_flight = Some(guard);
     }
 }
 
@@ -42,12 +77,13 @@ impl http_body::Body for ProxyBody {
     type Error = std::io::Error;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match &mut *self {
-            ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Stream { stream, remaining } => match stream.as_mut().poll_next(cx) {
+        let this = self.get_mut();
+        let polled = match &mut this.inner {
+            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Stream { stream, remaining } => match stream.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     *remaining = remaining.saturating_sub(chunk.len() as u64);
                     Poll::Ready(Some(Ok(Frame::data(chunk))))
@@ -60,20 +96,24 @@ impl http_body::Body for ProxyBody {
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
+        };
+        if matches!(polled, Poll::Ready(None)) {
+            this.in_flight = None;
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            ProxyBody::Full(b) => b.is_none(),
-            ProxyBody::Stream { remaining, .. } => *remaining == 0,
+        match &self.inner {
+            Inner::Full(b) => b.is_none(),
+            Inner::Stream { remaining, .. } => *remaining == 0,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            ProxyBody::Stream { remaining, .. } => SizeHint::with_exact(*remaining),
+        match &self.inner {
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Stream { remaining, .. } => SizeHint::with_exact(*remaining),
         }
     }
 }

@@ -77,7 +77,7 @@ struct Trace {
 /// Answers one request on the public listener. Never fails: errors become responses.
 pub async fn handle(state: Arc<State>, parts: Parts) -> Response<ProxyBody> {
     let started = Instant::now();
-    state.metrics.in_flight.inc();
+    let in_flight = body::InFlight::start(&state.metrics.in_flight);
     let request_id = format!("{:016x}", fastrand::u64(..));
     let mut trace = Trace {
         route: "other",
@@ -102,7 +102,7 @@ pub async fn handle(state: Arc<State>, parts: Parts) -> Response<ProxyBody> {
         &request_id,
     );
     log(&state, &parts, &response, &trace, &request_id, started);
-    state.metrics.in_flight.dec();
+    response.body_mut().track(in_flight);
     response
 }
 
