@@ -130,7 +130,7 @@ pub struct OriginObject {
 }
 
 pub enum Fetched {
-    Object(OriginObject),
+    Object(Box<OriginObject>),
     /// The origin's `304`: the object has not changed.
     NotModified,
 }
@@ -368,12 +368,12 @@ impl Origins {
             etag: out.e_tag,
             last_modified: out.last_modified.and_then(|d| SystemTime::try_from(d).ok()),
         };
-        Ok(Fetched::Object(OriginObject {
+        Ok(Fetched::Object(Box::new(OriginObject {
             meta,
             content_length,
             content_range: out.content_range,
             body: out.body,
-        }))
+        })))
     }
 
     /// How long a body may go without a chunk before it counts as broken.

@@ -1,9 +1,11 @@
-//! [`handle`]: one public request, through the phases in their fixed order.
+//! [`handle`]: one public request, through the phases in their fixed order:
 //!
-//! 1. route (method, path → [`route::Action`]) 2. source (→ [`ObjectRef`]) 3. authorize
-//! (tenant, signature: a 403 comes before any I/O) 4. lookup and 5. fetch (the cache,
-//! which calls the origin) 6. respond (ranges, conditionals, headers, CORS) 7. log (one
-//! line and the metrics, for every request, errors included).
+//! 1. route: method, path → [`route::Action`]
+//! 2. source: → [`ObjectRef`]
+//! 3. authorize: tenant, signature (a 403 comes before any I/O)
+//! 4. lookup and 5. fetch: the cache, which calls the origin once per cold object
+//! 6. respond: ranges, conditionals, headers, CORS
+//! 7. log: one line and the metrics, for every request, errors included
 
 pub mod body;
 pub mod conditional;
@@ -224,7 +226,7 @@ async fn serve_object(
                 Fetched::NotModified => Ok(respond::not_modified_passthrough()),
                 Fetched::Object(o) if !o.meta.content_type_allowed(allowed) => Err(unsupported()),
                 Fetched::Object(o) => {
-                    Ok(respond::from_origin(head, o, state.origins.idle_timeout()))
+                    Ok(respond::from_origin(head, *o, state.origins.idle_timeout()))
                 }
             }
         }

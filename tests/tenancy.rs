@@ -1,0 +1,266 @@
+//! Tenancy and signed URLs: refusals are uniform and cost no upstream call, tenants never
+//! see each other's bytes, hostile paths stay inside their bucket, presigned URLs work.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use http::Method;
+
+#[tokio::test]
+async fn refusals_are_403_json_and_never_reach_the_origin() {
+    let env = Env::start("").await;
+    env.put("sig-images", "cat.png", "meow", "image/png").await;
+    env.put("sig-images", "dog.png", "woof", "image/png").await;
+    let exp = in_an_hour();
+    let good = signed_query("sig-images", "cat.png", exp);
+    let past = 1_000_000;
+    let expired = signed_query("sig-images", "cat.png", past);
+    let other_tenant = {
+        let sig =
+            bucketfront::auth::sign(b"some-other-tenants-secret", "sig-images", "cat.png", exp);
+        format!("exp={exp}&sig={sig}")
+    };
+    let for_dog = signed_query("sig-images", "dog.png", exp);
+    let wrong_kid = format!("{good}&kid=k2");
+    let cases = [
+        ("/sig-images/cat.png".to_string(), "missing"),
+        (format!("/sig-images/cat.png?exp={exp}"), "no sig"),
+        ("/sig-images/cat.png?sig=abc".to_string(), "no exp"),
+        (
+            "/sig-images/cat.png?exp=soon&sig=abc".to_string(),
+            "malformed exp",
+        ),
+        (
+            format!("/sig-images/cat.png?exp={exp}&sig=%25%25"),
+            "malformed sig",
+        ),
+        (format!("/sig-images/cat.png?{expired}"), "expired"),
+        (
+            format!("/sig-images/cat.png?{other_tenant}"),
+            "other tenant's key",
+        ),
+        (format!("/sig-images/cat.png?{for_dog}"), "tampered key"),
+        (format!("/sig-images/cat.png?{wrong_kid}"), "wrong kid"),
+        (format!("/sig-images/cat.png?{good}&kid=k9"), "unknown kid"),
+        (format!("/sig-other/cat.png?{good}"), "tampered bucket"),
+        (format!("/unowned/cat.png?{good}"), "bucket of no tenant"),
+        (
+            format!("/_/fetch?url=s3%3A%2F%2Fsig-images%2Fdog.png&{good}"),
+            "url form, other key",
+        ),
+        (
+            format!("/_/presign/sig-images/dog.png?{good}"),
+            "presign, other key",
+        ),
+    ];
+    for (path, why) in &cases {
+        let r = get(&env.proxy.url(path)).await;
+        assert_eq!(r.status, 403, "{why}: {path}");
+        assert_eq!(r.json()["error"], "forbidden", "{why}");
+    }
+    // Expired and missing answer the same status and code; only the log says which.
+    assert_eq!(env.gets(), 0, "no refusal reached the origin");
+    // The one valid signature works on every route form.
+    for path in [
+        format!("/sig-images/cat.png?{good}"),
+        format!("/_/fetch?url=s3%3A%2F%2Fsig-images%2Fcat.png&{good}"),
+        format!(
+            "/_/fetch?url=https%3A%2F%2Fsig-images.s3.eu-west-1.amazonaws.com%2Fcat.png&{good}"
+        ),
+    ] {
+        let r = get(&env.proxy.url(&path)).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.bytes().as_ref(), b"meow");
+    }
+    // Re-signed URLs (a new exp, the second key) hit the same cache entry.
+    let resigned = {
+        let sig = bucketfront::auth::sign(
+            b"second-signing-secret-xyz",
+            "sig-images",
+            "cat.png",
+            exp + 60,
+        );
+        format!("exp={}&sig={sig}&kid=k2", exp + 60)
+    };
+    let r = get(&env.proxy.url(&format!("/sig-images/cat.png?{resigned}"))).await;
+    assert_eq!(r.header("x-cache"), Some("HIT"));
+    assert_eq!(env.gets(), 1);
+    // POST is refused before anything else.
+    let r = request(
+        Method::POST,
+        &env.proxy.url(&format!("/sig-images/cat.png?{good}")),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 405);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_removed_key_stops_working() {
+    let env = Env::start("").await;
+    env.put("sig-images", "k.png", "data", "image/png").await;
+    let exp = in_an_hour();
+    let sig = bucketfront::auth::sign(b"second-signing-secret-xyz", "sig-images", "k.png", exp);
+    let path = format!("/sig-images/k.png?exp={exp}&sig={sig}");
+    assert_eq!(get(&env.proxy.url(&path)).await.status, 200);
+    // The same store, a config where tenant `signed` kept only k1.
+    let rotated = config(&env.store.endpoint, "").replace(
+        ", { id = \"k2\", secret = \"second-signing-secret-xyz\" }",
+        "",
+    );
+    assert!(!rotated.contains("k2"));
+    let proxy = Proxy::start(&rotated, Some(&env.store)).await;
+    assert_eq!(get(&proxy.url(&path)).await.status, 403);
+    proxy.stop().await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn tenants_never_get_each_others_bytes_under_load() {
+    let env = Env::start("").await;
+    env.put("test-images", "logo.png", "logo of tenant one", "image/png")
+        .await;
+    env.put(
+        "sig-images",
+        "logo.png",
+        "LOGO OF THE SIGNED TENANT",
+        "image/png",
+    )
+    .await;
+    let exp = in_an_hour();
+    let urls = Arc::new([
+        env.proxy.url("/test-images/logo.png"),
+        env.proxy.url(&format!(
+            "/sig-images/logo.png?{}",
+            signed_query("sig-images", "logo.png", exp)
+        )),
+    ]);
+    let tasks: Vec<_> = (0..1000)
+        .map(|i| {
+            let urls = urls.clone();
+            tokio::spawn(async move { (i % 2, get(&urls[i % 2]).await) })
+        })
+        .collect();
+    for t in tasks {
+        let (which, r) = t.await.unwrap();
+        let want: &[u8] = if which == 0 {
+            b"logo of tenant one"
+        } else {
+            b"LOGO OF THE SIGNED TENANT"
+        };
+        assert_eq!(r.bytes().as_ref(), want);
+    }
+    assert_eq!(env.gets(), 2);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn hostile_keys_stay_inside_their_bucket() {
+    let env = Env::start("").await;
+    env.put(
+        "test-other",
+        "secret.png",
+        "other bucket's secret",
+        "image/png",
+    )
+    .await;
+    env.put("test-images", "a%2Fb.png", "literal percent", "image/png")
+        .await;
+    env.put("test-images", "a/b.png", "nested", "image/png")
+        .await;
+    // Escapes via dot segments are refused on a path-style endpoint.
+    for path in [
+        "/test-images/../test-other/secret.png",
+        "/test-images/%2E%2E/test-other/secret.png",
+        "/test-images/x/%2e%2e/%2e%2e/test-other/secret.png",
+        "/_/fetch?url=https%3A%2F%2Fs3.amazonaws.com%2Ftest-images%2F..%2Ftest-other%2Fsecret.png",
+    ] {
+        let r = get(&env.proxy.url(path)).await;
+        assert!(
+            matches!(r.status.as_u16(), 400 | 404),
+            "{path}: {}",
+            r.status
+        );
+        assert!(
+            !String::from_utf8_lossy(r.bytes()).contains("secret"),
+            "{path}"
+        );
+    }
+    // Encoded separators are decoded exactly once and stay part of the key.
+    assert_eq!(
+        get(&env.proxy.url("/test-images/a%2Fb.png"))
+            .await
+            .bytes()
+            .as_ref(),
+        b"nested"
+    );
+    assert_eq!(
+        get(&env.proxy.url("/test-images/a%252Fb.png"))
+            .await
+            .bytes()
+            .as_ref(),
+        b"literal percent"
+    );
+    // NUL and CR/LF never become headers or another object.
+    for path in [
+        "/test-images/a%00b.png",
+        "/test-images/a%0D%0AX-Evil:%201.png",
+    ] {
+        let r = get(&env.proxy.url(path)).await;
+        assert!(
+            r.status.is_client_error() || r.status.is_server_error(),
+            "{path}"
+        );
+        assert!(r.header("x-evil").is_none());
+    }
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn presigned_urls_work_are_cached_and_refused_when_tampered() {
+    let env = Env::start("").await;
+    env.put("sig-images", "p.png", "presigned bytes", "image/png")
+        .await;
+    let exp = in_an_hour();
+    let q = signed_query("sig-images", "p.png", exp);
+    let r = get(&env.proxy.url(&format!("/_/presign/sig-images/p.png?{q}"))).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let v = r.json();
+    let url = v["url"].as_str().unwrap().to_string();
+    let expires_at = v["expires_at"].as_str().unwrap();
+    let expires = humantime::parse_rfc3339(expires_at).unwrap();
+    let life = expires
+        .duration_since(std::time::SystemTime::now())
+        .unwrap()
+        .as_secs();
+    assert!(
+        (86_000..=86_400).contains(&life),
+        "24h by default, got {life}s"
+    );
+    // The store verifies the presigned signature: the URL fetches the object.
+    let fetched = get(&url).await;
+    assert_eq!(fetched.status, 200);
+    assert_eq!(fetched.bytes().as_ref(), b"presigned bytes");
+    let tampered = url.replace("p.png", "q.png");
+    assert_eq!(get(&tampered).await.status, 403);
+    // Cached: the same URL again, also through the url= form.
+    let again = get(&env
+        .proxy
+        .url(&format!("/_/presign?url=s3%3A%2F%2Fsig-images%2Fp.png&{q}")))
+    .await;
+    assert_eq!(again.json()["url"], v["url"]);
+    assert_eq!(again.header("x-cache"), Some("HIT"));
+    // redirect=1 answers 302 with a short Cache-Control.
+    let r = get(&env
+        .proxy
+        .url(&format!("/_/presign/sig-images/p.png?{q}&redirect=1")))
+    .await;
+    assert_eq!(r.status, 302);
+    assert_eq!(r.header("location"), Some(url.as_str()));
+    assert_eq!(r.header("cache-control"), Some("private, max-age=3600"));
+    env.stop().await;
+}
