@@ -1,1 +1,262 @@
-fn main() {}
+//! Criterion micro-benchmarks of the hot paths, each next to a baseline measured in the
+//! same run (this machine is shared and noisy: read ratios, not absolute times).
+//!
+//! `cargo bench --bench micro` (add `-- --quick` for a short run).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bucketfront::app::App;
+use bucketfront::auth::{self, SignatureParams, Tenants};
+use bucketfront::config::Config;
+use bucketfront::proxy;
+use bucketfront::source::{ObjectRef, parse_source_url};
+use bucketfront::store::Store;
+use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
+use http_body_util::BodyExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const SECRET: &str = "bench-signing-secret-0123456789";
+
+fn config(endpoint: &str) -> Config {
+    let text = format!(
+        r#"
+[[tenants]]
+name = "bench"
+buckets = ["bench-images"]
+signing_keys = [{{ id = "k1", secret = "{SECRET}" }}]
+[[buckets]]
+name = "bench-images"
+endpoint = "{endpoint}"
+path_style = true
+"#
+    );
+    Config::parse(&text, Path::new("bench.toml")).expect("bench config")
+}
+
+fn source_parse(c: &mut Criterion) {
+    let mut g = c.benchmark_group("source_parse");
+    let urls = [
+        "https://acme-images.s3.eu-west-1.amazonaws.com/cats/1.jpg",
+        "https://s3.amazonaws.com/acme-images/caf%C3%A9/%E7%8C%AB.png",
+        "gs://acme-gcs/cats/1.jpg",
+    ];
+    for url in urls {
+        g.bench_with_input(BenchmarkId::new("parse_source_url", url), url, |b, u| {
+            b.iter(|| parse_source_url(black_box(u)).unwrap())
+        });
+    }
+    // Baseline: copying the URL into a String (the allocation any parser pays).
+    g.bench_function("baseline_to_string", |b| {
+        b.iter(|| black_box(urls[0]).to_string())
+    });
+    g.finish();
+}
+
+fn signature_verify(c: &mut Criterion) {
+    let mut config = config("http://127.0.0.1:1");
+    config.tenants[0].require_signature = true;
+    let tenants = Tenants::from_config(&config);
+    let tenant = tenants.for_bucket("bench-images").unwrap().clone();
+    let exp = 4_000_000_000u64;
+    let params = SignatureParams {
+        exp: Some(exp.to_string()),
+        sig: Some(auth::sign(
+            SECRET.as_bytes(),
+            "bench-images",
+            "cats/1.jpg",
+            exp,
+        )),
+        kid: Some("k1".into()),
+    };
+    let mut g = c.benchmark_group("signature");
+    g.bench_function("verify", |b| {
+        b.iter(|| {
+            auth::verify(
+                &tenant,
+                "bench-images",
+                black_box("cats/1.jpg"),
+                &params,
+                1_000,
+            )
+            .unwrap()
+        })
+    });
+    // Baseline: computing the HMAC alone (what verify must do at least once).
+    g.bench_function("baseline_sign", |b| {
+        b.iter(|| {
+            auth::sign(
+                SECRET.as_bytes(),
+                "bench-images",
+                black_box("cats/1.jpg"),
+                exp,
+            )
+        })
+    });
+    g.finish();
+}
+
+/// A store and a proxy state with one cached 64 KiB object.
+struct Hot {
+    rt: tokio::runtime::Runtime,
+    state: Arc<proxy::State>,
+    obj: ObjectRef,
+    uri: String,
+    _store: Store,
+}
+
+fn hot() -> Hot {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (store, state) = rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let store = Store::start(
+            listener,
+            "BENCHKEY",
+            "bench-secret",
+            CancellationToken::new(),
+        )
+        .unwrap();
+        store
+            .client()
+            .create_bucket()
+            .bucket("bench-images")
+            .send()
+            .await
+            .unwrap();
+        let body = aws_sdk_s3::primitives::ByteStream::from(vec![7u8; 64 << 10]);
+        store
+            .put("bench-images", "hot.png", body, "image/png")
+            .await
+            .unwrap();
+        let app = App::build(
+            config(&store.endpoint),
+            Some((store.endpoint.clone(), store.credentials.clone())),
+        )
+        .await;
+        (store, app.state)
+    });
+    let exp = 4_000_000_000u64;
+    let sig = auth::sign(SECRET.as_bytes(), "bench-images", "hot.png", exp);
+    let uri = format!("/bench-images/hot.png?exp={exp}&sig={sig}");
+    let hot = Hot {
+        rt,
+        state,
+        obj: ObjectRef::new(Default::default(), "bench-images", "hot.png").unwrap(),
+        uri,
+        _store: store,
+    };
+    let first = hot.rt.block_on(request(&hot));
+    assert_eq!(first, 64 << 10);
+    hot
+}
+
+async fn request(hot: &Hot) -> usize {
+    let (parts, ()) = http::Request::get(&hot.uri).body(()).unwrap().into_parts();
+    let resp = proxy::handle(hot.state.clone(), parts).await;
+    resp.into_body().collect().await.unwrap().to_bytes().len()
+}
+
+fn hit_path(c: &mut Criterion) {
+    let hot = hot();
+    let tenant = hot
+        .state
+        .tenants
+        .for_bucket("bench-images")
+        .unwrap()
+        .clone();
+    let mut g = c.benchmark_group("hit_path_64KiB");
+    g.throughput(Throughput::Bytes(64 << 10));
+    g.bench_function("handle_request_to_body", |b| {
+        b.to_async(&hot.rt).iter(|| request(&hot))
+    });
+    g.bench_function("cache_lookup", |b| {
+        b.to_async(&hot.rt).iter(|| async {
+            match hot
+                .state
+                .cache
+                .serve(&hot.state.origins, &tenant, &hot.obj, Instant::now())
+                .await
+            {
+                Ok(bucketfront::cache::Served::Complete(c, _)) => c.body.len(),
+                _ => panic!("expected a hit"),
+            }
+        })
+    });
+    // Baseline: a HashMap lookup of the same key and a clone of the same Bytes.
+    let mut map = HashMap::new();
+    map.insert(
+        ("bench-images".to_string(), "hot.png".to_string()),
+        bytes::Bytes::from(vec![7u8; 64 << 10]),
+    );
+    g.bench_function("baseline_hashmap_get", |b| {
+        b.iter(|| {
+            let k = ("bench-images".to_string(), black_box("hot.png").to_string());
+            map.get(&k).unwrap().clone().len()
+        })
+    });
+    g.finish();
+}
+
+fn presign(c: &mut Criterion) {
+    let hot = hot();
+    let tenant = hot
+        .state
+        .tenants
+        .for_bucket("bench-images")
+        .unwrap()
+        .clone();
+    let presigner = &hot.state.presigner;
+    let origins = &hot.state.origins;
+    hot.rt
+        .block_on(presigner.get(origins, &tenant, &hot.obj, SystemTime::now()))
+        .unwrap();
+    let mut g = c.benchmark_group("presign");
+    g.bench_function("cached_lookup", |b| {
+        b.to_async(&hot.rt).iter(|| async {
+            presigner
+                .get(origins, &tenant, &hot.obj, SystemTime::now())
+                .await
+                .unwrap()
+        })
+    });
+    let mut n = 0u64;
+    let t = &tenant;
+    g.bench_function("fresh_presign", |b| {
+        b.to_async(&hot.rt).iter(|| {
+            n += 1;
+            let obj =
+                ObjectRef::new(Default::default(), "bench-images", &format!("k/{n}.png")).unwrap();
+            async move {
+                presigner
+                    .get(origins, t, &obj, SystemTime::now())
+                    .await
+                    .unwrap()
+            }
+        })
+    });
+    // Baseline: building the SDK's GetObject input (what a signed SDK call per miss starts with).
+    let client = origins.client(&tenant, &hot.obj);
+    g.bench_function("baseline_sdk_request_build", |b| {
+        b.iter(|| {
+            client
+                .get_object()
+                .bucket("bench-images")
+                .key(black_box("hot.png"))
+                .as_input()
+                .clone()
+                .build()
+                .unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, source_parse, signature_verify, hit_path, presign);
+criterion_main!(benches);
