@@ -1,0 +1,241 @@
+//! Cross-account roles and upstream revalidation against moto in server mode (STS, IAM
+//! and S3 with authentication enforced): a second S3 implementation beside the embedded
+//! store, and the one that answers `304` to `If-None-Match`.
+//!
+//! One moto process serves every test of this binary; it exits when this process does
+//! (it waits on its stdin, which closes then).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use common::*;
+
+/// Tenants set up in moto; more than the SDK's default 64 identity-cache partitions.
+const TENANTS: usize = 70;
+
+struct Moto {
+    endpoint: String,
+    tenants: Vec<serde_json::Value>,
+    access_key: String,
+    secret_key: String,
+    _child: Mutex<Child>,
+}
+
+fn moto() -> &'static Moto {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(|| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/moto_env.py");
+        let mut child = Command::new("python3")
+            .args([script, &port.to_string(), &TENANTS.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+            panic!("moto did not start: install it with `pip install \"moto[server]\"` (scripts/test does)")
+        });
+        let s = |k: &str| v[k].as_str().unwrap().to_string();
+        // The proxy's own identity is the platform user, through the standard chain.
+        // SAFETY: set once, before any test of this binary reads the environment.
+        unsafe {
+            std::env::set_var("AWS_ACCESS_KEY_ID", s("access_key"));
+            std::env::set_var("AWS_SECRET_ACCESS_KEY", s("secret_key"));
+            std::env::set_var("AWS_ENDPOINT_URL", s("endpoint"));
+            std::env::set_var("AWS_REGION", "us-east-1");
+            std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+        }
+        Moto {
+            endpoint: s("endpoint"),
+            tenants: v["tenants"].as_array().unwrap().clone(),
+            access_key: s("access_key"),
+            secret_key: s("secret_key"),
+            _child: Mutex::new(child),
+        }
+    })
+}
+
+/// A config with tenants `0..n` assuming their roles (external IDs as given).
+fn role_config(n: usize, external_id: impl Fn(usize) -> String, extra: &str) -> String {
+    let m = moto();
+    let mut c = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[origin]\nfirst_byte_timeout = \"5s\"\nmax_attempts = 1\n{extra}\n"
+    );
+    for (i, t) in m.tenants.iter().take(n).enumerate() {
+        c.push_str(&format!(
+            "[[tenants]]\nname = \"t{i}\"\nbuckets = [\"{b}\"]\nrequire_signature = false\nassume_role = {{ role_arn = \"{r}\", external_id = \"{e}\" }}\n[[buckets]]\nname = \"{b}\"\nendpoint = \"{ep}\"\npath_style = true\n",
+            b = t["bucket"].as_str().unwrap(),
+            r = t["role_arn"].as_str().unwrap(),
+            e = external_id(i),
+            ep = m.endpoint,
+        ));
+    }
+    c
+}
+
+#[tokio::test]
+async fn objects_are_fetched_with_each_tenants_assumed_role() {
+    let proxy = Proxy::start(&role_config(2, |i| format!("ext-{i}"), ""), None).await;
+    // Interleaved, concurrent: each tenant's role can read only its own bucket, so a
+    // tenant served with the other's credentials would get 404.
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let url = proxy.url(&format!("/moto-t{}/logo.png", i % 2));
+            tokio::spawn(async move { (i % 2, get(&url).await) })
+        })
+        .collect();
+    for t in tasks {
+        let (tenant, r) = t.await.unwrap();
+        assert_eq!(r.status, 200, "tenant {tenant}");
+        assert_eq!(
+            r.bytes().as_ref(),
+            format!("logo of tenant {tenant}").as_bytes()
+        );
+    }
+    // Presigned URLs carry each tenant's own temporary key, and work.
+    let mut keys = Vec::new();
+    for i in 0..2 {
+        let r = get(&proxy.url(&format!("/_/presign/moto-t{i}/logo.png"))).await;
+        assert_eq!(r.status, 200);
+        let url = r.json()["url"].as_str().unwrap().to_string();
+        let credential = url
+            .split("X-Amz-Credential=")
+            .nth(1)
+            .unwrap()
+            .split("%2F")
+            .next()
+            .unwrap()
+            .to_string();
+        assert_ne!(
+            credential,
+            moto().access_key,
+            "signed with the assumed role, not the platform user"
+        );
+        keys.push(credential);
+        // Credentials from AssumeRole live one hour: the URL may not outlive them.
+        let expires = humantime::parse_rfc3339(r.json()["expires_at"].as_str().unwrap()).unwrap();
+        let life = expires.duration_since(SystemTime::now()).unwrap();
+        assert!(
+            life <= Duration::from_secs(3600),
+            "expires_at capped by the session: {life:?}"
+        );
+        // Fetching it is tested against the embedded store (tests/tenancy.rs): moto with
+        // authentication on answers 500 to every presigned URL, boto3's included
+        // (KeyError 'HTTP_AUTHORIZATION' in moto 5.2.1).
+        assert!(
+            url.contains("X-Amz-Security-Token="),
+            "temporary credentials carry their token"
+        );
+    }
+    assert_ne!(keys[0], keys[1], "tenants never share credentials");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_external_id_is_refused_quickly_and_not_retried_per_request() {
+    let proxy = Proxy::start(&role_config(1, |_| "not-the-external-id".into(), ""), None).await;
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        let r = get(&proxy.url("/moto-t0/logo.png")).await;
+        assert!(matches!(r.status.as_u16(), 404 | 502), "{}", r.status);
+        let body = String::from_utf8_lossy(r.bytes()).to_string();
+        assert!(
+            !body.contains("AssumeRole") && !body.contains("arn:"),
+            "no upstream detail leaks: {body}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "no hang: {:?}",
+        started.elapsed()
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn more_than_64_tenants_keep_their_own_credentials() {
+    let proxy = Proxy::start(
+        &role_config(TENANTS, |i| format!("ext-{i}"), "[cache]\nttl = \"1ms\""),
+        None,
+    )
+    .await;
+    for round in 0..2 {
+        for i in 0..TENANTS {
+            let r = get(&proxy.url(&format!("/moto-t{i}/logo.png"))).await;
+            assert_eq!(r.status, 200, "round {round}, tenant {i}");
+            assert_eq!(r.bytes().as_ref(), format!("logo of tenant {i}").as_bytes());
+        }
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn expired_entries_revalidate_with_304_then_pick_up_changes() {
+    let m = moto();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[cache]\nttl = \"500ms\"\n[[tenants]]\nname = \"own\"\nbuckets = [\"moto-own\"]\nrequire_signature = false\n[[buckets]]\nname = \"moto-own\"\nendpoint = \"{}\"\npath_style = true\n",
+        m.endpoint
+    );
+    let proxy = Proxy::start(&config, None).await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(&m.endpoint)
+            .force_path_style(true)
+            .credentials_provider(aws_credential_types::Credentials::new(
+                &m.access_key,
+                &m.secret_key,
+                None,
+                None,
+                "test",
+            ))
+            .build(),
+    );
+    let put = |body: &'static str| {
+        s3.put_object()
+            .bucket("moto-own")
+            .key("r.png")
+            .content_type("image/png")
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(
+                body.as_bytes(),
+            ))
+            .send()
+    };
+    put("first version").await.unwrap();
+    let url = proxy.url("/moto-own/r.png");
+    let first = get(&url).await;
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let r = get(&url).await;
+    assert_eq!(
+        r.header("x-cache"),
+        Some("REVALIDATED"),
+        "moto answered 304"
+    );
+    assert_eq!(r.bytes().as_ref(), b"first version");
+    assert_eq!(
+        get(&url).await.header("x-cache"),
+        Some("HIT"),
+        "the 304 refreshed the entry"
+    );
+    put("second version").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let r = get(&url).await;
+    assert_eq!(
+        r.header("x-cache"),
+        Some("MISS"),
+        "a changed object is downloaded again"
+    );
+    assert_eq!(r.bytes().as_ref(), b"second version");
+    assert_ne!(r.header("etag"), first.header("etag"));
+    proxy.stop().await;
+}
