@@ -349,7 +349,8 @@ impl FillTask {
     ) {
         let idle = self.origins.idle_timeout();
         let mut whole = BytesMut::with_capacity(expected as usize);
-        loop {
+        let mut last = Bytes::new();
+        while (whole.len() as u64) < expected {
             match next_chunk(&mut body, idle).await {
                 Ok(Some(chunk)) => {
                     if whole.len() as u64 + chunk.len() as u64 > expected {
@@ -357,9 +358,14 @@ impl FillTask {
                         return self.fill.finish(End::Broken);
                     }
                     whole.extend_from_slice(&chunk);
-                    self.fill.push(chunk);
+                    // The final chunk is released only after the entry is stored, so a
+                    // client that has every byte finds the object in the cache.
+                    if (whole.len() as u64) < expected {
+                        self.fill.push(chunk);
+                    } else {
+                        last = chunk;
+                    }
                 }
-                Ok(None) if whole.len() as u64 == expected => break,
                 Ok(None) => {
                     tracing::warn!(bucket = %self.obj.bucket, got = whole.len(), expected, "origin body ended early");
                     return self.fill.finish(End::Broken);
@@ -379,6 +385,9 @@ impl FillTask {
             .entries
             .insert(self.key.clone(), Entry::Object(cached))
             .await;
+        if !last.is_empty() {
+            self.fill.push(last);
+        }
         self.fill.finish(End::Complete);
     }
 }

@@ -1,0 +1,361 @@
+//! A real browser loads images through the proxy from another origin (headless Chromium
+//! driven through chromedriver's WebDriver API): canvas reads, ranged fetches, exposed
+//! headers, a refused origin, signed and expired URLs, and a screenshot of the demo page.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (scripts/test installs them). Without
+//! them the test says so loudly and returns; scripts/test then fails the run.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use bucketfront::auth::Tenants;
+use bucketfront::config::Config;
+use bucketfront::demo::Demo;
+use bucketfront::proxy::body::ProxyBody;
+use bucketfront::server::{self, Limits};
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// A chromedriver process with one browser session; both end on drop.
+struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+async fn webdriver(method: http::Method, url: &str, body: Option<Value>) -> Value {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = client.request(req).await.expect("chromedriver answers");
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice::<Value>(&bytes).expect("JSON from chromedriver")["value"].clone()
+}
+
+impl Browser {
+    async fn start() -> Option<Browser> {
+        if !std::path::Path::new(CHROMIUM).exists() || !std::path::Path::new(CHROMEDRIVER).exists()
+        {
+            eprintln!(
+                "\n!!!!! SKIPPED: {CHROMIUM} or {CHROMEDRIVER} is missing; scripts/test installs them !!!!!\n"
+            );
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new(CHROMEDRIVER)
+            .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let profile = tempfile::tempdir().unwrap();
+        let mut browser = Browser {
+            driver,
+            base,
+            session: String::new(),
+            _profile: profile,
+        };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let args = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-default-apps",
+            "--window-size=1280,900",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!(
+            "--user-data-dir={}",
+            browser._profile.path().display()
+        )])
+        .collect::<Vec<_>>();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": CHROMIUM, "args": args}
+        }}});
+        let v = webdriver(
+            http::Method::POST,
+            &format!("{}/session", browser.base),
+            Some(caps),
+        )
+        .await;
+        browser.session = v["sessionId"]
+            .as_str()
+            .expect("a WebDriver session")
+            .to_string();
+        Some(browser)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/session/{}{}", self.base, self.session, path)
+    }
+
+    async fn goto(&self, url: &str) {
+        webdriver(
+            http::Method::POST,
+            &self.url("/url"),
+            Some(json!({"url": url})),
+        )
+        .await;
+    }
+
+    /// Runs `script` (which must call `done(result)`) with `arg`, in the current page.
+    async fn run(&self, script: &str, arg: Value) -> Value {
+        let body = json!({
+            "script": format!("const done = arguments[arguments.length - 1]; const arg = arguments[0]; {script}"),
+            "args": [arg],
+        });
+        webdriver(http::Method::POST, &self.url("/execute/async"), Some(body)).await
+    }
+
+    async fn screenshot(&self, path: &std::path::Path) {
+        let v = webdriver(http::Method::GET, &self.url("/screenshot"), None).await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap();
+        std::fs::write(path, png).unwrap();
+    }
+}
+
+/// Serves a blank page (the "app" origin) on a port the OS picks.
+async fn page_server(stop: &CancellationToken) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = Limits {
+        max_connections: 16,
+        header_read_timeout: Duration::from_secs(5),
+        drain_timeout: Duration::from_secs(1),
+    };
+    tokio::spawn(server::serve(
+        listener,
+        limits,
+        None,
+        stop.clone(),
+        |_req| async {
+            let mut r = http::Response::new(ProxyBody::full(
+                "<!doctype html><title>app</title><body>app</body>",
+            ));
+            r.headers_mut()
+                .insert("content-type", "text/html".parse().unwrap());
+            r
+        },
+    ));
+    addr
+}
+
+const CANVAS: &str = r#"
+Promise.all(arg.map(u => new Promise(res => {
+  const img = new Image();
+  img.crossOrigin = 'anonymous';
+  img.onload = () => {
+    try {
+      const c = document.createElement('canvas');
+      c.width = img.naturalWidth; c.height = img.naturalHeight;
+      const ctx = c.getContext('2d');
+      ctx.drawImage(img, 0, 0);
+      const px = ctx.getImageData(0, 0, 1, 1).data;
+      res({ok: true, width: img.naturalWidth, alpha: px[3]});
+    } catch (e) { res({ok: false, error: String(e)}); }
+  };
+  img.onerror = () => res({ok: false, error: 'load failed'});
+  img.src = u;
+}))).then(done);
+"#;
+
+const RANGED_FETCH: &str = r#"
+fetch(arg, {headers: {Range: 'bytes=0-9'}, cache: 'no-store'})
+  .then(async r => done({status: r.status, length: (await r.arrayBuffer()).byteLength,
+        etag: r.headers.get('ETag'), xcache: r.headers.get('X-Cache'), range: r.headers.get('Content-Range')}))
+  .catch(e => done({error: String(e)}));
+"#;
+
+/// Tenant `demo` owning the seeded `demo-images` bucket, unsigned.
+fn demo_tenant(endpoint: &str) -> String {
+    format!(
+        "[[tenants]]\nname = \"demo\"\nbuckets = [\"demo-images\"]\nrequire_signature = false\n[[buckets]]\nname = \"demo-images\"\nendpoint = \"{endpoint}\"\npath_style = true\n"
+    )
+}
+
+#[tokio::test]
+async fn a_browser_loads_images_through_the_proxy() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let stop = CancellationToken::new();
+    let app = page_server(&stop).await;
+    let other = page_server(&stop).await;
+    let app_origin = format!("http://{app}");
+    let env = Env::start_with(|endpoint| {
+        config(endpoint, &demo_tenant(endpoint)).replace(ALLOWED_ORIGIN, &app_origin)
+    })
+    .await;
+    let samples = concat!(env!("CARGO_MANIFEST_DIR"), "/demo/bucket");
+    let objects = env.store.seed(std::path::Path::new(samples)).await.unwrap();
+    let proxy_base = format!("http://{}", env.proxy.addr);
+    let urls: Vec<String> = objects
+        .iter()
+        .map(|(b, k, _)| format!("{proxy_base}/{b}/{}", bucketfront::demo::encode_path(k)))
+        .collect();
+
+    // 1. Every image loads with crossorigin=anonymous and its pixels can be read.
+    browser.goto(&format!("{app_origin}/")).await;
+    let results = browser.run(CANVAS, json!(urls)).await;
+    for (url, r) in urls.iter().zip(results.as_array().unwrap()) {
+        assert_eq!(r["ok"], true, "{url}: {r}");
+        assert_eq!(r["width"], 640, "{url}");
+    }
+    // 2. A ranged fetch passes the preflight, gets 206 and can read the exposed headers.
+    let r = browser.run(RANGED_FETCH, json!(urls[0])).await;
+    assert_eq!(r["status"], 206, "{r}");
+    assert_eq!(r["length"], 10);
+    assert!(
+        r["etag"].as_str().is_some_and(|e| e.starts_with('"')),
+        "{r}"
+    );
+    assert_eq!(r["xcache"], "HIT");
+    assert!(r["range"].as_str().unwrap().starts_with("bytes 0-9/"));
+
+    // 3. The same page from an origin that is not allowed reads nothing.
+    browser.goto(&format!("http://{other}/")).await;
+    let results = browser.run(CANVAS, json!(urls[..1])).await;
+    assert_eq!(results[0]["ok"], false, "{results}");
+    let r = browser.run(RANGED_FETCH, json!(urls[0])).await;
+    assert!(
+        r["error"].as_str().is_some_and(|e| e.contains("TypeError")),
+        "{r}"
+    );
+
+    // 4. A URL made by `bucketfront sign` loads; an expired one does not.
+    env.put(
+        "sig-images",
+        "signed.png",
+        std::fs::read(format!("{samples}/demo-images/shapes/circles.png")).unwrap(),
+        "image/png",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, config(&env.store.endpoint, "")).unwrap();
+    let sign = |ttl: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_bucketfront"))
+            .args([
+                "sign",
+                "-c",
+                config_path.to_str().unwrap(),
+                "--tenant",
+                "signed",
+                "--bucket",
+                "sig-images",
+            ])
+            .args(["--key", "signed.png", "--ttl", ttl, "--base", &proxy_base])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let fresh = sign("1h");
+    let expiring = sign("1s");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    browser.goto(&format!("{app_origin}/")).await;
+    let results = browser.run(CANVAS, json!([fresh, expiring])).await;
+    assert_eq!(results[0]["ok"], true, "signed URL loads: {results}");
+    assert_eq!(results[1]["ok"], false, "expired URL fails: {results}");
+
+    // 5. The demo page (its own origin, allowed by its proxy), screenshotted for people.
+    let demo_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let demo_origin = format!("http://{}", demo_listener.local_addr().unwrap());
+    let demo_config = config(&env.store.endpoint, &demo_tenant(&env.store.endpoint))
+        .replace(ALLOWED_ORIGIN, &demo_origin);
+    let proxy2 = Proxy::start(&demo_config, Some(&env.store)).await;
+    let demo = Arc::new(Demo {
+        proxy_base: format!("http://{}", proxy2.addr),
+        objects,
+        tenants: Arc::new(Tenants::from_config(
+            &Config::parse(&demo_config, std::path::Path::new("t.toml")).unwrap(),
+        )),
+    });
+    let limits = Limits {
+        max_connections: 16,
+        header_read_timeout: Duration::from_secs(5),
+        drain_timeout: Duration::from_secs(1),
+    };
+    tokio::spawn(server::serve(
+        demo_listener,
+        limits,
+        None,
+        stop.clone(),
+        move |req| {
+            let demo = demo.clone();
+            async move { demo.handle(req.uri().path()) }
+        },
+    ));
+    browser.goto(&demo_origin).await;
+    let loaded = browser
+        .run(
+            "const t0 = Date.now(); (function wait() { const imgs = [...document.images]; \
+             if (imgs.length && imgs.every(i => i.complete && i.naturalWidth > 0) || Date.now() - t0 > 10000) \
+             done(imgs.filter(i => i.naturalWidth > 0).length); else setTimeout(wait, 100); })();",
+            json!(null),
+        )
+        .await;
+    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/demo-screenshot.png");
+    browser.screenshot(&shot).await;
+    assert!(
+        loaded.as_u64().unwrap_or(0) >= 6,
+        "demo images loaded: {loaded}"
+    );
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+    proxy2.stop().await;
+    stop.cancel();
+    env.stop().await;
+}
