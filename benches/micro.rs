@@ -139,8 +139,9 @@ fn hot() -> Hot {
             config(&store.endpoint),
             Some((store.endpoint.clone(), store.credentials.clone())),
         )
-        .await;
-        (store, app.state)
+        .await
+        .expect("app builds");
+        (store, app.state())
     });
     let exp = 4_000_000_000u64;
     let sig = auth::sign(SECRET.as_bytes(), "bench-images", "hot.png", exp);

@@ -1,10 +1,12 @@
-//! Wiring: builds the shared state from a config and runs the public and admin
-//! listeners until shutdown, then drains. Used by `serve`, the tests and the benchmarks.
+//! Wiring: builds the shared state from a config, runs the public and admin listeners
+//! until shutdown, then drains; and swaps in a new config on reload. Used by `serve`, the
+//! tests and the benchmarks.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hyper::Request;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
@@ -17,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::origin::{Embedded, Origins};
 use crate::proxy::{self, State};
 use crate::server::{self, Limits};
+use crate::tls;
 
 pub struct Listeners {
     pub public: TcpListener,
@@ -24,47 +27,125 @@ pub struct Listeners {
 }
 
 pub struct App {
-    pub state: Arc<State>,
+    /// The config in force; each request takes a snapshot, so a reload never changes the
+    /// rules under a request that has started.
+    state: ArcSwap<State>,
     pub admin: Arc<Admin>,
+    embedded: Embedded,
+    tls: Option<Arc<tls::Resolver>>,
 }
 
 impl App {
     /// Builds caches, origin clients and tenants for `config`. `embedded` wires the
     /// in-process store's keys to the buckets whose endpoint is that store.
-    pub async fn build(config: Config, embedded: Embedded) -> App {
+    pub async fn build(config: Config, embedded: Embedded) -> Result<Arc<App>, String> {
+        let tls = match &config.server.tls {
+            Some(t) => Some(tls::Resolver::new(
+                tls::load(&t.cert, &t.key).map_err(|e| e.to_string())?,
+            )),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::new());
         let cache = Cache::new(
             &config.cache,
             &config.server.allowed_content_types,
             metrics.clone(),
         );
-        let origins = Arc::new(Origins::new(&config, embedded).await);
-        let state = Arc::new(State::new(
-            Arc::new(config),
-            cache.clone(),
-            origins,
-            metrics.clone(),
-        ));
+        let origins = Arc::new(Origins::new(&config, embedded.clone()).await);
+        let state = State::new(Arc::new(config), cache.clone(), origins, metrics.clone());
         let admin = Arc::new(Admin {
             metrics,
             cache,
             ready: Arc::new(AtomicBool::new(false)),
         });
-        App { state, admin }
+        Ok(Arc::new(App {
+            state: ArcSwap::from_pointee(state),
+            admin,
+            embedded,
+            tls,
+        }))
+    }
+
+    /// The state requests are answered with right now.
+    pub fn state(&self) -> Arc<State> {
+        self.state.load_full()
+    }
+
+    /// Validates `config` whole (certificates included) and swaps it in. Changes that
+    /// need a restart are refused by name; the object cache survives.
+    pub async fn reload(&self, config: Config) -> Result<(), String> {
+        let current = self.state();
+        let old = &current.config;
+        let mut refused = Vec::new();
+        let s = (&old.server, &config.server);
+        for (name, changed) in [
+            ("server.listen", s.0.listen != s.1.listen),
+            ("server.admin_listen", s.0.admin_listen != s.1.admin_listen),
+            (
+                "server.max_connections",
+                s.0.max_connections != s.1.max_connections,
+            ),
+            (
+                "server.header_read_timeout",
+                s.0.header_read_timeout != s.1.header_read_timeout,
+            ),
+            (
+                "server.drain_timeout",
+                s.0.drain_timeout != s.1.drain_timeout,
+            ),
+            (
+                "server.tls (on/off)",
+                s.0.tls.is_some() != s.1.tls.is_some(),
+            ),
+            ("cache", old.cache != config.cache),
+            (
+                "embedded_store",
+                old.embedded_store != config.embedded_store,
+            ),
+        ] {
+            if changed {
+                refused.push(name);
+            }
+        }
+        if !refused.is_empty() {
+            return Err(format!(
+                "these settings need a restart: {}",
+                refused.join(", ")
+            ));
+        }
+        let certificate = match &config.server.tls {
+            Some(t) => Some(tls::load(&t.cert, &t.key).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let origins = Arc::new(Origins::new(&config, self.embedded.clone()).await);
+        let state = State::new(
+            Arc::new(config),
+            current.cache.clone(),
+            origins,
+            current.metrics.clone(),
+        );
+        if let (Some(resolver), Some(certificate)) = (&self.tls, certificate) {
+            resolver.replace(certificate);
+        }
+        self.state.store(Arc::new(state));
+        current.metrics.reloads.inc();
+        Ok(())
     }
 
     /// Serves until `shutdown` is cancelled, then drains the public listener for
     /// `drain_timeout` (the admin listener answers `/readyz` 503 meanwhile).
-    pub async fn run(self, listeners: Listeners, shutdown: CancellationToken) {
-        let limits = Limits::from_config(&self.state.config.server);
-        let state = self.state.clone();
-        let public = tokio::spawn(server::serve(
+    pub async fn run(self: Arc<Self>, listeners: Listeners, shutdown: CancellationToken) {
+        let state = self.state();
+        let limits = Limits::from_config(&state.config.server);
+        let app = self.clone();
+        let public = tokio::spawn(server::serve_tls(
             listeners.public,
+            self.tls.clone().map(tls::acceptor),
             limits,
             Some(state.metrics.clone()),
             shutdown.clone(),
             move |req: Request<Incoming>| {
-                let state = state.clone();
+                let state = app.state();
                 async move {
                     let (parts, _body) = req.into_parts();
                     proxy::handle(state, parts).await
@@ -86,7 +167,7 @@ impl App {
                 async move { admin.handle(req).await }
             },
         ));
-        let cache = self.state.cache.clone();
+        let cache = state.cache.clone();
         let maintenance_stop = admin_stop.clone();
         tokio::spawn(async move {
             // moka evicts lazily during calls; run it on a timer so that the byte bound

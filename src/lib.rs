@@ -30,5 +30,7 @@ pub mod origin;
 pub mod presign;
 pub mod proxy;
 pub mod server;
+pub mod service;
 pub mod source;
 pub mod store;
+pub mod tls;

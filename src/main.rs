@@ -15,6 +15,7 @@ use bucketfront::cli::{self, Cli, Command};
 use bucketfront::config::Config;
 use bucketfront::demo::Demo;
 use bucketfront::server::{self, Limits};
+use bucketfront::service;
 use bucketfront::store::{self, Store};
 
 fn main() -> ExitCode {
@@ -42,9 +43,11 @@ fn main() -> ExitCode {
                 Err("the image would not be served (see above)".into())
             }
         }),
-        Command::Serve(c) => c
-            .load()
-            .and_then(|config| runtime()?.block_on(serve(config))),
+        Command::Serve(c) => {
+            let path = Config::default_path(c.config.clone());
+            c.load()
+                .and_then(|config| runtime()?.block_on(serve(config, path)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -80,7 +83,7 @@ async fn bind(what: &str, addr: std::net::SocketAddr) -> Result<TcpListener, Str
         .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(config: Config, config_path: std::path::PathBuf) -> Result<(), String> {
     init_logging();
     let shutdown = CancellationToken::new();
     let mut embedded = None;
@@ -111,7 +114,7 @@ async fn serve(config: Config) -> Result<(), String> {
     let public_addr = listeners.public.local_addr().map_err(|e| e.to_string())?;
     let limits = Limits::from_config(&config.server);
     let tenants = Arc::new(Tenants::from_config(&config));
-    let app = App::build(config, embedded).await;
+    let app = App::build(config, embedded).await?;
     if let Some((listener, objects)) = demo {
         let page = Arc::new(Demo {
             proxy_base: format!("http://{public_addr}"),
@@ -130,26 +133,14 @@ async fn serve(config: Config) -> Result<(), String> {
             },
         ));
     }
-    tokio::spawn(stop_on_signal(shutdown.clone()));
+    tokio::spawn(service::handle_signals(
+        app.clone(),
+        config_path,
+        shutdown.clone(),
+    ));
+    service::spawn_watchdog(shutdown.clone());
     tracing::info!(listen = %public_addr, "bucketfront serving");
+    service::ready(&format!("serving on {public_addr}"));
     app.run(listeners, shutdown).await;
     Ok(())
-}
-
-/// SIGTERM or SIGINT: stop accepting and drain.
-async fn stop_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tracing::info!("shutdown signal received");
-    shutdown.cancel();
 }

@@ -41,6 +41,7 @@ pub struct Metrics {
     pub connections: Gauge,
     presign: Family<OutcomeLabel, Counter>,
     pub rss_bytes: Gauge,
+    pub reloads: Counter,
 }
 
 impl Default for Metrics {
@@ -127,7 +128,14 @@ impl Metrics {
             "Resident set size of the process",
             rss_bytes.clone(),
         );
+        let reloads = Counter::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads applied",
+            reloads.clone(),
+        );
         Metrics {
+            reloads,
             registry,
             requests,
             cache_status,

@@ -16,6 +16,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -42,6 +43,22 @@ impl Limits {
 /// and gives open connections `drain_timeout` to finish their responses.
 pub async fn serve<F, Fut>(
     listener: TcpListener,
+    limits: Limits,
+    metrics: Option<Arc<Metrics>>,
+    shutdown: CancellationToken,
+    handler: F,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    serve_tls(listener, None, limits, metrics, shutdown, handler).await
+}
+
+/// [`serve`], with TLS when `tls` is given (ALPN picks h2 or HTTP/1.1). The handshake
+/// runs in the connection's task and must finish within `header_read_timeout`.
+pub async fn serve_tls<F, Fut>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     limits: Limits,
     metrics: Option<Arc<Metrics>>,
     shutdown: CancellationToken,
@@ -88,16 +105,34 @@ pub async fn serve<F, Fut>(
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler(req).await) }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (watcher, builder, tls) = (graceful.watcher(), builder.clone(), tls.clone());
         let metrics = metrics.clone();
+        let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             if let Some(m) = &metrics {
                 m.connections.inc();
             }
-            if let Err(e) = conn.await {
+            let result = match tls {
+                None => {
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned();
+                    watcher.watch(conn).await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            let conn = builder
+                                .serve_connection(TokioIo::new(tls_stream), service)
+                                .into_owned();
+                            watcher.watch(conn).await
+                        }
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(_) => Err("TLS handshake timed out".into()),
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             if let Some(m) = &metrics {

@@ -46,8 +46,9 @@ impl Proxy {
             config,
             embedded.map(|s| (s.endpoint.clone(), s.credentials.clone())),
         )
-        .await;
-        let state = app.state.clone();
+        .await
+        .expect("app builds");
+        let state = app.state();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run(Listeners { public, admin }, shutdown.clone()));
         Proxy {

@@ -1,0 +1,183 @@
+//! The real binary as systemd runs it: `READY=1`, `WATCHDOG=1`, reload on SIGHUP
+//! (`RELOADING=1` + `MONOTONIC_USEC`, then `READY=1`), refused reloads, `STOPPING=1` and a
+//! clean exit on SIGTERM; JSON log lines with the request id and no secrets. The notify
+//! socket is a Unix datagram socket bound by the test.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const SECRET: &str = "very-secret-signing-key-0123456789";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn config(port: u16, admin: u16, origins: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin}"
+drain_timeout = "2s"
+[cors]
+allowed_origins = [{origins}]
+[[tenants]]
+name = "t"
+buckets = ["svc-images"]
+signing_keys = [{{ id = "k1", secret = "{SECRET}" }}]
+[[buckets]]
+name = "svc-images"
+endpoint = "http://127.0.0.1:9"
+path_style = true
+access_key = "AKIDSVC"
+secret_key = "svc-secret-access-key"
+{extra}
+"#
+    )
+}
+
+/// Receives notify messages until one contains `want`, or panics after `within`.
+fn expect(sock: &UnixDatagram, want: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+            if msg.contains(want) {
+                return msg;
+            }
+        }
+    }
+    panic!("no {want:?} within {within:?}");
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+#[tokio::test]
+async fn notify_reload_logs_and_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, config(port, admin, "", "")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bucketfront"))
+        .args(["serve", "-c", config_path.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let started = Instant::now();
+    let ready = expect(&sock, "READY=1", Duration::from_secs(20));
+    assert!(ready.contains("STATUS=serving"), "{ready}");
+    // READY=1 means bound: the listener answers at once.
+    let base = format!("http://127.0.0.1:{port}");
+    let origin = "https://reloaded.example.org";
+    let r = get_with(&format!("{base}/svc-images/a.png"), &[("origin", origin)]).await;
+    assert_eq!(r.status, 403);
+    assert!(r.header("access-control-allow-origin").is_none());
+    // The watchdog pings every half of WATCHDOG_USEC (200 ms here).
+    let t0 = Instant::now();
+    expect(&sock, "WATCHDOG=1", Duration::from_secs(2));
+    expect(&sock, "WATCHDOG=1", Duration::from_secs(2));
+    assert!(
+        t0.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
+
+    // A valid reload: the new CORS origin applies to the next request.
+    std::fs::write(
+        &config_path,
+        config(port, admin, &format!("\"{origin}\""), ""),
+    )
+    .unwrap();
+    signal(pid, "-HUP");
+    let reloading = expect(&sock, "RELOADING=1", Duration::from_secs(5));
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    let after = expect(&sock, "READY=1", Duration::from_secs(5));
+    assert!(after.contains("reloaded"), "{after}");
+    let r = get_with(&format!("{base}/svc-images/a.png"), &[("origin", origin)]).await;
+    assert_eq!(r.header("access-control-allow-origin"), Some(origin));
+
+    // An invalid file, and a change that needs a restart, keep the running config.
+    std::fs::write(&config_path, "[server]\nbogus = 1\n").unwrap();
+    signal(pid, "-HUP");
+    expect(&sock, "RELOADING=1", Duration::from_secs(5));
+    let failed = expect(&sock, "READY=1", Duration::from_secs(5));
+    assert!(
+        failed.contains("reload failed") && failed.contains("bogus"),
+        "{failed}"
+    );
+    std::fs::write(
+        &config_path,
+        config(free_port(), admin, &format!("\"{origin}\""), ""),
+    )
+    .unwrap();
+    signal(pid, "-HUP");
+    let refused = expect(&sock, "READY=1", Duration::from_secs(5));
+    assert!(
+        refused.contains("server.listen"),
+        "refused by name: {refused}"
+    );
+    let r = get_with(&format!("{base}/svc-images/a.png"), &[("origin", origin)]).await;
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some(origin),
+        "still the reloaded config"
+    );
+
+    // A signed request, to look for secrets in the log afterwards.
+    let exp = in_an_hour();
+    let sig = bucketfront::auth::sign(SECRET.as_bytes(), "svc-images", "a.png", exp);
+    let signed = get(&format!("{base}/svc-images/a.png?exp={exp}&sig={sig}")).await;
+    let request_id = signed.header("x-request-id").unwrap().to_string();
+    let metrics = get(&format!("http://127.0.0.1:{admin}/metrics")).await;
+    assert!(
+        String::from_utf8_lossy(metrics.bytes()).contains("bucketfront_config_reloads_total 1")
+    );
+
+    signal(pid, "-TERM");
+    expect(&sock, "STOPPING=1", Duration::from_secs(5));
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "exit 0 after drain: {:?}", out.status);
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    let log = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect();
+    let line = lines
+        .iter()
+        .find(|l| l["request_id"] == request_id.as_str())
+        .expect("the request's log line carries its X-Request-Id");
+    assert_eq!(line["route"], "object");
+    for secret in [SECRET, sig.as_str(), "svc-secret-access-key"] {
+        assert!(!log.contains(secret), "a secret reached the log");
+    }
+}
