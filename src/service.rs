@@ -2,7 +2,7 @@
 //! reload on SIGHUP and drain on SIGTERM/SIGINT. Every notification is a no-op when
 //! `$NOTIFY_SOCKET` is not set, so the same binary runs anywhere.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sd_notify::NotifyState;
@@ -63,7 +63,7 @@ pub async fn handle_signals(app: Arc<App>, config_path: PathBuf, shutdown: Cance
     shutdown.cancel();
 }
 
-async fn reload(app: &App, path: &PathBuf) {
+async fn reload(app: &App, path: &Path) {
     let mut states = vec![NotifyState::Reloading];
     // systemd 253+ (notify-reload) wants the time of the reload request.
     if let Ok(now) = NotifyState::monotonic_usec_now() {
