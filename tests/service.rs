@@ -79,7 +79,7 @@ async fn notify_reload_logs_and_stop() {
     let (port, admin) = (free_port(), free_port());
     let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, config(port, admin, "", "")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bucketfront"))
+    let child = Command::new(env!("CARGO_BIN_EXE_bucketfront"))
         .args(["serve", "-c", config_path.to_str().unwrap()])
         .env("NOTIFY_SOCKET", &sock_path)
         .env("WATCHDOG_USEC", "400000")
