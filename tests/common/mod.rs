@@ -30,6 +30,7 @@ pub struct Proxy {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub state: Arc<State>,
+    pub app: Arc<App>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -50,11 +51,12 @@ impl Proxy {
         .expect("app builds");
         let state = app.state();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app.run(Listeners { public, admin }, shutdown.clone()));
+        let task = tokio::spawn(app.clone().run(Listeners { public, admin }, shutdown.clone()));
         Proxy {
             addr,
             admin: admin_addr,
             state,
+            app,
             shutdown,
             task,
         }
