@@ -24,7 +24,12 @@ fn write_cert(dir: &Path) -> Vec<u8> {
 
 /// One request over a new TLS connection offering only `alpn`.
 /// Returns (negotiated protocol, HTTP version, status, server certificate).
-async fn fetch(addr: SocketAddr, trusted: &[u8], alpn: &[u8], path: &str) -> (Vec<u8>, http::Version, u16, Vec<u8>) {
+async fn fetch(
+    addr: SocketAddr,
+    trusted: &[u8],
+    alpn: &[u8],
+    path: &str,
+) -> (Vec<u8>, http::Version, u16, Vec<u8>) {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(trusted.to_vec().into()).unwrap();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -36,16 +41,26 @@ async fn fetch(addr: SocketAddr, trusted: &[u8], alpn: &[u8], path: &str) -> (Ve
     cfg.alpn_protocols = vec![alpn.to_vec()];
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from("localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await.expect("handshake");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
     let negotiated = tls.get_ref().1.alpn_protocol().unwrap_or_default().to_vec();
     let peer = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
-    let req = http::Request::get(format!("https://localhost{path}")).body(Empty::<Bytes>::new()).unwrap();
+    let req = http::Request::get(format!("https://localhost{path}"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
     let resp = if alpn == b"h2" {
-        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
         tokio::spawn(conn);
         send.send_request(req).await.unwrap()
     } else {
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
         tokio::spawn(conn);
         send.send_request(req).await.unwrap()
     };
@@ -68,13 +83,20 @@ async fn h2_and_http1_over_tls_before_and_after_a_certificate_reload() {
         )
     })
     .await;
-    env.put("test-images", "t.png", "tls bytes", "image/png").await;
+    env.put("test-images", "t.png", "tls bytes", "image/png")
+        .await;
     let addr = env.proxy.addr;
     let (alpn, version, status, peer) = fetch(addr, &first, b"h2", "/test-images/t.png").await;
-    assert_eq!((alpn.as_slice(), version, status), (&b"h2"[..], http::Version::HTTP_2, 200));
+    assert_eq!(
+        (alpn.as_slice(), version, status),
+        (&b"h2"[..], http::Version::HTTP_2, 200)
+    );
     assert_eq!(peer, first);
     let (alpn, version, status, _) = fetch(addr, &first, b"http/1.1", "/test-images/t.png").await;
-    assert_eq!((alpn.as_slice(), version, status), (&b"http/1.1"[..], http::Version::HTTP_11, 200));
+    assert_eq!(
+        (alpn.as_slice(), version, status),
+        (&b"http/1.1"[..], http::Version::HTTP_11, 200)
+    );
 
     // New certificate files, then a reload: new connections get the new certificate.
     let second = write_cert(dir.path());

@@ -51,7 +51,10 @@ impl Proxy {
         .expect("app builds");
         let state = app.state();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app.clone().run(Listeners { public, admin }, shutdown.clone()));
+        let task = tokio::spawn(
+            app.clone()
+                .run(Listeners { public, admin }, shutdown.clone()),
+        );
         Proxy {
             addr,
             admin: admin_addr,
