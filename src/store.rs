@@ -56,13 +56,9 @@ impl Store {
         let data = tempfile::Builder::new()
             .prefix("bucketfront-store-")
             .tempdir()?;
-        let fs = s3s_fs::FileSystem::new(data.path())
-            .map_err(|e| StoreError::Start(format!("{e:?}")))?;
-        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-        builder.set_auth(s3s::auth::SimpleAuth::from_single(access_key, secret_key));
-        let service = builder.build();
         let addr = listener.local_addr()?;
         let stats = Arc::new(StoreStats::default());
+        let service = service(data.path(), Some((access_key, secret_key)))?;
         tokio::spawn(accept_loop(listener, service, stats.clone(), shutdown));
         Ok(Store {
             endpoint: format!("http://{addr}"),
@@ -70,6 +66,20 @@ impl Store {
             stats,
             _data: data,
         })
+    }
+
+    /// Serves the same objects on `listener` without authentication, for benchmark peers
+    /// (nginx, Varnish) that cannot sign requests. The proxy never uses it. Its requests
+    /// are counted in the same [`StoreStats`].
+    pub fn start_anonymous_mirror(
+        &self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<String, StoreError> {
+        let addr = listener.local_addr()?;
+        let service = service(self._data.path(), None)?;
+        tokio::spawn(accept_loop(listener, service, self.stats.clone(), shutdown));
+        Ok(format!("http://{addr}"))
     }
 
     /// An S3 client for this store (path style, its own keys).
@@ -148,6 +158,15 @@ impl Store {
             .map(|_| ())
             .map_err(|e| crate::origin::credentials::error_chain(&e))
     }
+}
+
+fn service(root: &Path, keys: Option<(&str, &str)>) -> Result<s3s::service::S3Service, StoreError> {
+    let fs = s3s_fs::FileSystem::new(root).map_err(|e| StoreError::Start(format!("{e:?}")))?;
+    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+    if let Some((access, secret)) = keys {
+        builder.set_auth(s3s::auth::SimpleAuth::from_single(access, secret));
+    }
+    Ok(builder.build())
 }
 
 async fn accept_loop(

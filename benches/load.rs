@@ -1,0 +1,553 @@
+//! Load benchmark: bucketfront against nginx (`proxy_cache` on tmpfs) and Varnish
+//! (`-s malloc`) in front of the same embedded store, with nginx sending the files from
+//! tmpfs as the ceiling; all driven by the same `wrk`, alternating runs. Also measures
+//! the miss path, a 1 GiB stream's peak RSS and coalescing of 200 cold requests.
+//!
+//! `cargo bench --bench load` (needs Debian's nginx-light, varnish and wrk; set
+//! `BENCH_SECONDS` and `BENCH_ROUNDS` to change the run length). Prints a Markdown report
+//! and writes it to `target/bench-results.md`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bucketfront::store::Store;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const SECRET: &str = "bench-signing-secret-0123456789";
+const BUCKET: &str = "bench-images";
+const SIZES: [(&str, usize); 4] = [
+    ("4KiB", 4 << 10),
+    ("64KiB", 64 << 10),
+    ("1MiB", 1 << 20),
+    ("16MiB", 16 << 20),
+];
+const CONNECTIONS: usize = 64;
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn exp_far() -> u64 {
+    4_000_000_000
+}
+
+fn signed_path(key: &str) -> String {
+    let sig = bucketfront::auth::sign(SECRET.as_bytes(), BUCKET, key, exp_far());
+    format!("/{BUCKET}/{key}?exp={}&sig={sig}", exp_far())
+}
+
+async fn wait_listening(port: u16) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing listens on {port}");
+}
+
+fn start_bucketfront(dir: &Path, store: &str, name: &str) -> (Proc, u16) {
+    let (port, admin) = (free_port(), free_port());
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin}"
+max_connections = 10000
+[cache]
+max_memory = "1GiB"
+max_object_size = "16MiB"
+[[tenants]]
+name = "bench"
+buckets = ["{BUCKET}"]
+signing_keys = [{{ id = "k1", secret = "{SECRET}" }}]
+[[buckets]]
+name = "{BUCKET}"
+endpoint = "{store}"
+path_style = true
+access_key = "BENCHKEY"
+secret_key = "bench-secret-key"
+"#
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_bucketfront"))
+        .args(["serve", "-c", path.to_str().unwrap()])
+        .env("BUCKETFRONT_LOG", "warn")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("bucketfront binary");
+    (Proc(child), port)
+}
+
+fn start_nginx(dir: &Path, mirror_port: u16, files: &Path) -> (Proc, u16, u16) {
+    let (port, sendfile_port) = (free_port(), free_port());
+    let cache =
+        Path::new("/dev/shm").join(format!("bucketfront-bench-nginx-{}", std::process::id()));
+    std::fs::create_dir_all(&cache).unwrap();
+    let conf = format!(
+        r#"
+user root;
+worker_processes 2;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  proxy_cache_path {cache} levels=1:2 keys_zone=img:64m max_size=4g inactive=1h use_temp_path=off;
+  upstream store {{ server 127.0.0.1:{mirror_port}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://store;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache img;
+      proxy_cache_valid 200 1h;
+      proxy_cache_lock on;
+      proxy_ignore_headers Cache-Control Expires Set-Cookie;
+    }}
+  }}
+  server {{
+    listen 127.0.0.1:{sendfile_port};
+    root {files};
+  }}
+}}
+"#,
+        dir = dir.display(),
+        cache = cache.display(),
+        files = files.display(),
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new("nginx")
+        .args([
+            "-c",
+            path.to_str().unwrap(),
+            "-p",
+            dir.to_str().unwrap(),
+            "-g",
+            "daemon off;",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx (apt-get install nginx-light)");
+    (Proc(child), port, sendfile_port)
+}
+
+fn start_varnish(dir: &Path, mirror_port: u16) -> (Proc, u16) {
+    let port = free_port();
+    let child = Command::new("varnishd")
+        .args([
+            "-F",
+            "-a",
+            &format!("127.0.0.1:{port}"),
+            "-b",
+            &format!("127.0.0.1:{mirror_port}"),
+        ])
+        .args([
+            "-s",
+            "malloc,2G",
+            "-n",
+            dir.join("varnish").to_str().unwrap(),
+            "-p",
+            "default_ttl=3600",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("varnishd (apt-get install varnish)");
+    (Proc(child), port)
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
+    rps: f64,
+    mb_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+fn parse_duration_ms(s: &str) -> f64 {
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_alphabetic()).unwrap_or(s.len()));
+    let v: f64 = num.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => v / 1000.0,
+        "ms" => v,
+        "s" => v * 1000.0,
+        "m" => v * 60_000.0,
+        _ => f64::NAN,
+    }
+}
+
+fn parse_size_mb(s: &str) -> f64 {
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_alphabetic()).unwrap_or(s.len()));
+    let v: f64 = num.parse().unwrap_or(f64::NAN);
+    match unit {
+        "B" => v / 1e6,
+        "KB" => v * 1024.0 / 1e6,
+        "MB" => v * 1024.0 * 1024.0 / 1e6,
+        "GB" => v * 1024.0 * 1024.0 * 1024.0 / 1e6,
+        _ => f64::NAN,
+    }
+}
+
+fn wrk(url: &str, seconds: u64) -> Run {
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{CONNECTIONS}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            url,
+        ])
+        .output()
+        .expect("wrk (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut run = Run::default();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            ["50%", v] => run.p50_ms = parse_duration_ms(v),
+            ["99%", v] => run.p99_ms = parse_duration_ms(v),
+            ["Latency", _avg, _stdev, max, ..] => run.max_ms = parse_duration_ms(max),
+            ["Requests/sec:", v] => run.rps = v.parse().unwrap_or(f64::NAN),
+            ["Transfer/sec:", v] => run.mb_s = parse_size_mb(v),
+            _ => {}
+        }
+    }
+    if text.contains("Non-2xx") || text.contains("Socket errors") {
+        eprintln!("wrk reported errors for {url}:\n{text}");
+    }
+    run
+}
+
+fn mean(runs: &[Run]) -> Run {
+    let n = runs.len() as f64;
+    let sum = |f: fn(&Run) -> f64| runs.iter().map(f).sum::<f64>() / n;
+    Run {
+        rps: sum(|r| r.rps),
+        mb_s: sum(|r| r.mb_s),
+        p50_ms: sum(|r| r.p50_ms),
+        p99_ms: sum(|r| r.p99_ms),
+        max_ms: runs.iter().map(|r| r.max_ms).fold(0.0, f64::max),
+    }
+}
+
+/// Time to the response head of one GET.
+async fn ttfb(url: &str) -> Duration {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let started = Instant::now();
+    let resp = client.get(url.parse().unwrap()).await.unwrap();
+    let t = started.elapsed();
+    assert!(resp.status().is_success(), "{url}: {}", resp.status());
+    resp.into_body().collect().await.unwrap();
+    t
+}
+
+fn proc_status(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` and `cargo bench -- --list` run nothing here
+    }
+    for tool in ["nginx", "varnishd", "wrk"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            eprintln!("{tool} is missing: apt-get install nginx-light varnish wrk");
+            std::process::exit(1);
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = rt.block_on(run(seconds, rounds));
+    println!("{report}");
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results.md");
+    std::fs::write(&out, &report).unwrap();
+    eprintln!("written to {}", out.display());
+}
+
+async fn run(seconds: u64, rounds: usize) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let store = Store::start(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        "BENCHKEY",
+        "bench-secret-key",
+        stop.clone(),
+    )
+    .unwrap();
+    let mirror_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mirror_port = mirror_listener.local_addr().unwrap().port();
+    let mirror = store
+        .start_anonymous_mirror(mirror_listener, stop.clone())
+        .unwrap();
+    store
+        .client()
+        .create_bucket()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    let files: PathBuf =
+        Path::new("/dev/shm").join(format!("bucketfront-bench-files-{}", std::process::id()));
+    std::fs::create_dir_all(files.join(BUCKET)).unwrap();
+    for (name, size) in SIZES {
+        let body: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+        std::fs::write(files.join(BUCKET).join(format!("{name}.png")), &body).unwrap();
+        store
+            .put(BUCKET, &format!("{name}.png"), body.into(), "image/png")
+            .await
+            .unwrap();
+    }
+    let (_bf, bf_port) = start_bucketfront(dir.path(), &store.endpoint, "hot");
+    let (_nginx, nginx_port, sendfile_port) = start_nginx(dir.path(), mirror_port, &files);
+    let (_varnish, varnish_port) = start_varnish(dir.path(), mirror_port);
+    for p in [bf_port, nginx_port, sendfile_port, varnish_port] {
+        wait_listening(p).await;
+    }
+    let mut report = String::new();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        .unwrap_or_default();
+    let _ = writeln!(
+        report,
+        "## Hot objects ({CONNECTIONS} connections, wrk -t2, {seconds}s x {rounds} alternating rounds)\n\nMachine: {} cores, {cpu}; bucketfront: tokio with 2 worker threads; nginx: 2 workers; Varnish: defaults, `-s malloc,2G`. Everything, wrk included, shares the same cores.\n",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    let _ = writeln!(
+        report,
+        "| size | server | req/s | MB/s | p50 ms | p99 ms | max ms | bucketfront / this |\n|---|---|---:|---:|---:|---:|---:|---:|"
+    );
+    for (name, _) in SIZES {
+        let key = format!("{name}.png");
+        let targets = [
+            (
+                "bucketfront",
+                format!("http://127.0.0.1:{bf_port}{}", signed_path(&key)),
+            ),
+            (
+                "nginx proxy_cache",
+                format!("http://127.0.0.1:{nginx_port}/{BUCKET}/{key}"),
+            ),
+            (
+                "Varnish",
+                format!("http://127.0.0.1:{varnish_port}/{BUCKET}/{key}"),
+            ),
+            (
+                "nginx sendfile (ceiling)",
+                format!("http://127.0.0.1:{sendfile_port}/{BUCKET}/{key}"),
+            ),
+        ];
+        for (_, url) in &targets {
+            for _ in 0..2 {
+                ttfb(url).await; // warm every cache
+            }
+        }
+        let mut results: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
+        for round in 0..rounds {
+            // Alternate the order so that no server always runs first (or last).
+            let order: Vec<usize> = if round % 2 == 0 {
+                (0..targets.len()).collect()
+            } else {
+                (0..targets.len()).rev().collect()
+            };
+            for i in order {
+                let url = targets[i].1.clone();
+                let r = tokio::task::spawn_blocking(move || wrk(&url, seconds))
+                    .await
+                    .unwrap();
+                results[i].push(r);
+            }
+        }
+        let means: Vec<Run> = results.iter().map(|r| mean(r)).collect();
+        for (i, (server, _)) in targets.iter().enumerate() {
+            let m = means[i];
+            let ratio = if i == 0 {
+                "1.00".to_string()
+            } else {
+                format!("{:.2}", means[0].rps / m.rps)
+            };
+            let _ = writeln!(
+                report,
+                "| {name} | {server} | {:.0} | {:.0} | {:.3} | {:.3} | {:.1} | {ratio} |",
+                m.rps, m.mb_s, m.p50_ms, m.p99_ms, m.max_ms
+            );
+        }
+    }
+
+    // The miss path: bucketfront's time to first byte minus a direct GET from the store.
+    let mut direct = Vec::new();
+    let mut proxied = Vec::new();
+    for i in 0..200 {
+        let key = format!("cold/{i}.png");
+        store
+            .put(BUCKET, &key, vec![1u8; 4096].into(), "image/png")
+            .await
+            .unwrap();
+        // Alternate which goes first; both read the same file from the same store.
+        let (direct_url, proxy_url) = (
+            format!("{mirror}/{BUCKET}/{key}"),
+            format!("http://127.0.0.1:{bf_port}{}", signed_path(&key)),
+        );
+        let (d, p) = (ttfb(&direct_url), ttfb(&proxy_url));
+        let (d, p) = if i % 2 == 0 {
+            (d.await, p.await)
+        } else {
+            let p = p.await;
+            (d.await, p)
+        };
+        direct.push(d.as_secs_f64() * 1000.0);
+        proxied.push(p.as_secs_f64() * 1000.0);
+    }
+    let (md, mp) = (median(direct), median(proxied));
+    let _ = writeln!(
+        report,
+        "\n## Miss path (200 distinct cold 4 KiB keys)\n\n| direct GET from the store, median | through bucketfront (signed S3 GET), median | overhead |\n|---:|---:|---:|\n| {md:.3} ms | {mp:.3} ms | {:.3} ms |",
+        mp - md
+    );
+
+    // 200 concurrent requests for one cold key: upstream GETs counted at the store.
+    let key = "coalesce/one.png";
+    store
+        .put(BUCKET, key, vec![2u8; 1 << 20].into(), "image/png")
+        .await
+        .unwrap();
+    let before = store.stats.gets.load(Ordering::SeqCst);
+    let url = Arc::new(format!("http://127.0.0.1:{bf_port}{}", signed_path(key)));
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { ttfb(&url).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let gets = store.stats.gets.load(Ordering::SeqCst) - before;
+    let _ = writeln!(
+        report,
+        "\n## Coalescing\n\n200 concurrent requests for one cold 1 MiB key: **{gets}** upstream GET(s)."
+    );
+
+    // A 1 GiB object streamed through a fresh bucketfront: its peak RSS.
+    let big = dir.path().join("big.png");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&big).unwrap();
+        let chunk = vec![3u8; 1 << 20];
+        for _ in 0..1024 {
+            f.write_all(&chunk).unwrap();
+        }
+    }
+    let body = aws_sdk_s3::primitives::ByteStream::from_path(&big)
+        .await
+        .unwrap();
+    store
+        .put(BUCKET, "big.png", body, "image/png")
+        .await
+        .unwrap();
+    let (fresh, fresh_port) = start_bucketfront(dir.path(), &store.endpoint, "stream");
+    wait_listening(fresh_port).await;
+    let pid = fresh.0.id();
+    let started = Instant::now();
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let resp = client
+        .get(
+            format!("http://127.0.0.1:{fresh_port}{}", signed_path("big.png"))
+                .parse()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let mut total = 0u64;
+    while let Some(frame) = body.frame().await {
+        total += frame
+            .unwrap()
+            .into_data()
+            .map(|d| d.len() as u64)
+            .unwrap_or(0);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let peak = proc_status(pid, "VmHWM:");
+    let _ = writeln!(
+        report,
+        "\n## 1 GiB object (streamed, not cached)\n\n{} bytes in {secs:.2} s ({:.0} MB/s); bucketfront peak RSS (VmHWM) **{:.1} MiB**.",
+        total,
+        total as f64 / secs / 1e6,
+        peak as f64 / (1 << 20) as f64
+    );
+    drop(fresh);
+    let _ = std::fs::remove_dir_all(&files);
+    let _ = std::fs::remove_dir_all(format!(
+        "/dev/shm/bucketfront-bench-nginx-{}",
+        std::process::id()
+    ));
+    stop.cancel();
+    report
+}
