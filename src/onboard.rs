@@ -210,8 +210,13 @@ fn explain(e: &OriginError, bucket: &str, tenant: &str) -> String {
         ),
         OriginError::Timeout(d) => format!("the origin did not answer in time ({d})"),
         OriginError::Unreachable(d) => format!("the origin could not be reached ({d})"),
-        OriginError::Status { status, code } if *status == 301 || code == "PermanentRedirect" => {
-            "the bucket is in another region: set region in its [[buckets]] entry".into()
+        OriginError::WrongRegion(Some(region)) => {
+            format!(
+                "the bucket is in region {region}: set region = \"{region}\" in its [[buckets]] entry"
+            )
+        }
+        OriginError::WrongRegion(None) => {
+            "the bucket is in another region, and S3 did not say which".into()
         }
         other => other.to_string(),
     }

@@ -46,6 +46,10 @@ pub enum OriginError {
     Unreachable(String),
     #[error("origin answered {status} {code}")]
     Status { status: u16, code: String },
+    /// S3's answer for a request signed for another region (301 PermanentRedirect, 400
+    /// AuthorizationHeaderMalformed), with the bucket's region when S3 said it.
+    #[error("the bucket is in another region ({0:?})")]
+    WrongRegion(Option<String>),
     #[error("no usable credentials: {0}")]
     Credentials(String),
     #[error("body broken: {0}")]
@@ -62,6 +66,7 @@ impl OriginError {
             OriginError::Timeout(_) => "timeout",
             OriginError::Unreachable(_) => "unreachable",
             OriginError::Status { .. } => "error_status",
+            OriginError::WrongRegion(_) => "wrong_region",
             OriginError::Credentials(_) => "credentials",
             OriginError::Body(_) => "body",
         }
@@ -152,6 +157,8 @@ pub struct Origins {
     gcs: Option<config::Gcs>,
     tenant_credentials: HashMap<String, SharedCredentialsProvider>,
     clients: RwLock<HashMap<ClientKey, Client>>,
+    /// Regions learnt from S3's wrong-region answers, per bucket.
+    discovered: RwLock<HashMap<String, String>>,
     /// Injected endpoint for tests and the embedded store: `(endpoint, access, secret)`.
     embedded: Option<(String, Credentials)>,
 }
@@ -197,6 +204,7 @@ impl Origins {
             gcs: config.gcs.clone(),
             tenant_credentials,
             clients: RwLock::new(HashMap::new()),
+            discovered: RwLock::new(HashMap::new()),
             embedded,
         }
     }
@@ -244,8 +252,15 @@ impl Origins {
     pub fn client(&self, tenant: &Tenant, obj: &ObjectRef) -> Client {
         let bucket = self.buckets.get(&obj.bucket);
         let gcs = obj.provider == ProviderKind::Gcs;
+        let discovered = self
+            .discovered
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&obj.bucket)
+            .cloned();
         let region = bucket
             .and_then(|b| b.region.clone())
+            .or(discovered)
             .or_else(|| obj.region.clone())
             .or_else(|| gcs.then(|| "auto".to_string()))
             .or_else(|| self.base.region().map(|r| r.to_string()))
@@ -302,7 +317,50 @@ impl Origins {
     }
 
     /// `GetObject`, answered within `first_byte_timeout` (headers; the body streams).
+    /// A wrong-region answer teaches the bucket's region (from S3's header, else from
+    /// HeadBucket) and the request is sent once more to that region.
     pub async fn get(
+        &self,
+        tenant: &Tenant,
+        obj: &ObjectRef,
+        req: &GetRequest,
+    ) -> Result<Fetched, OriginError> {
+        match self.get_once(tenant, obj, req).await {
+            Err(OriginError::WrongRegion(hint)) => {
+                let region = match hint {
+                    Some(r) => Some(r),
+                    None => self.head_bucket_region(tenant, obj).await,
+                };
+                let Some(region) = region.filter(|r| !r.is_empty()) else {
+                    return Err(OriginError::WrongRegion(None));
+                };
+                tracing::info!(bucket = %obj.bucket, %region, "learnt the bucket's region");
+                self.discovered
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(obj.bucket.clone(), region);
+                self.get_once(tenant, obj, req).await
+            }
+            other => other,
+        }
+    }
+
+    /// HeadBucket answers `x-amz-bucket-region` whatever the caller may do with the bucket.
+    async fn head_bucket_region(&self, tenant: &Tenant, obj: &ObjectRef) -> Option<String> {
+        let client = self.client(tenant, obj);
+        let call = client.head_bucket().bucket(&obj.bucket).send();
+        match tokio::time::timeout(self.origin.first_byte_timeout.0, call).await {
+            Ok(Ok(out)) => out.bucket_region,
+            Ok(Err(SdkError::ServiceError(se))) => se
+                .raw()
+                .headers()
+                .get("x-amz-bucket-region")
+                .map(String::from),
+            _ => None,
+        }
+    }
+
+    async fn get_once(
         &self,
         tenant: &Tenant,
         obj: &ObjectRef,
@@ -390,8 +448,16 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
             let code = se.err().code().unwrap_or("").to_string();
+            let region = se
+                .raw()
+                .headers()
+                .get("x-amz-bucket-region")
+                .map(String::from);
             match (status, code.as_str()) {
                 (304, _) => Ok(()),
+                (301, _) | (400, "AuthorizationHeaderMalformed") | (_, "PermanentRedirect") => {
+                    Err(OriginError::WrongRegion(region))
+                }
                 (404, "NoSuchBucket") => Err(OriginError::NoSuchBucket),
                 (404, _) => Err(OriginError::NoSuchKey),
                 (403, _) => Err(OriginError::AccessDenied(format!(

@@ -275,6 +275,14 @@ pub enum Behaviour {
     Status(u16),
     /// Accepts and never answers.
     Stall,
+    /// Like S3 for a bucket in `region`: requests signed for another region get 301
+    /// PermanentRedirect (with `x-amz-bucket-region` when `hint`, else 400
+    /// AuthorizationHeaderMalformed without it); HeadBucket always names the region.
+    Region {
+        region: &'static str,
+        body: Bytes,
+        hint: bool,
+    },
 }
 
 /// A deliberately misbehaving S3 origin: a real TCP peer that speaks just enough HTTP.
@@ -339,6 +347,7 @@ async fn serve_fake(sock: &mut tokio::net::TcpStream, count: &AtomicU64, script:
         }
         let n = count.fetch_add(1, Ordering::SeqCst) as usize;
         let behaviour = script[n.min(script.len() - 1)].clone();
+        let head = String::from_utf8_lossy(&head).to_string();
         let ok = |len: usize| {
             format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {len}\r\nETag: \"fake-etag\"\r\nLast-Modified: Wed, 01 Jan 2025 00:00:00 GMT\r\nx-amz-request-id: LEAKME\r\n\r\n"
@@ -367,6 +376,31 @@ async fn serve_fake(sock: &mut tokio::net::TcpStream, count: &AtomicU64, script:
             Behaviour::Stall => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 return;
+            }
+            Behaviour::Region { region, body, hint } => {
+                let signed_right = head.contains(&format!("/{region}/s3/aws4_request"));
+                let response = if head.starts_with("HEAD ") {
+                    format!(
+                        "HTTP/1.1 301 Moved Permanently\r\nx-amz-bucket-region: {region}\r\nContent-Length: 0\r\n\r\n"
+                    )
+                } else if signed_right {
+                    let _ = sock.write_all(ok(body.len()).as_bytes()).await;
+                    let _ = sock.write_all(&body).await;
+                    continue;
+                } else if hint {
+                    let xml = "<Error><Code>PermanentRedirect</Code><Message>wrong endpoint</Message></Error>";
+                    format!(
+                        "HTTP/1.1 301 Moved Permanently\r\nx-amz-bucket-region: {region}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{xml}",
+                        xml.len()
+                    )
+                } else {
+                    let xml = "<Error><Code>AuthorizationHeaderMalformed</Code><Message>wrong region</Message></Error>";
+                    format!(
+                        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{xml}",
+                        xml.len()
+                    )
+                };
+                let _ = sock.write_all(response.as_bytes()).await;
             }
         }
     }

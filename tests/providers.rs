@@ -1,0 +1,79 @@
+//! Buckets beyond plain S3: GCS through its XML API (a local S3-compatible store stands
+//! in for storage.googleapis.com), and S3 buckets whose region must be discovered.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+
+#[tokio::test]
+async fn gcs_buckets_through_the_xml_api_with_ranges() {
+    let env = Env::start_with(|endpoint| {
+        config(endpoint, "").replace("[[buckets]]\nname = \"test-images\"", &format!(
+            "[gcs]\naccess_key = \"TESTACCESSKEY\"\nsecret_key = \"test-secret-key\"\nendpoint = \"{endpoint}\"\n[[tenants]]\nname = \"g\"\nbuckets = [\"gcs-images\"]\nrequire_signature = false\n[[buckets]]\nname = \"gcs-images\"\nprovider = \"gcs\"\n[[buckets]]\nname = \"test-images\""
+        ))
+    })
+    .await;
+    env.store
+        .client()
+        .create_bucket()
+        .bucket("gcs-images")
+        .send()
+        .await
+        .unwrap();
+    let body = pattern(100_000, 5);
+    env.put("gcs-images", "cats/1.png", body.clone(), "image/png")
+        .await;
+    for source in [
+        "gs://gcs-images/cats/1.png",
+        "https://storage.googleapis.com/gcs-images/cats/1.png",
+    ] {
+        let url = env.proxy.url(&format!(
+            "/_/fetch?url={}",
+            source.replace(':', "%3A").replace('/', "%2F")
+        ));
+        let r = get(&url).await;
+        assert_eq!(r.status, 200, "{source}");
+        assert!(r.bytes().as_ref() == body.as_slice());
+        assert!(
+            r.headers
+                .keys()
+                .all(|k| !k.as_str().starts_with("x-goog-") && !k.as_str().starts_with("x-amz-"))
+        );
+        let r = get_with(&url, &[("range", "bytes=10-19")]).await;
+        assert_eq!(r.status, 206);
+        assert_eq!(r.bytes().as_ref(), &body[10..20]);
+    }
+    // A GCS bucket in the path form, and a ranged read of an uncached (large) object.
+    let r = get(&env.proxy.url("/gcs-images/cats/1.png")).await;
+    assert_eq!(r.header("x-cache"), Some("HIT"));
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn the_region_is_discovered_from_s3s_answers() {
+    let body = Bytes::from_static(b"bytes from eu-west-1");
+    for hint in [true, false] {
+        let origin = FakeOrigin::start(vec![Behaviour::Region {
+            region: "eu-west-1",
+            body: body.clone(),
+            hint,
+        }])
+        .await;
+        // No region in the config, none in the URL: the SDK signs for us-east-1 first.
+        let proxy = Proxy::start(&fake_config(&origin.endpoint, ""), None).await;
+        let r = get(&proxy.url("/test-fake/a.png")).await;
+        assert_eq!(r.status, 200, "hint={hint}");
+        assert_eq!(r.bytes(), &body);
+        let first = origin.count();
+        // Learnt once, per bucket: the next object goes straight to the right region.
+        let r = get(&proxy.url("/test-fake/b.png")).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            origin.count(),
+            first + 1,
+            "hint={hint}: no second wrong-region round trip"
+        );
+        proxy.stop().await;
+    }
+}
