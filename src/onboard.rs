@@ -154,6 +154,40 @@ pub async fn check(config: &Config, url: &str) -> (String, bool) {
     };
     out.push_str(&format!("ok   tenant: {}\n", tenant.name));
     let origins = Arc::new(Origins::new(config, None).await);
+    if let Some(role) = tenant
+        .config
+        .assume_role
+        .as_ref()
+        .filter(|r| r.external_id.is_some())
+    {
+        // AWS's guidance for vendors: the role must refuse callers without the right
+        // external ID, or any other customer of the platform could make us read this
+        // bucket. A role with the StringEquals condition refuses a missing and a wrong ID
+        // alike; one without it accepts both. A random wrong ID is probed (moto only
+        // evaluates the condition when an ID is sent).
+        let mut sts = aws_sdk_sts::config::Builder::from(origins.sdk_config());
+        if origins.sdk_config().region().is_none() {
+            sts = sts.region(aws_config::Region::new("us-east-1"));
+        }
+        let unsafe_call = aws_sdk_sts::Client::from_conf(sts.build())
+            .assume_role()
+            .role_arn(&role.role_arn)
+            .role_session_name("bucketfront-check")
+            .external_id(format!("bucketfront-probe-{:016x}", fastrand::u64(..)))
+            .send()
+            .await;
+        if unsafe_call.is_ok() {
+            out.push_str(&format!(
+                "FAIL role: {} can be assumed WITHOUT the right external ID; add the condition \
+                 \"StringEquals\": {{\"sts:ExternalId\": \"...\"}} to its trust policy (`bucketfront policy` prints it)\n",
+                role.role_arn
+            ));
+            return (out, false);
+        }
+        out.push_str(
+            "ok   role: assuming it without the right external ID is refused, as it must be\n",
+        );
+    }
     let req = GetRequest {
         range: Some("bytes=0-0".into()),
         ..GetRequest::default()

@@ -239,3 +239,90 @@ async fn expired_entries_revalidate_with_304_then_pick_up_changes() {
     assert_ne!(r.header("etag"), first.header("etag"));
     proxy.stop().await;
 }
+
+/// Runs `bucketfront check` with `config`; returns (exit 0?, stdout).
+fn check(config: &str, url: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bucketfront"))
+        .args(["check", "-c", path.to_str().unwrap(), url])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
+fn tenant_config(bucket: &str, role: Option<(&str, &str)>) -> String {
+    let m = moto();
+    let role = role
+        .map(|(arn, ext)| {
+            format!("assume_role = {{ role_arn = \"{arn}\", external_id = \"{ext}\" }}\n")
+        })
+        .unwrap_or_default();
+    format!(
+        "[[tenants]]\nname = \"c\"\nbuckets = [\"{bucket}\"]\nrequire_signature = false\n{role}[[buckets]]\nname = \"{bucket}\"\nendpoint = \"{}\"\npath_style = true\n",
+        m.endpoint
+    )
+}
+
+#[tokio::test]
+async fn check_walks_the_access_path_and_explains_failures() {
+    let m = moto();
+    let role0 = m.tenants[0]["role_arn"].as_str().unwrap();
+    let (ok, out) = check(
+        &tenant_config("moto-t0", Some((role0, "ext-0"))),
+        "s3://moto-t0/logo.png",
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("ok   role: assuming it without the right external ID is refused"),
+        "{out}"
+    );
+    assert!(out.contains("ok   content type: image/png"), "{out}");
+
+    let (ok, out) = check(
+        &tenant_config("moto-t0", Some((role0, "wrong"))),
+        "s3://moto-t0/logo.png",
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("FAIL GetObject: no usable credentials"),
+        "{out}"
+    );
+
+    // Role 0 may read only moto-t0: reading moto-t1 with it is AccessDenied.
+    let (ok, out) = check(
+        &tenant_config("moto-t1", Some((role0, "ext-0"))),
+        "s3://moto-t1/logo.png",
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("access denied") && out.contains("bucket policy"),
+        "{out}"
+    );
+
+    let (ok, out) = check(
+        &tenant_config("moto-own", None),
+        "https://moto-own.s3.us-east-1.amazonaws.com/nope.png",
+    );
+    assert!(!ok);
+    assert!(out.contains("no such key"), "{out}");
+
+    let unsafe_role = role0.replace("reader-0", "unsafe");
+    let (ok, out) = check(
+        &tenant_config("moto-own", Some((&unsafe_role, "anything"))),
+        "s3://moto-own/nope.png",
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("can be assumed WITHOUT the right external ID"),
+        "{out}"
+    );
+
+    let (ok, out) = check(&tenant_config("moto-own", None), "s3://other-bucket/a.png");
+    assert!(!ok);
+    assert!(out.contains("belongs to no tenant"), "{out}");
+}

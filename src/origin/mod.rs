@@ -434,6 +434,11 @@ impl Origins {
         })))
     }
 
+    /// The proxy's own identity and settings, from the standard AWS chain.
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.base
+    }
+
     /// How long a body may go without a chunk before it counts as broken.
     pub fn idle_timeout(&self) -> Duration {
         self.origin.first_byte_timeout.0

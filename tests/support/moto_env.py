@@ -11,9 +11,9 @@ import os
 import sys
 
 port, tenants = int(sys.argv[1]), int(sys.argv[2])
-# Setup makes 4 calls plus 4 per tenant; a small margin is burnt below. moto reads this
+# Setup makes 6 calls plus 4 per tenant; a small margin is burnt below. moto reads this
 # setting when it is imported.
-os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = str(4 + 4 * tenants + 5)
+os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = str(6 + 4 * tenants + 5)
 
 import boto3  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
@@ -46,6 +46,11 @@ for i in range(tenants):
         {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/*"}))
     out.append({"bucket": bucket, "role_arn": role["Arn"], "external_id": f"ext-{i}"})
 s3.create_bucket(Bucket="moto-own")
+# A role that trusts the platform WITHOUT an external ID: what `bucketfront check` must flag.
+iam.create_role(RoleName="unsafe", AssumeRolePolicyDocument=doc(
+    {"Effect": "Allow", "Principal": {"AWS": user["Arn"]}, "Action": "sts:AssumeRole"}))
+iam.put_role_policy(RoleName="unsafe", PolicyName="read", PolicyDocument=doc(
+    {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::moto-own/*"}))
 for _ in range(100):
     try:
         sts.get_caller_identity()
