@@ -23,6 +23,12 @@ pub struct StatusLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DurationLabels {
+    pub route: &'static str,
+    pub cache: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
@@ -35,8 +41,8 @@ pub struct Metrics {
     pub cache_bytes: Gauge,
     pub cache_entries: Gauge,
     upstream: Family<OutcomeLabel, Counter>,
-    upstream_latency: Histogram,
-    request_duration: Family<StatusLabel, Histogram>,
+    upstream_latency: Family<OutcomeLabel, Histogram>,
+    request_duration: Family<DurationLabels, Histogram>,
     pub in_flight: Gauge,
     pub connections: Gauge,
     presign: Family<OutcomeLabel, Counter>,
@@ -90,18 +96,20 @@ impl Metrics {
             "Origin GetObject calls by outcome",
             upstream.clone(),
         );
-        let upstream_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let upstream_latency = Family::<OutcomeLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
         registry.register(
             "upstream_latency_seconds",
-            "Time to the origin's response headers",
+            "Time to the origin's response headers, by outcome",
             upstream_latency.clone(),
         );
-        let request_duration = Family::<StatusLabel, Histogram>::new_with_constructor(|| {
+        let request_duration = Family::<DurationLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0001, 2.0, 18))
         });
         registry.register(
             "request_duration_seconds",
-            "Time to response headers by cache status",
+            "Time to response headers, by route and cache status",
             request_duration.clone(),
         );
         let in_flight = Gauge::default();
@@ -162,15 +170,17 @@ impl Metrics {
         self.cache_status[status as usize].inc();
     }
 
-    pub fn duration(&self, status: &'static str, seconds: f64) {
+    pub fn duration(&self, route: &'static str, cache: &'static str, seconds: f64) {
         self.request_duration
-            .get_or_create(&StatusLabel { status })
+            .get_or_create(&DurationLabels { route, cache })
             .observe(seconds);
     }
 
     pub fn upstream(&self, outcome: &'static str, seconds: f64) {
         self.upstream.get_or_create(&OutcomeLabel { outcome }).inc();
-        self.upstream_latency.observe(seconds);
+        self.upstream_latency
+            .get_or_create(&OutcomeLabel { outcome })
+            .observe(seconds);
     }
 
     pub fn presign(&self, outcome: &'static str) {

@@ -264,3 +264,56 @@ async fn presigned_urls_work_are_cached_and_refused_when_tampered() {
     assert_eq!(r.header("cache-control"), Some("private, max-age=3600"));
     env.stop().await;
 }
+
+#[tokio::test]
+async fn presigned_urls_are_reused_until_refresh_before_with_a_controlled_clock() {
+    let env = Env::start("[presign]\nexpires_in = \"2h\"\nrefresh_before = \"30m\"").await;
+    let state = env.proxy.state.clone();
+    let tenant = state.tenants.for_bucket("sig-images").unwrap().clone();
+    let obj =
+        bucketfront::source::ObjectRef::new(Default::default(), "sig-images", "clock.png").unwrap();
+    let t0 = std::time::SystemTime::now();
+    let at = |secs: u64| t0 + std::time::Duration::from_secs(secs);
+    let (first, s) = state
+        .presigner
+        .get(&state.origins, &tenant, &obj, t0)
+        .await
+        .unwrap();
+    assert_eq!(s.as_str(), "MISS");
+    assert_eq!(first.expires_at, at(7200));
+    // Reused while more than 30 minutes of validity are left ...
+    let (same, s) = state
+        .presigner
+        .get(&state.origins, &tenant, &obj, at(5399))
+        .await
+        .unwrap();
+    assert_eq!((same.url.as_str(), s.as_str()), (first.url.as_str(), "HIT"));
+    // ... and replaced once less is left.
+    let (fresh, s) = state
+        .presigner
+        .get(&state.origins, &tenant, &obj, at(5401))
+        .await
+        .unwrap();
+    assert_eq!(s.as_str(), "REVALIDATED");
+    assert_ne!(fresh.url, first.url);
+    assert_eq!(fresh.expires_at, at(5401 + 7200));
+    // Another tenant asking for the same bucket/key name never gets this URL.
+    let other = state.tenants.for_bucket("test-images").unwrap().clone();
+    let (theirs, _) = state
+        .presigner
+        .get(&state.origins, &other, &obj, at(5402))
+        .await
+        .unwrap();
+    assert_ne!(theirs.url, fresh.url);
+    let metrics = get(&format!("http://{}/metrics", env.proxy.admin)).await;
+    let text = String::from_utf8_lossy(metrics.bytes()).to_string();
+    for outcome in ["hit", "miss", "refresh"] {
+        assert!(
+            text.contains(&format!(
+                "bucketfront_presign_cache_total{{outcome=\"{outcome}\"}}"
+            )),
+            "{text}"
+        );
+    }
+    env.stop().await;
+}

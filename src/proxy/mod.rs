@@ -294,7 +294,7 @@ fn log(
     state.metrics.request(trace.route, status);
     state
         .metrics
-        .duration(trace.cache.as_str(), elapsed.as_secs_f64());
+        .duration(trace.route, trace.cache.as_str(), elapsed.as_secs_f64());
     if trace.route == "object" || trace.route == "fetch" {
         state.metrics.cache(trace.cache);
     }
