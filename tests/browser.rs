@@ -29,6 +29,12 @@ use tokio_util::sync::CancellationToken;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// Limits of the small page servers (the app origins and the demo page).
+const PAGE_LIMITS: Limits = Limits {
+    max_connections: 16,
+    header_read_timeout: Duration::from_secs(5),
+    drain_timeout: Duration::from_secs(1),
+};
 
 /// A chromedriver process with one browser session; both end on drop.
 struct Browser {
@@ -167,14 +173,9 @@ impl Browser {
 async fn page_server(stop: &CancellationToken) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let limits = Limits {
-        max_connections: 16,
-        header_read_timeout: Duration::from_secs(5),
-        drain_timeout: Duration::from_secs(1),
-    };
     tokio::spawn(server::serve(
         listener,
-        limits,
+        PAGE_LIMITS,
         None,
         stop.clone(),
         |_req| async {
@@ -324,14 +325,9 @@ async fn a_browser_loads_images_through_the_proxy() {
             &Config::parse(&demo_config, std::path::Path::new("t.toml")).unwrap(),
         )),
     });
-    let limits = Limits {
-        max_connections: 16,
-        header_read_timeout: Duration::from_secs(5),
-        drain_timeout: Duration::from_secs(1),
-    };
     tokio::spawn(server::serve(
         demo_listener,
-        limits,
+        PAGE_LIMITS,
         None,
         stop.clone(),
         move |req| {

@@ -445,3 +445,76 @@ async fn admin_health_ready_and_metrics() {
     }
     env.stop().await;
 }
+
+#[tokio::test]
+async fn h2c_prior_knowledge_on_the_same_port() {
+    let env = Env::start("").await;
+    env.put("test-images", "h2.png", "over h2c", "image/png")
+        .await;
+    let tcp = tokio::net::TcpStream::connect(env.proxy.addr)
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(env.proxy.url("/test-images/h2.png"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    use http_body_util::BodyExt;
+    assert_eq!(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .as_ref(),
+        b"over h2c"
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn max_connections_is_enforced() {
+    let env = Env::start_with(|e| {
+        config(e, "").replace("admin_listen", "max_connections = 2\nadmin_listen")
+    })
+    .await;
+    env.put("test-images", "c.png", "x", "image/png").await;
+    // Two idle keep-alive connections hold both permits ...
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(env.proxy.addr)
+            .await
+            .unwrap();
+        s.write_all(b"GET /test-images/c.png HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    // ... so a third is not served while they stay open,
+    let url = env.proxy.url("/test-images/c.png");
+    let third = tokio::spawn(async move { get(&url).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !third.is_finished(),
+        "a third connection was served beyond max_connections"
+    );
+    // and is served as soon as one closes.
+    drop(held.pop());
+    let r = tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status, 200);
+    env.stop().await;
+}

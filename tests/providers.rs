@@ -77,3 +77,41 @@ async fn the_region_is_discovered_from_s3s_answers() {
         proxy.stop().await;
     }
 }
+
+/// `bucketfront check` against a scripted origin; returns (exit 0?, stdout).
+async fn check_against(script: Vec<Behaviour>) -> (bool, String) {
+    let origin = FakeOrigin::start(script).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, fake_config(&origin.endpoint, "")).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_bucketfront"))
+            .args([
+                "check",
+                "-c",
+                path.to_str().unwrap(),
+                "s3://test-fake/a.png",
+            ])
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
+#[tokio::test]
+async fn check_explains_scripted_s3_errors() {
+    let (ok, out) = check_against(vec![Behaviour::Full(Bytes::from_static(b"x"))]).await;
+    assert!(ok, "{out}");
+    let (ok, out) = check_against(vec![Behaviour::Status(403)]).await;
+    assert!(!ok && out.contains("access denied"), "{out}");
+    let (ok, out) = check_against(vec![Behaviour::Status(503)]).await;
+    assert!(!ok && out.contains("FAIL GetObject"), "{out}");
+    let (ok, out) = check_against(vec![Behaviour::Stall]).await;
+    assert!(!ok && out.contains("did not answer in time"), "{out}");
+}
