@@ -338,7 +338,8 @@ async fn run(seconds: u64, rounds: usize) -> String {
     .unwrap();
     let mirror_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mirror_port = mirror_listener.local_addr().unwrap().port();
-    let mirror = store
+    // nginx and Varnish cannot sign requests: they read the same objects unauthenticated.
+    store
         .start_anonymous_mirror(mirror_listener, stop.clone())
         .unwrap();
     store
@@ -450,8 +451,20 @@ async fn run(seconds: u64, rounds: usize) -> String {
             .await
             .unwrap();
         // Alternate which goes first; both read the same file from the same store.
+        // The baseline is a presigned GET to the same authenticated store, so that both
+        // sides pay for the store's SigV4 verification.
+        let presigning =
+            aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(600)).unwrap();
+        let presigned = store
+            .client()
+            .get_object()
+            .bucket(BUCKET)
+            .key(&key)
+            .presigned(presigning)
+            .await
+            .unwrap();
         let (direct_url, proxy_url) = (
-            format!("{mirror}/{BUCKET}/{key}"),
+            presigned.uri().to_string(),
             format!("http://127.0.0.1:{bf_port}{}", signed_path(&key)),
         );
         let (d, p) = (ttfb(&direct_url), ttfb(&proxy_url));
@@ -467,7 +480,7 @@ async fn run(seconds: u64, rounds: usize) -> String {
     let (md, mp) = (median(direct), median(proxied));
     let _ = writeln!(
         report,
-        "\n## Miss path (200 distinct cold 4 KiB keys)\n\n| direct GET from the store, median | through bucketfront (signed S3 GET), median | overhead |\n|---:|---:|---:|\n| {md:.3} ms | {mp:.3} ms | {:.3} ms |",
+        "\n## Miss path (200 distinct cold 4 KiB keys, a new client connection per request on both sides)\n\n| presigned GET straight to the store, median | through bucketfront (signed SDK GET upstream), median | overhead |\n|---:|---:|---:|\n| {md:.3} ms | {mp:.3} ms | {:.3} ms |",
         mp - md
     );
 
