@@ -5,15 +5,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
 use crate::config::{self, Config};
 use crate::error::Error;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// A `[[tenants]] buckets` entry: an exact bucket name or a prefix glob (`acme-raw-*`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,13 +52,32 @@ impl BucketPattern {
     }
 }
 
+/// A signing key, its HMAC state keyed once: verification starts from it instead of
+/// hashing the key again on every request.
+#[derive(Debug)]
+struct Key {
+    id: String,
+    secret: Vec<u8>,
+    keyed: hmac::Key,
+}
+
+impl Key {
+    fn new(id: &str, secret: &[u8]) -> Key {
+        Key {
+            id: id.to_string(),
+            secret: secret.to_vec(),
+            keyed: hmac::Key::new(hmac::HMAC_SHA256, secret),
+        }
+    }
+}
+
 /// One tenant as the request path needs it.
 #[derive(Debug)]
 pub struct Tenant {
     pub name: String,
     pub require_signature: bool,
-    /// `(key id, secret)`; several keys allow rotation.
-    keys: Vec<(String, Vec<u8>)>,
+    /// Several keys allow rotation.
+    keys: Vec<Key>,
     pub config: config::Tenant,
 }
 
@@ -70,8 +86,8 @@ impl Tenant {
     pub fn signing_key(&self, id: Option<&str>) -> Option<(&str, &[u8])> {
         self.keys
             .iter()
-            .find(|(kid, _)| id.is_none_or(|id| id == kid))
-            .map(|(kid, secret)| (kid.as_str(), secret.as_slice()))
+            .find(|k| id.is_none_or(|id| id == k.id))
+            .map(|k| (k.id.as_str(), k.secret.as_slice()))
     }
 }
 
@@ -93,7 +109,7 @@ impl Tenants {
                 keys: tc
                     .signing_keys
                     .iter()
-                    .map(|k| (k.id.clone(), k.secret.expose().as_bytes().to_vec()))
+                    .map(|k| Key::new(&k.id, k.secret.expose().as_bytes()))
                     .collect(),
                 config: tc.clone(),
             });
@@ -148,9 +164,11 @@ fn string_to_sign(bucket: &str, key: &str, exp: u64) -> String {
 
 /// `base64url_nopad(HMAC-SHA256(secret, "v1\n" + bucket + "\n" + key + "\n" + exp))`.
 pub fn sign(secret: &[u8], bucket: &str, key: &str, exp: u64) -> String {
-    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length");
-    mac.update(string_to_sign(bucket, key, exp).as_bytes());
-    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    let mac = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    URL_SAFE_NO_PAD.encode(hmac::sign(
+        &mac,
+        string_to_sign(bucket, key, exp).as_bytes(),
+    ))
 }
 
 /// The reasons a signature is refused; all answer the same 403, the log tells which.
@@ -212,20 +230,20 @@ pub fn verify(
         return Err(Refusal::Expired);
     }
     let message = string_to_sign(bucket, key, exp_secs);
-    let candidates: Vec<&[u8]> = match &params.kid {
-        Some(kid) => match tenant.keys.iter().find(|(id, _)| id == kid) {
-            Some((_, secret)) => vec![secret.as_slice()],
-            None => return Err(Refusal::UnknownKey),
-        },
-        None => tenant.keys.iter().map(|(_, s)| s.as_slice()).collect(),
-    };
-    // `verify_slice` compares in constant time; every candidate is tried so the time
-    // taken does not depend on which key (if any) matched.
+    if let Some(kid) = &params.kid
+        && !tenant.keys.iter().any(|k| &k.id == kid)
+    {
+        return Err(Refusal::UnknownKey);
+    }
+    // `hmac::verify` compares in constant time; every candidate key is tried so the time
+    // taken does not depend on which one (if any) matched.
     let mut ok = false;
-    for secret in candidates {
-        let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length");
-        mac.update(message.as_bytes());
-        ok |= mac.verify_slice(&sig).is_ok();
+    for k in tenant
+        .keys
+        .iter()
+        .filter(|k| params.kid.as_ref().is_none_or(|kid| kid == &k.id))
+    {
+        ok |= hmac::verify(&k.keyed, message.as_bytes(), &sig).is_ok();
     }
     if ok { Ok(()) } else { Err(Refusal::Mismatch) }
 }
@@ -240,7 +258,7 @@ mod tests {
             require_signature: true,
             keys: keys
                 .iter()
-                .map(|(k, s)| (k.to_string(), s.as_bytes().to_vec()))
+                .map(|(k, s)| Key::new(k, s.as_bytes()))
                 .collect(),
             config: config::Tenant {
                 name: "acme".into(),
