@@ -181,3 +181,65 @@ async fn notify_reload_logs_and_stop() {
         assert!(!log.contains(secret), "a secret reached the log");
     }
 }
+
+#[tokio::test]
+async fn the_standard_aws_environment_reaches_an_s3_compatible_store() {
+    // No [[buckets]] entry: endpoint, keys and region come only from AWS_* variables, as
+    // an operator pointing the proxy at MinIO or another S3-compatible store would do.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let store =
+        bucketfront::store::Store::start(listener, "ENVACCESSKEY", "env-secret-key", stop.clone())
+            .unwrap();
+    store
+        .client()
+        .create_bucket()
+        .bucket("env-images")
+        .send()
+        .await
+        .unwrap();
+    let body = aws_sdk_s3::primitives::ByteStream::from_static(b"via the environment");
+    store
+        .put("env-images", "e.png", body, "image/png")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n[[tenants]]\nname = \"e\"\nbuckets = [\"env-images\"]\nrequire_signature = false\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bucketfront"))
+        .args(["serve", "-c", config_path.to_str().unwrap()])
+        .env("AWS_ENDPOINT_URL_S3", &store.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "ENVACCESSKEY")
+        .env("AWS_SECRET_ACCESS_KEY", "env-secret-key")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/env-images/e.png");
+    let mut last = None;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            last = Some(get(&url).await);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    stop.cancel();
+    let r = last.expect("the proxy started");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.bytes().as_ref(), b"via the environment");
+}

@@ -157,6 +157,8 @@ pub struct Origins {
     gcs: Option<config::Gcs>,
     tenant_credentials: HashMap<String, SharedCredentialsProvider>,
     clients: RwLock<HashMap<ClientKey, Client>>,
+    /// `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`, which the SDK applies by itself.
+    env_endpoint: Option<String>,
     /// Regions learnt from S3's wrong-region answers, per bucket.
     discovered: RwLock<HashMap<String, String>>,
     /// Injected endpoint for tests and the embedded store: `(endpoint, access, secret)`.
@@ -205,6 +207,9 @@ impl Origins {
             tenant_credentials,
             clients: RwLock::new(HashMap::new()),
             discovered: RwLock::new(HashMap::new()),
+            env_endpoint: std::env::var("AWS_ENDPOINT_URL_S3")
+                .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+                .ok(),
             embedded,
         }
     }
@@ -272,7 +277,13 @@ impl Origins {
         let key = ClientKey {
             tenant: tenant.name.clone(),
             region,
-            path_style: gcs || bucket.is_some_and(|b| b.path_style),
+            // Virtual-host addressing cannot work on an IP or `localhost` endpoint.
+            path_style: gcs
+                || bucket.is_some_and(|b| b.path_style)
+                || endpoint
+                    .as_deref()
+                    .or(self.env_endpoint.as_deref())
+                    .is_some_and(is_local_endpoint),
             static_keys: bucket.is_some_and(|b| b.access_key.is_some()) || gcs,
             endpoint,
         };
@@ -445,6 +456,19 @@ impl Origins {
     }
 }
 
+/// Whether an endpoint URL's host is an IP address or `localhost`.
+fn is_local_endpoint(endpoint: &str) -> bool {
+    let Ok(uri) = endpoint.parse::<http::Uri>() else {
+        return false;
+    };
+    let host = uri
+        .host()
+        .unwrap_or("")
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok()
+}
+
 /// Turns an SDK error into an [`OriginError`]; `Ok(())` means the origin said 304.
 fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     e: SdkError<E, aws_smithy_runtime_api::http::Response>,
@@ -507,3 +531,19 @@ pub async fn next_chunk(
 pub type Embedded = Option<(String, Credentials)>;
 
 pub type SharedOrigins = Arc<Origins>;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn local_endpoints() {
+        for (e, want) in [
+            ("http://127.0.0.1:9000", true),
+            ("http://localhost:9000", true),
+            ("http://[::1]:9000", true),
+            ("https://s3.eu-west-1.amazonaws.com", false),
+            ("https://minio.internal.example", false),
+        ] {
+            assert_eq!(super::is_local_endpoint(e), want, "{e}");
+        }
+    }
+}
