@@ -1,0 +1,138 @@
+//! [`OriginError`]: why an origin call did not produce an object, and [`classify`], the
+//! only place that reads S3 error codes and statuses from the SDK's errors.
+
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+
+use super::credentials::error_chain;
+use crate::error::{Error, Kind, Side};
+
+/// Why an origin call did not produce an object.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OriginError {
+    #[error("NoSuchKey")]
+    NoSuchKey,
+    #[error("NoSuchBucket")]
+    NoSuchBucket,
+    #[error("AccessDenied: {0}")]
+    AccessDenied(String),
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable,
+    #[error("origin too slow: {0}")]
+    Timeout(String),
+    #[error("origin unreachable: {0}")]
+    Unreachable(String),
+    #[error("origin answered {status} {code}")]
+    Status { status: u16, code: String },
+    /// S3's answer for a request signed for another region (301 PermanentRedirect, 400
+    /// AuthorizationHeaderMalformed), with the bucket's region when S3 said it.
+    #[error("the bucket is in another region ({0:?})")]
+    WrongRegion(Option<String>),
+    #[error("no usable credentials: {0}")]
+    Credentials(String),
+    #[error("body broken: {0}")]
+    Body(String),
+}
+
+impl OriginError {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OriginError::NoSuchKey => "no_such_key",
+            OriginError::NoSuchBucket => "no_such_bucket",
+            OriginError::AccessDenied(_) => "access_denied",
+            OriginError::RangeNotSatisfiable => "range_not_satisfiable",
+            OriginError::Timeout(_) => "timeout",
+            OriginError::Unreachable(_) => "unreachable",
+            OriginError::Status { .. } => "error_status",
+            OriginError::WrongRegion(_) => "wrong_region",
+            OriginError::Credentials(_) => "credentials",
+            OriginError::Body(_) => "body",
+        }
+    }
+
+    /// Whether the answer means "this object is not there": remembered for `negative_ttl`.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, OriginError::NoSuchKey | OriginError::NoSuchBucket)
+    }
+
+    /// Whether a stale copy may be served instead (the origin is failing, not answering).
+    pub fn allows_stale(&self) -> bool {
+        matches!(
+            self,
+            OriginError::Timeout(_)
+                | OriginError::Unreachable(_)
+                | OriginError::Status { .. }
+                | OriginError::Body(_)
+        )
+    }
+
+    /// The client-facing error. Denied, missing bucket and missing key are one 404.
+    pub fn into_error(self) -> Error {
+        let detail = self.to_string();
+        let e = match self {
+            OriginError::NoSuchKey | OriginError::NoSuchBucket | OriginError::AccessDenied(_) => {
+                Error::not_found()
+            }
+            OriginError::RangeNotSatisfiable => Error::new(
+                Kind::RangeNotSatisfiable,
+                Side::Client,
+                "the requested range is not satisfiable",
+            ),
+            OriginError::Timeout(_) => Error::new(
+                Kind::GatewayTimeout,
+                Side::Origin,
+                "the origin did not answer in time",
+            ),
+            _ => Error::new(
+                Kind::BadGateway,
+                Side::Origin,
+                "the origin failed; try again later",
+            ),
+        };
+        e.with_detail(detail)
+    }
+}
+
+/// Turns an SDK error into an [`OriginError`]; `Ok(())` means the origin said 304.
+pub(super) fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    e: SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> Result<(), OriginError> {
+    match &e {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let code = se.err().code().unwrap_or("").to_string();
+            let region = se
+                .raw()
+                .headers()
+                .get("x-amz-bucket-region")
+                .map(String::from);
+            match (status, code.as_str()) {
+                (304, _) => Ok(()),
+                (301, _) | (400, "AuthorizationHeaderMalformed") | (_, "PermanentRedirect") => {
+                    Err(OriginError::WrongRegion(region))
+                }
+                (404, "NoSuchBucket") => Err(OriginError::NoSuchBucket),
+                (404, _) => Err(OriginError::NoSuchKey),
+                (403, _) => Err(OriginError::AccessDenied(format!(
+                    "{code} {}",
+                    se.err().message().unwrap_or("")
+                ))),
+                (416, _) => Err(OriginError::RangeNotSatisfiable),
+                _ => Err(OriginError::Status { status, code }),
+            }
+        }
+        SdkError::TimeoutError(_) => Err(OriginError::Timeout(error_chain(&e))),
+        SdkError::DispatchFailure(d) if d.is_timeout() => {
+            Err(OriginError::Timeout(error_chain(&e)))
+        }
+        SdkError::ConstructionFailure(_) => Err(OriginError::Credentials(error_chain(&e))),
+        SdkError::DispatchFailure(d) if d.is_user() || d.is_other() => {
+            let chain = error_chain(&e);
+            if chain.contains("credential") {
+                Err(OriginError::Credentials(chain))
+            } else {
+                Err(OriginError::Unreachable(chain))
+            }
+        }
+        _ => Err(OriginError::Unreachable(error_chain(&e))),
+    }
+}
