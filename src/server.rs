@@ -39,6 +39,16 @@ impl Limits {
     }
 }
 
+/// Marks a request that arrived on a connection beyond `max_connections`: the handler
+/// must answer `503 overloaded` without doing any work.
+#[derive(Debug, Clone, Copy)]
+pub struct Overloaded;
+
+/// How many connections beyond the limit are accepted just to be told 503.
+fn overflow_connections(max: usize) -> usize {
+    (max / 16).clamp(8, 1024)
+}
+
 /// Serves `listener` with `handler` until `shutdown` is cancelled, then stops accepting
 /// and gives open connections `drain_timeout` to finish their responses.
 pub async fn serve<F, Fut>(
@@ -68,6 +78,7 @@ pub async fn serve_tls<F, Fut>(
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let overflow = Arc::new(Semaphore::new(overflow_connections(limits.max_connections)));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Without a timer hyper's header-read timeout silently does nothing.
@@ -81,11 +92,13 @@ pub async fn serve_tls<F, Fut>(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)));
     loop {
-        // The permit is taken before accept(): at the limit, connections wait in the
-        // kernel backlog instead of being accepted and starved.
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        // The permit is taken before accept(). At max_connections, a small overflow pool
+        // still accepts, to answer 503 at once; beyond it, connections wait in the backlog.
+        let (permit, overloaded) = tokio::select! {
+            biased;
             () = shutdown.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => (p, false), Err(_) => break },
+            p = overflow.clone().acquire_owned() => match p { Ok(p) => (p, true), Err(_) => break },
         };
         let stream = tokio::select! {
             r = listener.accept() => match r {
@@ -101,9 +114,22 @@ pub async fn serve_tls<F, Fut>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let service = service_fn(move |req| {
+        let service = service_fn(move |mut req: Request<Incoming>| {
             let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler(req).await) }
+            async move {
+                if !overloaded {
+                    return Ok::<_, Infallible>(handler(req).await);
+                }
+                // The handler answers 503 through the normal path (JSON, CORS, log line);
+                // the connection is closed after it.
+                req.extensions_mut().insert(Overloaded);
+                let mut resp = handler(req).await;
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+                Ok(resp)
+            }
         });
         let (watcher, builder, tls) = (graceful.watcher(), builder.clone(), tls.clone());
         let metrics = metrics.clone();

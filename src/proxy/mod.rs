@@ -113,6 +113,18 @@ async fn phases(
     parts: &Parts,
     trace: &mut Trace,
 ) -> Result<Response<ProxyBody>, Error> {
+    if parts
+        .extensions
+        .get::<crate::server::Overloaded>()
+        .is_some()
+    {
+        let e = Error::new(
+            Kind::Overloaded,
+            Side::Internal,
+            "the proxy is at its connection limit; retry shortly",
+        );
+        return Err(e.with_detail("max_connections reached"));
+    }
     let action = route::route(&parts.method, parts.uri.path(), parts.uri.query())?;
     let (route, head, sig) = match action {
         Action::Preflight(route) => {

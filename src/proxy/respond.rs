@@ -209,5 +209,8 @@ pub fn error_response(e: &Error) -> Response<ProxyBody> {
             HeaderValue::from_static("GET, HEAD, OPTIONS"),
         );
     }
+    if e.kind == Kind::Overloaded {
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     r
 }
