@@ -184,7 +184,13 @@ fn hit_path(c: &mut Criterion) {
             match hot
                 .state
                 .cache
-                .serve(&hot.state.origins, &tenant, &hot.obj, Instant::now())
+                .serve(
+                    &hot.state.origins,
+                    &tenant,
+                    &hot.obj,
+                    &hot.state.config.server.allowed_content_types,
+                    Instant::now(),
+                )
                 .await
             {
                 Ok(bucketfront::cache::Served::Complete(c, _)) => c.body.len(),

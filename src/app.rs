@@ -46,11 +46,7 @@ impl App {
             None => None,
         };
         let metrics = Arc::new(Metrics::new());
-        let cache = Cache::new(
-            &config.cache,
-            &config.server.allowed_content_types,
-            metrics.clone(),
-        );
+        let cache = Cache::new(&config.cache, metrics.clone());
         let origins = Arc::new(Origins::new(&config, embedded.clone()).await);
         let state = State::new(Arc::new(config), cache.clone(), origins, metrics.clone());
         let admin = Arc::new(Admin {

@@ -530,3 +530,43 @@ async fn beyond_max_connections_answers_503() {
     assert!(served, "served again once under the limit");
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_reload_applies_to_the_next_request_and_keeps_the_cache() {
+    let env = Env::start("").await;
+    env.put("test-images", "notes.txt", "plain text", "text/plain")
+        .await;
+    env.put("test-images", "kept.png", "cached before", "image/png")
+        .await;
+    assert_eq!(
+        get(&env.proxy.url("/test-images/kept.png"))
+            .await
+            .header("x-cache"),
+        Some("MISS")
+    );
+    assert_eq!(
+        get(&env.proxy.url("/test-images/notes.txt")).await.status,
+        415
+    );
+    let text = config(&env.store.endpoint, "").replace(
+        "header_read_timeout",
+        "allowed_content_types = [\"image/*\", \"text/plain\"]\nheader_read_timeout",
+    );
+    let new = bucketfront::config::Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
+    env.proxy.app.reload(new).await.unwrap();
+    let r = get(&env.proxy.url("/test-images/notes.txt")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.bytes().as_ref(), b"plain text");
+    assert_eq!(
+        get(&env.proxy.url("/test-images/kept.png"))
+            .await
+            .header("x-cache"),
+        Some("HIT"),
+        "cache survived"
+    );
+    let refused = config(&env.store.endpoint, "[cache]\nttl = \"5m\"");
+    let new = bucketfront::config::Config::parse(&refused, std::path::Path::new("t.toml")).unwrap();
+    let err = env.proxy.app.reload(new).await.unwrap_err();
+    assert!(err.contains("cache"), "{err}");
+    env.stop().await;
+}

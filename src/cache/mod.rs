@@ -105,12 +105,11 @@ pub struct Cache {
     large: moka::future::Cache<CacheKey, ()>,
     inflight: tokio::sync::Mutex<HashMap<CacheKey, Arc<Fill>>>,
     cfg: config::Cache,
-    allowed_types: Vec<String>,
     metrics: Arc<Metrics>,
 }
 
 impl Cache {
-    pub fn new(cfg: &config::Cache, allowed_types: &[String], metrics: Arc<Metrics>) -> Arc<Cache> {
+    pub fn new(cfg: &config::Cache, metrics: Arc<Metrics>) -> Arc<Cache> {
         let keep = cfg.ttl.0 + cfg.stale_if_error.0.max(cfg.negative_ttl.0);
         let entries = moka::future::Cache::builder()
             .max_capacity(cfg.max_memory.0)
@@ -136,18 +135,20 @@ impl Cache {
             large,
             inflight: tokio::sync::Mutex::new(HashMap::new()),
             cfg: cfg.clone(),
-            allowed_types: allowed_types.to_vec(),
             metrics,
         })
     }
 
     /// Looks `key` up and, when it is cold or expired, fetches it (once for all concurrent
-    /// requests). `now` is passed in so that freshness is decided by the caller's clock.
+    /// requests). `allowed` is the content-type list of the config the request runs
+    /// under (objects outside it are not cached); `now` is passed in so that freshness is
+    /// decided by the caller's clock.
     pub async fn serve(
         self: &Arc<Self>,
         origins: &Arc<Origins>,
         tenant: &Arc<Tenant>,
         obj: &ObjectRef,
+        allowed: &[String],
         now: Instant,
     ) -> Result<Served, Error> {
         let key = CacheKey::of(obj);
@@ -184,6 +185,7 @@ impl Cache {
                         key: key.clone(),
                         fill: fill.clone(),
                         stale,
+                        allowed_types: allowed.to_vec(),
                     };
                     tokio::spawn(task.run());
                     fill
@@ -251,6 +253,7 @@ struct FillTask {
     key: CacheKey,
     fill: Arc<Fill>,
     stale: Option<Arc<Cached>>,
+    allowed_types: Vec<String>,
 }
 
 impl FillTask {
@@ -320,7 +323,7 @@ impl FillTask {
             }
             (Err(e), _) => return self.fill.set_head(Head::Failed(e.into_error())),
         };
-        if !object.meta.content_type_allowed(&cache.allowed_types) {
+        if !object.meta.content_type_allowed(&self.allowed_types) {
             let e = Error::new(
                 Kind::UnsupportedMediaType,
                 Side::Origin,

@@ -199,16 +199,16 @@ async fn serve_object(
     trace: &mut Trace,
 ) -> Result<Response<ProxyBody>, Error> {
     trace.cache = CacheStatus::Miss;
+    let allowed = &state.config.server.allowed_content_types;
     let served = state
         .cache
-        .serve(&state.origins, tenant, obj, Instant::now())
+        .serve(&state.origins, tenant, obj, allowed, Instant::now())
         .await
         .inspect_err(|e| {
             if e.detail.as_deref() == Some("cached 404") {
                 trace.cache = CacheStatus::Hit;
             }
         })?;
-    let allowed = &state.config.server.allowed_content_types;
     let unsupported = || {
         Error::new(
             Kind::UnsupportedMediaType,
