@@ -83,6 +83,39 @@ async fn bind(what: &str, addr: std::net::SocketAddr) -> Result<TcpListener, Str
         .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
 }
 
+/// Listeners passed by systemd socket activation (`LISTEN_FDS`), by name: `public` and
+/// `admin` (`FileDescriptorName=`), or unnamed in that order. Empty without activation.
+fn activated_listeners() -> Result<std::collections::HashMap<String, TcpListener>, String> {
+    use std::os::fd::FromRawFd;
+    let Ok(fds) = sd_notify::listen_fds_with_names() else {
+        return Ok(Default::default());
+    };
+    let mut out = std::collections::HashMap::new();
+    for (i, (fd, name)) in fds.enumerate() {
+        let name = match name.as_str() {
+            "public" | "admin" => name,
+            _ if i == 0 => "public".to_string(),
+            _ if i == 1 => "admin".to_string(),
+            _ => {
+                return Err(format!(
+                    "socket activation passed an unexpected socket {name:?}"
+                ));
+            }
+        };
+        // SAFETY: systemd hands this process the descriptors from SD_LISTEN_FDS_START on;
+        // each is a listening socket owned by nobody else, taken over exactly once here.
+        let std_listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("socket-activated {name} listener: {e}"))?;
+        let listener = TcpListener::from_std(std_listener)
+            .map_err(|e| format!("socket-activated {name} listener: {e}"))?;
+        tracing::info!(%name, addr = ?listener.local_addr().ok(), "using socket-activated listener");
+        out.insert(name, listener);
+    }
+    Ok(out)
+}
+
 async fn serve(config: Config, config_path: std::path::PathBuf) -> Result<(), String> {
     init_logging();
     let shutdown = CancellationToken::new();
@@ -107,9 +140,16 @@ async fn serve(config: Config, config_path: std::path::PathBuf) -> Result<(), St
         ));
         _store = Some(s);
     }
+    let mut activated = activated_listeners()?;
     let listeners = Listeners {
-        public: bind("server.listen", config.server.listen).await?,
-        admin: bind("server.admin_listen", config.server.admin_listen).await?,
+        public: match activated.remove("public") {
+            Some(l) => l,
+            None => bind("server.listen", config.server.listen).await?,
+        },
+        admin: match activated.remove("admin") {
+            Some(l) => l,
+            None => bind("server.admin_listen", config.server.admin_listen).await?,
+        },
     };
     let public_addr = listeners.public.local_addr().map_err(|e| e.to_string())?;
     let limits = Limits::from_config(&config.server);

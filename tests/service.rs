@@ -243,3 +243,76 @@ async fn the_standard_aws_environment_reaches_an_s3_compatible_store() {
     assert_eq!(r.status, 200);
     assert_eq!(r.bytes().as_ref(), b"via the environment");
 }
+
+#[tokio::test]
+async fn socket_activation_uses_the_passed_listeners() {
+    if Command::new("systemd-socket-activate")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!(
+            "\n!!!!! SKIPPED: systemd-socket-activate is missing (Debian package systemd) !!!!!\n"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (public, admin) = (free_port(), free_port());
+    // The config names other ports: serving on `public`/`admin` proves the passed sockets are used.
+    let (unused, unused_admin) = (free_port(), free_port());
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, config(unused, unused_admin, "", "")).unwrap();
+    let mut child = Command::new("systemd-socket-activate")
+        .args([
+            "-l",
+            &format!("127.0.0.1:{public}"),
+            "-l",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .args([
+            "--fdname=public:admin",
+            "-E",
+            "AWS_EC2_METADATA_DISABLED=true",
+        ])
+        .args([
+            env!("CARGO_BIN_EXE_bucketfront"),
+            "serve",
+            "-c",
+            config_path.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // systemd-socket-activate starts the service on the first connection.
+    let mut status = None;
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", public))
+            .await
+            .is_ok()
+        {
+            let r = tokio::time::timeout(
+                Duration::from_secs(20),
+                get(&format!("http://127.0.0.1:{public}/svc-images/a.png")),
+            )
+            .await;
+            if let Ok(r) = r {
+                status = Some(r.status.as_u16());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let health = get(&format!("http://127.0.0.1:{admin}/healthz")).await;
+    let unused_is_closed = std::net::TcpStream::connect(("127.0.0.1", unused)).is_err();
+    let _ = child.kill();
+    let _ = child.wait();
+    // The child of systemd-socket-activate (bucketfront) is the same process after exec.
+    assert_eq!(
+        status,
+        Some(403),
+        "the public socket answers (unsigned request)"
+    );
+    assert_eq!(health.status, 200, "the admin socket answers");
+    assert!(unused_is_closed, "the configured address was not bound");
+}
