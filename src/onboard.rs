@@ -198,6 +198,11 @@ pub async fn check(config: &Config, url: &str) -> (String, bool) {
                 "ok   GetObject: object is readable ({} bytes)\n",
                 o.meta.size
             ));
+            if let Some(region) = origins.discovered_region(&obj.bucket) {
+                out.push_str(&format!(
+                    "ok   region: the bucket is in {region} (S3 said so); set region = \"{region}\" in its [[buckets]] entry to save a round trip\n"
+                ));
+            }
             let ct = o
                 .meta
                 .content_type

@@ -108,6 +108,16 @@ async fn check_against(script: Vec<Behaviour>) -> (bool, String) {
 async fn check_explains_scripted_s3_errors() {
     let (ok, out) = check_against(vec![Behaviour::Full(Bytes::from_static(b"x"))]).await;
     assert!(ok, "{out}");
+    let region = Behaviour::Region {
+        region: "ap-southeast-2",
+        body: Bytes::from_static(b"x"),
+        hint: true,
+    };
+    let (ok, out) = check_against(vec![region]).await;
+    assert!(
+        ok && out.contains("set region = \"ap-southeast-2\""),
+        "{out}"
+    );
     let (ok, out) = check_against(vec![Behaviour::Status(403)]).await;
     assert!(!ok && out.contains("access denied"), "{out}");
     let (ok, out) = check_against(vec![Behaviour::Status(503)]).await;

@@ -362,6 +362,15 @@ impl Origins {
         })))
     }
 
+    /// The region learnt for `bucket` from a wrong-region answer, if any.
+    pub fn discovered_region(&self, bucket: &str) -> Option<String> {
+        self.discovered
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(bucket)
+            .cloned()
+    }
+
     /// The proxy's own identity and settings, from the standard AWS chain.
     pub fn sdk_config(&self) -> &SdkConfig {
         &self.base
