@@ -187,22 +187,12 @@ impl Origins {
             .or_else(|| gcs.then(|| "auto".to_string()))
             .or_else(|| self.base.region().map(|r| r.to_string()))
             .unwrap_or_else(|| "us-east-1".to_string());
-        let endpoint = bucket.and_then(|b| b.endpoint.clone()).or_else(|| {
-            gcs.then(|| self.gcs.as_ref().map(|g| g.endpoint.clone()))
-                .flatten()
-        });
         let key = ClientKey {
             tenant: tenant.name.clone(),
             region,
-            // Virtual-host addressing cannot work on an IP or `localhost` endpoint.
-            path_style: gcs
-                || bucket.is_some_and(|b| b.path_style)
-                || endpoint
-                    .as_deref()
-                    .or(self.env_endpoint.as_deref())
-                    .is_some_and(is_local_endpoint),
+            path_style: self.path_style(obj),
             static_keys: bucket.is_some_and(|b| b.access_key.is_some()) || gcs,
-            endpoint,
+            endpoint: self.endpoint(obj),
         };
         if let Some(c) = self
             .clients
@@ -360,6 +350,29 @@ impl Origins {
             content_range: out.content_range,
             body: out.body,
         })))
+    }
+
+    /// The configured endpoint for `obj`'s bucket (or GCS's), if not AWS's own.
+    fn endpoint(&self, obj: &ObjectRef) -> Option<String> {
+        let bucket = self.buckets.get(&obj.bucket);
+        bucket.and_then(|b| b.endpoint.clone()).or_else(|| {
+            (obj.provider == ProviderKind::Gcs)
+                .then(|| self.gcs.as_ref().map(|g| g.endpoint.clone()))
+                .flatten()
+        })
+    }
+
+    /// Whether `obj`'s bucket is addressed path-style: configured so, GCS, or an IP or
+    /// `localhost` endpoint (where virtual-host addressing cannot work). Such stores
+    /// resolve `.` and `..` in the path, so the proxy refuses those keys for them.
+    pub fn path_style(&self, obj: &ObjectRef) -> bool {
+        obj.provider == ProviderKind::Gcs
+            || self.buckets.get(&obj.bucket).is_some_and(|b| b.path_style)
+            || self
+                .endpoint(obj)
+                .as_deref()
+                .or(self.env_endpoint.as_deref())
+                .is_some_and(is_local_endpoint)
     }
 
     /// The region learnt for `bucket` from a wrong-region answer, if any.

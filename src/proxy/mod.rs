@@ -127,9 +127,8 @@ async fn phases(
     }
     let action = route::route(&parts.method, parts.uri.path(), parts.uri.query())?;
     let (route, head, sig) = match action {
-        Action::Preflight(route) => {
+        Action::Preflight(_) => {
             trace.route = "preflight";
-            let _ = route;
             let mut r = Response::new(ProxyBody::empty());
             *r.status_mut() = StatusCode::NO_CONTENT;
             state.cors.preflight(&parts.headers, r.headers_mut());
@@ -177,12 +176,7 @@ fn source(state: &State, target: &Target) -> Result<ObjectRef, Error> {
     };
     // A path-style store resolves `.` and `..` segments in the request path, which
     // would read another key (or bucket) than the one named: refuse those keys.
-    let path_style = obj.provider == ProviderKind::Gcs
-        || state
-            .config
-            .bucket(&obj.bucket)
-            .is_some_and(|b| b.path_style);
-    if path_style && obj.key.split('/').any(|s| s == "." || s == "..") {
+    if state.origins.path_style(&obj) && obj.key.split('/').any(|s| s == "." || s == "..") {
         return Err(Error::bad_request(
             "keys with '.' or '..' path segments cannot be read from this bucket's endpoint",
         ));
