@@ -239,11 +239,15 @@ async fn serve_object(
     }
 }
 
-/// Range and validators forwarded upstream for objects that are not cached.
+/// Range and validators forwarded upstream for objects that are not cached. S3 has no
+/// `If-Range`, so a request carrying one gets the whole object (RFC 9110 allows ignoring
+/// `Range`), never a range of a version the client does not have.
 fn passthrough_request(h: &HeaderMap) -> GetRequest {
     let get = |name: HeaderName| h.get(name).and_then(|v| v.to_str().ok()).map(String::from);
     GetRequest {
-        range: get(header::RANGE).filter(|r| r.starts_with("bytes=") && !r.contains(',')),
+        range: get(header::RANGE)
+            .filter(|r| r.starts_with("bytes=") && !r.contains(','))
+            .filter(|_| !h.contains_key(header::IF_RANGE)),
         if_none_match: get(header::IF_NONE_MATCH),
         if_modified_since: get(header::IF_MODIFIED_SINCE)
             .and_then(|v| httpdate::parse_http_date(&v).ok()),
