@@ -147,7 +147,23 @@ async fn stale_is_served_while_the_origin_fails_and_5xx_never_replaces_it() {
     let url = proxy.url("/test-fake/st.png");
     get(&url).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
     assert_eq!(get(&url).await.header("x-cache"), Some("STALE"));
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "the first waited for the timeout"
+    );
+    // During the backoff the next requests do not wait for the stalled origin again.
+    let requests = origin.count();
+    let started = std::time::Instant::now();
+    assert_eq!(get(&url).await.header("x-cache"), Some("STALE"));
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(origin.count(), requests);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     drop(origin);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(get(&url).await.header("x-cache"), Some("STALE"));

@@ -78,7 +78,13 @@ pub struct Cached {
     pub meta: Arc<ObjectMeta>,
     pub body: Bytes,
     pub stored_at: Instant,
+    /// After a failed revalidation: until then the stale copy is served at once instead
+    /// of every request waiting on a failing origin again.
+    pub retry_at: Option<Instant>,
 }
+
+/// How long a failed revalidation is not retried (the stale copy is served meanwhile).
+const REVALIDATION_BACKOFF: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 enum Entry {
@@ -211,6 +217,12 @@ impl Cache {
             Some(Entry::Object(c)) if age(c.stored_at, now) < self.cfg.ttl.0 => {
                 Ok(Some(Served::Complete(c, CacheStatus::Hit)))
             }
+            Some(Entry::Object(c))
+                if c.retry_at.is_some_and(|t| now < t)
+                    && age(c.stored_at, now) < self.cfg.ttl.0 + self.cfg.stale_if_error.0 =>
+            {
+                Ok(Some(Served::Complete(c, CacheStatus::Stale)))
+            }
             Some(Entry::NotFound { stored_at })
                 if age(stored_at, now) < self.cfg.negative_ttl.0 =>
             {
@@ -285,6 +297,7 @@ impl FillTask {
                     meta: stale.meta.clone(),
                     body: stale.body.clone(),
                     stored_at: Instant::now(),
+                    retry_at: None,
                 });
                 cache
                     .entries
@@ -317,9 +330,19 @@ impl FillTask {
                         < cache.cfg.ttl.0 + cache.cfg.stale_if_error.0 =>
             {
                 tracing::warn!(bucket = %self.obj.bucket, error = %e, "origin failing; serving stale copy");
+                let backing_off = Arc::new(Cached {
+                    meta: stale.meta.clone(),
+                    body: stale.body.clone(),
+                    stored_at: stale.stored_at,
+                    retry_at: Some(Instant::now() + REVALIDATION_BACKOFF),
+                });
+                cache
+                    .entries
+                    .insert(self.key.clone(), Entry::Object(backing_off.clone()))
+                    .await;
                 return self
                     .fill
-                    .set_head(Head::Ready(stale.clone(), CacheStatus::Stale));
+                    .set_head(Head::Ready(backing_off, CacheStatus::Stale));
             }
             (Err(e), _) => return self.fill.set_head(Head::Failed(e.into_error())),
         };
@@ -383,6 +406,7 @@ impl FillTask {
             meta,
             body: whole.freeze(),
             stored_at: Instant::now(),
+            retry_at: None,
         });
         self.cache
             .entries
