@@ -125,3 +125,32 @@ async fn check_explains_scripted_s3_errors() {
     let (ok, out) = check_against(vec![Behaviour::Stall]).await;
     assert!(!ok && out.contains("did not answer in time"), "{out}");
 }
+
+#[tokio::test]
+async fn expected_owner_is_sent_on_every_s3_call() {
+    // Region discovery without a hint makes the proxy send GetObject, HeadBucket and
+    // GetObject again: all three must carry the tenant's expected bucket owner.
+    let origin = FakeOrigin::start(vec![Behaviour::Region {
+        region: "eu-west-1",
+        body: Bytes::from_static(b"owned"),
+        hint: false,
+    }])
+    .await;
+    let config = fake_config(&origin.endpoint, "").replace(
+        "require_signature = false",
+        "require_signature = false\nexpected_owner = \"111122223333\"",
+    );
+    let proxy = Proxy::start(&config, None).await;
+    assert_eq!(get(&proxy.url("/test-fake/o.png")).await.status, 200);
+    let heads = origin.heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 3, "{heads:#?}");
+    assert!(heads[1].starts_with("HEAD "), "{}", heads[1]);
+    for head in &heads {
+        assert!(
+            head.to_lowercase()
+                .contains("x-amz-expected-bucket-owner: 111122223333"),
+            "{head}"
+        );
+    }
+    proxy.stop().await;
+}

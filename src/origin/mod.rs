@@ -266,7 +266,11 @@ impl Origins {
     /// HeadBucket answers `x-amz-bucket-region` whatever the caller may do with the bucket.
     async fn head_bucket_region(&self, tenant: &Tenant, obj: &ObjectRef) -> Option<String> {
         let client = self.client(tenant, obj);
-        let call = client.head_bucket().bucket(&obj.bucket).send();
+        let call = client
+            .head_bucket()
+            .bucket(&obj.bucket)
+            .set_expected_bucket_owner(tenant.config.expected_owner.clone())
+            .send();
         match tokio::time::timeout(self.origin.first_byte_timeout.0, call).await {
             Ok(Ok(out)) => out.bucket_region,
             Ok(Err(SdkError::ServiceError(se))) => se

@@ -290,6 +290,8 @@ pub enum Behaviour {
 pub struct FakeOrigin {
     pub endpoint: String,
     pub requests: Arc<AtomicU64>,
+    /// Every request head received, in order.
+    pub heads: Arc<std::sync::Mutex<Vec<String>>>,
     stop: CancellationToken,
 }
 
@@ -298,8 +300,9 @@ impl FakeOrigin {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(AtomicU64::new(0));
+        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
-        let (count, token) = (requests.clone(), stop.clone());
+        let (count, token, seen) = (requests.clone(), stop.clone(), heads.clone());
         let script = Arc::new(script);
         tokio::spawn(async move {
             loop {
@@ -307,10 +310,11 @@ impl FakeOrigin {
                     r = listener.accept() => r.unwrap().0,
                     () = token.cancelled() => return,
                 };
-                let (count, script, token) = (count.clone(), script.clone(), token.clone());
+                let (count, script, token, seen) =
+                    (count.clone(), script.clone(), token.clone(), seen.clone());
                 tokio::spawn(async move {
                     tokio::select! {
-                        () = serve_fake(&mut sock, &count, &script) => {}
+                        () = serve_fake(&mut sock, &count, &script, &seen) => {}
                         () = token.cancelled() => {}
                     }
                 });
@@ -319,6 +323,7 @@ impl FakeOrigin {
         FakeOrigin {
             endpoint,
             requests,
+            heads,
             stop,
         }
     }
@@ -334,7 +339,12 @@ impl Drop for FakeOrigin {
     }
 }
 
-async fn serve_fake(sock: &mut tokio::net::TcpStream, count: &AtomicU64, script: &[Behaviour]) {
+async fn serve_fake(
+    sock: &mut tokio::net::TcpStream,
+    count: &AtomicU64,
+    script: &[Behaviour],
+    seen: &std::sync::Mutex<Vec<String>>,
+) {
     loop {
         // Read one request head (GET has no body).
         let mut head = Vec::new();
@@ -348,6 +358,7 @@ async fn serve_fake(sock: &mut tokio::net::TcpStream, count: &AtomicU64, script:
         let n = count.fetch_add(1, Ordering::SeqCst) as usize;
         let behaviour = script[n.min(script.len() - 1)].clone();
         let head = String::from_utf8_lossy(&head).to_string();
+        seen.lock().unwrap().push(head.clone());
         let ok = |len: usize| {
             format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {len}\r\nETag: \"fake-etag\"\r\nLast-Modified: Wed, 01 Jan 2025 00:00:00 GMT\r\nx-amz-request-id: LEAKME\r\n\r\n"
