@@ -32,11 +32,21 @@ const SIZES: [(&str, usize); 4] = [
 ];
 const CONNECTIONS: usize = 64;
 
-/// A child process killed on drop.
+/// A child process stopped on drop: SIGTERM first, so that a master process (nginx,
+/// varnishd) takes its workers down with it; SIGKILL only if it has not exited after 5 s.
 struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        for _ in 0..50 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
