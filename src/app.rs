@@ -21,6 +21,28 @@ use crate::proxy::{self, State};
 use crate::server::{self, Limits};
 use crate::tls;
 
+/// The certificate named by `[server] tls`, read and checked; `None` without TLS.
+fn certificate(config: &Config) -> Result<Option<rustls::sign::CertifiedKey>, String> {
+    config
+        .server
+        .tls
+        .as_ref()
+        .map(|t| tls::load(&t.cert, &t.key).map_err(|e| e.to_string()))
+        .transpose()
+}
+
+/// The request state for `config`: its tenants, CORS and origin clients, around the
+/// cache and metrics that outlive reloads.
+async fn state_for(
+    config: Config,
+    embedded: &Embedded,
+    cache: Arc<Cache>,
+    metrics: Arc<Metrics>,
+) -> State {
+    let origins = Arc::new(Origins::new(&config, embedded.clone()).await);
+    State::new(Arc::new(config), cache, origins, metrics)
+}
+
 pub struct Listeners {
     pub public: TcpListener,
     pub admin: TcpListener,
@@ -39,16 +61,10 @@ impl App {
     /// Builds caches, origin clients and tenants for `config`. `embedded` wires the
     /// in-process store's keys to the buckets whose endpoint is that store.
     pub async fn build(config: Config, embedded: Embedded) -> Result<Arc<App>, String> {
-        let tls = match &config.server.tls {
-            Some(t) => Some(tls::Resolver::new(
-                tls::load(&t.cert, &t.key).map_err(|e| e.to_string())?,
-            )),
-            None => None,
-        };
+        let tls = certificate(&config)?.map(tls::Resolver::new);
         let metrics = Arc::new(Metrics::new());
         let cache = Cache::new(&config.cache, metrics.clone());
-        let origins = Arc::new(Origins::new(&config, embedded.clone()).await);
-        let state = State::new(Arc::new(config), cache.clone(), origins, metrics.clone());
+        let state = state_for(config, &embedded, cache.clone(), metrics.clone()).await;
         let admin = Arc::new(Admin {
             metrics,
             cache,
@@ -109,17 +125,14 @@ impl App {
                 refused.join(", ")
             ));
         }
-        let certificate = match &config.server.tls {
-            Some(t) => Some(tls::load(&t.cert, &t.key).map_err(|e| e.to_string())?),
-            None => None,
-        };
-        let origins = Arc::new(Origins::new(&config, self.embedded.clone()).await);
-        let state = State::new(
-            Arc::new(config),
+        let certificate = certificate(&config)?;
+        let state = state_for(
+            config,
+            &self.embedded,
             current.cache.clone(),
-            origins,
             current.metrics.clone(),
-        );
+        )
+        .await;
         if let (Some(resolver), Some(certificate)) = (&self.tls, certificate) {
             resolver.replace(certificate);
         }

@@ -83,6 +83,18 @@ pub struct Cached {
     pub retry_at: Option<Instant>,
 }
 
+impl Cached {
+    /// The same bytes and metadata with new freshness bookkeeping (no copy of the body).
+    fn renewed(&self, stored_at: Instant, retry_at: Option<Instant>) -> Arc<Cached> {
+        Arc::new(Cached {
+            meta: self.meta.clone(),
+            body: self.body.clone(),
+            stored_at,
+            retry_at,
+        })
+    }
+}
+
 /// How long a failed revalidation is not retried (the stale copy is served meanwhile).
 const REVALIDATION_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -293,12 +305,7 @@ impl FillTask {
         let object = match (result, &self.stale) {
             (Ok(Fetched::Object(o)), _) => o,
             (Ok(Fetched::NotModified), Some(stale)) => {
-                let fresh = Arc::new(Cached {
-                    meta: stale.meta.clone(),
-                    body: stale.body.clone(),
-                    stored_at: Instant::now(),
-                    retry_at: None,
-                });
+                let fresh = stale.renewed(Instant::now(), None);
                 cache
                     .entries
                     .insert(self.key.clone(), Entry::Object(fresh.clone()))
@@ -330,12 +337,8 @@ impl FillTask {
                         < cache.cfg.ttl.0 + cache.cfg.stale_if_error.0 =>
             {
                 tracing::warn!(bucket = %self.obj.bucket, error = %e, "origin failing; serving stale copy");
-                let backing_off = Arc::new(Cached {
-                    meta: stale.meta.clone(),
-                    body: stale.body.clone(),
-                    stored_at: stale.stored_at,
-                    retry_at: Some(Instant::now() + REVALIDATION_BACKOFF),
-                });
+                let backing_off =
+                    stale.renewed(stale.stored_at, Some(Instant::now() + REVALIDATION_BACKOFF));
                 cache
                     .entries
                     .insert(self.key.clone(), Entry::Object(backing_off.clone()))

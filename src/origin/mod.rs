@@ -174,12 +174,7 @@ impl Origins {
     pub fn client(&self, tenant: &Tenant, obj: &ObjectRef) -> Client {
         let bucket = self.buckets.get(&obj.bucket);
         let gcs = obj.provider == ProviderKind::Gcs;
-        let discovered = self
-            .discovered
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&obj.bucket)
-            .cloned();
+        let discovered = self.discovered_region(&obj.bucket);
         let region = bucket
             .and_then(|b| b.region.clone())
             .or(discovered)
