@@ -22,14 +22,7 @@ pub struct ObjectRef {
 
 impl ObjectRef {
     pub fn new(provider: ProviderKind, bucket: &str, key: &str) -> Result<ObjectRef, Error> {
-        validate_bucket(bucket, provider)?;
-        validate_key(key)?;
-        Ok(ObjectRef {
-            provider,
-            bucket: bucket.to_string(),
-            region: None,
-            key: key.to_string(),
-        })
+        object(provider, bucket, None, key.to_string())
     }
 }
 
