@@ -165,6 +165,8 @@ impl Browser {
         let png = base64::engine::general_purpose::STANDARD
             .decode(v.as_str().unwrap())
             .unwrap();
+        // `target/` may not exist (CARGO_TARGET_DIR elsewhere, a fresh clone).
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, png).unwrap();
     }
 }
