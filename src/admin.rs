@@ -8,9 +8,9 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
+use crate::body::ProxyBody;
 use crate::cache::Cache;
 use crate::metrics::Metrics;
-use crate::proxy::body::ProxyBody;
 
 pub struct Admin {
     pub metrics: Arc<Metrics>,

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::origin::{Embedded, Origins};
 use crate::proxy::{self, State};
-use crate::server::{self, Limits};
+use crate::server::{Limits, Listener};
 use crate::tls;
 
 /// The certificate named by `[server] tls`, read and checked; `None` without TLS.
@@ -147,11 +147,11 @@ impl App {
         let state = self.state();
         let limits = Limits::from_config(&state.config.server);
         let app = self.clone();
-        let public = tokio::spawn(server::serve_tls(
+        let public = Listener::new(limits)
+            .tls(self.tls.clone().map(tls::acceptor))
+            .metrics(state.metrics.conn.clone());
+        let public = tokio::spawn(public.serve(
             listeners.public,
-            self.tls.clone().map(tls::acceptor),
-            limits,
-            Some(state.metrics.clone()),
             shutdown.clone(),
             move |req: Request<Incoming>| {
                 let state = app.state();
@@ -163,13 +163,8 @@ impl App {
         ));
         let admin_stop = CancellationToken::new();
         let admin = self.admin.clone();
-        let admin_task = tokio::spawn(server::serve(
+        let admin_task = tokio::spawn(Listener::new(limits.with_max_connections(64)).serve(
             listeners.admin,
-            Limits {
-                max_connections: 64,
-                ..limits
-            },
-            None,
             admin_stop.clone(),
             move |req: Request<Incoming>| {
                 let admin = admin.clone();

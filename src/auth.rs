@@ -267,6 +267,8 @@ mod tests {
                 signing_keys: vec![],
                 assume_role: None,
                 expected_owner: None,
+                cache_control: None,
+                max_signature_ttl: crate::config::Dur::secs(7 * 24 * 3600),
             },
         }
     }

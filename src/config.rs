@@ -54,6 +54,11 @@ pub struct Server {
     pub cache_control: String,
     pub allowed_content_types: Vec<String>,
     pub drain_timeout: Dur,
+    pub idle_timeout: Dur,
+    pub send_timeout: Dur,
+    pub max_connection_age: Dur,
+    /// Peers whose `X-Forwarded-For` is believed for the client address in logs.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for Server {
@@ -67,6 +72,10 @@ impl Default for Server {
             cache_control: "private, max-age=3600".into(),
             allowed_content_types: vec!["image/*".into()],
             drain_timeout: Dur::secs(30),
+            idle_timeout: Dur::secs(60),
+            send_timeout: Dur::secs(30),
+            max_connection_age: Dur::secs(3600),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -84,6 +93,9 @@ pub struct Origin {
     pub connect_timeout: Dur,
     pub first_byte_timeout: Dur,
     pub max_attempts: u32,
+    /// Origin requests one tenant may have in flight; more wait (up to
+    /// `first_byte_timeout`), then 503.
+    pub max_concurrent_per_tenant: usize,
 }
 
 impl Default for Origin {
@@ -92,6 +104,7 @@ impl Default for Origin {
             connect_timeout: Dur::secs(2),
             first_byte_timeout: Dur::secs(10),
             max_attempts: 3,
+            max_concurrent_per_tenant: 256,
         }
     }
 }
@@ -104,6 +117,9 @@ pub struct Cache {
     pub ttl: Dur,
     pub negative_ttl: Dur,
     pub stale_if_error: Dur,
+    /// Bytes of objects being fetched into the cache at once; a cold object that does
+    /// not fit streams through uncached (`BYPASS`).
+    pub fill_memory: Size,
 }
 
 impl Default for Cache {
@@ -114,6 +130,7 @@ impl Default for Cache {
             ttl: Dur::secs(3600),
             negative_ttl: Dur::secs(30),
             stale_if_error: Dur::secs(3600),
+            fill_memory: Size(256 << 20),
         }
     }
 }
@@ -162,6 +179,15 @@ pub struct Tenant {
     pub signing_keys: Vec<SigningKey>,
     pub assume_role: Option<AssumeRole>,
     pub expected_owner: Option<String>,
+    /// Overrides `[server] cache_control` for this tenant's objects.
+    pub cache_control: Option<String>,
+    /// An `exp` further ahead than this is refused (403).
+    #[serde(default = "week")]
+    pub max_signature_ttl: Dur,
+}
+
+fn week() -> Dur {
+    Dur::secs(7 * 24 * 3600)
 }
 
 fn yes() -> bool {

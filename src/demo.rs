@@ -10,7 +10,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 
 use crate::auth::Tenants;
-use crate::proxy::body::ProxyBody;
+use crate::body::ProxyBody;
 
 pub struct Demo {
     /// `http://127.0.0.1:8080`: where the browser reaches the proxy.

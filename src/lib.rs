@@ -13,9 +13,11 @@
 //! - [`store`] the embedded S3-compatible store, [`demo`] the demo page, [`admin`] and
 //!   [`metrics`] the admin listener.
 
+pub mod activity;
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod body;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -14,7 +14,7 @@ use bucketfront::auth::Tenants;
 use bucketfront::cli::{self, Cli, Command};
 use bucketfront::config::Config;
 use bucketfront::demo::Demo;
-use bucketfront::server::{self, Limits};
+use bucketfront::server::{Limits, Listener};
 use bucketfront::service;
 use bucketfront::store::{self, Store};
 
@@ -162,10 +162,8 @@ async fn serve(config: Config, config_path: std::path::PathBuf) -> Result<(), St
             tenants,
         });
         tracing::info!(url = %format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?), "demo page");
-        tokio::spawn(server::serve(
+        tokio::spawn(Listener::new(limits.with_max_connections(64)).serve(
             listener,
-            limits,
-            None,
             shutdown.child_token(),
             move |req| {
                 let page = page.clone();

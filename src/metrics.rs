@@ -9,6 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::activity::EndReason;
 use crate::cache::CacheStatus;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -33,7 +34,28 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+/// One listener's connection gauges: open connections, and connections the server
+/// ended, by reason. `Default` gives handles that are not exported (the demo page).
+#[derive(Clone, Default)]
+pub struct ConnMetrics {
+    pub connections: Gauge,
+    ended: [Counter; EndReason::ALL.len()],
+}
+
+impl ConnMetrics {
+    pub fn ended(&self, reason: EndReason) {
+        self.ended[reason as usize].inc();
+    }
+}
+
 pub struct Metrics {
+    /// The public listener's connections.
+    pub conn: ConnMetrics,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     cache_status: [Counter; 5],
@@ -124,6 +146,20 @@ impl Metrics {
             "Client connections open",
             connections.clone(),
         );
+        let ended = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "connections_ended",
+            "Public connections ended by the server, by reason",
+            ended.clone(),
+        );
+        let conn = ConnMetrics {
+            connections: connections.clone(),
+            ended: EndReason::ALL.map(|r| {
+                ended
+                    .get_or_create(&ReasonLabel { reason: r.as_str() })
+                    .clone()
+            }),
+        };
         let presign = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "presign_cache",
@@ -143,6 +179,7 @@ impl Metrics {
             reloads.clone(),
         );
         Metrics {
+            conn,
             reloads,
             registry,
             requests,

@@ -13,13 +13,13 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
 use crate::auth::Tenant;
+use crate::body::ProxyBody;
 use crate::cache::{CacheKey, CacheStatus};
 use crate::config;
 use crate::error::{Error, Kind, Side};
 use crate::metrics::Metrics;
 use crate::origin::Origins;
 use crate::origin::credentials::error_chain;
-use crate::proxy::body::ProxyBody;
 use crate::source::ObjectRef;
 
 /// SigV4 presigned URLs are valid for at most 7 days.

@@ -1,6 +1,11 @@
-//! Running under systemd (`Type=notify`, PRODUCT.md section 7): readiness, watchdog,
+//! Running under systemd (`Type=notify`, docs/operations.md): readiness, watchdog,
 //! reload on SIGHUP and drain on SIGTERM/SIGINT. Every notification is a no-op when
 //! `$NOTIFY_SOCKET` is not set, so the same binary runs anywhere.
+//!
+//! Notifications are sent on a non-blocking socket: when the service manager's queue is
+//! full (`net.unix.max_dgram_qlen`, 10 by default) the message is dropped with a log
+//! line. A blocking send would stall a runtime worker, and with it every request and
+//! the SIGTERM handler.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,9 +18,35 @@ use crate::app::App;
 use crate::config::Config;
 
 fn notify(states: &[NotifyState]) {
-    if let Err(e) = sd_notify::notify(states) {
-        tracing::warn!(error = %e, "cannot notify the service manager");
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let message: String = states.iter().map(|s| format!("{s}\n")).collect();
+    match send_nonblocking(&path, message.as_bytes()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            tracing::warn!("the service manager's notify queue is full; dropped {message:?}");
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot notify the service manager"),
     }
+}
+
+/// One datagram to `$NOTIFY_SOCKET` (a path, or `@name` in the abstract namespace),
+/// never waiting for queue space.
+fn send_nonblocking(path: &std::ffi::OsStr, message: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let sock = UnixDatagram::unbound()?;
+    sock.set_nonblocking(true)?;
+    let bytes = path.as_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            SocketAddr::from_abstract_name(name)?
+        }
+        None => SocketAddr::from_pathname(Path::new(path))?,
+    };
+    sock.send_to_addr(message, &addr).map(|_| ())
 }
 
 /// `READY=1`: every listener is bound.

@@ -8,16 +8,17 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use bucketfront::auth::Tenants;
+use bucketfront::body::ProxyBody;
 use bucketfront::config::Config;
 use bucketfront::demo::Demo;
-use bucketfront::proxy::body::ProxyBody;
-use bucketfront::server::{self, Limits};
+use bucketfront::server::{Limits, Listener};
 use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
@@ -30,11 +31,12 @@ use tokio_util::sync::CancellationToken;
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// Limits of the small page servers (the app origins and the demo page).
-const PAGE_LIMITS: Limits = Limits {
-    max_connections: 16,
-    header_read_timeout: Duration::from_secs(5),
-    drain_timeout: Duration::from_secs(1),
-};
+fn page_limits() -> Limits {
+    let mut config = bucketfront::config::Server::default();
+    config.header_read_timeout = bucketfront::config::Dur::secs(5);
+    config.drain_timeout = bucketfront::config::Dur::secs(1);
+    Limits::from_config(&config).with_max_connections(16)
+}
 
 /// A chromedriver process with one browser session; both end on drop.
 struct Browser {
@@ -46,6 +48,13 @@ struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // chromedriver starts Chromium and its helpers in chromedriver's own process
+        // group (see `start`): end the whole group, or the browser outlives the test.
+        let group = self.driver.id() as i32;
+        // SAFETY: kill(2) with a negative pid signals a process group; no memory involved.
+        unsafe {
+            libc::kill(-group, libc::SIGKILL);
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -81,6 +90,7 @@ impl Browser {
             .port();
         let driver = Command::new(CHROMEDRIVER)
             .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -175,20 +185,16 @@ impl Browser {
 async fn page_server(stop: &CancellationToken) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(server::serve(
-        listener,
-        PAGE_LIMITS,
-        None,
-        stop.clone(),
-        |_req| async {
+    tokio::spawn(
+        Listener::new(page_limits()).serve(listener, stop.clone(), |_req| async {
             let mut r = http::Response::new(ProxyBody::full(
                 "<!doctype html><title>app</title><body>app</body>",
             ));
             r.headers_mut()
                 .insert("content-type", "text/html".parse().unwrap());
             r
-        },
-    ));
+        }),
+    );
     addr
 }
 
@@ -327,16 +333,12 @@ async fn a_browser_loads_images_through_the_proxy() {
             &Config::parse(&demo_config, std::path::Path::new("t.toml")).unwrap(),
         )),
     });
-    tokio::spawn(server::serve(
-        demo_listener,
-        PAGE_LIMITS,
-        None,
-        stop.clone(),
-        move |req| {
+    tokio::spawn(
+        Listener::new(page_limits()).serve(demo_listener, stop.clone(), move |req| {
             let demo = demo.clone();
             async move { demo.handle(req.uri().path()) }
-        },
-    ));
+        }),
+    );
     browser.goto(&demo_origin).await;
     let loaded = browser
         .run(

@@ -7,7 +7,6 @@
 //! 6. respond: ranges, conditionals, headers, CORS
 //! 7. log: one line and the metrics, for every request, errors included
 
-pub mod body;
 pub mod conditional;
 pub mod respond;
 pub mod route;
@@ -18,7 +17,9 @@ use std::time::{Instant, SystemTime};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, request::Parts};
 
+use crate::activity::ConnInfo;
 use crate::auth::{self, Refusal, Tenant, Tenants};
+use crate::body::{self, ProxyBody};
 use crate::cache::{Cache, CacheStatus, Served};
 use crate::config::{Config, ProviderKind};
 use crate::cors::Cors;
@@ -27,7 +28,6 @@ use crate::metrics::Metrics;
 use crate::origin::{Fetched, GetRequest, Origins};
 use crate::presign::Presigner;
 use crate::source::{ObjectRef, parse_source_url};
-use body::ProxyBody;
 use route::{Action, Route, Target};
 
 /// Everything a request needs, built once per config.
@@ -115,8 +115,8 @@ async fn phases(
 ) -> Result<Response<ProxyBody>, Error> {
     if parts
         .extensions
-        .get::<crate::server::Overloaded>()
-        .is_some()
+        .get::<ConnInfo>()
+        .is_some_and(|c| c.overflow)
     {
         let e = Error::new(
             Kind::Overloaded,

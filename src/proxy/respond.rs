@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 
-use super::body::ProxyBody;
 use super::conditional::{RangeAsk, not_modified, parse_range, range_applies};
+use crate::body::ProxyBody;
 use crate::cache::Cached;
 use crate::cache::fill::Fill;
 use crate::error::{Error, Kind, Side};

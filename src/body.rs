@@ -1,6 +1,11 @@
 //! The response body type: a whole buffer (the hit path, no allocation per request) or a
 //! stream (a fill in progress, or an origin body passed through). A stream that fails
 //! makes hyper abort the response, so a broken transfer never looks complete.
+//!
+//! A whole buffer is handed out in frames of at most [`FRAME`] bytes: hyper asks for the
+//! next frame only when the client has taken the previous one (h1 socket space, h2
+//! flow-control window), so a client that stops reading shows as a body that stops
+//! moving, which the listener cuts after `send_timeout`.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,6 +14,9 @@ use bytes::Bytes;
 use futures_util::Stream;
 use http_body::{Frame, SizeHint};
 use prometheus_client::metrics::gauge::Gauge;
+
+/// The largest frame handed to hyper at once.
+pub const FRAME: usize = 64 * 1024;
 
 pub type BoxStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
 
@@ -82,7 +90,14 @@ impl http_body::Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let polled = match &mut this.inner {
-            Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Full(slot) => Poll::Ready(slot.take().map(|mut b| {
+                if b.len() > FRAME {
+                    let head = b.split_to(FRAME);
+                    *slot = Some(b);
+                    b = head;
+                }
+                Ok(Frame::data(b))
+            })),
             Inner::Stream { stream, remaining } => match stream.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     *remaining = remaining.saturating_sub(chunk.len() as u64);
@@ -97,7 +112,7 @@ impl http_body::Body for ProxyBody {
                 Poll::Pending => Poll::Pending,
             },
         };
-        if matches!(polled, Poll::Ready(None)) {
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
             this.in_flight = None;
         }
         polled

@@ -1,0 +1,349 @@
+//! One client connection, from accept to close: TLS, HTTP/1.1 or h2 (sniffed, or by
+//! ALPN), and the deadlines of [`crate::activity`] checked on a tick. Dropping the
+//! connection future is how a connection is aborted: hyper's buffers, the response
+//! bodies and the fill readers they hold are freed with it.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use super::WaitingSlot;
+use crate::activity::{Activity, ConnInfo, Deadlines, EndReason, Verdict, verdict};
+use crate::body::FRAME;
+use crate::metrics::ConnMetrics;
+
+/// hyper's HTTP/1 read buffer, and so the largest request head (a larger one gets 431).
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Streams one h2 connection may have open at once.
+const H2_MAX_STREAMS: u32 = 64;
+/// Header block an h2 client may send for one request.
+const H2_MAX_HEADER_LIST: u32 = 16 * 1024;
+
+/// What every connection of one listener shares.
+pub(super) struct Shared {
+    pub deadlines: Deadlines,
+    tls: Option<TlsAcceptor>,
+    pub metrics: ConnMetrics,
+    shutdown: CancellationToken,
+    /// Cancelled when the drain time is over: every connection still open is dropped.
+    pub hard_stop: CancellationToken,
+    builder: auto::Builder<TokioExecutor>,
+}
+
+impl Shared {
+    pub fn new(
+        deadlines: Deadlines,
+        tls: Option<TlsAcceptor>,
+        metrics: ConnMetrics,
+        shutdown: CancellationToken,
+    ) -> Shared {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // hyper's own header timer is off: it would also run while a keep-alive
+        // connection is idle. activity.rs times the first head and later heads itself.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .keep_alive(true)
+            .max_buf_size(MAX_HEAD_BYTES);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .max_header_list_size(H2_MAX_HEADER_LIST)
+            .max_pending_accept_reset_streams(20)
+            .max_local_error_reset_streams(64)
+            .max_send_buf_size(FRAME)
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        Shared {
+            deadlines,
+            tls,
+            metrics,
+            shutdown,
+            hard_stop: CancellationToken::new(),
+            builder,
+        }
+    }
+}
+
+pub(super) struct Connection {
+    pub shared: Arc<Shared>,
+    pub peer: SocketAddr,
+    pub overflow: bool,
+    pub slot: Option<WaitingSlot>,
+}
+
+impl Connection {
+    pub async fn run<F, Fut, B>(self, stream: TcpStream, handler: F)
+    where
+        F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Response<B>> + Send + 'static,
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let shared = self.shared.clone();
+        let peer = self.peer;
+        shared.metrics.connections.inc();
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::new(Instant::now()));
+        if self.overflow {
+            activity.mark_overflow();
+        }
+        let evicted = self
+            .slot
+            .as_ref()
+            .map(|s| s.evicted.clone())
+            .unwrap_or_default();
+        let outcome = match shared.tls.clone() {
+            None => {
+                let io = Watched::new(stream, activity.clone());
+                self.drive(io, activity, &evicted, handler).await
+            }
+            Some(acceptor) => {
+                let deadline = shared.deadlines.header_read_timeout;
+                let handshake = tokio::select! {
+                    r = tokio::time::timeout(deadline, acceptor.accept(stream)) => r,
+                    () = evicted.cancelled() => return shared.metrics.ended(EndReason::Evicted),
+                    () = shared.hard_stop.cancelled() => return,
+                };
+                match handshake {
+                    Ok(Ok(tls)) => {
+                        let io = Watched::new(tls, activity.clone());
+                        self.drive(io, activity, &evicted, handler).await
+                    }
+                    Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+                    Err(_) => {
+                        shared.metrics.ended(EndReason::FirstRequestTimeout);
+                        Err("TLS handshake timed out".into())
+                    }
+                }
+            }
+        };
+        if let Err(e) = outcome {
+            tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+        }
+        shared.metrics.connections.dec();
+    }
+
+    /// Serves HTTP on `io` until the client closes, a deadline ends the connection, or
+    /// the listener stops.
+    async fn drive<I, F, Fut, B>(
+        self,
+        io: Watched<I>,
+        activity: Arc<Activity>,
+        evicted: &CancellationToken,
+        handler: F,
+    ) -> Result<(), String>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Response<B>> + Send + 'static,
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let shared = self.shared.clone();
+        let info = ConnInfo {
+            peer: self.peer,
+            overflow: self.overflow,
+        };
+        let slot = Arc::new(self.slot);
+        let service_activity = activity.clone();
+        let service = service_fn(move |mut req: Request<Incoming>| {
+            if service_activity.request_started()
+                && let Some(slot) = slot.as_ref()
+            {
+                slot.leave();
+            }
+            let guard = RequestGuard(service_activity.clone());
+            req.extensions_mut().insert(info);
+            let response = handler(req);
+            async move {
+                let mut response = response.await;
+                if info.overflow {
+                    response.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
+                Ok::<_, Infallible>(response.map(|body| Tracked { body, guard }))
+            }
+        });
+        let conn = shared
+            .builder
+            .serve_connection(TokioIo::new(io), service)
+            .into_owned();
+        let mut conn = std::pin::pin!(conn);
+        let d = shared.deadlines;
+        let mut tick = tokio::time::interval(d.tick());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                r = conn.as_mut() => return r.map_err(|e| e.to_string()),
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    match verdict(&activity.snapshot(now), &d) {
+                        Verdict::Keep => {}
+                        Verdict::Close(reason) => {
+                            if !closing {
+                                closing = true;
+                                activity.closing(now);
+                                shared.metrics.ended(reason);
+                                conn.as_mut().graceful_shutdown();
+                            }
+                        }
+                        Verdict::Abort(reason) => {
+                            shared.metrics.ended(reason);
+                            return Err(format!("closed: {}", reason.as_str()));
+                        }
+                    }
+                }
+                () = shared.shutdown.cancelled(), if !closing => {
+                    closing = true;
+                    activity.closing(Instant::now());
+                    conn.as_mut().graceful_shutdown();
+                }
+                () = evicted.cancelled() => {
+                    shared.metrics.ended(EndReason::Evicted);
+                    return Err("evicted at the connection limit".into());
+                }
+                () = shared.hard_stop.cancelled() => return Err("drain timeout".into()),
+            }
+        }
+    }
+}
+
+/// Ends its request in the connection's [`Activity`] when the response is done with
+/// (sent whole, failed, or dropped because the client went away).
+struct RequestGuard(Arc<Activity>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.request_ended();
+    }
+}
+
+/// A response body that reports each frame as progress of its connection.
+struct Tracked<B> {
+    body: B,
+    guard: RequestGuard,
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            this.guard.0.body_progress();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The connection's byte stream, reporting reads (request heads) and writes that wait
+/// on the client (send_timeout) to its [`Activity`].
+struct Watched<I> {
+    inner: I,
+    activity: Arc<Activity>,
+    first_read: bool,
+}
+
+impl<I> Watched<I> {
+    fn new(inner: I, activity: Arc<Activity>) -> Watched<I> {
+        Watched {
+            inner,
+            activity,
+            first_read: true,
+        }
+    }
+
+    fn wrote<T>(&self, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        self.activity.write_blocked(polled.is_pending());
+        polled
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let new = &buf.filled()[before..];
+        if matches!(polled, Poll::Ready(Ok(()))) && !new.is_empty() {
+            let first = std::mem::take(&mut this.first_read).then_some(new);
+            this.activity.bytes_read(first);
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.wrote(polled)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.wrote(polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.wrote(polled)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

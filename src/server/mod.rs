@@ -1,0 +1,262 @@
+//! The accept loop shared by every listener (public, admin, demo, the embedded store):
+//! connection permits, eviction at the limit, an overflow pool that answers 503, and
+//! graceful drain. One connection's life (protocol, deadlines) is in [`connection`].
+//!
+//! The library never binds sockets or installs signal handlers: callers pass a bound
+//! listener and a cancellation token, so tests run real servers on port 0.
+
+mod connection;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::activity::Deadlines;
+use crate::metrics::ConnMetrics;
+pub use connection::MAX_HEAD_BYTES;
+
+/// The bounds of one listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub deadlines: Deadlines,
+}
+
+impl Limits {
+    pub fn from_config(s: &crate::config::Server) -> Limits {
+        Limits {
+            max_connections: s.max_connections,
+            deadlines: Deadlines {
+                header_read_timeout: s.header_read_timeout.0,
+                idle_timeout: s.idle_timeout.0,
+                send_timeout: s.send_timeout.0,
+                max_connection_age: s.max_connection_age.0,
+                drain_timeout: s.drain_timeout.0,
+            },
+        }
+    }
+
+    /// The same deadlines with another connection limit (the admin and demo listeners).
+    pub fn with_max_connections(self, max_connections: usize) -> Limits {
+        Limits {
+            max_connections,
+            ..self
+        }
+    }
+}
+
+/// How many connections beyond the limit are accepted just to be told 503.
+fn overflow_connections(max: usize) -> usize {
+    (max / 16).clamp(8, 1024)
+}
+
+/// One listening socket's settings: limits, TLS, and where its connection metrics go.
+pub struct Listener {
+    limits: Limits,
+    tls: Option<TlsAcceptor>,
+    metrics: ConnMetrics,
+}
+
+impl Listener {
+    pub fn new(limits: Limits) -> Listener {
+        Listener {
+            limits,
+            tls: None,
+            metrics: ConnMetrics::default(),
+        }
+    }
+
+    /// Serves TLS (ALPN h2 and http/1.1); the handshake counts against the first
+    /// request's `header_read_timeout`.
+    pub fn tls(mut self, acceptor: Option<TlsAcceptor>) -> Listener {
+        self.tls = acceptor;
+        self
+    }
+
+    pub fn metrics(mut self, metrics: ConnMetrics) -> Listener {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Serves `listener` with `handler` until `shutdown` is cancelled, then stops
+    /// accepting, asks every connection to close after its current response, and gives
+    /// them `drain_timeout` before dropping the rest.
+    pub async fn serve<F, Fut, B>(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        handler: F,
+    ) where
+        F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Response<B>> + Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let limits = self.limits;
+        let shared = Arc::new(connection::Shared::new(
+            limits.deadlines,
+            self.tls,
+            self.metrics,
+            shutdown.clone(),
+        ));
+        let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let overflow = Arc::new(Semaphore::new(overflow_connections(limits.max_connections)));
+        let waiting = Arc::new(Waiting::default());
+        let tasks = TaskTracker::new();
+        loop {
+            let (stream, peer) = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning, and say once
+                        // per occurrence what to raise.
+                        tracing::warn!(error = %e, "accept failed (raise LimitNOFILE or lower max_connections)");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            // At the limit, the oldest connection that has not sent a request head yet
+            // makes room; when every connection is busy, a small pool answers 503.
+            let admitted = match permits.clone().try_acquire_owned() {
+                Ok(p) => Some((p, false)),
+                Err(_) if waiting.evict_oldest() => {
+                    // The evicted task gives its permit back as soon as it runs.
+                    let permit = permits.clone().acquire_owned();
+                    match tokio::time::timeout(Duration::from_secs(1), permit).await {
+                        Ok(Ok(p)) => Some((p, false)),
+                        _ => overflow.clone().try_acquire_owned().ok().map(|p| (p, true)),
+                    }
+                }
+                Err(_) => overflow.clone().try_acquire_owned().ok().map(|p| (p, true)),
+            };
+            let Some((permit, is_overflow)) = admitted else {
+                drop(stream);
+                continue;
+            };
+            // Overflow connections hold no permit that eviction could free.
+            let slot = (!is_overflow).then(|| WaitingSlot::new(&waiting));
+            let conn = connection::Connection {
+                shared: shared.clone(),
+                peer,
+                overflow: is_overflow,
+                slot,
+            };
+            let handler = handler.clone();
+            tasks.spawn(async move {
+                conn.run(stream, handler).await;
+                drop(permit);
+            });
+        }
+        drop(listener);
+        tasks.close();
+        if tokio::time::timeout(limits.deadlines.drain_timeout, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(drain_timeout = ?limits.deadlines.drain_timeout, "drain timeout reached; closing remaining connections");
+            shared.hard_stop.cancel();
+            tasks.wait().await;
+        }
+    }
+}
+
+/// Connections that have not sent a request head yet, oldest first.
+#[derive(Default)]
+struct Waiting {
+    inner: Mutex<WaitingInner>,
+}
+
+#[derive(Default)]
+struct WaitingInner {
+    next: u64,
+    by_age: BTreeMap<u64, CancellationToken>,
+}
+
+impl Waiting {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WaitingInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn register(&self) -> (u64, CancellationToken) {
+        let mut w = self.lock();
+        let id = w.next;
+        w.next += 1;
+        let token = CancellationToken::new();
+        w.by_age.insert(id, token.clone());
+        (id, token)
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().by_age.remove(&id);
+    }
+
+    fn evict_oldest(&self) -> bool {
+        let oldest = self.lock().by_age.pop_first();
+        match oldest {
+            Some((_, token)) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A connection's place in [`Waiting`], given up at its first request or its end;
+/// `evicted` is cancelled when the listener needs the place for a new connection.
+struct WaitingSlot {
+    waiting: Arc<Waiting>,
+    id: u64,
+    evicted: CancellationToken,
+}
+
+impl WaitingSlot {
+    fn new(waiting: &Arc<Waiting>) -> WaitingSlot {
+        let (id, evicted) = waiting.register();
+        WaitingSlot {
+            waiting: waiting.clone(),
+            id,
+            evicted,
+        }
+    }
+
+    fn leave(&self) {
+        self.waiting.remove(self.id);
+    }
+}
+
+impl Drop for WaitingSlot {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eviction_takes_the_oldest_waiting_connection() {
+        let w = Waiting::default();
+        let (a, ta) = w.register();
+        let (_b, tb) = w.register();
+        let (_c, tc) = w.register();
+        w.remove(a);
+        assert!(w.evict_oldest());
+        assert!(!ta.is_cancelled() && tb.is_cancelled() && !tc.is_cancelled());
+        assert!(w.evict_oldest());
+        assert!(!w.evict_oldest());
+    }
+}

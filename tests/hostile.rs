@@ -1,0 +1,316 @@
+//! Hostile clients: sockets that send nothing or half a head, h2 connections that open
+//! no stream, readers that never read, oversized heads, request smuggling. Each attack is
+//! a real TCP (or h2) peer on loopback; each test asserts that the connection is ended by
+//! the deadline that governs it and that a control request is answered meanwhile.
+//!
+//! Deadlines here are short (300-600 ms) so the tests are quick; the assertions only
+//! bound from above with generous slack ("closed within 10 s"), never "closed after
+//! exactly N ms", so a busy machine makes them slower, not red.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Empty};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Short deadlines for every phase.
+const DEADLINES: &str =
+    "header_read_timeout = \"300ms\"\nidle_timeout = \"600ms\"\nsend_timeout = \"600ms\"";
+
+async fn start(extra: &str) -> Env {
+    Env::start_with(|endpoint| {
+        config(endpoint, extra).replacen("header_read_timeout = \"1s\"", DEADLINES, 1)
+    })
+    .await
+}
+
+/// Waits until the server closes `sock` (EOF or reset), reading and discarding what it
+/// sends; returns the bytes read, or panics after `within`.
+async fn closed_within(sock: &mut TcpStream, within: Duration) -> usize {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0;
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .expect("the server closed the connection in time");
+        match tokio::time::timeout(left, sock.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return total,
+            Ok(Ok(n)) => total += n,
+            Err(_) => panic!("connection still open after {within:?}"),
+        }
+    }
+}
+
+async fn metric(env: &Env, name: &str) -> u64 {
+    let text = get(&format!("http://{}/metrics", env.proxy.admin)).await;
+    let text = String::from_utf8_lossy(text.bytes()).to_string();
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn control(env: &Env) {
+    let r = get(&env.proxy.url("/test-images/ok.png")).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn silent_and_half_preface_sockets_are_closed_at_the_header_deadline() {
+    let env = start("").await;
+    env.put("test-images", "ok.png", "ok", "image/png").await;
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        silent.push(TcpStream::connect(env.proxy.addr).await.unwrap());
+    }
+    // Half an h2 preface, and half an HTTP/1 head.
+    let mut half_h2 = TcpStream::connect(env.proxy.addr).await.unwrap();
+    half_h2.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let mut half_h1 = TcpStream::connect(env.proxy.addr).await.unwrap();
+    half_h1
+        .write_all(b"GET /test-images/ok.png HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    control(&env).await;
+    for mut s in silent.into_iter().chain([half_h2, half_h1]) {
+        closed_within(&mut s, Duration::from_secs(10)).await;
+    }
+    control(&env).await;
+    let ended = metric(
+        &env,
+        "bucketfront_connections_ended_total{reason=\"first_request_timeout\"}",
+    )
+    .await;
+    assert!(ended >= 52, "{ended}");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn at_the_limit_a_silent_socket_makes_room_for_a_real_client() {
+    let env = Env::start_with(|endpoint| {
+        config(endpoint, "").replacen("admin_listen", "max_connections = 4\nadmin_listen", 1)
+    })
+    .await;
+    env.put("test-images", "ok.png", "ok", "image/png").await;
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(TcpStream::connect(env.proxy.addr).await.unwrap());
+    }
+    // The header deadline here is 1 s; eviction does not wait for it.
+    for _ in 0..3 {
+        control(&env).await;
+    }
+    let evicted = metric(
+        &env,
+        "bucketfront_connections_ended_total{reason=\"evicted\"}",
+    )
+    .await;
+    assert!(evicted >= 1, "{evicted}");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_and_a_slow_second_head_are_closed() {
+    let env = start("").await;
+    env.put("test-images", "ok.png", "ok", "image/png").await;
+    let head = b"GET /test-images/ok.png HTTP/1.1\r\nHost: x\r\n\r\n";
+    // Idle after one request: closed after idle_timeout.
+    let mut idle = TcpStream::connect(env.proxy.addr).await.unwrap();
+    idle.write_all(head).await.unwrap();
+    let got = closed_within(&mut idle, Duration::from_secs(10)).await;
+    assert!(got > 0, "the first request was answered");
+    // A second head that never ends: closed after header_read_timeout.
+    let mut slow = TcpStream::connect(env.proxy.addr).await.unwrap();
+    slow.write_all(head).await.unwrap();
+    let mut buf = [0u8; 4096];
+    let n = slow.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    slow.write_all(b"GET /test-images/ok.png HTTP/1.1\r\nX-Slow: 1\r\n")
+        .await
+        .unwrap();
+    closed_within(&mut slow, Duration::from_secs(10)).await;
+    let idle = metric(&env, "bucketfront_connections_ended_total{reason=\"idle\"}").await;
+    let slow = metric(
+        &env,
+        "bucketfront_connections_ended_total{reason=\"header_timeout\"}",
+    )
+    .await;
+    assert!(idle >= 1 && slow >= 1, "idle {idle}, header {slow}");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn an_h2_connection_without_streams_is_closed() {
+    let env = start("").await;
+    env.put("test-images", "ok.png", "ok", "image/png").await;
+    for requests in [0, 1] {
+        let tcp = TcpStream::connect(env.proxy.addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        // hyper's client answers PINGs and keeps the connection open as long as the
+        // server does.
+        let conn = tokio::spawn(conn);
+        for _ in 0..requests {
+            let req = http::Request::get(env.proxy.url("/test-images/ok.png"))
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            let r = send.send_request(req).await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.into_body().collect().await.unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(10), conn)
+            .await
+            .expect("the server ended the h2 connection")
+            .unwrap()
+            .ok();
+    }
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_100_kb_request_head_is_refused_with_431() {
+    let env = start("").await;
+    let mut sock = TcpStream::connect(env.proxy.addr).await.unwrap();
+    let big = "a".repeat(100 * 1024);
+    let head = format!("GET /test-images/ok.png HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    // The server may close before taking all of it.
+    let _ = sock.write_all(head.as_bytes()).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_reader_that_stops_reading_is_cut_and_its_memory_freed() {
+    let env = start("[cache]\nmax_object_size = \"32MiB\"").await;
+    env.put("test-images", "ok.png", "ok", "image/png").await;
+    let big = Bytes::from(pattern(24 << 20, 9));
+    env.put("test-images", "big.png", big.clone(), "image/png")
+        .await;
+    for cold in [true, false] {
+        // A small receive buffer, so that the server's writes block early.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut sock = socket.connect(env.proxy.addr).await.unwrap();
+        sock.write_all(b"GET /test-images/big.png HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // Never read: the server must give up after send_timeout.
+        let t0 = Instant::now();
+        loop {
+            let n = metric(
+                &env,
+                "bucketfront_connections_ended_total{reason=\"send_timeout\"}",
+            )
+            .await;
+            if n >= if cold { 1 } else { 2 } {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "no send timeout (cold {cold})"
+            );
+            control(&env).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let got = closed_within(&mut sock, Duration::from_secs(10)).await;
+        assert!(got < big.len(), "the whole body went through ({got})");
+    }
+    assert_eq!(metric(&env, "bucketfront_in_flight_requests").await, 0);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn an_h2_stream_with_a_closed_window_is_cut() {
+    let env = start("[cache]\nmax_object_size = \"32MiB\"").await;
+    env.put("test-images", "ok.png", "ok", "image/png").await;
+    env.put(
+        "test-images",
+        "big.png",
+        Bytes::from(pattern(8 << 20, 3)),
+        "image/png",
+    )
+    .await;
+    let tcp = TcpStream::connect(env.proxy.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(65_535)
+            .handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let mut heads = Vec::new();
+    for _ in 0..20 {
+        let req = http::Request::get(env.proxy.url("/test-images/big.png"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        // Response heads arrive; bodies are never read, so the windows stay closed.
+        heads.push(send.send_request(req).await.unwrap());
+    }
+    control(&env).await;
+    tokio::time::timeout(Duration::from_secs(20), conn)
+        .await
+        .expect("the server cut the stalled h2 connection")
+        .unwrap()
+        .ok();
+    let cut = metric(
+        &env,
+        "bucketfront_connections_ended_total{reason=\"send_timeout\"}",
+    )
+    .await;
+    assert!(cut >= 1);
+    drop(heads);
+    assert_eq!(metric(&env, "bucketfront_in_flight_requests").await, 0);
+    env.stop().await;
+}
+
+/// Requests that HTTP/1 parsers have disagreed on, each followed by a second request
+/// that a confused parser would take from the first one's bytes. Each is refused with
+/// 400, or (Content-Length with Transfer-Encoding, RFC 9112 section 6.3) answered once
+/// and the connection closed: never two answers, never a kept-alive connection.
+#[tokio::test]
+async fn smuggling_corpus_is_refused() {
+    let env = start("").await;
+    env.put("test-images", "ok.png", "ok", "image/png").await;
+    let corpus: &[&[u8]] = &[
+        b"GET /test-images/ok.png HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET /test-images/ok.png HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde",
+        b"GET /test-images/ok.png HTTP/1.1\r\nHost: x\r\nX-Fold: a\r\n b\r\n\r\n",
+        b"GET /test-images/ok.png HTTP/1.1\rHost: x\r\n\r\n",
+        b"GET /test-images/ok.png HTTP/1.1\r\nHost: x\0y\r\n\r\n",
+        b"GET /test-images/ok.png HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        b"GET /test-images/ok.png HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+    ];
+    for raw in corpus {
+        let mut sock = TcpStream::connect(env.proxy.addr).await.unwrap();
+        let mut bytes = raw.to_vec();
+        bytes.extend_from_slice(b"GET /test-images/ok.png HTTP/1.1\r\nHost: x\r\n\r\n");
+        let _ = sock.write_all(&bytes).await;
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut out)).await;
+        let text = String::from_utf8_lossy(&out);
+        let what = String::from_utf8_lossy(raw);
+        assert!(read.is_ok(), "{what:?}: connection kept open");
+        assert!(text.matches("HTTP/1.1 ").count() <= 1, "{what:?} → {text}");
+        assert!(
+            text.is_empty()
+                || text.starts_with("HTTP/1.1 400")
+                || text.contains("connection: close"),
+            "{what:?} → {text}"
+        );
+    }
+    control(&env).await;
+    env.stop().await;
+}
