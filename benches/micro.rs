@@ -219,13 +219,27 @@ fn presign(c: &mut Criterion) {
     let presigner = &hot.state.presigner;
     let origins = &hot.state.origins;
     hot.rt
-        .block_on(presigner.get(origins, &tenant, &hot.obj, SystemTime::now()))
+        .block_on(presigner.get(
+            origins,
+            &tenant,
+            &hot.obj,
+            SystemTime::now(),
+            None,
+            &["image/*".to_string()],
+        ))
         .unwrap();
     let mut g = c.benchmark_group("presign");
     g.bench_function("cached_lookup", |b| {
         b.to_async(&hot.rt).iter(|| async {
             presigner
-                .get(origins, &tenant, &hot.obj, SystemTime::now())
+                .get(
+                    origins,
+                    &tenant,
+                    &hot.obj,
+                    SystemTime::now(),
+                    None,
+                    &["image/*".to_string()],
+                )
                 .await
                 .unwrap()
         })
@@ -239,7 +253,14 @@ fn presign(c: &mut Criterion) {
                 ObjectRef::new(Default::default(), "bench-images", &format!("k/{n}.png")).unwrap();
             async move {
                 presigner
-                    .get(origins, t, &obj, SystemTime::now())
+                    .get(
+                        origins,
+                        t,
+                        &obj,
+                        SystemTime::now(),
+                        None,
+                        &["image/*".to_string()],
+                    )
                     .await
                     .unwrap()
             }

@@ -105,6 +105,12 @@ impl App {
                 "server.drain_timeout",
                 s.0.drain_timeout != s.1.drain_timeout,
             ),
+            ("server.idle_timeout", s.0.idle_timeout != s.1.idle_timeout),
+            ("server.send_timeout", s.0.send_timeout != s.1.send_timeout),
+            (
+                "server.max_connection_age",
+                s.0.max_connection_age != s.1.max_connection_age,
+            ),
             (
                 "server.tls (on/off)",
                 s.0.tls.is_some() != s.1.tls.is_some(),

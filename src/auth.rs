@@ -178,6 +178,8 @@ pub enum Refusal {
     Missing,
     Malformed,
     Expired,
+    /// `exp` further ahead than the tenant's `max_signature_ttl`.
+    TooFarAhead,
     UnknownKey,
     Mismatch,
 }
@@ -189,18 +191,20 @@ impl Refusal {
             Refusal::Missing => "signature_missing",
             Refusal::Malformed => "signature_malformed",
             Refusal::Expired => "signature_expired",
+            Refusal::TooFarAhead => "signature_exp_too_far_ahead",
             Refusal::UnknownKey => "signature_unknown_key",
             Refusal::Mismatch => "signature_mismatch",
         }
     }
 
+    /// One message for every refusal, so that the answer does not tell whether the
+    /// bucket has a tenant (the log line has the reason).
     pub fn into_error(self) -> Error {
-        let message = match self {
-            Refusal::NoTenant => "this bucket is not served by this proxy",
-            Refusal::Expired => "the signed URL has expired; ask for a new one",
-            _ => "a valid signature (exp, sig) is required for this URL",
-        };
-        Error::forbidden(message).with_detail(self.as_str())
+        Error::forbidden(
+            "this URL needs a valid, unexpired signature (exp, sig) from the platform that \
+             issued it, and a bucket this proxy serves",
+        )
+        .with_detail(self.as_str())
     }
 }
 
@@ -219,8 +223,13 @@ pub fn verify(
     let (Some(exp), Some(sig)) = (&params.exp, &params.sig) else {
         return Err(Refusal::Missing);
     };
+    // Canonical decimal only: one `exp` value has one spelling, so a signature cannot
+    // be replayed with `0`-padded or `+`-prefixed variants.
+    let canonical = exp.len() <= 12
+        && exp.bytes().all(|b| b.is_ascii_digit())
+        && !(exp.len() > 1 && exp.starts_with('0'));
     let exp_secs: u64 = match exp.parse() {
-        Ok(v) if exp.len() <= 12 && !exp.starts_with('+') => v,
+        Ok(v) if canonical => v,
         _ => return Err(Refusal::Malformed),
     };
     let Ok(sig) = URL_SAFE_NO_PAD.decode(sig.as_bytes()) else {
@@ -228,6 +237,9 @@ pub fn verify(
     };
     if exp_secs <= now {
         return Err(Refusal::Expired);
+    }
+    if exp_secs - now > tenant.config.max_signature_ttl.0.as_secs() {
+        return Err(Refusal::TooFarAhead);
     }
     let message = string_to_sign(bucket, key, exp_secs);
     if let Some(kid) = &params.kid
@@ -308,6 +320,16 @@ mod tests {
             (params("1000", &good1, None), Err(Refusal::Expired)),
             (params("abc", &good1, None), Err(Refusal::Malformed)),
             (params("+2000", &good1, None), Err(Refusal::Malformed)),
+            (params("02000", &good1, None), Err(Refusal::Malformed)),
+            // Further ahead than max_signature_ttl (7 days here), however well signed.
+            (
+                params("605801", &sign(b"secret-one", "b", "k", 605_801), None),
+                Err(Refusal::TooFarAhead),
+            ),
+            (
+                params("605800", &sign(b"secret-one", "b", "k", 605_800), None),
+                Ok(()),
+            ),
             (params("2000", "not base64!", None), Err(Refusal::Malformed)),
             (params("2000", "", None), Err(Refusal::Mismatch)),
             (SignatureParams::default(), Err(Refusal::Missing)),

@@ -28,7 +28,12 @@ pub struct ProxyBody {
 
 enum Inner {
     Full(Option<Bytes>),
-    Stream { stream: BoxStream, remaining: u64 },
+    /// Several buffers, sent in order (an object held as pieces).
+    Pieces(std::collections::VecDeque<Bytes>),
+    Stream {
+        stream: BoxStream,
+        remaining: u64,
+    },
 }
 
 /// Decrements the in-flight gauge when the response body is done with.
@@ -62,6 +67,16 @@ impl ProxyBody {
     pub fn full(b: impl Into<Bytes>) -> ProxyBody {
         let b = b.into();
         ProxyBody::new(Inner::Full((!b.is_empty()).then_some(b)))
+    }
+
+    /// The buffers in order, as one body.
+    pub fn pieces(pieces: Vec<Bytes>) -> ProxyBody {
+        match <[Bytes; 1]>::try_from(pieces) {
+            Ok([one]) => ProxyBody::full(one),
+            Err(many) => ProxyBody::new(Inner::Pieces(
+                many.into_iter().filter(|b| !b.is_empty()).collect(),
+            )),
+        }
     }
 
     pub fn stream(
@@ -98,6 +113,14 @@ impl http_body::Body for ProxyBody {
                 }
                 Ok(Frame::data(b))
             })),
+            Inner::Pieces(rest) => Poll::Ready(rest.pop_front().map(|mut b| {
+                if b.len() > FRAME {
+                    let head = b.split_to(FRAME);
+                    rest.push_front(b);
+                    b = head;
+                }
+                Ok(Frame::data(b))
+            })),
             Inner::Stream { stream, remaining } => match stream.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     *remaining = remaining.saturating_sub(chunk.len() as u64);
@@ -121,6 +144,7 @@ impl http_body::Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Full(b) => b.is_none(),
+            Inner::Pieces(rest) => rest.is_empty(),
             Inner::Stream { remaining, .. } => *remaining == 0,
         }
     }
@@ -128,6 +152,7 @@ impl http_body::Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Pieces(rest) => SizeHint::with_exact(rest.iter().map(|b| b.len() as u64).sum()),
             Inner::Stream { remaining, .. } => SizeHint::with_exact(*remaining),
         }
     }

@@ -115,6 +115,16 @@ impl Error {
         )
     }
 
+    /// The one 415: the object's content type is outside `allowed_content_types`.
+    pub fn unsupported_media_type(content_type: Option<&str>) -> Self {
+        Error::new(
+            Kind::UnsupportedMediaType,
+            Side::Origin,
+            "the object's content type is not served by this proxy",
+        )
+        .with_detail(format!("content type {:?}", content_type.unwrap_or("")))
+    }
+
     pub fn status(&self) -> StatusCode {
         self.kind.status()
     }

@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod object;
 pub mod onboard;
 pub mod origin;
+pub mod peer;
 pub mod presign;
 pub mod proxy;
 pub mod server;

@@ -14,7 +14,7 @@ use bucketfront::auth::Tenants;
 use bucketfront::cli::{self, Cli, Command};
 use bucketfront::config::Config;
 use bucketfront::demo::Demo;
-use bucketfront::server::{Limits, Listener};
+use bucketfront::server::{self, Limits, Listener};
 use bucketfront::service;
 use bucketfront::store::{self, Store};
 
@@ -116,8 +116,43 @@ fn activated_listeners() -> Result<std::collections::HashMap<String, TcpListener
     Ok(out)
 }
 
+/// Raises the soft file-descriptor limit to the hard one, and refuses to start when
+/// `max_connections` (plus the overflow pool, the admin listener and origin connections)
+/// cannot fit: at the limit, `accept` fails and every client waits.
+fn raise_nofile(config: &Config) -> Result<(), String> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write and read only the struct passed by reference.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err("cannot read the open-file limit (getrlimit)".into());
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    let needed = server::fds_needed(config.server.max_connections);
+    if lim.rlim_cur < needed {
+        return Err(format!(
+            "server.max_connections = {} needs about {needed} open files, but the limit is {}: \
+             raise LimitNOFILE= in the unit (or `ulimit -n`), or lower server.max_connections",
+            config.server.max_connections, lim.rlim_cur
+        ));
+    }
+    Ok(())
+}
+
 async fn serve(config: Config, config_path: std::path::PathBuf) -> Result<(), String> {
     init_logging();
+    raise_nofile(&config)?;
     let shutdown = CancellationToken::new();
     let mut embedded = None;
     let mut demo = None;

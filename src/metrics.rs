@@ -60,6 +60,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     cache_status: [Counter; 5],
     pub coalesced: Counter,
+    pub fill_budget_exhausted: Counter,
     pub cache_bytes: Gauge,
     pub cache_entries: Gauge,
     upstream: Family<OutcomeLabel, Counter>,
@@ -99,6 +100,12 @@ impl Metrics {
             "cache_coalesced_waiters",
             "Requests that joined another's upstream fetch",
             coalesced.clone(),
+        );
+        let fill_budget_exhausted = Counter::default();
+        registry.register(
+            "cache_fill_budget_exhausted",
+            "Cold objects streamed uncached because fill_memory was in use",
+            fill_budget_exhausted.clone(),
         );
         let cache_bytes = Gauge::default();
         registry.register(
@@ -185,6 +192,7 @@ impl Metrics {
             requests,
             cache_status,
             coalesced,
+            fill_budget_exhausted,
             cache_bytes,
             cache_entries,
             upstream,

@@ -22,25 +22,31 @@ impl ObjectMeta {
     /// Whether the content type is one of the allowed patterns (`image/*`, `image/png`).
     /// An object without a content type is never allowed: browsers would sniff it.
     pub fn content_type_allowed(&self, allowed: &[String]) -> bool {
-        let Some(ct) = &self.content_type else {
-            return false;
-        };
-        let essence = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        let Some((ty, sub)) = essence.split_once('/') else {
-            return false;
-        };
-        allowed.iter().any(|pattern| match pattern.split_once('/') {
-            Some(("*", "*")) => true,
-            Some((pty, "*")) => pty.eq_ignore_ascii_case(ty),
-            Some((pty, psub)) => pty.eq_ignore_ascii_case(ty) && psub.eq_ignore_ascii_case(sub),
-            None => false,
-        })
+        content_type_allowed(self.content_type.as_deref(), allowed)
     }
+}
+
+/// Whether `content_type` matches one of the allowed patterns (`image/*`, `image/png`);
+/// a missing content type never does (browsers would sniff the bytes).
+pub fn content_type_allowed(content_type: Option<&str>, allowed: &[String]) -> bool {
+    let Some(ct) = content_type else {
+        return false;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let Some((ty, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    allowed.iter().any(|pattern| match pattern.split_once('/') {
+        Some(("*", "*")) => true,
+        Some((pty, "*")) => pty.eq_ignore_ascii_case(ty),
+        Some((pty, psub)) => pty.eq_ignore_ascii_case(ty) && psub.eq_ignore_ascii_case(sub),
+        None => false,
+    })
 }
 
 #[cfg(test)]

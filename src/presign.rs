@@ -18,6 +18,7 @@ use crate::cache::{CacheKey, CacheStatus};
 use crate::config;
 use crate::error::{Error, Kind, Side};
 use crate::metrics::Metrics;
+use crate::object::content_type_allowed;
 use crate::origin::Origins;
 use crate::origin::credentials::error_chain;
 use crate::source::ObjectRef;
@@ -31,6 +32,10 @@ const MAX_ENTRIES: u64 = 100_000;
 pub struct Presigned {
     pub url: String,
     pub expires_at: SystemTime,
+    pub signed_at: SystemTime,
+    /// The object's content type (HeadObject when the URL was made), so that a URL is
+    /// never handed out for an object the proxy itself would refuse with 415.
+    pub content_type: Option<String>,
 }
 
 impl Presigned {
@@ -91,27 +96,42 @@ impl Presigner {
     }
 
     /// A presigned URL for `obj`, from the cache while it has more than `refresh_before`
-    /// of validity left at `now`.
+    /// of validity left at `now`. It never outlives `not_after` (the signed request's
+    /// `exp`), and is refused with 415 for a content type outside `allowed`.
     pub async fn get(
         &self,
         origins: &Origins,
         tenant: &Tenant,
         obj: &ObjectRef,
         now: SystemTime,
+        not_after: Option<SystemTime>,
+        allowed: &[String],
     ) -> Result<(Presigned, CacheStatus), Error> {
         let key = (tenant.name.clone(), CacheKey::of(obj));
-        let refresh = match self.cache.get(&key).await {
-            Some(p) if p.expires_at > now + self.refresh_before => {
+        let cached = self.cache.get(&key).await;
+        let refresh = match &cached {
+            Some(p) if self.reusable(p, now, not_after) => {
                 self.metrics.presign("hit");
-                return Ok((p, CacheStatus::Hit));
+                check_type(p, allowed)?;
+                return Ok((p.clone(), CacheStatus::Hit));
             }
             Some(_) => true,
             None => false,
         };
         self.metrics
             .presign(if refresh { "refresh" } else { "miss" });
-        let presigned = self.sign(origins, tenant, obj, now).await?;
+        let content_type = match cached {
+            Some(p) => p.content_type,
+            None => origins
+                .content_type(tenant, obj)
+                .await
+                .map_err(|e| e.into_error())?,
+        };
+        let presigned = self
+            .sign(origins, tenant, obj, now, not_after, content_type)
+            .await?;
         self.cache.insert(key, presigned.clone()).await;
+        check_type(&presigned, allowed)?;
         Ok((
             presigned,
             if refresh {
@@ -122,12 +142,22 @@ impl Presigner {
         ))
     }
 
+    /// A cached URL is reused while it has more than `refresh_before` (or half its own
+    /// life, for a short one) left, and does not outlive `not_after`.
+    fn reusable(&self, p: &Presigned, now: SystemTime, not_after: Option<SystemTime>) -> bool {
+        let life = p.expires_at.duration_since(p.signed_at).unwrap_or_default();
+        let margin = self.refresh_before.min(life / 2);
+        p.expires_at > now + margin && not_after.is_none_or(|cap| p.expires_at <= cap)
+    }
+
     async fn sign(
         &self,
         origins: &Origins,
         tenant: &Tenant,
         obj: &ObjectRef,
         now: SystemTime,
+        not_after: Option<SystemTime>,
+        content_type: Option<String>,
     ) -> Result<Presigned, Error> {
         let failed = |detail: String| {
             Error::new(
@@ -145,8 +175,8 @@ impl Presigner {
                 .await
                 .map_err(|e| failed(error_chain(&e)))?;
         let mut expires_in = self.expires_in;
-        if let Some(expiry) = creds.expiry() {
-            expires_in = expires_in.min(expiry.duration_since(now).unwrap_or_default());
+        for limit in [creds.expiry(), not_after].into_iter().flatten() {
+            expires_in = expires_in.min(limit.duration_since(now).unwrap_or_default());
         }
         if expires_in < Duration::from_secs(1) {
             return Err(failed("credentials expire now".into()));
@@ -167,6 +197,16 @@ impl Presigner {
         Ok(Presigned {
             url: request.uri().to_string(),
             expires_at: now + expires_in,
+            signed_at: now,
+            content_type,
         })
+    }
+}
+
+fn check_type(p: &Presigned, allowed: &[String]) -> Result<(), Error> {
+    if content_type_allowed(p.content_type.as_deref(), allowed) {
+        Ok(())
+    } else {
+        Err(Error::unsupported_media_type(p.content_type.as_deref()))
     }
 }

@@ -314,3 +314,45 @@ async fn smuggling_corpus_is_refused() {
     control(&env).await;
     env.stop().await;
 }
+
+/// A tenant whose origin stalls holds at most `max_concurrent_per_tenant` origin
+/// requests; the rest of its requests get 503/504, and another tenant is served
+/// throughout.
+#[tokio::test]
+async fn a_stalled_origin_takes_only_its_tenants_slots() {
+    let fake = FakeOrigin::start(vec![Behaviour::Stall]).await;
+    let slow_tenant = format!(
+        "[[tenants]]\nname = \"slow\"\nbuckets = [\"slow-*\"]\nrequire_signature = false\n[[buckets]]\nname = \"slow-bucket\"\nendpoint = \"{}\"\npath_style = true\naccess_key = \"AKIDSLOW\"\nsecret_key = \"slow-secret\"",
+        fake.endpoint
+    );
+    let env = Env::start_with(|endpoint| {
+        config(endpoint, &slow_tenant).replacen(
+            "max_attempts = 1",
+            "max_attempts = 1\nmax_concurrent_per_tenant = 2",
+            1,
+        )
+    })
+    .await;
+    env.put("test-images", "ok.png", "ok", "image/png").await;
+    let slow: Vec<_> = (0..8)
+        .map(|i| {
+            let url = env.proxy.url(&format!("/slow-bucket/k{i}.png"));
+            tokio::spawn(async move { get(&url).await.status })
+        })
+        .collect();
+    // Served while the slow tenant's requests wait on their stalled origin.
+    for _ in 0..20 {
+        control(&env).await;
+    }
+    for r in slow {
+        let status = r.await.unwrap();
+        assert!(status == 503 || status == 504, "{status}");
+    }
+    assert!(
+        fake.count() <= 2,
+        "{} origin requests in flight",
+        fake.count()
+    );
+    control(&env).await;
+    env.stop().await;
+}

@@ -9,8 +9,97 @@ use http_body_util::BodyExt;
 
 #[tokio::test]
 async fn memory_stays_bounded() {
+    hostile_readers_stay_within_the_documented_bound().await;
     cached_bytes_never_exceed_max_memory().await;
     a_300_mib_object_streams_in_bounded_memory().await;
+}
+
+/// Peak resident memory (VmHWM) of this process.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb << 10
+}
+
+/// Resets VmHWM to the current RSS (Linux: `5` to `/proc/self/clear_refs`).
+fn reset_peak_rss() {
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+}
+
+/// 48 distinct cold 4 MiB objects (192 MiB), each asked for by a client that never
+/// reads and by one that leaves right after the response head. Before fills had a
+/// budget and connections a send deadline, each fill held its object twice for as long
+/// as its reader sat there: ~384 MiB here. Now the peak stays within the documented
+/// bound: max_memory + fill_memory + connections × per-connection bound (docs/design.md).
+async fn hostile_readers_stay_within_the_documented_bound() {
+    use tokio::io::AsyncWriteExt;
+    const OBJECTS: usize = 48;
+    let env = Env::start_with(|endpoint| {
+        config(
+            endpoint,
+            "[cache]\nmax_memory = \"16MiB\"\nfill_memory = \"16MiB\"\nmax_object_size = \"8MiB\"",
+        )
+        .replacen(
+            "header_read_timeout = \"1s\"",
+            "header_read_timeout = \"1s\"\nsend_timeout = \"1s\"",
+            1,
+        )
+    })
+    .await;
+    for i in 0..OBJECTS {
+        let body = Bytes::from(pattern(4 << 20, i as u8));
+        env.put("test-images", &format!("h/{i}.png"), body, "image/png")
+            .await;
+    }
+    reset_peak_rss();
+    let base = rss();
+    let mut sockets = Vec::new();
+    for i in 0..OBJECTS {
+        for _ in 0..2 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            let mut s = socket.connect(env.proxy.addr).await.unwrap();
+            let head = format!("GET /test-images/h/{i}.png HTTP/1.1\r\nHost: x\r\n\r\n");
+            s.write_all(head.as_bytes()).await.unwrap();
+            sockets.push(s);
+        }
+    }
+    // Half the clients leave at once (after sending their head); the others never read.
+    let mut stalled = Vec::new();
+    for (i, s) in sockets.into_iter().enumerate() {
+        if i % 2 == 1 {
+            stalled.push(s);
+        }
+    }
+    // The control request is answered while all this goes on.
+    env.put("test-images", "ok.png", "ok", "image/png").await;
+    let r = get(&env.proxy.url("/test-images/ok.png")).await;
+    assert_eq!(r.status, 200);
+    // Wait for the send deadline to cut every stalled reader.
+    for _ in 0..400 {
+        if env.proxy.state.metrics.in_flight.get() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        env.proxy.state.metrics.in_flight.get(),
+        0,
+        "stalled readers were cut"
+    );
+    let peak = peak_rss().saturating_sub(base);
+    // 16 + 16 MiB of cache and fills, 96 connections at < 0.5 MiB each, and slack for
+    // the allocator and the in-process store that serves the GETs.
+    let bound = (16 + 16 + 48 + 64) << 20;
+    eprintln!(
+        "hostile readers: VmHWM grew by {} MiB (bound {} MiB)",
+        peak >> 20,
+        bound >> 20
+    );
+    assert!(peak < bound, "VmHWM grew by {} MiB", peak >> 20);
+    drop(stalled);
+    env.stop().await;
 }
 
 async fn cached_bytes_never_exceed_max_memory() {

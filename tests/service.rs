@@ -272,6 +272,29 @@ async fn a_notify_socket_nobody_reads_blocks_nothing() {
     assert!(status.success(), "{status:?}");
 }
 
+/// With fewer open files than max_connections needs, the proxy refuses to start and
+/// says what to raise (instead of failing `accept` under load).
+#[tokio::test]
+async fn too_few_open_files_for_max_connections_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, config(port, admin, "", "")).unwrap();
+    let out = Command::new("sh")
+        .args(["-c", "ulimit -n 1024 && exec \"$0\" serve -c \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_bucketfront"))
+        .arg(&config_path)
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("LimitNOFILE") && err.contains("max_connections"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn the_standard_aws_environment_reaches_an_s3_compatible_store() {
     // No [[buckets]] entry: endpoint, keys and region come only from AWS_* variables, as

@@ -8,6 +8,24 @@ use std::sync::Arc;
 use common::*;
 use http::Method;
 
+/// A well-signed URL whose `exp` is 8 days ahead (the default limit is 7).
+fn signed_path_far_ahead(bucket: &str, key: &str) -> String {
+    let exp = in_an_hour() + 8 * 24 * 3600;
+    format!("/{bucket}/{key}?{}", signed_query(bucket, key, exp))
+}
+
+/// The `sig` value of a signed query.
+fn sig_of(query: &str) -> String {
+    query
+        .split("sig=")
+        .nth(1)
+        .unwrap_or("")
+        .split('&')
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
 #[tokio::test]
 async fn refusals_are_403_json_and_never_reach_the_origin() {
     let env = Env::start("").await;
@@ -47,6 +65,14 @@ async fn refusals_are_403_json_and_never_reach_the_origin() {
         (format!("/sig-other/cat.png?{good}"), "tampered bucket"),
         (format!("/unowned/cat.png?{good}"), "bucket of no tenant"),
         (
+            signed_path_far_ahead("sig-images", "cat.png"),
+            "exp beyond max_signature_ttl",
+        ),
+        (
+            format!("/sig-images/cat.png?exp=0{exp}&sig={}", sig_of(&good)),
+            "0-padded exp",
+        ),
+        (
             format!("/_/fetch?url=s3%3A%2F%2Fsig-images%2Fdog.png&{good}"),
             "url form, other key",
         ),
@@ -55,10 +81,27 @@ async fn refusals_are_403_json_and_never_reach_the_origin() {
             "presign, other key",
         ),
     ];
+    let mut messages = std::collections::HashSet::new();
     for (path, why) in &cases {
         let r = get(&env.proxy.url(path)).await;
         assert_eq!(r.status, 403, "{why}: {path}");
         assert_eq!(r.json()["error"], "forbidden", "{why}");
+        messages.insert(r.json()["message"].to_string());
+    }
+    // One message for every refusal: no tenant oracle.
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    // Security parameters given twice, and a provider the bucket is not read from: 400.
+    for path in [
+        format!("/sig-images/cat.png?{good}&exp={exp}"),
+        format!("/sig-images/cat.png?{good}&sig=x"),
+        format!("/sig-images/cat.png?{good}&kid=k1&kid=k2"),
+        format!(
+            "/_/fetch?url=s3%3A%2F%2Fsig-images%2Fcat.png&url=s3%3A%2F%2Fsig-images%2Fdog.png&{good}"
+        ),
+        format!("/_/fetch?url=gs%3A%2F%2Fsig-images%2Fcat.png&{good}"),
+    ] {
+        let r = get(&env.proxy.url(&path)).await;
+        assert_eq!(r.status, 400, "{path}");
     }
     // Expired and missing answer the same status and code; only the log says which.
     assert_eq!(env.gets(), 0, "no refusal reached the origin");
@@ -237,10 +280,8 @@ async fn presigned_urls_work_are_cached_and_refused_when_tampered() {
         .duration_since(std::time::SystemTime::now())
         .unwrap()
         .as_secs();
-    assert!(
-        (86_000..=86_400).contains(&life),
-        "24h by default, got {life}s"
-    );
+    // 24h by default, but never beyond the exp of the signed request (1 h here).
+    assert!((3_500..=3_600).contains(&life), "got {life}s");
     // The store verifies the presigned signature: the URL fetches the object.
     let fetched = get(&url).await;
     assert_eq!(fetched.status, 200);
@@ -261,7 +302,9 @@ async fn presigned_urls_work_are_cached_and_refused_when_tampered() {
     .await;
     assert_eq!(r.status, 302);
     assert_eq!(r.header("location"), Some(url.as_str()));
-    assert_eq!(r.header("cache-control"), Some("private, max-age=3600"));
+    let cc = r.header("cache-control").unwrap_or("");
+    let max_age: u64 = cc.trim_start_matches("private, max-age=").parse().unwrap();
+    assert!((3_500..=3_600).contains(&max_age), "{cc}");
     env.stop().await;
 }
 
@@ -272,11 +315,15 @@ async fn presigned_urls_are_reused_until_refresh_before_with_a_controlled_clock(
     let tenant = state.tenants.for_bucket("sig-images").unwrap().clone();
     let obj =
         bucketfront::source::ObjectRef::new(Default::default(), "sig-images", "clock.png").unwrap();
+    env.put("sig-images", "clock.png", "png", "image/png").await;
+    env.put("test-images", "clock.png", "png", "image/png")
+        .await;
+    let images = ["image/*".to_string()];
     let t0 = std::time::SystemTime::now();
     let at = |secs: u64| t0 + std::time::Duration::from_secs(secs);
     let (first, s) = state
         .presigner
-        .get(&state.origins, &tenant, &obj, t0)
+        .get(&state.origins, &tenant, &obj, t0, None, &images)
         .await
         .unwrap();
     assert_eq!(s.as_str(), "MISS");
@@ -284,14 +331,14 @@ async fn presigned_urls_are_reused_until_refresh_before_with_a_controlled_clock(
     // Reused while more than 30 minutes of validity are left ...
     let (same, s) = state
         .presigner
-        .get(&state.origins, &tenant, &obj, at(5399))
+        .get(&state.origins, &tenant, &obj, at(5399), None, &images)
         .await
         .unwrap();
     assert_eq!((same.url.as_str(), s.as_str()), (first.url.as_str(), "HIT"));
     // ... and replaced once less is left.
     let (fresh, s) = state
         .presigner
-        .get(&state.origins, &tenant, &obj, at(5401))
+        .get(&state.origins, &tenant, &obj, at(5401), None, &images)
         .await
         .unwrap();
     assert_eq!(s.as_str(), "REVALIDATED");
@@ -301,10 +348,34 @@ async fn presigned_urls_are_reused_until_refresh_before_with_a_controlled_clock(
     let other = state.tenants.for_bucket("test-images").unwrap().clone();
     let (theirs, _) = state
         .presigner
-        .get(&state.origins, &other, &obj, at(5402))
+        .get(&state.origins, &other, &obj, at(5402), None, &images)
         .await
         .unwrap();
     assert_ne!(theirs.url, fresh.url);
+    // A request signed to expire in 10 minutes gets a URL that ends with it.
+    let (capped, _) = state
+        .presigner
+        .get(
+            &state.origins,
+            &tenant,
+            &obj,
+            at(5403),
+            Some(at(6003)),
+            &images,
+        )
+        .await
+        .unwrap();
+    assert_eq!(capped.expires_at, at(6003));
+    // An object the proxy would answer 415 for gets no presigned URL either.
+    env.put("sig-images", "page.html", "<p>", "text/html").await;
+    let html =
+        bucketfront::source::ObjectRef::new(Default::default(), "sig-images", "page.html").unwrap();
+    let refused = state
+        .presigner
+        .get(&state.origins, &tenant, &html, at(5404), None, &images)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), 415);
     let metrics = get(&format!("http://{}/metrics", env.proxy.admin)).await;
     let text = String::from_utf8_lossy(metrics.bytes()).to_string();
     for outcome in ["hit", "miss", "refresh"] {

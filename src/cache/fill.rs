@@ -70,6 +70,28 @@ impl Fill {
         self.tx.send_modify(|p| p.end = end);
     }
 
+    /// The fill's task is gone: a head still pending becomes a failure and a body still
+    /// open becomes broken, so every reader ends with an error instead of waiting.
+    pub fn abandon(&self) {
+        self.tx.send_if_modified(|p| {
+            let mut changed = false;
+            if matches!(p.head, Head::Pending) {
+                p.head = Head::Failed(abandoned());
+                changed = true;
+            }
+            if p.end == End::Open {
+                p.end = End::Broken;
+                changed = true;
+            }
+            changed
+        });
+    }
+
+    /// The pieces received so far (the whole object once `Complete`).
+    pub fn pieces(&self) -> Vec<Bytes> {
+        self.tx.borrow().chunks.clone()
+    }
+
     /// Waits for the response head. A fill whose task died counts as a failure.
     pub async fn head(&self) -> Head {
         let mut rx = self.tx.subscribe();
@@ -81,11 +103,7 @@ impl Fill {
                 }
             }
             if rx.changed().await.is_err() {
-                return Head::Failed(Error::new(
-                    crate::error::Kind::BadGateway,
-                    crate::error::Side::Internal,
-                    "the origin fetch was abandoned; try again",
-                ));
+                return Head::Failed(abandoned());
             }
         }
     }
@@ -150,6 +168,14 @@ impl Reader {
             }
         }
     }
+}
+
+fn abandoned() -> Error {
+    Error::new(
+        crate::error::Kind::BadGateway,
+        crate::error::Side::Internal,
+        "the origin fetch was abandoned; try again",
+    )
 }
 
 fn broken() -> std::io::Error {

@@ -8,12 +8,13 @@
 //! arrived whole goes into the cache.
 
 pub mod fill;
+mod inflight;
+pub mod pieces;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::Tenant;
 use crate::config::{self, ProviderKind};
@@ -23,6 +24,8 @@ use crate::object::ObjectMeta;
 use crate::origin::{Fetched, GetRequest, Origins, next_chunk};
 use crate::source::ObjectRef;
 use fill::{End, Fill, Head};
+use inflight::{Inflight, Leader};
+use pieces::{PieceWriter, Pieces};
 
 /// The `X-Cache` value of a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +79,7 @@ impl CacheKey {
 #[derive(Debug)]
 pub struct Cached {
     pub meta: Arc<ObjectMeta>,
-    pub body: Bytes,
+    pub body: Pieces,
     pub stored_at: Instant,
     /// After a failed revalidation: until then the stale copy is served at once instead
     /// of every request waiting on a failing origin again.
@@ -121,7 +124,9 @@ pub struct Cache {
     entries: moka::future::Cache<CacheKey, Entry>,
     /// Keys known to be over `max_object_size`, so they skip the fill.
     large: moka::future::Cache<CacheKey, ()>,
-    inflight: tokio::sync::Mutex<HashMap<CacheKey, Arc<Fill>>>,
+    inflight: Arc<Inflight>,
+    /// `fill_memory`, in KiB: a fill holds its object's size until it ends.
+    fill_budget: Arc<Semaphore>,
     cfg: config::Cache,
     metrics: Arc<Metrics>,
 }
@@ -133,7 +138,7 @@ impl Cache {
             .max_capacity(cfg.max_memory.0)
             .weigher(|k: &CacheKey, v: &Entry| {
                 let body = match v {
-                    Entry::Object(c) => c.body.len() as u64,
+                    Entry::Object(c) => c.body.len(),
                     Entry::NotFound { .. } => 0,
                 };
                 let w = body + ENTRY_OVERHEAD + k.bucket.len() as u64 + k.key.len() as u64;
@@ -151,7 +156,8 @@ impl Cache {
         Arc::new(Cache {
             entries,
             large,
-            inflight: tokio::sync::Mutex::new(HashMap::new()),
+            inflight: Arc::new(Inflight::default()),
+            fill_budget: Arc::new(Semaphore::new(kib(cfg.fill_memory.0) as usize)),
             cfg: cfg.clone(),
             metrics,
         })
@@ -176,40 +182,13 @@ impl Cache {
         if self.large.contains_key(&key) {
             return Ok(Served::Bypass);
         }
-        let fill = {
-            let mut inflight = self.inflight.lock().await;
-            // Checked again under the lock: a fill that ended between our first look
-            // and here has already stored its object.
-            if let Some(served) = self.fresh(&key, now).await? {
-                return Ok(served);
+        let (fill, leader) = self.inflight.join_or_lead(&key);
+        match leader {
+            None => {
+                self.metrics.coalesced.inc();
             }
-            match inflight.get(&key) {
-                Some(fill) => {
-                    self.metrics.coalesced.inc();
-                    fill.clone()
-                }
-                None => {
-                    let fill = Fill::new();
-                    inflight.insert(key.clone(), fill.clone());
-                    let stale = match self.entries.get(&key).await {
-                        Some(Entry::Object(c)) => Some(c),
-                        _ => None,
-                    };
-                    let task = FillTask {
-                        cache: self.clone(),
-                        origins: origins.clone(),
-                        tenant: tenant.clone(),
-                        obj: obj.clone(),
-                        key: key.clone(),
-                        fill: fill.clone(),
-                        stale,
-                        allowed_types: allowed.to_vec(),
-                    };
-                    tokio::spawn(task.run());
-                    fill
-                }
-            }
-        };
+            Some(leader) => self.lead(leader, origins, tenant, obj, allowed, now).await,
+        }
         match fill.head().await {
             Head::Pending => Err(Error::new(
                 Kind::BadGateway,
@@ -221,6 +200,52 @@ impl Cache {
             Head::Failed(e) => Err(e),
             Head::Bypass => Ok(Served::Bypass),
         }
+    }
+
+    /// Starts the fill that `leader` owns: its task fetches the object and outlives any
+    /// one client.
+    async fn lead(
+        self: &Arc<Self>,
+        leader: Leader,
+        origins: &Arc<Origins>,
+        tenant: &Arc<Tenant>,
+        obj: &ObjectRef,
+        allowed: &[String],
+        now: Instant,
+    ) {
+        // A fill that ended between our first look and taking the lead has stored its
+        // object: answer from it instead of fetching again.
+        match self.fresh(leader.key(), now).await {
+            Ok(Some(Served::Complete(c, status))) => {
+                return leader.fill.set_head(Head::Ready(c, status));
+            }
+            Err(e) => return leader.fill.set_head(Head::Failed(e)),
+            Ok(_) => {}
+        }
+        let stale = match self.entries.get(leader.key()).await {
+            Some(Entry::Object(c)) => Some(c),
+            _ => None,
+        };
+        let task = FillTask {
+            cache: self.clone(),
+            origins: origins.clone(),
+            tenant: tenant.clone(),
+            obj: obj.clone(),
+            key: leader.key().clone(),
+            fill: leader.fill.clone(),
+            stale,
+            allowed_types: allowed.to_vec(),
+        };
+        tokio::spawn(async move {
+            // Held to the task's end: dropped on completion, panic or cancellation.
+            let _leader = leader;
+            task.fetch().await;
+        });
+    }
+
+    /// Fills in progress.
+    pub fn fills_in_progress(&self) -> usize {
+        self.inflight.len()
     }
 
     /// A fresh hit, a remembered 404, or `None` (miss or expired).
@@ -264,6 +289,16 @@ impl Cache {
     }
 }
 
+fn kib(bytes: u64) -> u64 {
+    bytes.div_ceil(1024)
+}
+
+/// `bytes` of `budget` (counted in KiB), if that much is free now.
+fn kib_permit(budget: &Arc<Semaphore>, bytes: u64) -> Result<OwnedSemaphorePermit, ()> {
+    let n = u32::try_from(kib(bytes).max(1)).map_err(|_| ())?;
+    budget.clone().try_acquire_many_owned(n).map_err(|_| ())
+}
+
 fn age(stored_at: Instant, now: Instant) -> Duration {
     now.saturating_duration_since(stored_at)
 }
@@ -281,11 +316,6 @@ struct FillTask {
 }
 
 impl FillTask {
-    async fn run(self) {
-        self.fetch().await;
-        self.cache.inflight.lock().await.remove(&self.key);
-    }
-
     async fn fetch(&self) {
         let cache = &self.cache;
         let req = GetRequest {
@@ -350,23 +380,23 @@ impl FillTask {
             (Err(e), _) => return self.fill.set_head(Head::Failed(e.into_error())),
         };
         if !object.meta.content_type_allowed(&self.allowed_types) {
-            let e = Error::new(
-                Kind::UnsupportedMediaType,
-                Side::Origin,
-                "the object's content type is not served by this proxy",
-            );
-            let ct = object.meta.content_type.clone().unwrap_or_default();
-            return self
-                .fill
-                .set_head(Head::Failed(e.with_detail(format!("content type {ct:?}"))));
+            let e = Error::unsupported_media_type(object.meta.content_type.as_deref());
+            return self.fill.set_head(Head::Failed(e));
         }
         if object.content_length > cache.cfg.max_object_size.0 {
             cache.large.insert(self.key.clone(), ()).await;
             return self.fill.set_head(Head::Bypass);
         }
+        // Within fill_memory, or not at all: the request streams uncached instead.
+        let Ok(budget) = kib_permit(&cache.fill_budget, object.content_length) else {
+            cache.metrics.fill_budget_exhausted.inc();
+            tracing::debug!(bucket = %self.obj.bucket, size = object.content_length, "fill_memory exhausted; streaming uncached");
+            return self.fill.set_head(Head::Bypass);
+        };
         let meta = Arc::new(object.meta);
         self.fill.set_head(Head::Body(meta.clone()));
         self.pump(meta, object.content_length, object.body).await;
+        drop(budget);
     }
 
     /// Copies the body into the fill; caches it only if exactly `expected` bytes came.
@@ -377,26 +407,45 @@ impl FillTask {
         mut body: aws_sdk_s3::primitives::ByteStream,
     ) {
         let idle = self.origins.idle_timeout();
-        let mut whole = BytesMut::with_capacity(expected as usize);
-        let mut last = Bytes::new();
-        while (whole.len() as u64) < expected {
+        let mut writer = PieceWriter::new(expected);
+        let mut received = 0u64;
+        while received < expected {
             match next_chunk(&mut body, idle).await {
                 Ok(Some(chunk)) => {
-                    if whole.len() as u64 + chunk.len() as u64 > expected {
+                    received += chunk.len() as u64;
+                    if received > expected {
                         tracing::warn!(bucket = %self.obj.bucket, "origin sent more than Content-Length");
                         return self.fill.finish(End::Broken);
                     }
-                    whole.extend_from_slice(&chunk);
-                    // The final chunk is released only after the entry is stored, so a
+                    let mut done = writer.write(&chunk);
+                    // The final piece is released only after the entry is stored, so a
                     // client that has every byte finds the object in the cache.
-                    if (whole.len() as u64) < expected {
-                        self.fill.push(chunk);
+                    let last = if received == expected {
+                        done.pop()
                     } else {
-                        last = chunk;
+                        None
+                    };
+                    for piece in done {
+                        self.fill.push(piece);
+                    }
+                    if let Some(last) = last {
+                        let mut pieces = self.fill.pieces();
+                        pieces.push(last.clone());
+                        let cached = Arc::new(Cached {
+                            meta: meta.clone(),
+                            body: Pieces::new(pieces),
+                            stored_at: Instant::now(),
+                            retry_at: None,
+                        });
+                        self.cache
+                            .entries
+                            .insert(self.key.clone(), Entry::Object(cached))
+                            .await;
+                        self.fill.push(last);
                     }
                 }
                 Ok(None) => {
-                    tracing::warn!(bucket = %self.obj.bucket, got = whole.len(), expected, "origin body ended early");
+                    tracing::warn!(bucket = %self.obj.bucket, got = received, expected, "origin body ended early");
                     return self.fill.finish(End::Broken);
                 }
                 Err(e) => {
@@ -405,18 +454,17 @@ impl FillTask {
                 }
             }
         }
-        let cached = Arc::new(Cached {
-            meta,
-            body: whole.freeze(),
-            stored_at: Instant::now(),
-            retry_at: None,
-        });
-        self.cache
-            .entries
-            .insert(self.key.clone(), Entry::Object(cached))
-            .await;
-        if !last.is_empty() {
-            self.fill.push(last);
+        if expected == 0 {
+            let cached = Arc::new(Cached {
+                meta,
+                body: Pieces::default(),
+                stored_at: Instant::now(),
+                retry_at: None,
+            });
+            self.cache
+                .entries
+                .insert(self.key.clone(), Entry::Object(cached))
+                .await;
         }
         self.fill.finish(End::Complete);
     }

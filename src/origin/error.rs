@@ -31,6 +31,9 @@ pub enum OriginError {
     Credentials(String),
     #[error("body broken: {0}")]
     Body(String),
+    /// Every origin slot of the tenant stayed taken for `first_byte_timeout`.
+    #[error("tenant {0} is at max_concurrent_per_tenant")]
+    Busy(String),
 }
 
 impl OriginError {
@@ -46,6 +49,7 @@ impl OriginError {
             OriginError::WrongRegion(_) => "wrong_region",
             OriginError::Credentials(_) => "credentials",
             OriginError::Body(_) => "body",
+            OriginError::Busy(_) => "busy",
         }
     }
 
@@ -62,6 +66,7 @@ impl OriginError {
                 | OriginError::Unreachable(_)
                 | OriginError::Status { .. }
                 | OriginError::Body(_)
+                | OriginError::Busy(_)
         )
     }
 
@@ -81,6 +86,11 @@ impl OriginError {
                 Kind::GatewayTimeout,
                 Side::Origin,
                 "the origin did not answer in time",
+            ),
+            OriginError::Busy(_) => Error::new(
+                Kind::Overloaded,
+                Side::Internal,
+                "too many requests are waiting on this bucket's origin; retry shortly",
             ),
             _ => Error::new(
                 Kind::BadGateway,

@@ -14,6 +14,7 @@ use error::classify;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
@@ -49,6 +50,8 @@ pub struct OriginObject {
     /// `Content-Range` of a 206, as S3 sent it.
     pub content_range: Option<String>,
     pub body: ByteStream,
+    /// The tenant's origin slot, held until the body is read or dropped.
+    pub slot: Option<OwnedSemaphorePermit>,
 }
 
 pub enum Fetched {
@@ -66,6 +69,11 @@ struct ClientKey {
     static_keys: bool,
 }
 
+/// Origin clients kept at once (tenants × regions × endpoints in use).
+const MAX_CLIENTS: usize = 1024;
+/// Buckets whose discovered region is remembered.
+const MAX_DISCOVERED: usize = 100_000;
+
 /// All origin clients and the tenants' credentials.
 pub struct Origins {
     base: SdkConfig,
@@ -73,6 +81,9 @@ pub struct Origins {
     buckets: HashMap<String, config::Bucket>,
     gcs: Option<config::Gcs>,
     tenant_credentials: HashMap<String, SharedCredentialsProvider>,
+    /// `max_concurrent_per_tenant` origin requests per tenant, so that one slow bucket
+    /// cannot take every connection and task.
+    tenant_slots: HashMap<String, Arc<Semaphore>>,
     clients: RwLock<HashMap<ClientKey, Client>>,
     /// `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`, which the SDK applies by itself.
     env_endpoint: Option<String>,
@@ -86,7 +97,17 @@ impl Origins {
     /// Loads the proxy's own identity from the standard AWS chain and prepares one
     /// credentials provider per tenant (its assumed role, or the proxy's identity).
     pub async fn new(config: &Config, embedded: Option<(String, Credentials)>) -> Origins {
-        let base = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        // One HTTPS client for every origin client built from `base`: one pool of
+        // connections, however many (tenant, region, endpoint) clients exist.
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
+            ))
+            .build_https();
+        let base = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http)
+            .load()
+            .await;
         let mut tenant_credentials = HashMap::new();
         for t in &config.tenants {
             let provider = match (&t.assume_role, base.credentials_provider()) {
@@ -122,6 +143,14 @@ impl Origins {
                 .collect(),
             gcs: config.gcs.clone(),
             tenant_credentials,
+            tenant_slots: config
+                .tenants
+                .iter()
+                .map(|t| {
+                    let slots = Semaphore::new(config.origin.max_concurrent_per_tenant);
+                    (t.name.clone(), Arc::new(slots))
+                })
+                .collect(),
             clients: RwLock::new(HashMap::new()),
             discovered: RwLock::new(HashMap::new()),
             env_endpoint: std::env::var("AWS_ENDPOINT_URL_S3")
@@ -175,10 +204,12 @@ impl Origins {
         let bucket = self.buckets.get(&obj.bucket);
         let gcs = obj.provider == ProviderKind::Gcs;
         let discovered = self.discovered_region(&obj.bucket);
+        // Never the region named in the request's URL: a client (and its connections)
+        // per made-up region would be memory an attacker picks. A wrong guess costs one
+        // redirect, then the discovered region is used.
         let region = bucket
             .and_then(|b| b.region.clone())
             .or(discovered)
-            .or_else(|| obj.region.clone())
             .or_else(|| gcs.then(|| "auto".to_string()))
             .or_else(|| self.base.region().map(|r| r.to_string()))
             .unwrap_or_else(|| "us-east-1".to_string());
@@ -198,12 +229,13 @@ impl Origins {
             return c.clone();
         }
         let client = self.build_client(&key, self.credentials(tenant, obj));
-        self.clients
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key)
-            .or_insert(client)
-            .clone()
+        let mut clients = self.clients.write().unwrap_or_else(|e| e.into_inner());
+        // Keys are configured or discovered regions only, so this is a backstop: start
+        // over rather than grow (a client is cheap to rebuild; the pool is shared).
+        if clients.len() >= MAX_CLIENTS {
+            clients.clear();
+        }
+        clients.entry(key).or_insert(client).clone()
     }
 
     fn build_client(&self, key: &ClientKey, creds: Option<SharedCredentialsProvider>) -> Client {
@@ -238,6 +270,59 @@ impl Origins {
         obj: &ObjectRef,
         req: &GetRequest,
     ) -> Result<Fetched, OriginError> {
+        let slot = self.slot(tenant).await?;
+        let mut fetched = self.get_in_region(tenant, obj, req).await;
+        if let Ok(Fetched::Object(o)) = &mut fetched {
+            o.slot = slot;
+        }
+        fetched
+    }
+
+    /// The object's content type, from HeadObject (for presigning).
+    pub async fn content_type(
+        &self,
+        tenant: &Tenant,
+        obj: &ObjectRef,
+    ) -> Result<Option<String>, OriginError> {
+        let _slot = self.slot(tenant).await?;
+        let call = self
+            .client(tenant, obj)
+            .head_object()
+            .bucket(&obj.bucket)
+            .key(&obj.key)
+            .set_expected_bucket_owner(tenant.config.expected_owner.clone())
+            .send();
+        match tokio::time::timeout(self.origin.first_byte_timeout.0, call).await {
+            Err(_) => Err(OriginError::Timeout("HeadObject".into())),
+            Ok(Ok(out)) => Ok(out.content_type),
+            Ok(Err(e)) => match classify(e) {
+                Ok(()) => Err(OriginError::Status {
+                    status: 304,
+                    code: "unexpected 304".into(),
+                }),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// One of the tenant's origin slots, waiting at most `first_byte_timeout` for it.
+    async fn slot(&self, tenant: &Tenant) -> Result<Option<OwnedSemaphorePermit>, OriginError> {
+        let Some(slots) = self.tenant_slots.get(&tenant.name) else {
+            return Ok(None);
+        };
+        let wait = self.origin.first_byte_timeout.0;
+        match tokio::time::timeout(wait, slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            _ => Err(OriginError::Busy(tenant.name.clone())),
+        }
+    }
+
+    async fn get_in_region(
+        &self,
+        tenant: &Tenant,
+        obj: &ObjectRef,
+        req: &GetRequest,
+    ) -> Result<Fetched, OriginError> {
         match self.get_once(tenant, obj, req).await {
             Err(OriginError::WrongRegion(hint)) => {
                 let region = match hint {
@@ -248,10 +333,13 @@ impl Origins {
                     return Err(OriginError::WrongRegion(None));
                 };
                 tracing::info!(bucket = %obj.bucket, %region, "learnt the bucket's region");
-                self.discovered
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(obj.bucket.clone(), region);
+                {
+                    let mut discovered = self.discovered.write().unwrap_or_else(|e| e.into_inner());
+                    if discovered.len() >= MAX_DISCOVERED {
+                        discovered.clear();
+                    }
+                    discovered.insert(obj.bucket.clone(), region);
+                }
                 self.get_once(tenant, obj, req).await
             }
             other => other,
@@ -348,6 +436,7 @@ impl Origins {
             content_length,
             content_range: out.content_range,
             body: out.body,
+            slot: None,
         })))
     }
 

@@ -150,9 +150,24 @@ async fn phases(
     auth::verify(tenant, &obj.bucket, &obj.key, &sig, unix_now()).map_err(Refusal::into_error)?;
     match route {
         Route::Presign { redirect, .. } => {
+            // A presigned URL never outlives the signed request that asked for it.
+            let not_after = sig
+                .exp
+                .as_deref()
+                .and_then(|e| e.parse::<u64>().ok())
+                .filter(|_| tenant.require_signature)
+                .map(|e| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(e));
+            let allowed = &state.config.server.allowed_content_types;
             let (presigned, status) = state
                 .presigner
-                .get(&state.origins, tenant, &obj, SystemTime::now())
+                .get(
+                    &state.origins,
+                    tenant,
+                    &obj,
+                    SystemTime::now(),
+                    not_after,
+                    allowed,
+                )
                 .await?;
             trace.cache = status;
             Ok(presigned.response(redirect))
@@ -163,16 +178,30 @@ async fn phases(
 
 /// The source phase: a path or source URL → a validated object reference.
 fn source(state: &State, target: &Target) -> Result<ObjectRef, Error> {
+    let configured = |bucket: &str| {
+        state
+            .config
+            .bucket(bucket)
+            .map(|b| b.provider)
+            .unwrap_or(ProviderKind::S3)
+    };
     let obj = match target {
-        Target::Url(url) => parse_source_url(url)?,
-        Target::Path { bucket, key } => {
-            let provider = state
-                .config
-                .bucket(bucket)
-                .map(|b| b.provider)
-                .unwrap_or(ProviderKind::S3);
-            ObjectRef::new(provider, bucket, key)?
+        Target::Url(url) => {
+            let obj = parse_source_url(url)?;
+            // The provider is part of the object's identity: `gs://b/k` is not the
+            // S3-configured bucket `b` (nor its signature, nor its cache entry).
+            let provider = configured(&obj.bucket);
+            if obj.provider != provider {
+                return Err(Error::bad_request(format!(
+                    "bucket {} is read from {}, not {}",
+                    obj.bucket,
+                    provider.as_str(),
+                    obj.provider.as_str()
+                )));
+            }
+            obj
         }
+        Target::Path { bucket, key } => ObjectRef::new(configured(bucket), bucket, key)?,
     };
     // A path-style store resolves `.` and `..` segments in the request path, which
     // would read another key (or bucket) than the one named: refuse those keys.
@@ -203,18 +232,13 @@ async fn serve_object(
                 trace.cache = CacheStatus::Hit;
             }
         })?;
-    let unsupported = || {
-        Error::new(
-            Kind::UnsupportedMediaType,
-            Side::Origin,
-            "the object's content type is not served by this proxy",
-        )
-    };
     match served {
         Served::Complete(cached, status) => {
             trace.cache = status;
             if !cached.meta.content_type_allowed(allowed) {
-                return Err(unsupported());
+                return Err(Error::unsupported_media_type(
+                    cached.meta.content_type.as_deref(),
+                ));
             }
             Ok(respond::from_memory(&parts.headers, head, &cached))
         }
@@ -230,7 +254,9 @@ async fn serve_object(
                 .upstream(outcome, started.elapsed().as_secs_f64());
             match fetched.map_err(|e| e.into_error())? {
                 Fetched::NotModified => Ok(respond::not_modified_passthrough()),
-                Fetched::Object(o) if !o.meta.content_type_allowed(allowed) => Err(unsupported()),
+                Fetched::Object(o) if !o.meta.content_type_allowed(allowed) => Err(
+                    Error::unsupported_media_type(o.meta.content_type.as_deref()),
+                ),
                 Fetched::Object(o) => {
                     Ok(respond::from_origin(head, *o, state.origins.idle_timeout()))
                 }
@@ -316,9 +342,17 @@ fn log(
         ),
         None => ("", "", ""),
     };
+    let client = parts.extensions.get::<ConnInfo>().map(|c| {
+        let xff = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        crate::peer::client_addr(c.peer.ip(), xff, &state.config.server.trusted_proxies)
+    });
     tracing::info!(
         target: "bucketfront::access",
         request_id = id,
+        client = client.map(|c| c.to_string()).unwrap_or_default(),
         method = %parts.method,
         route = trace.route,
         bucket = trace.bucket.as_deref().unwrap_or(""),

@@ -59,7 +59,7 @@ fn plan(request: &HeaderMap, meta: &ObjectMeta) -> Plan {
 pub fn from_memory(request: &HeaderMap, head: bool, cached: &Cached) -> Response<ProxyBody> {
     let body = &cached.body;
     build(request, head, &cached.meta, |start, len| {
-        ProxyBody::full(body.slice(start as usize..(start + len) as usize))
+        ProxyBody::pieces(body.range(start, len))
     })
 }
 
@@ -133,11 +133,13 @@ pub fn from_origin(head: bool, object: OriginObject, idle: Duration) -> Response
     let body = if head || len == 0 {
         ProxyBody::empty()
     } else {
-        let stream = futures_util::stream::unfold(object.body, move |mut body| async move {
+        // The tenant's origin slot goes with the body: freed when it ends or is dropped.
+        let state = (object.body, object.slot);
+        let stream = futures_util::stream::unfold(state, move |(mut body, slot)| async move {
             match next_chunk(&mut body, idle).await {
-                Ok(Some(chunk)) => Some((Ok(chunk), body)),
+                Ok(Some(chunk)) => Some((Ok(chunk), (body, slot))),
                 Ok(None) => None,
-                Err(e) => Some((Err(std::io::Error::other(e.to_string())), body)),
+                Err(e) => Some((Err(std::io::Error::other(e.to_string())), (body, slot))),
             }
         });
         ProxyBody::stream(stream, len)

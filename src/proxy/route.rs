@@ -58,6 +58,14 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Action,
         }
     };
     let params = parse_query(query.unwrap_or(""))?;
+    // A security parameter given twice is ambiguous (which one did the signer mean?).
+    for name in ["exp", "sig", "kid", "url", "redirect"] {
+        if params.iter().filter(|(k, _)| k == name).count() > 1 {
+            return Err(Error::bad_request(format!(
+                "the {name}= parameter is given more than once"
+            )));
+        }
+    }
     let get = |name: &str| {
         params
             .iter()

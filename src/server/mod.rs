@@ -54,6 +54,13 @@ impl Limits {
     }
 }
 
+/// Open files the process needs for `max_connections` public connections: those, the
+/// overflow pool, the admin and demo listeners (64 + 8 each), and room for origin
+/// connections, the embedded store and files.
+pub fn fds_needed(max_connections: usize) -> u64 {
+    (max_connections + overflow_connections(max_connections) + 2 * 72 + 512) as u64
+}
+
 /// How many connections beyond the limit are accepted just to be told 503.
 fn overflow_connections(max: usize) -> usize {
     (max / 16).clamp(8, 1024)
