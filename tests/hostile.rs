@@ -355,3 +355,68 @@ async fn a_stalled_origin_takes_only_its_tenants_slots() {
     control(&env).await;
     env.stop().await;
 }
+
+/// Runs one attack of `tests/support/h2_attacks.py` against the proxy; returns its report.
+async fn h2_attack(env: &Env, attack: &str, path: &str) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/h2_attacks.py");
+    let child = std::process::Command::new("python3")
+        .args([
+            script,
+            attack,
+            &env.proxy.addr.port().to_string(),
+            path,
+            "20",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs (scripts/test installs h2)");
+    // The script ends by itself within its 20 s window (the proxy's socket closes, or
+    // the window ends); its output is read to the end on a blocking thread.
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output());
+    // The proxy answers others while the attack runs.
+    for _ in 0..5 {
+        control(env).await;
+    }
+    let out = out.await.unwrap().unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{attack}: {e}: {line:?}"))
+}
+
+/// h2 floods and abuses, each on its own connection: the server ends the connection
+/// (GOAWAY or close) within the attack's 20 s window, and serves others meanwhile.
+#[tokio::test]
+async fn h2_floods_end_the_attacking_connection() {
+    let env = start("[cache]\nmax_object_size = \"32MiB\"").await;
+    env.put("test-images", "ok.png", "ok", "image/png").await;
+    env.put(
+        "test-images",
+        "big.png",
+        Bytes::from(pattern(2 << 20, 4)),
+        "image/png",
+    )
+    .await;
+    // The control: the same script's well-behaved client is answered and kept open.
+    let polite = h2_attack(&env, "polite", "/test-images/ok.png").await;
+    assert_eq!(
+        (polite["responses"].as_u64(), polite["ended"].as_bool()),
+        (Some(1), Some(false)),
+        "{polite}"
+    );
+    for attack in [
+        "rapid_reset",
+        "continuation_flood",
+        "settings_flood",
+        "ping_flood",
+        "zero_window_streams",
+    ] {
+        let report = h2_attack(&env, attack, "/test-images/big.png").await;
+        eprintln!("{report}");
+        assert_eq!(report["ended"], true, "{report}");
+        if attack == "zero_window_streams" {
+            // 100 streams asked for, 64 allowed: the rest are refused.
+            assert!(report["refused"].as_u64().unwrap() >= 36, "{report}");
+        }
+        control(&env).await;
+    }
+    env.stop().await;
+}
