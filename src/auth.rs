@@ -1,4 +1,4 @@
-//! Tenancy and signed URLs (PRODUCT.md section 4): which tenant owns a bucket, and
+//! Tenancy and signed URLs (README.md, "Signed URLs"): which tenant owns a bucket, and
 //! whether a request carries a valid signature for it. Pure logic, no I/O; runs in the
 //! authorize phase, before any cache lookup or upstream call.
 

@@ -1,4 +1,4 @@
-//! The command line (PRODUCT.md section 1): argument parsing and the small commands.
+//! The command line (README.md): argument parsing and the small commands.
 //! `serve` itself lives in `main.rs`, which owns the process (signals, sockets).
 
 use std::path::PathBuf;

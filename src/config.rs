@@ -1,4 +1,4 @@
-//! `config.toml`: the schema of PRODUCT.md section 2, its defaults and its validation.
+//! `config.toml`: the schema of docs/config.md, its defaults and its validation.
 //!
 //! Parsing is strict (unknown keys are errors) and every error names the file, the key
 //! and the reason on one line. Secrets (`env:NAME`, `cred:NAME` or a literal) are

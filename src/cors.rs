@@ -1,4 +1,4 @@
-//! CORS (PRODUCT.md section 5): which `Origin`s may read responses, the headers that say
+//! CORS (README.md, "Routes"): which `Origin`s may read responses, the headers that say
 //! so on every response (errors included), and preflight answers. bucketfront writes
 //! these itself so that no customer has to configure CORS on a bucket.
 

@@ -26,7 +26,7 @@ impl Side {
     }
 }
 
-/// The error codes of PRODUCT.md section 5, one per status.
+/// The error codes of README.md, "Routes", one per status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     BadRequest,
@@ -129,7 +129,7 @@ impl Error {
         self.kind.status()
     }
 
-    /// The JSON body of PRODUCT.md section 5.
+    /// The JSON body of README.md, "Routes".
     pub fn body(&self) -> String {
         serde_json::json!({ "error": self.kind.code(), "message": self.message }).to_string()
     }

@@ -5,10 +5,13 @@
 //! authorize → lookup/fetch → respond → log. The modules below are named after those
 //! phases and the parts they use:
 //!
-//! - [`server`]: accept loop, connection limits, graceful drain; [`app`] wires listeners.
+//! - [`server`]: accept loop, connection limits, graceful drain; [`activity`] the deadline
+//!   rules every connection lives by; [`body`] the response body type; [`app`] wires
+//!   listeners; [`peer`] the client address for logs.
 //! - [`proxy`]: the phases; [`source`] parses source URLs; [`auth`] tenants and signatures;
 //!   [`cache`] the in-memory object cache and in-flight fills; [`origin`] the S3 clients;
-//!   [`presign`] presigned URLs; [`cors`] CORS; [`error`] the error → status mapping.
+//!   [`presign`] presigned URLs; [`cors`] CORS; [`error`] the error → status mapping;
+//!   [`cache_status`] the `X-Cache` values.
 //! - [`config`] and [`config_check`]: `config.toml`; [`cli`] and [`onboard`]: commands.
 //! - [`store`] the embedded S3-compatible store, [`demo`] the demo page, [`admin`] and
 //!   [`metrics`] the admin listener.
@@ -19,6 +22,7 @@ pub mod app;
 pub mod auth;
 pub mod body;
 pub mod cache;
+pub mod cache_status;
 pub mod cli;
 pub mod config;
 pub mod config_check;

@@ -1,4 +1,4 @@
-//! Presigned GET URLs (PRODUCT.md sections 3 and 6), made with the bucket's tenant's
+//! Presigned GET URLs (README.md, "Routes"), made with the bucket's tenant's
 //! credentials and kept in memory until only `refresh_before` of their life is left.
 //!
 //! `expires_at` never outlives the credentials that signed the URL: a URL signed with

@@ -1,4 +1,4 @@
-//! Cache semantics (PRODUCT.md section 6) against the embedded store and against origins
+//! Cache semantics (docs/design.md, cache semantics) against the embedded store and against origins
 //! that misbehave on purpose: coalescing, never caching a short body, revalidation,
 //! stale-on-error, negative caching, the memory bound and streaming.
 

@@ -1,4 +1,4 @@
-//! The object cache (PRODUCT.md section 6): the lookup phase of the request path, and
+//! The object cache (docs/design.md, cache semantics): the lookup phase of the request path, and
 //! the only module that touches moka.
 //!
 //! Complete objects live in a byte-weighted moka cache keyed by (provider, bucket, key).
@@ -27,35 +27,7 @@ use fill::{End, Fill, Head};
 use inflight::{Inflight, Leader};
 use pieces::{PieceWriter, Pieces};
 
-/// The `X-Cache` value of a response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheStatus {
-    Hit = 0,
-    Miss = 1,
-    Stale = 2,
-    Revalidated = 3,
-    Bypass = 4,
-}
-
-impl CacheStatus {
-    pub const ALL: [CacheStatus; 5] = [
-        CacheStatus::Hit,
-        CacheStatus::Miss,
-        CacheStatus::Stale,
-        CacheStatus::Revalidated,
-        CacheStatus::Bypass,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheStatus::Hit => "HIT",
-            CacheStatus::Miss => "MISS",
-            CacheStatus::Stale => "STALE",
-            CacheStatus::Revalidated => "REVALIDATED",
-            CacheStatus::Bypass => "BYPASS",
-        }
-    }
-}
+pub use crate::cache_status::CacheStatus;
 
 /// What the cache is keyed by: never the signature, the query or the origin.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -1,0 +1,390 @@
+//! Two benchmarks of the hardening work, against a real `bucketfront` process in front of
+//! the embedded store (in this process):
+//!
+//! - `cold-keys`: 2,000 concurrent GETs of 2,000 distinct cold keys (the miss path's
+//!   shared state under contention); time to answer them all and latency percentiles.
+//!   `BUCKETFRONT_BIN=/path/to/other/build` runs the same load against another build,
+//!   for a before/after in one sitting.
+//! - `soak`: measures hit capacity, then runs mixed traffic (hits, misses, ranges, 404s,
+//!   bad signatures, slow readers, abandoned downloads, idle sockets) at 70% of it for
+//!   `SOAK_SECONDS` (default 600), sampling the proxy's RSS every 10 s.
+//!
+//! `cargo bench --bench hostile -- cold-keys` or `-- soak`. Not run by CI.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bucketfront::store::Store;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+const BUCKET: &str = "bench-images";
+const SECRET: &str = "bench-signing-secret-0123456789";
+
+/// The proxy process, killed on drop.
+struct Proxy {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proxy {
+    fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .unwrap_or(0)
+            << 10
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the proxy (`BUCKETFRONT_BIN`, else this build's) with keys every build knows.
+async fn start_proxy(dir: &Path, store: &str, extra: &str) -> Proxy {
+    let (port, admin) = (free_port(), free_port());
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nmax_connections = 5000\n{extra}\n[[tenants]]\nname = \"bench\"\nbuckets = [\"{BUCKET}\"]\nsigning_keys = [{{ id = \"k1\", secret = \"{SECRET}\" }}]\n[[buckets]]\nname = \"{BUCKET}\"\nendpoint = \"{store}\"\npath_style = true\naccess_key = \"BENCHKEY\"\nsecret_key = \"bench-secret-key\"\n"
+    );
+    let path = dir.join("proxy.toml");
+    std::fs::write(&path, config).unwrap();
+    let bin = std::env::var("BUCKETFRONT_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_bucketfront").to_string());
+    let child = Command::new(bin)
+        .args(["serve", "-c", path.to_str().unwrap()])
+        .env("BUCKETFRONT_LOG", "warn")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("bucketfront binary");
+    for _ in 0..200 {
+        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Proxy { child, port };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the proxy did not start");
+}
+
+fn signed(key: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3 * 24 * 3600;
+    let sig = bucketfront::auth::sign(SECRET.as_bytes(), BUCKET, key, exp);
+    format!("/{BUCKET}/{key}?exp={exp}&sig={sig}")
+}
+
+async fn seed(store: &Store, prefix: &str, count: usize, size: usize) {
+    let body = Bytes::from((0..size).map(|i| (i * 31 % 251) as u8).collect::<Vec<_>>());
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let (client, body) = (store.client(), body.clone());
+        let key = format!("{prefix}/{i}.png");
+        tasks.spawn(async move {
+            client
+                .put_object()
+                .bucket(BUCKET)
+                .key(key)
+                .content_type("image/png")
+                .body(body.into())
+                .send()
+                .await
+                .unwrap();
+        });
+        if tasks.len() >= 64 {
+            tasks.join_next().await;
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn cold_keys(store: &Store, dir: &Path) -> String {
+    const KEYS: usize = 2000;
+    seed(store, "cold", KEYS, 4096).await;
+    let proxy = start_proxy(dir, &store.endpoint, "").await;
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(KEYS)
+        .build_http();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..KEYS {
+        let (client, url) = (client.clone(), proxy.url(&signed(&format!("cold/{i}.png"))));
+        tasks.spawn(async move {
+            let t0 = Instant::now();
+            let r = client.get(url.parse().unwrap()).await.unwrap();
+            let ok = r.status() == 200;
+            r.into_body().collect().await.unwrap();
+            (ok, t0.elapsed().as_secs_f64() * 1000.0)
+        });
+    }
+    let mut lat = Vec::new();
+    let mut failed = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (ok, ms) = r.unwrap();
+        failed += usize::from(!ok);
+        lat.push(ms);
+    }
+    let total = started.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    format!(
+        "| {KEYS} concurrent cold keys | {:.2} s total | p50 {:.0} ms | p99 {:.0} ms | {failed} not 200 | RSS after {} MiB |\n",
+        total,
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        proxy.rss() >> 20
+    )
+}
+
+#[derive(Default)]
+struct Counts {
+    sent: AtomicU64,
+    unexpected: AtomicU64,
+}
+
+/// One request of the mix; returns whether the answer was the expected one.
+async fn one(
+    kind: u32,
+    proxy_port: u16,
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    n: u64,
+) -> bool {
+    let base = format!("http://127.0.0.1:{proxy_port}");
+    let get = |path: String, range: Option<&'static str>| {
+        let mut req = http::Request::get(format!("{base}{path}"));
+        if let Some(r) = range {
+            req = req.header("range", r);
+        }
+        let req = req.body(Empty::<Bytes>::new()).unwrap();
+        let client = client.clone();
+        async move {
+            match client.request(req).await {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    r.into_body().collect().await.map(|_| status).unwrap_or(0)
+                }
+                Err(_) => 0,
+            }
+        }
+    };
+    match kind {
+        0..60 => get(signed(&format!("hot/{}.png", n % 100)), None).await == 200,
+        60..70 => get(signed(&format!("many/{}.png", n % 20_000)), None).await == 200,
+        70..80 => {
+            get(
+                signed(&format!("hot/{}.png", n % 100)),
+                Some("bytes=100-2000"),
+            )
+            .await
+                == 206
+        }
+        80..85 => get(signed(&format!("missing/{n}.png")), None).await == 404,
+        85..90 => get(format!("/{BUCKET}/hot/1.png?exp=1&sig=bad"), None).await == 403,
+        90..94 => {
+            // A slow reader: takes 64 KiB of a 1 MiB object, then stops reading.
+            let Ok(mut s) = TcpStream::connect(("127.0.0.1", proxy_port)).await else {
+                return false;
+            };
+            let head = format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", signed("big/0.png"));
+            let _ = s.write_all(head.as_bytes()).await;
+            let mut buf = vec![0u8; 64 << 10];
+            let _ = s.read(&mut buf).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            true
+        }
+        94..98 => {
+            // An abandoned download: the head, then gone.
+            let Ok(mut s) = TcpStream::connect(("127.0.0.1", proxy_port)).await else {
+                return false;
+            };
+            let head = format!(
+                "GET {} HTTP/1.1\r\nHost: x\r\n\r\n",
+                signed(&format!("many/{}.png", n % 20_000))
+            );
+            let _ = s.write_all(head.as_bytes()).await;
+            let mut buf = [0u8; 512];
+            let _ = s.read(&mut buf).await;
+            true
+        }
+        _ => {
+            // An idle socket held for 15 s.
+            let s = TcpStream::connect(("127.0.0.1", proxy_port)).await;
+            tokio::time::sleep(Duration::from_secs(15)).await;
+            drop(s);
+            true
+        }
+    }
+}
+
+async fn soak(store: &Store, dir: &Path, seconds: u64) -> String {
+    seed(store, "hot", 100, 64 << 10).await;
+    seed(store, "many", 20_000, 16 << 10).await;
+    seed(store, "big", 1, 1 << 20).await;
+    let proxy = start_proxy(
+        dir,
+        &store.endpoint,
+        "send_timeout = \"2s\"\nheader_read_timeout = \"5s\"\n[cache]\nmax_memory = \"128MiB\"\nfill_memory = \"32MiB\"",
+    )
+    .await;
+    let port = proxy.port;
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    // Capacity: hits with 32 closed-loop workers for 10 s.
+    let done = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..32u64 {
+        let (client, done) = (client.clone(), done.clone());
+        workers.spawn(async move {
+            let mut n = w;
+            while Instant::now() < until {
+                one(0, port, &client, n).await;
+                done.fetch_add(1, Ordering::Relaxed);
+                n += 32;
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    let capacity = done.load(Ordering::Relaxed) as f64 / 10.0;
+    let rate = (capacity * 0.7).max(10.0);
+    let counts = Arc::new(Counts::default());
+    let mut samples = Vec::new();
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut n = 0u64;
+    let mut credit = 0.0;
+    let mut next_sample = Duration::from_secs(10);
+    let inflight = Arc::new(tokio::sync::Semaphore::new(4000));
+    while started.elapsed() < Duration::from_secs(seconds) {
+        tick.tick().await;
+        credit += rate / 100.0;
+        while credit >= 1.0 {
+            credit -= 1.0;
+            n += 1;
+            let kind = fastrand::u32(0..100);
+            let (client, counts) = (client.clone(), counts.clone());
+            let Ok(permit) = inflight.clone().try_acquire_owned() else {
+                counts.unexpected.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            tokio::spawn(async move {
+                counts.sent.fetch_add(1, Ordering::Relaxed);
+                if !one(kind, port, &client, n).await {
+                    counts.unexpected.fetch_add(1, Ordering::Relaxed);
+                }
+                drop(permit);
+            });
+        }
+        if started.elapsed() >= next_sample {
+            samples.push((started.elapsed().as_secs(), proxy.rss() >> 20));
+            next_sample += Duration::from_secs(10);
+        }
+    }
+    let after_warmup: Vec<u64> = samples
+        .iter()
+        .filter(|(t, _)| *t >= 60)
+        .map(|(_, r)| *r)
+        .collect();
+    let (lo, hi) = (
+        after_warmup.iter().min().copied().unwrap_or(0),
+        after_warmup.iter().max().copied().unwrap_or(0),
+    );
+    let mut out = format!(
+        "capacity (hits, 32 workers): {capacity:.0} req/s; soak at {rate:.0} req/s for {seconds} s\n\
+         requests sent: {}, unexpected answers: {}\n\
+         RSS after 60 s warm-up: min {lo} MiB, max {hi} MiB (spread {:.1}%)\n\nRSS samples (s, MiB):",
+        counts.sent.load(Ordering::Relaxed),
+        counts.unexpected.load(Ordering::Relaxed),
+        if lo > 0 {
+            (hi - lo) as f64 * 100.0 / lo as f64
+        } else {
+            0.0
+        }
+    );
+    for (t, r) in samples {
+        out.push_str(&format!(" {t}:{r}"));
+    }
+    out.push('\n');
+    out
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list" || a == "--test") {
+        return;
+    }
+    let mode = if args.iter().any(|a| a == "soak") {
+        "soak"
+    } else {
+        "cold-keys"
+    };
+    let seconds: u64 = std::env::var("SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let stop = CancellationToken::new();
+        let store = Store::start(
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            "BENCHKEY",
+            "bench-secret-key",
+            stop.clone(),
+        )
+        .unwrap();
+        store
+            .client()
+            .create_bucket()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .unwrap();
+        let report = match mode {
+            "soak" => soak(&store, dir.path(), seconds).await,
+            _ => cold_keys(&store, dir.path()).await,
+        };
+        stop.cancel();
+        report
+    });
+    println!("{report}");
+}
