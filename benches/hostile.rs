@@ -9,7 +9,11 @@
 //!   bad signatures, slow readers, abandoned downloads, idle sockets) at 70% of it for
 //!   `SOAK_SECONDS` (default 600), sampling the proxy's RSS every 10 s.
 //!
-//! `cargo bench --bench hostile -- cold-keys` or `-- soak`. Not run by CI.
+//! - `broken-origin`: p50/p99 of one tenant's requests, quiet, then while another
+//!   tenant's origin resets mid-body, stalls after headers, trickles at 1 KB/s, answers
+//!   503 SlowDown and refuses connections.
+//!
+//! `cargo bench --bench hostile -- cold-keys` (or `soak`, `broken-origin`). Not run by CI.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -70,9 +74,13 @@ fn free_port() -> u16 {
 
 /// Starts the proxy (`BUCKETFRONT_BIN`, else this build's) with keys every build knows.
 async fn start_proxy(dir: &Path, store: &str, extra: &str) -> Proxy {
+    start_proxy_with(dir, store, extra, "").await
+}
+
+async fn start_proxy_with(dir: &Path, store: &str, extra: &str, tenants: &str) -> Proxy {
     let (port, admin) = (free_port(), free_port());
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nmax_connections = 5000\n{extra}\n[[tenants]]\nname = \"bench\"\nbuckets = [\"{BUCKET}\"]\nsigning_keys = [{{ id = \"k1\", secret = \"{SECRET}\" }}]\n[[buckets]]\nname = \"{BUCKET}\"\nendpoint = \"{store}\"\npath_style = true\naccess_key = \"BENCHKEY\"\nsecret_key = \"bench-secret-key\"\n"
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nmax_connections = 5000\n{extra}\n{tenants}\n[[tenants]]\nname = \"bench\"\nbuckets = [\"{BUCKET}\"]\nsigning_keys = [{{ id = \"k1\", secret = \"{SECRET}\" }}]\n[[buckets]]\nname = \"{BUCKET}\"\nendpoint = \"{store}\"\npath_style = true\naccess_key = \"BENCHKEY\"\nsecret_key = \"bench-secret-key\"\n"
     );
     let path = dir.join("proxy.toml");
     std::fs::write(&path, config).unwrap();
@@ -85,9 +93,11 @@ async fn start_proxy(dir: &Path, store: &str, extra: &str) -> Proxy {
         .stdout(Stdio::null())
         .spawn()
         .expect("bucketfront binary");
+    // Owned from here, so that it is killed however this ends.
+    let proxy = Proxy { child, port };
     for _ in 0..200 {
         if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return Proxy { child, port };
+            return proxy;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -343,6 +353,143 @@ async fn soak(store: &Store, dir: &Path, seconds: u64) -> String {
     out
 }
 
+/// An S3 peer that misbehaves in turn: resets mid-body, stalls after headers, trickles
+/// 1 KB/s, answers 503 SlowDown, closes at once (the nearest to a refused connection
+/// that keeps the port).
+async fn broken_origin(stop: CancellationToken) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut n = 0u64;
+        loop {
+            let mut sock = tokio::select! {
+                r = listener.accept() => r.unwrap().0,
+                () = stop.cancelled() => return,
+            };
+            n += 1;
+            let mode = n % 5;
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if sock.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let ok =
+                    "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 1048576\r\n\r\n";
+                match mode {
+                    0 => {
+                        let _ = sock.write_all(ok.as_bytes()).await;
+                        let _ = sock.write_all(&[7u8; 10_000]).await;
+                    }
+                    1 => {
+                        let _ = sock.write_all(ok.as_bytes()).await;
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    }
+                    2 => {
+                        let _ = sock.write_all(ok.as_bytes()).await;
+                        for _ in 0..60 {
+                            if sock.write_all(&[7u8; 1024]).await.is_err() {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                    3 => {
+                        let xml =
+                            "<Error><Code>SlowDown</Code><Message>slow down</Message></Error>";
+                        let r = format!(
+                            "HTTP/1.1 503 Slow Down\r\nContent-Length: {}\r\n\r\n{xml}",
+                            xml.len()
+                        );
+                        let _ = sock.write_all(r.as_bytes()).await;
+                    }
+                    _ => {}
+                }
+            });
+        }
+    });
+    endpoint
+}
+
+async fn latencies(proxy: &Proxy, seconds: u64) -> (f64, f64, usize) {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..8u64 {
+        let client = client.clone();
+        let port = proxy.port;
+        workers.spawn(async move {
+            let mut lat = Vec::new();
+            let mut n = w;
+            while Instant::now() < until {
+                let t0 = Instant::now();
+                // 9 hits for 1 miss.
+                let kind = if n % 10 == 0 { 60 } else { 0 };
+                let ok = one(kind, port, &client, n).await;
+                lat.push((t0.elapsed().as_secs_f64() * 1000.0, ok));
+                n += 8;
+            }
+            lat
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(r) = workers.join_next().await {
+        all.extend(r.unwrap());
+    }
+    let bad = all.iter().filter(|(_, ok)| !ok).count();
+    let mut ms: Vec<f64> = all.into_iter().map(|(m, _)| m).collect();
+    ms.sort_by(f64::total_cmp);
+    (percentile(&ms, 0.5), percentile(&ms, 0.99), bad)
+}
+
+async fn broken_origin_isolation(store: &Store, dir: &Path) -> String {
+    seed(store, "hot", 100, 64 << 10).await;
+    seed(store, "many", 20_000, 16 << 10).await;
+    let stop = CancellationToken::new();
+    let broken = broken_origin(stop.clone()).await;
+    let slow_tenant = format!(
+        "[origin]\nfirst_byte_timeout = \"2s\"\nmax_attempts = 1\nmax_concurrent_per_tenant = 32\n[[tenants]]\nname = \"slow\"\nbuckets = [\"slow-bucket\"]\nrequire_signature = false\n[[buckets]]\nname = \"slow-bucket\"\nendpoint = \"{broken}\"\npath_style = true\naccess_key = \"AKIDSLOW\"\nsecret_key = \"slow\""
+    );
+    let proxy = start_proxy_with(dir, &store.endpoint, "", &slow_tenant).await;
+    let quiet = latencies(&proxy, 20).await;
+    // The slow tenant's load: 100 requests/s of distinct keys against the broken origin.
+    let port = proxy.port;
+    let load_stop = CancellationToken::new();
+    let token = load_stop.clone();
+    tokio::spawn(async move {
+        let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let mut n = 0u64;
+        while !token.is_cancelled() {
+            tick.tick().await;
+            n += 1;
+            let url = format!("http://127.0.0.1:{port}/slow-bucket/{n}.png");
+            let client = client.clone();
+            tokio::spawn(async move {
+                if let Ok(r) = client.get(url.parse().unwrap()).await {
+                    let _ = r.into_body().collect().await;
+                }
+            });
+        }
+    });
+    let loaded = latencies(&proxy, 20).await;
+    load_stop.cancel();
+    stop.cancel();
+    format!(
+        "| quiet | p50 {:.1} ms | p99 {:.1} ms | {} failed |\n| other tenant's origin broken | p50 {:.1} ms | p99 {:.1} ms | {} failed |\np99 ratio: {:.2}\n",
+        quiet.0,
+        quiet.1,
+        quiet.2,
+        loaded.0,
+        loaded.1,
+        loaded.2,
+        loaded.1 / quiet.1.max(0.001)
+    )
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list" || a == "--test") {
@@ -381,6 +528,7 @@ fn main() {
             .unwrap();
         let report = match mode {
             "soak" => soak(&store, dir.path(), seconds).await,
+            "broken-origin" => broken_origin_isolation(&store, dir.path()).await,
             _ => cold_keys(&store, dir.path()).await,
         };
         stop.cancel();

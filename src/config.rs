@@ -20,7 +20,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(file: &Path, key: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(file: &Path, key: impl Into<String>, reason: impl Into<String>) -> Self {
         ConfigError {
             file: file.display().to_string(),
             key: key.into(),
@@ -368,36 +368,6 @@ impl<'de> Deserialize<'de> for Secret {
 }
 
 impl Config {
-    /// Reads, parses and validates a config file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new(path, "(file)", format!("cannot read: {e}")))?;
-        Config::parse(&text, path)
-    }
-
-    /// Parses and validates config text; `path` is only used in error messages.
-    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let de = toml::Deserializer::new(text);
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            let inner = e.into_inner();
-            let mut reason = inner.message().replace('\n', " ");
-            if let Some(span) = inner.span() {
-                let line = text[..span.start.min(text.len())].lines().count().max(1);
-                reason = format!("{reason} (line {line})");
-            }
-            let key = if key == "." {
-                "(top level)".to_string()
-            } else {
-                key
-            };
-            ConfigError::new(path, key, reason)
-        })?;
-        crate::config_check::validate(&config)
-            .map_err(|(key, reason)| ConfigError::new(path, key, reason))?;
-        Ok(config)
-    }
-
     /// The per-bucket settings for `bucket`, if any.
     pub fn bucket(&self, bucket: &str) -> Option<&Bucket> {
         self.buckets.iter().find(|b| b.name == bucket)

@@ -2,8 +2,10 @@
 //! (a tenant that must sign but has no keys, a bucket claimed by two tenants, …).
 //! Each failure names the key and says how to fix it.
 
+use std::path::Path;
+
 use crate::auth::BucketPattern;
-use crate::config::{Config, ProviderKind};
+use crate::config::{Config, ConfigError, ProviderKind};
 use crate::cors::OriginPattern;
 use crate::source::validate_bucket;
 
@@ -162,6 +164,39 @@ fn validate_buckets(c: &Config) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// Reading a config is parsing plus the checks above; it lives here, above the modules
+/// the checks use, so that `config` (the schema) imports none of them.
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path, "(file)", format!("cannot read: {e}")))?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let mut reason = inner.message().replace('\n', " ");
+            if let Some(span) = inner.span() {
+                let line = text[..span.start.min(text.len())].lines().count().max(1);
+                reason = format!("{reason} (line {line})");
+            }
+            let key = if key == "." {
+                "(top level)".to_string()
+            } else {
+                key
+            };
+            ConfigError::new(path, key, reason)
+        })?;
+        validate(&config).map_err(|(key, reason)| ConfigError::new(path, key, reason))?;
+        Ok(config)
+    }
 }
 
 #[cfg(test)]

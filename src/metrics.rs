@@ -48,6 +48,14 @@ pub struct ConnMetrics {
 }
 
 impl ConnMetrics {
+    /// Open connections counted in `connections`; ends by reason not exported.
+    pub fn counting(connections: Gauge) -> ConnMetrics {
+        ConnMetrics {
+            connections,
+            ..ConnMetrics::default()
+        }
+    }
+
     pub fn ended(&self, reason: EndReason) {
         self.ended[reason as usize].inc();
     }

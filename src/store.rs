@@ -3,7 +3,6 @@
 //! temporary directory, and is seeded from a folder of sample images through the S3 API
 //! itself, so every object carries a real content type and ETag.
 
-use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,11 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aws_credential_types::Credentials;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::server::{Limits, Listener};
 
 /// Requests the store has answered, by method: tests count upstream GETs with it.
 #[derive(Debug, Default)]
@@ -24,7 +22,7 @@ pub struct StoreStats {
     pub heads: AtomicU64,
     pub other: AtomicU64,
     /// Connections open right now (tests check that the proxy closes what it abandons).
-    pub open: AtomicU64,
+    pub open: prometheus_client::metrics::gauge::Gauge,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,53 +167,42 @@ fn service(root: &Path, keys: Option<(&str, &str)>) -> Result<s3s::service::S3Se
     Ok(builder.build())
 }
 
+/// Serves the store through the same [`Listener`] as the proxy (permits, deadlines,
+/// drain), counting requests by method for the tests.
 async fn accept_loop(
     listener: TcpListener,
     service: s3s::service::S3Service,
     stats: Arc<StoreStats>,
     shutdown: CancellationToken,
 ) {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
-            () = shutdown.cancelled() => return,
+    let server = crate::config::Server {
+        drain_timeout: crate::config::Dur::secs(1),
+        ..Default::default()
+    };
+    let limits = Limits::from_config(&server).with_max_connections(4096);
+    let metrics = crate::metrics::ConnMetrics::counting(stats.open.clone());
+    let handler = move |req: hyper::Request<hyper::body::Incoming>| {
+        let counter = match *req.method() {
+            hyper::Method::GET => &stats.gets,
+            hyper::Method::HEAD => &stats.heads,
+            _ => &stats.other,
         };
+        counter.fetch_add(1, Ordering::SeqCst);
         let service = service.clone();
-        let counters = stats.clone();
-        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let stats = &counters;
-            let counter = match *req.method() {
-                hyper::Method::GET => &stats.gets,
-                hyper::Method::HEAD => &stats.heads,
-                _ => &stats.other,
-            };
-            counter.fetch_add(1, Ordering::SeqCst);
-            let service = service.clone();
-            async move {
-                let resp = hyper::service::Service::call(&service, req).await;
-                Ok::<_, Infallible>(resp.unwrap_or_else(|e| {
-                    tracing::debug!(error = ?e, "embedded store error");
-                    let mut r = hyper::Response::new(s3s::Body::empty());
-                    *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
-                    r
-                }))
-            }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        let shutdown = shutdown.clone();
-        let stats = stats.clone();
-        stats.open.fetch_add(1, Ordering::SeqCst);
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = conn => {}
-                () = shutdown.cancelled() => {}
-            }
-            stats.open.fetch_sub(1, Ordering::SeqCst);
-        });
-    }
+        async move {
+            let resp = hyper::service::Service::call(&service, req).await;
+            resp.unwrap_or_else(|e| {
+                tracing::debug!(error = ?e, "embedded store error");
+                let mut r = hyper::Response::new(s3s::Body::empty());
+                *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                r
+            })
+        }
+    };
+    Listener::new(limits)
+        .metrics(metrics)
+        .serve(listener, shutdown, handler)
+        .await;
 }
 
 /// Files under `dir`, recursively, with their keys (paths relative to `dir`, `/`-joined).

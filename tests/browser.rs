@@ -32,9 +32,11 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// Limits of the small page servers (the app origins and the demo page).
 fn page_limits() -> Limits {
-    let mut config = bucketfront::config::Server::default();
-    config.header_read_timeout = bucketfront::config::Dur::secs(5);
-    config.drain_timeout = bucketfront::config::Dur::secs(1);
+    let config = bucketfront::config::Server {
+        header_read_timeout: bucketfront::config::Dur::secs(5),
+        drain_timeout: bucketfront::config::Dur::secs(1),
+        ..Default::default()
+    };
     Limits::from_config(&config).with_max_connections(16)
 }
 

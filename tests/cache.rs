@@ -263,11 +263,7 @@ async fn a_client_hanging_up_releases_the_upstream_connection() {
     let env = Env::start("[cache]\nmax_object_size = \"1MiB\"").await;
     env.put("test-images", "long.png", pattern(64 << 20, 3), "image/png")
         .await;
-    let open_before = env
-        .store
-        .stats
-        .open
-        .load(std::sync::atomic::Ordering::SeqCst);
+    let open_before = env.store.stats.open.get();
     let resp = client()
         .get(env.proxy.url("/test-images/long.png").parse().unwrap())
         .await
@@ -279,11 +275,7 @@ async fn a_client_hanging_up_releases_the_upstream_connection() {
     let mut closed = false;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let open = env
-            .store
-            .stats
-            .open
-            .load(std::sync::atomic::Ordering::SeqCst);
+        let open = env.store.stats.open.get();
         if open <= open_before {
             closed = true;
             break;

@@ -90,6 +90,8 @@ pub enum Served {
     Streaming(Arc<ObjectMeta>, Arc<Fill>),
     /// Not cacheable (too large): stream from the origin directly.
     Bypass,
+    /// A 404 remembered for `negative_ttl`.
+    NotFound,
 }
 
 pub struct Cache {
@@ -148,7 +150,7 @@ impl Cache {
         now: Instant,
     ) -> Result<Served, Error> {
         let key = CacheKey::of(obj);
-        if let Some(served) = self.fresh(&key, now).await? {
+        if let Some(served) = self.fresh(&key, now).await {
             return Ok(served);
         }
         if self.large.contains_key(&key) {
@@ -188,11 +190,14 @@ impl Cache {
         // A fill that ended between our first look and taking the lead has stored its
         // object: answer from it instead of fetching again.
         match self.fresh(leader.key(), now).await {
-            Ok(Some(Served::Complete(c, status))) => {
+            Some(Served::Complete(c, status)) => {
                 return leader.fill.set_head(Head::Ready(c, status));
             }
-            Err(e) => return leader.fill.set_head(Head::Failed(e)),
-            Ok(_) => {}
+            Some(Served::NotFound) => {
+                let e = Error::not_found().with_detail("remembered 404");
+                return leader.fill.set_head(Head::Failed(e));
+            }
+            _ => {}
         }
         let stale = match self.entries.get(leader.key()).await {
             Some(Entry::Object(c)) => Some(c),
@@ -221,23 +226,23 @@ impl Cache {
     }
 
     /// A fresh hit, a remembered 404, or `None` (miss or expired).
-    async fn fresh(&self, key: &CacheKey, now: Instant) -> Result<Option<Served>, Error> {
+    async fn fresh(&self, key: &CacheKey, now: Instant) -> Option<Served> {
         match self.entries.get(key).await {
             Some(Entry::Object(c)) if age(c.stored_at, now) < self.cfg.ttl.0 => {
-                Ok(Some(Served::Complete(c, CacheStatus::Hit)))
+                Some(Served::Complete(c, CacheStatus::Hit))
             }
             Some(Entry::Object(c))
                 if c.retry_at.is_some_and(|t| now < t)
                     && age(c.stored_at, now) < self.cfg.ttl.0 + self.cfg.stale_if_error.0 =>
             {
-                Ok(Some(Served::Complete(c, CacheStatus::Stale)))
+                Some(Served::Complete(c, CacheStatus::Stale))
             }
             Some(Entry::NotFound { stored_at })
                 if age(stored_at, now) < self.cfg.negative_ttl.0 =>
             {
-                Err(Error::not_found().with_detail("cached 404"))
+                Some(Served::NotFound)
             }
-            _ => Ok(None),
+            _ => None,
         }
     }
 

@@ -226,13 +226,12 @@ async fn serve_object(
     let served = state
         .cache
         .serve(&state.origins, tenant, obj, allowed, Instant::now())
-        .await
-        .inspect_err(|e| {
-            if e.detail.as_deref() == Some("cached 404") {
-                trace.cache = CacheStatus::Hit;
-            }
-        })?;
+        .await?;
     match served {
+        Served::NotFound => {
+            trace.cache = CacheStatus::Hit;
+            Err(Error::not_found().with_detail("remembered 404"))
+        }
         Served::Complete(cached, status) => {
             trace.cache = status;
             if !cached.meta.content_type_allowed(allowed) {
