@@ -39,8 +39,17 @@ async fn state_for(
     cache: Arc<Cache>,
     metrics: Arc<Metrics>,
 ) -> State {
-    let origins = Arc::new(Origins::new(&config, embedded.clone()).await);
+    let origins = Arc::new(Origins::new(&config, embedded.clone(), metrics.clone()).await);
     State::new(Arc::new(config), cache, origins, metrics)
+}
+
+/// Why a reload was refused (the running config stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("these settings need a restart: {}", .0.join(", "))]
+    NeedsRestart(Vec<&'static str>),
+    #[error("{0}")]
+    Certificate(String),
 }
 
 pub struct Listeners {
@@ -85,53 +94,20 @@ impl App {
 
     /// Validates `config` whole (certificates included) and swaps it in. Changes that
     /// need a restart are refused by name; the object cache survives.
-    pub async fn reload(&self, config: Config) -> Result<(), String> {
+    pub async fn reload(&self, config: Config) -> Result<(), ReloadError> {
         let current = self.state();
         let old = &current.config;
-        let mut refused = Vec::new();
-        let s = (&old.server, &config.server);
-        for (name, changed) in [
-            ("server.listen", s.0.listen != s.1.listen),
-            ("server.admin_listen", s.0.admin_listen != s.1.admin_listen),
-            (
-                "server.max_connections",
-                s.0.max_connections != s.1.max_connections,
-            ),
-            (
-                "server.header_read_timeout",
-                s.0.header_read_timeout != s.1.header_read_timeout,
-            ),
-            (
-                "server.drain_timeout",
-                s.0.drain_timeout != s.1.drain_timeout,
-            ),
-            ("server.idle_timeout", s.0.idle_timeout != s.1.idle_timeout),
-            ("server.send_timeout", s.0.send_timeout != s.1.send_timeout),
-            (
-                "server.max_connection_age",
-                s.0.max_connection_age != s.1.max_connection_age,
-            ),
-            (
-                "server.tls (on/off)",
-                s.0.tls.is_some() != s.1.tls.is_some(),
-            ),
-            ("cache", old.cache != config.cache),
-            (
-                "embedded_store",
-                old.embedded_store != config.embedded_store,
-            ),
-        ] {
-            if changed {
-                refused.push(name);
-            }
+        let mut refused = old.server.restart_only_changes(&config.server);
+        if old.cache != config.cache {
+            refused.push("cache");
+        }
+        if old.embedded_store != config.embedded_store {
+            refused.push("embedded_store");
         }
         if !refused.is_empty() {
-            return Err(format!(
-                "these settings need a restart: {}",
-                refused.join(", ")
-            ));
+            return Err(ReloadError::NeedsRestart(refused));
         }
-        let certificate = certificate(&config)?;
+        let certificate = certificate(&config).map_err(ReloadError::Certificate)?;
         let state = state_for(
             config,
             &self.embedded,

@@ -171,6 +171,25 @@ pub fn sign(secret: &[u8], bucket: &str, key: &str, exp: u64) -> String {
     ))
 }
 
+/// The query of a signed URL: `exp=…&sig=…`, and `&kid=…` when given.
+pub fn signed_query(secret: &[u8], bucket: &str, key: &str, exp: u64, kid: Option<&str>) -> String {
+    let sig = sign(secret, bucket, key, exp);
+    match kid {
+        Some(kid) => format!(
+            "exp={exp}&sig={sig}&kid={}",
+            crate::source::encode_path(kid)
+        ),
+        None => format!("exp={exp}&sig={sig}"),
+    }
+}
+
+/// Whole seconds since the UNIX epoch (0 before it): the unit of `exp`.
+pub fn unix_secs(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// The reasons a signature is refused; all answer the same 403, the log tells which.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {

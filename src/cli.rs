@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{self, Tenants};
 use crate::config::{Config, ProviderKind};
-use crate::demo::encode_path;
+use crate::source::encode_path;
 use crate::source::{ObjectRef, parse_source_url};
 
 #[derive(Debug, Parser)]
@@ -174,10 +174,8 @@ pub fn sign(config: &Config, args: &SignArgs, now: SystemTime) -> Result<String,
     })?;
     let exp = now
         .checked_add(args.ttl)
-        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-        .ok_or("--ttl is out of range")?
-        .as_secs();
-    let sig = auth::sign(secret, &obj.bucket, &obj.key, exp);
+        .map(auth::unix_secs)
+        .ok_or("--ttl is out of range")?;
     let base = args.base.clone().unwrap_or_else(|| {
         let scheme = if config.server.tls.is_some() {
             "https"
@@ -187,7 +185,7 @@ pub fn sign(config: &Config, args: &SignArgs, now: SystemTime) -> Result<String,
         format!("{scheme}://{}", config.server.listen)
     });
     let base = base.trim_end_matches('/');
-    let query = format!("exp={exp}&sig={sig}&kid={}", encode_path(kid));
+    let query = auth::signed_query(secret, &obj.bucket, &obj.key, exp, Some(kid));
     Ok(match &args.url {
         Some(url) => format!(
             "{base}/_/fetch?url={}&{query}",

@@ -80,6 +80,55 @@ impl Default for Server {
     }
 }
 
+impl Server {
+    /// The settings fixed at start (sockets, limits and deadlines of the listeners), by
+    /// name, each with whether it differs in `other`. The destructuring is exhaustive: a
+    /// new `[server]` key does not compile until it is put on one side or the other.
+    pub fn restart_only_changes(&self, other: &Server) -> Vec<&'static str> {
+        let Server {
+            listen,
+            admin_listen,
+            tls,
+            header_read_timeout,
+            max_connections,
+            drain_timeout,
+            idle_timeout,
+            send_timeout,
+            max_connection_age,
+            // Reloadable: read per request.
+            cache_control: _,
+            allowed_content_types: _,
+            trusted_proxies: _,
+        } = self;
+        [
+            ("server.listen", *listen != other.listen),
+            ("server.admin_listen", *admin_listen != other.admin_listen),
+            ("server.tls (on/off)", tls.is_some() != other.tls.is_some()),
+            (
+                "server.header_read_timeout",
+                *header_read_timeout != other.header_read_timeout,
+            ),
+            (
+                "server.max_connections",
+                *max_connections != other.max_connections,
+            ),
+            (
+                "server.drain_timeout",
+                *drain_timeout != other.drain_timeout,
+            ),
+            ("server.idle_timeout", *idle_timeout != other.idle_timeout),
+            ("server.send_timeout", *send_timeout != other.send_timeout),
+            (
+                "server.max_connection_age",
+                *max_connection_age != other.max_connection_age,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {

@@ -41,19 +41,20 @@ impl Demo {
 
     /// The proxy URL of one object, signed for an hour when its tenant requires it.
     pub fn url_for(&self, bucket: &str, key: &str) -> String {
-        let path = format!("{}/{}/{}", self.proxy_base, bucket, encode_path(key));
+        let path = format!(
+            "{}/{}/{}",
+            self.proxy_base,
+            bucket,
+            crate::source::encode_path(key)
+        );
         let Some(tenant) = self.tenants.for_bucket(bucket) else {
             return path;
         };
         match tenant.signing_key(None) {
             Some((kid, secret)) if tenant.require_signature => {
-                let exp = SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .saturating_add(Duration::from_secs(3600))
-                    .as_secs();
-                let sig = crate::auth::sign(secret, bucket, key, exp);
-                format!("{path}?exp={exp}&sig={sig}&kid={kid}")
+                let exp = crate::auth::unix_secs(SystemTime::now() + Duration::from_secs(3600));
+                let query = crate::auth::signed_query(secret, bucket, key, exp, Some(kid));
+                format!("{path}?{query}")
             }
             _ => path,
         }
@@ -76,17 +77,6 @@ impl Demo {
             .replace("{{PROXY}}", &html_escape(&self.proxy_base))
             .replace("{{COUNT}}", &self.objects.len().to_string())
     }
-}
-
-/// Percent-encodes a key for a URL path, keeping `/`.
-pub fn encode_path(key: &str) -> String {
-    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'/')
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
-    percent_encoding::utf8_percent_encode(key, SET).to_string()
 }
 
 fn html_escape(s: &str) -> String {

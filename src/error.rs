@@ -115,6 +115,15 @@ impl Error {
         )
     }
 
+    /// The one 502: the origin failed (the detail, logged only, says how).
+    pub fn bad_gateway() -> Self {
+        Error::new(
+            Kind::BadGateway,
+            Side::Origin,
+            "the origin failed; try again later",
+        )
+    }
+
     /// The one 415: the object's content type is outside `allowed_content_types`.
     pub fn unsupported_media_type(content_type: Option<&str>) -> Self {
         Error::new(

@@ -153,7 +153,8 @@ pub async fn check(config: &Config, url: &str) -> (String, bool) {
         return (out, false);
     };
     out.push_str(&format!("ok   tenant: {}\n", tenant.name));
-    let origins = Arc::new(Origins::new(config, None).await);
+    let origins =
+        Arc::new(Origins::new(config, None, Arc::new(crate::metrics::Metrics::new())).await);
     if let Some(role) = tenant
         .config
         .assume_role

@@ -102,7 +102,7 @@ async fn reload(app: &App, path: &Path) {
     }
     notify(&states);
     let result = match Config::load(path) {
-        Ok(config) => app.reload(config).await,
+        Ok(config) => app.reload(config).await.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     match result {

@@ -231,6 +231,17 @@ pub fn validate_key(key: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Percent-encodes a key for a URL path, keeping `/`.
+pub fn encode_path(key: &str) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(key, SET).to_string()
+}
+
 #[cfg(test)]
 #[path = "source_tests.rs"]
 mod tests;

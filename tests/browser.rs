@@ -251,7 +251,7 @@ async fn a_browser_loads_images_through_the_proxy() {
     let proxy_base = format!("http://{}", env.proxy.addr);
     let urls: Vec<String> = objects
         .iter()
-        .map(|(b, k, _)| format!("{proxy_base}/{b}/{}", bucketfront::demo::encode_path(k)))
+        .map(|(b, k, _)| format!("{proxy_base}/{b}/{}", bucketfront::source::encode_path(k)))
         .collect();
 
     // 1. Every image loads with crossorigin=anonymous and its pixels can be read.

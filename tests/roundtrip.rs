@@ -42,7 +42,7 @@ proptest! {
 
     #[test]
     fn key_to_path_to_key(key in "[^\u{0}]{1,100}") {
-        let path = format!("/b-1/{}", bucketfront::demo::encode_path(&key));
+        let path = format!("/b-1/{}", bucketfront::source::encode_path(&key));
         let parsed = bucketfront::source::parse_path(&path);
         // Keys with '.'/'..' segments or empty segments may be refused, never changed.
         if let Ok((bucket, back)) = parsed {

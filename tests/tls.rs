@@ -114,7 +114,7 @@ async fn h2_and_http1_over_tls_before_and_after_a_certificate_reload() {
     // A reload with a broken key is refused and keeps the current certificate.
     std::fs::write(dir.path().join("key.pem"), "not a key").unwrap();
     let err = env.proxy.app.reload((*config).clone()).await.unwrap_err();
-    assert!(err.contains("key.pem"), "{err}");
+    assert!(err.to_string().contains("key.pem"), "{err}");
     let (_, _, _, peer) = fetch(addr, &second, b"h2", "/test-images/t.png").await;
     assert_eq!(peer, second);
     env.stop().await;

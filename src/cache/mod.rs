@@ -94,7 +94,28 @@ pub enum Served {
     NotFound,
 }
 
+/// The cache's clock: real time plus an offset that tests advance instead of sleeping
+/// past a TTL. Every freshness decision and every `stored_at` reads it.
+#[derive(Debug, Default)]
+pub struct Clock {
+    skew_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Clock {
+    pub fn now(&self) -> Instant {
+        let skew = self.skew_ms.load(std::sync::atomic::Ordering::Relaxed);
+        Instant::now() + Duration::from_millis(skew)
+    }
+
+    /// Moves this clock forward by `by` (tests).
+    pub fn advance(&self, by: Duration) {
+        self.skew_ms
+            .fetch_add(by.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 pub struct Cache {
+    clock: Clock,
     entries: moka::future::Cache<CacheKey, Entry>,
     /// Keys known to be over `max_object_size`, so they skip the fill.
     large: moka::future::Cache<CacheKey, ()>,
@@ -128,6 +149,7 @@ impl Cache {
             .time_to_live(cfg.ttl.0)
             .build();
         Arc::new(Cache {
+            clock: Clock::default(),
             entries,
             large,
             inflight: Arc::new(Inflight::default()),
@@ -220,6 +242,11 @@ impl Cache {
         });
     }
 
+    /// The clock freshness is decided by.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     /// Fills in progress.
     pub fn fills_in_progress(&self) -> usize {
         self.inflight.len()
@@ -299,20 +326,11 @@ impl FillTask {
             if_none_match: self.stale.as_ref().and_then(|s| s.meta.etag.clone()),
             ..GetRequest::default()
         };
-        let started = Instant::now();
         let result = self.origins.get(&self.tenant, &self.obj, &req).await;
-        let outcome = match &result {
-            Ok(Fetched::Object(_)) => "ok",
-            Ok(Fetched::NotModified) => "not_modified",
-            Err(e) => e.as_str(),
-        };
-        cache
-            .metrics
-            .upstream(outcome, started.elapsed().as_secs_f64());
         let object = match (result, &self.stale) {
             (Ok(Fetched::Object(o)), _) => o,
             (Ok(Fetched::NotModified), Some(stale)) => {
-                let fresh = stale.renewed(Instant::now(), None);
+                let fresh = stale.renewed(self.cache.clock.now(), None);
                 cache
                     .entries
                     .insert(self.key.clone(), Entry::Object(fresh.clone()))
@@ -322,30 +340,24 @@ impl FillTask {
                     .set_head(Head::Ready(fresh, CacheStatus::Revalidated));
             }
             (Ok(Fetched::NotModified), None) => {
-                let e = Error::new(
-                    Kind::BadGateway,
-                    Side::Origin,
-                    "the origin failed; try again later",
-                );
-                return self
-                    .fill
-                    .set_head(Head::Failed(e.with_detail("unexpected 304")));
+                let e = Error::bad_gateway().with_detail("unexpected 304");
+                return self.fill.set_head(Head::Failed(e));
             }
             (Err(e), _) if e.is_not_found() => {
                 let entry = Entry::NotFound {
-                    stored_at: Instant::now(),
+                    stored_at: self.cache.clock.now(),
                 };
                 cache.entries.insert(self.key.clone(), entry).await;
                 return self.fill.set_head(Head::Failed(e.into_error()));
             }
             (Err(e), Some(stale))
                 if e.allows_stale()
-                    && age(stale.stored_at, Instant::now())
+                    && age(stale.stored_at, self.cache.clock.now())
                         < cache.cfg.ttl.0 + cache.cfg.stale_if_error.0 =>
             {
                 tracing::warn!(bucket = %self.obj.bucket, error = %e, "origin failing; serving stale copy");
                 let backing_off =
-                    stale.renewed(stale.stored_at, Some(Instant::now() + REVALIDATION_BACKOFF));
+                    stale.renewed(stale.stored_at, Some(self.cache.clock.now() + REVALIDATION_BACKOFF));
                 cache
                     .entries
                     .insert(self.key.clone(), Entry::Object(backing_off.clone()))
@@ -411,7 +423,7 @@ impl FillTask {
                         let cached = Arc::new(Cached {
                             meta: meta.clone(),
                             body: Pieces::new(pieces),
-                            stored_at: Instant::now(),
+                            stored_at: self.cache.clock.now(),
                             retry_at: None,
                         });
                         self.cache
@@ -435,7 +447,7 @@ impl FillTask {
             let cached = Arc::new(Cached {
                 meta,
                 body: Pieces::default(),
-                stored_at: Instant::now(),
+                stored_at: self.cache.clock.now(),
                 retry_at: None,
             });
             self.cache

@@ -92,11 +92,7 @@ impl OriginError {
                 Side::Internal,
                 "too many requests are waiting on this bucket's origin; retry shortly",
             ),
-            _ => Error::new(
-                Kind::BadGateway,
-                Side::Origin,
-                "the origin failed; try again later",
-            ),
+            _ => Error::bad_gateway(),
         };
         e.with_detail(detail)
     }

@@ -29,6 +29,7 @@ use bytes::Bytes;
 
 use crate::auth::Tenant;
 use crate::config::{self, Config, ProviderKind};
+use crate::metrics::Metrics;
 use crate::object::ObjectMeta;
 use crate::source::ObjectRef;
 use credentials::{CachedCredentials, error_chain};
@@ -84,6 +85,7 @@ pub struct Origins {
     /// `max_concurrent_per_tenant` origin requests per tenant, so that one slow bucket
     /// cannot take every connection and task.
     tenant_slots: HashMap<String, Arc<Semaphore>>,
+    metrics: Arc<Metrics>,
     clients: RwLock<HashMap<ClientKey, Client>>,
     /// `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`, which the SDK applies by itself.
     env_endpoint: Option<String>,
@@ -96,7 +98,11 @@ pub struct Origins {
 impl Origins {
     /// Loads the proxy's own identity from the standard AWS chain and prepares one
     /// credentials provider per tenant (its assumed role, or the proxy's identity).
-    pub async fn new(config: &Config, embedded: Option<(String, Credentials)>) -> Origins {
+    pub async fn new(
+        config: &Config,
+        embedded: Option<(String, Credentials)>,
+        metrics: Arc<Metrics>,
+    ) -> Origins {
         // One HTTPS client for every origin client built from `base`: one pool of
         // connections, however many (tenant, region, endpoint) clients exist.
         let http = aws_smithy_http_client::Builder::new()
@@ -143,6 +149,7 @@ impl Origins {
                 .collect(),
             gcs: config.gcs.clone(),
             tenant_credentials,
+            metrics,
             tenant_slots: config
                 .tenants
                 .iter()
@@ -264,17 +271,31 @@ impl Origins {
     /// `GetObject`, answered within `first_byte_timeout` (headers; the body streams).
     /// A wrong-region answer teaches the bucket's region (from S3's header, else from
     /// HeadBucket) and the request is sent once more to that region.
+    /// Every call is counted once here, by outcome, with its time to headers.
     pub async fn get(
         &self,
         tenant: &Tenant,
         obj: &ObjectRef,
         req: &GetRequest,
     ) -> Result<Fetched, OriginError> {
-        let slot = self.slot(tenant).await?;
-        let mut fetched = self.get_in_region(tenant, obj, req).await;
-        if let Ok(Fetched::Object(o)) = &mut fetched {
-            o.slot = slot;
-        }
+        let started = std::time::Instant::now();
+        let mut fetched = match self.slot(tenant).await {
+            Ok(slot) => {
+                let mut fetched = self.get_in_region(tenant, obj, req).await;
+                if let Ok(Fetched::Object(o)) = &mut fetched {
+                    o.slot = slot;
+                }
+                fetched
+            }
+            Err(e) => Err(e),
+        };
+        let outcome = match &mut fetched {
+            Ok(Fetched::Object(_)) => "ok",
+            Ok(Fetched::NotModified) => "not_modified",
+            Err(e) => e.as_str(),
+        };
+        self.metrics
+            .upstream(outcome, started.elapsed().as_secs_f64());
         fetched
     }
 

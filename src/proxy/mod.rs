@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::origin::{Fetched, GetRequest, Origins};
 use crate::presign::Presigner;
 use crate::source::{ObjectRef, parse_source_url};
-use route::{Action, Route, Target};
+use route::{Action, Route, RouteName, Target};
 
 /// Everything a request needs, built once per config.
 pub struct State {
@@ -69,7 +69,7 @@ const CSP: HeaderValue = HeaderValue::from_static("default-src 'none'; sandbox")
 
 /// What the log line needs to know about a request, filled in as phases run.
 struct Trace {
-    route: &'static str,
+    route: RouteName,
     cache: CacheStatus,
     bucket: Option<String>,
     key: Option<String>,
@@ -82,7 +82,7 @@ pub async fn handle(state: Arc<State>, parts: Parts) -> Response<ProxyBody> {
     let in_flight = body::InFlight::start(&state.metrics.in_flight);
     let request_id = format!("{:016x}", fastrand::u64(..));
     let mut trace = Trace {
-        route: "other",
+        route: RouteName::Other,
         cache: CacheStatus::Bypass,
         bucket: None,
         key: None,
@@ -128,7 +128,7 @@ async fn phases(
     let action = route::route(&parts.method, parts.uri.path(), parts.uri.query())?;
     let (route, head, sig) = match action {
         Action::Preflight(_) => {
-            trace.route = "preflight";
+            trace.route = RouteName::Preflight;
             let mut r = Response::new(ProxyBody::empty());
             *r.status_mut() = StatusCode::NO_CONTENT;
             state.cors.preflight(&parts.headers, r.headers_mut());
@@ -147,7 +147,14 @@ async fn phases(
         .tenants
         .for_bucket(&obj.bucket)
         .ok_or_else(|| Refusal::NoTenant.into_error())?;
-    auth::verify(tenant, &obj.bucket, &obj.key, &sig, unix_now()).map_err(Refusal::into_error)?;
+    auth::verify(
+        tenant,
+        &obj.bucket,
+        &obj.key,
+        &sig,
+        auth::unix_secs(SystemTime::now()),
+    )
+    .map_err(Refusal::into_error)?;
     match route {
         Route::Presign { redirect, .. } => {
             // A presigned URL never outlives the signed request that asked for it.
@@ -225,7 +232,7 @@ async fn serve_object(
     let allowed = &state.config.server.allowed_content_types;
     let served = state
         .cache
-        .serve(&state.origins, tenant, obj, allowed, Instant::now())
+        .serve(&state.origins, tenant, obj, allowed, state.cache.clock().now())
         .await?;
     match served {
         Served::NotFound => {
@@ -245,12 +252,7 @@ async fn serve_object(
         Served::Bypass => {
             trace.cache = CacheStatus::Bypass;
             let req = passthrough_request(&parts.headers);
-            let started = Instant::now();
             let fetched = state.origins.get(tenant, obj, &req).await;
-            let outcome = fetched.as_ref().map_or_else(|e| e.as_str(), |_| "ok");
-            state
-                .metrics
-                .upstream(outcome, started.elapsed().as_secs_f64());
             match fetched.map_err(|e| e.into_error())? {
                 Fetched::NotModified => Ok(respond::not_modified_passthrough()),
                 Fetched::Object(o) if !o.meta.content_type_allowed(allowed) => Err(
@@ -326,11 +328,13 @@ fn log(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
-    state.metrics.request(trace.route, status);
-    state
-        .metrics
-        .duration(trace.route, trace.cache.as_str(), elapsed.as_secs_f64());
-    if trace.route == "object" || trace.route == "fetch" {
+    state.metrics.request(trace.route.as_str(), status);
+    state.metrics.duration(
+        trace.route.as_str(),
+        trace.cache.as_str(),
+        elapsed.as_secs_f64(),
+    );
+    if trace.route.serves_objects() {
         state.metrics.cache(trace.cache);
     }
     let (error, side, detail) = match &trace.error {
@@ -353,7 +357,7 @@ fn log(
         request_id = id,
         client = client.map(|c| c.to_string()).unwrap_or_default(),
         method = %parts.method,
-        route = trace.route,
+        route = trace.route.as_str(),
         bucket = trace.bucket.as_deref().unwrap_or(""),
         key = trace.key.as_deref().unwrap_or(""),
         status,
@@ -364,11 +368,4 @@ fn log(
         side,
         detail,
     );
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

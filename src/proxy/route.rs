@@ -22,12 +22,40 @@ pub enum Route {
     Presign { target: Target, redirect: bool },
 }
 
-impl Route {
-    pub fn name(&self) -> &'static str {
+/// A request's route as logs and metrics name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteName {
+    Object,
+    Fetch,
+    Presign,
+    Preflight,
+    /// Refused before a route was known (404, 405, 400 in parsing).
+    Other,
+}
+
+impl RouteName {
+    pub fn as_str(self) -> &'static str {
         match self {
-            Route::Object(Target::Path { .. }) => "object",
-            Route::Object(Target::Url(_)) => "fetch",
-            Route::Presign { .. } => "presign",
+            RouteName::Object => "object",
+            RouteName::Fetch => "fetch",
+            RouteName::Presign => "presign",
+            RouteName::Preflight => "preflight",
+            RouteName::Other => "other",
+        }
+    }
+
+    /// Whether the request asked for an object (so it has a cache status).
+    pub fn serves_objects(self) -> bool {
+        matches!(self, RouteName::Object | RouteName::Fetch)
+    }
+}
+
+impl Route {
+    pub fn name(&self) -> RouteName {
+        match self {
+            Route::Object(Target::Path { .. }) => RouteName::Object,
+            Route::Object(Target::Url(_)) => RouteName::Fetch,
+            Route::Presign { .. } => RouteName::Presign,
         }
     }
 }

@@ -245,8 +245,7 @@ pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Resp {
 
 /// A signed query string for `sig-*` buckets with the first test key.
 pub fn signed_query(bucket: &str, key: &str, exp: u64) -> String {
-    let sig = bucketfront::auth::sign(SIGNING_SECRET.as_bytes(), bucket, key, exp);
-    format!("exp={exp}&sig={sig}")
+    bucketfront::auth::signed_query(SIGNING_SECRET.as_bytes(), bucket, key, exp, None)
 }
 
 pub fn in_an_hour() -> u64 {
