@@ -186,7 +186,14 @@ async fn cold_keys(store: &Store, dir: &Path) -> String {
 struct Counts {
     sent: AtomicU64,
     unexpected: AtomicU64,
+    /// Not sent because the load generator already had 4,000 requests open.
+    skipped: AtomicU64,
+    hostile: AtomicU64,
 }
+
+/// Hostile clients per second, whatever the rate of ordinary traffic: slow readers,
+/// abandoned downloads, idle sockets (the `one` kinds 90, 94 and 98).
+const HOSTILE_PER_SECOND: [(u32, u32); 3] = [(90, 20), (94, 50), (98, 20)];
 
 /// One request of the mix; returns whether the answer was the expected one.
 async fn one(
@@ -300,16 +307,32 @@ async fn soak(store: &Store, dir: &Path, seconds: u64) -> String {
     let mut credit = 0.0;
     let mut next_sample = Duration::from_secs(10);
     let inflight = Arc::new(tokio::sync::Semaphore::new(4000));
+    let mut ticks = 0u64;
     while started.elapsed() < Duration::from_secs(seconds) {
         tick.tick().await;
+        ticks += 1;
+        // Once a second, this second's hostile clients (not counted in `rate`).
+        if ticks % 100 == 0 {
+            for (kind, count) in HOSTILE_PER_SECOND {
+                for _ in 0..count {
+                    n += 1;
+                    let (client, counts) = (client.clone(), counts.clone());
+                    counts.hostile.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(async move {
+                        one(kind, port, &client, n).await;
+                    });
+                }
+            }
+        }
         credit += rate / 100.0;
         while credit >= 1.0 {
             credit -= 1.0;
             n += 1;
-            let kind = fastrand::u32(0..100);
+            // Ordinary traffic: hits, misses, ranges, 404s, bad signatures.
+            let kind = fastrand::u32(0..90);
             let (client, counts) = (client.clone(), counts.clone());
             let Ok(permit) = inflight.clone().try_acquire_owned() else {
-                counts.unexpected.fetch_add(1, Ordering::Relaxed);
+                counts.skipped.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
             tokio::spawn(async move {
@@ -336,10 +359,13 @@ async fn soak(store: &Store, dir: &Path, seconds: u64) -> String {
     );
     let mut out = format!(
         "capacity (hits, 32 workers): {capacity:.0} req/s; soak at {rate:.0} req/s for {seconds} s\n\
-         requests sent: {}, unexpected answers: {}\n\
+         ordinary requests sent: {}, unexpected answers: {}, not sent (4,000 already open): {}\n\
+         hostile clients (slow readers 20/s, abandoned downloads 50/s, idle sockets 20/s): {}\n\
          RSS after 60 s warm-up: min {lo} MiB, max {hi} MiB (spread {:.1}%)\n\nRSS samples (s, MiB):",
         counts.sent.load(Ordering::Relaxed),
         counts.unexpected.load(Ordering::Relaxed),
+        counts.skipped.load(Ordering::Relaxed),
+        counts.hostile.load(Ordering::Relaxed),
         if lo > 0 {
             (hi - lo) as f64 * 100.0 / lo as f64
         } else {
@@ -495,11 +521,10 @@ fn main() {
     if args.iter().any(|a| a == "--list" || a == "--test") {
         return;
     }
-    let mode = if args.iter().any(|a| a == "soak") {
-        "soak"
-    } else {
-        "cold-keys"
-    };
+    let mode = ["soak", "broken-origin"]
+        .into_iter()
+        .find(|m| args.iter().any(|a| a == m))
+        .unwrap_or("cold-keys");
     let seconds: u64 = std::env::var("SOAK_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
