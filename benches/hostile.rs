@@ -281,7 +281,7 @@ async fn soak(store: &Store, dir: &Path, seconds: u64) -> String {
     .await;
     let port = proxy.port;
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    // Capacity: hits with 32 closed-loop workers for 10 s.
+    // Capacity: the ordinary mix with 32 closed-loop workers for 10 s.
     let done = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs(10);
     let mut workers = tokio::task::JoinSet::new();
@@ -290,7 +290,7 @@ async fn soak(store: &Store, dir: &Path, seconds: u64) -> String {
         workers.spawn(async move {
             let mut n = w;
             while Instant::now() < until {
-                one(0, port, &client, n).await;
+                one(fastrand::u32(0..90), port, &client, n).await;
                 done.fetch_add(1, Ordering::Relaxed);
                 n += 32;
             }
@@ -358,7 +358,7 @@ async fn soak(store: &Store, dir: &Path, seconds: u64) -> String {
         after_warmup.iter().max().copied().unwrap_or(0),
     );
     let mut out = format!(
-        "capacity (hits, 32 workers): {capacity:.0} req/s; soak at {rate:.0} req/s for {seconds} s\n\
+        "capacity (ordinary mix, 32 workers): {capacity:.0} req/s; soak at {rate:.0} req/s for {seconds} s\n\
          ordinary requests sent: {}, unexpected answers: {}, not sent (4,000 already open): {}\n\
          hostile clients (slow readers 20/s, abandoned downloads 50/s, idle sockets 20/s): {}\n\
          RSS after 60 s warm-up: min {lo} MiB, max {hi} MiB (spread {:.1}%)\n\nRSS samples (s, MiB):",

@@ -115,7 +115,11 @@ async fn expired_entries_are_refetched_and_replaced() {
         b"version-one",
         "fresh entry served"
     );
-    env.proxy.state.cache.clock().advance(Duration::from_millis(1200));
+    env.proxy
+        .state
+        .cache
+        .clock()
+        .advance(Duration::from_millis(1200));
     let r = get(&url).await;
     assert_eq!(r.bytes().as_ref(), b"version-two!");
     assert_ne!(r.header("etag"), first.header("etag"));
@@ -132,7 +136,11 @@ async fn stale_is_served_while_the_origin_fails_and_5xx_never_replaces_it() {
     let proxy = Proxy::start(&fake_config(&origin.endpoint, cache), None).await;
     let url = proxy.url("/test-fake/st.png");
     assert_eq!(get(&url).await.header("x-cache"), Some("MISS"));
-    proxy.state.cache.clock().advance(Duration::from_millis(300));
+    proxy
+        .state
+        .cache
+        .clock()
+        .advance(Duration::from_millis(300));
     for _ in 0..3 {
         let r = get(&url).await;
         assert_eq!(r.status, 200);
@@ -146,7 +154,11 @@ async fn stale_is_served_while_the_origin_fails_and_5xx_never_replaces_it() {
     let proxy = Proxy::start(&fake_config(&origin.endpoint, cache), None).await;
     let url = proxy.url("/test-fake/st.png");
     get(&url).await;
-    proxy.state.cache.clock().advance(Duration::from_millis(300));
+    proxy
+        .state
+        .cache
+        .clock()
+        .advance(Duration::from_millis(300));
     let started = std::time::Instant::now();
     assert_eq!(get(&url).await.header("x-cache"), Some("STALE"));
     assert!(
@@ -157,7 +169,11 @@ async fn stale_is_served_while_the_origin_fails_and_5xx_never_replaces_it() {
     let requests = origin.count();
     assert_eq!(get(&url).await.header("x-cache"), Some("STALE"));
     assert_eq!(origin.count(), requests);
-    proxy.state.cache.clock().advance(Duration::from_millis(1100));
+    proxy
+        .state
+        .cache
+        .clock()
+        .advance(Duration::from_millis(1100));
     drop(origin);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(get(&url).await.header("x-cache"), Some("STALE"));
@@ -176,7 +192,11 @@ async fn not_found_is_remembered_for_negative_ttl() {
     assert_eq!(r.status, 404);
     assert_eq!(r.header("x-cache"), Some("HIT"));
     assert_eq!(env.gets(), gets, "no upstream call inside negative_ttl");
-    env.proxy.state.cache.clock().advance(Duration::from_millis(1100));
+    env.proxy
+        .state
+        .cache
+        .clock()
+        .advance(Duration::from_millis(1100));
     assert_eq!(get(&url).await.status, 200);
     env.stop().await;
 }

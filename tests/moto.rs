@@ -214,7 +214,11 @@ async fn expired_entries_revalidate_with_304_then_pick_up_changes() {
     let url = proxy.url("/moto-own/r.png");
     let first = get(&url).await;
     assert_eq!(first.header("x-cache"), Some("MISS"));
-    proxy.state.cache.clock().advance(Duration::from_millis(600));
+    proxy
+        .state
+        .cache
+        .clock()
+        .advance(Duration::from_millis(600));
     let r = get(&url).await;
     assert_eq!(
         r.header("x-cache"),
@@ -228,7 +232,11 @@ async fn expired_entries_revalidate_with_304_then_pick_up_changes() {
         "the 304 refreshed the entry"
     );
     put("second version").await.unwrap();
-    proxy.state.cache.clock().advance(Duration::from_millis(600));
+    proxy
+        .state
+        .cache
+        .clock()
+        .advance(Duration::from_millis(600));
     let r = get(&url).await;
     assert_eq!(
         r.header("x-cache"),

@@ -356,8 +356,10 @@ impl FillTask {
                         < cache.cfg.ttl.0 + cache.cfg.stale_if_error.0 =>
             {
                 tracing::warn!(bucket = %self.obj.bucket, error = %e, "origin failing; serving stale copy");
-                let backing_off =
-                    stale.renewed(stale.stored_at, Some(self.cache.clock.now() + REVALIDATION_BACKOFF));
+                let backing_off = stale.renewed(
+                    stale.stored_at,
+                    Some(self.cache.clock.now() + REVALIDATION_BACKOFF),
+                );
                 cache
                     .entries
                     .insert(self.key.clone(), Entry::Object(backing_off.clone()))

@@ -232,7 +232,13 @@ async fn serve_object(
     let allowed = &state.config.server.allowed_content_types;
     let served = state
         .cache
-        .serve(&state.origins, tenant, obj, allowed, state.cache.clock().now())
+        .serve(
+            &state.origins,
+            tenant,
+            obj,
+            allowed,
+            state.cache.clock().now(),
+        )
         .await?;
     match served {
         Served::NotFound => {
