@@ -422,16 +422,7 @@ impl FillTask {
                     if let Some(last) = last {
                         let mut pieces = self.fill.pieces();
                         pieces.push(last.clone());
-                        let cached = Arc::new(Cached {
-                            meta: meta.clone(),
-                            body: Pieces::new(pieces),
-                            stored_at: self.cache.clock.now(),
-                            retry_at: None,
-                        });
-                        self.cache
-                            .entries
-                            .insert(self.key.clone(), Entry::Object(cached))
-                            .await;
+                        self.store(&meta, pieces).await;
                         self.fill.push(last);
                     }
                 }
@@ -446,17 +437,22 @@ impl FillTask {
             }
         }
         if expected == 0 {
-            let cached = Arc::new(Cached {
-                meta,
-                body: Pieces::default(),
-                stored_at: self.cache.clock.now(),
-                retry_at: None,
-            });
-            self.cache
-                .entries
-                .insert(self.key.clone(), Entry::Object(cached))
-                .await;
+            self.store(&meta, Vec::new()).await;
         }
         self.fill.finish(End::Complete);
+    }
+
+    /// Puts the whole object (these pieces, shared with the fill's readers) in the cache.
+    async fn store(&self, meta: &Arc<ObjectMeta>, pieces: Vec<bytes::Bytes>) {
+        let cached = Arc::new(Cached {
+            meta: meta.clone(),
+            body: Pieces::new(pieces),
+            stored_at: self.cache.clock.now(),
+            retry_at: None,
+        });
+        self.cache
+            .entries
+            .insert(self.key.clone(), Entry::Object(cached))
+            .await;
     }
 }
