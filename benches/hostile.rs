@@ -312,7 +312,7 @@ async fn soak(store: &Store, dir: &Path, seconds: u64) -> String {
         tick.tick().await;
         ticks += 1;
         // Once a second, this second's hostile clients (not counted in `rate`).
-        if ticks % 100 == 0 {
+        if ticks.is_multiple_of(100) {
             for (kind, count) in HOSTILE_PER_SECOND {
                 for _ in 0..count {
                     n += 1;
