@@ -195,6 +195,18 @@ struct Counts {
 /// abandoned downloads, idle sockets (the `one` kinds 90, 94 and 98).
 const HOSTILE_PER_SECOND: [(u32, u32); 3] = [(90, 20), (94, 50), (98, 20)];
 
+/// Unexpected answers by request kind and status (0: no answer, or a broken body).
+static UNEXPECTED: std::sync::Mutex<std::collections::BTreeMap<(&'static str, u16), u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn expect(kind: &'static str, status: u16, want: u16) -> bool {
+    if status != want {
+        let mut map = UNEXPECTED.lock().unwrap_or_else(|e| e.into_inner());
+        *map.entry((kind, status)).or_default() += 1;
+    }
+    status == want
+}
+
 /// One request of the mix; returns whether the answer was the expected one.
 async fn one(
     kind: u32,
@@ -221,18 +233,35 @@ async fn one(
         }
     };
     match kind {
-        0..60 => get(signed(&format!("hot/{}.png", n % 100)), None).await == 200,
-        60..70 => get(signed(&format!("many/{}.png", n % 20_000)), None).await == 200,
-        70..80 => {
+        0..60 => expect(
+            "hit",
+            get(signed(&format!("hot/{}.png", n % 100)), None).await,
+            200,
+        ),
+        60..70 => expect(
+            "miss",
+            get(signed(&format!("many/{}.png", n % 20_000)), None).await,
+            200,
+        ),
+        70..80 => expect(
+            "range",
             get(
                 signed(&format!("hot/{}.png", n % 100)),
                 Some("bytes=100-2000"),
             )
-            .await
-                == 206
-        }
-        80..85 => get(signed(&format!("missing/{n}.png")), None).await == 404,
-        85..90 => get(format!("/{BUCKET}/hot/1.png?exp=1&sig=bad"), None).await == 403,
+            .await,
+            206,
+        ),
+        80..85 => expect(
+            "404",
+            get(signed(&format!("missing/{n}.png")), None).await,
+            404,
+        ),
+        85..90 => expect(
+            "bad signature",
+            get(format!("/{BUCKET}/hot/1.png?exp=1&sig=bad"), None).await,
+            403,
+        ),
         90..94 => {
             // A slow reader: takes 64 KiB of a 1 MiB object, then stops reading.
             let Ok(mut s) = TcpStream::connect(("127.0.0.1", proxy_port)).await else {
@@ -374,6 +403,10 @@ async fn soak(store: &Store, dir: &Path, seconds: u64) -> String {
     );
     for (t, r) in samples {
         out.push_str(&format!(" {t}:{r}"));
+    }
+    out.push_str("\n\nunexpected answers by kind and status (0 = none or a broken body):");
+    for ((kind, status), count) in UNEXPECTED.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        out.push_str(&format!(" {kind}/{status}: {count};"));
     }
     out.push('\n');
     out
