@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use bucketfront::app::App;
 use bucketfront::auth::{self, SignatureParams, Tenants};
@@ -189,7 +189,6 @@ fn hit_path(c: &mut Criterion) {
                     &tenant,
                     &hot.obj,
                     &hot.state.config.server.allowed_content_types,
-                    Instant::now(),
                 )
                 .await
             {

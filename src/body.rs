@@ -95,6 +95,15 @@ impl ProxyBody {
     }
 }
 
+/// Takes at most [`FRAME`] bytes off the front of `b`; the rest stays in `b`.
+fn cut_frame(b: &mut Bytes) -> Bytes {
+    if b.len() > FRAME {
+        b.split_to(FRAME)
+    } else {
+        std::mem::take(b)
+    }
+}
+
 impl http_body::Body for ProxyBody {
     type Data = Bytes;
     type Error = std::io::Error;
@@ -106,20 +115,16 @@ impl http_body::Body for ProxyBody {
         let this = self.get_mut();
         let polled = match &mut this.inner {
             Inner::Full(slot) => Poll::Ready(slot.take().map(|mut b| {
-                if b.len() > FRAME {
-                    let head = b.split_to(FRAME);
-                    *slot = Some(b);
-                    b = head;
-                }
-                Ok(Frame::data(b))
+                let frame = cut_frame(&mut b);
+                *slot = (!b.is_empty()).then_some(b);
+                Ok(Frame::data(frame))
             })),
             Inner::Pieces(rest) => Poll::Ready(rest.pop_front().map(|mut b| {
-                if b.len() > FRAME {
-                    let head = b.split_to(FRAME);
+                let frame = cut_frame(&mut b);
+                if !b.is_empty() {
                     rest.push_front(b);
-                    b = head;
                 }
-                Ok(Frame::data(b))
+                Ok(Frame::data(frame))
             })),
             Inner::Stream { stream, remaining } => match stream.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {

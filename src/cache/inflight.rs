@@ -56,7 +56,8 @@ impl Inflight {
         (fill, Some(leader))
     }
 
-    /// Fills in progress (for tests and metrics).
+    /// Fills in progress.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.shards
             .iter()

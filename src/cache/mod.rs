@@ -161,16 +161,16 @@ impl Cache {
 
     /// Looks `key` up and, when it is cold or expired, fetches it (once for all concurrent
     /// requests). `allowed` is the content-type list of the config the request runs
-    /// under (objects outside it are not cached); `now` is passed in so that freshness is
-    /// decided by the caller's clock.
+    /// under (objects outside it are not cached). Freshness is decided by the cache's
+    /// [`Clock`].
     pub async fn serve(
         self: &Arc<Self>,
         origins: &Arc<Origins>,
         tenant: &Arc<Tenant>,
         obj: &ObjectRef,
         allowed: &[String],
-        now: Instant,
     ) -> Result<Served, Error> {
+        let now = self.clock.now();
         let key = CacheKey::of(obj);
         if let Some(served) = self.fresh(&key, now).await {
             return Ok(served);
@@ -245,11 +245,6 @@ impl Cache {
     /// The clock freshness is decided by.
     pub fn clock(&self) -> &Clock {
         &self.clock
-    }
-
-    /// Fills in progress.
-    pub fn fills_in_progress(&self) -> usize {
-        self.inflight.len()
     }
 
     /// A fresh hit, a remembered 404, or `None` (miss or expired).

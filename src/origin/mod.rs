@@ -279,17 +279,16 @@ impl Origins {
         req: &GetRequest,
     ) -> Result<Fetched, OriginError> {
         let started = std::time::Instant::now();
-        let mut fetched = match self.slot(tenant).await {
-            Ok(slot) => {
-                let mut fetched = self.get_in_region(tenant, obj, req).await;
-                if let Ok(Fetched::Object(o)) = &mut fetched {
-                    o.slot = slot;
-                }
-                fetched
+        let fetched: Result<Fetched, OriginError> = async {
+            let slot = self.slot(tenant).await?;
+            let mut fetched = self.get_in_region(tenant, obj, req).await?;
+            if let Fetched::Object(o) = &mut fetched {
+                o.slot = slot;
             }
-            Err(e) => Err(e),
-        };
-        let outcome = match &mut fetched {
+            Ok(fetched)
+        }
+        .await;
+        let outcome = match &fetched {
             Ok(Fetched::Object(_)) => "ok",
             Ok(Fetched::NotModified) => "not_modified",
             Err(e) => e.as_str(),

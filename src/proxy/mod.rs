@@ -232,13 +232,7 @@ async fn serve_object(
     let allowed = &state.config.server.allowed_content_types;
     let served = state
         .cache
-        .serve(
-            &state.origins,
-            tenant,
-            obj,
-            allowed,
-            state.cache.clock().now(),
-        )
+        .serve(&state.origins, tenant, obj, allowed)
         .await?;
     match served {
         Served::NotFound => {
