@@ -119,3 +119,49 @@ async fn h2_and_http1_over_tls_before_and_after_a_certificate_reload() {
     assert_eq!(peer, second);
     env.stop().await;
 }
+
+/// Connections evicted while still in their TLS handshake (silent sockets at
+/// `max_connections`) leave the open-connections gauge, like every other end.
+#[tokio::test]
+async fn connections_evicted_during_the_handshake_are_counted_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path());
+    let env = Env::start_with(|endpoint| {
+        config(endpoint, "").replace(
+            "header_read_timeout = \"1s\"",
+            &format!(
+                "header_read_timeout = \"1s\"\nmax_connections = 2\ntls = {{ cert = \"{0}/cert.pem\", key = \"{0}/key.pem\" }}",
+                dir.path().display()
+            ),
+        )
+    })
+    .await;
+    env.put("test-images", "t.png", "tls", "image/png").await;
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(
+            tokio::net::TcpStream::connect(env.proxy.addr)
+                .await
+                .unwrap(),
+        );
+    }
+    let (_, _, status, _) = fetch(env.proxy.addr, &cert, b"h2", "/test-images/t.png").await;
+    assert_eq!(status, 200);
+    drop(silent);
+    let metrics = format!("http://{}/metrics", env.proxy.admin);
+    let mut open = String::new();
+    for _ in 0..200 {
+        let text = String::from_utf8_lossy(get(&metrics).await.bytes()).to_string();
+        open = text
+            .lines()
+            .find(|l| l.starts_with("bucketfront_open_connections "))
+            .unwrap_or_default()
+            .to_string();
+        if open == "bucketfront_open_connections 0" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(open, "bucketfront_open_connections 0");
+    env.stop().await;
+}

@@ -100,7 +100,8 @@ impl Connection {
     {
         let shared = self.shared.clone();
         let peer = self.peer;
-        shared.metrics.connections.inc();
+        // Counted open until this function returns, however it returns.
+        let _open = OpenGauge::inc(&shared.metrics.connections);
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new(Instant::now()));
         if self.overflow {
@@ -139,7 +140,6 @@ impl Connection {
         if let Err(e) = outcome {
             tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
         }
-        shared.metrics.connections.dec();
     }
 
     /// Serves HTTP on `io` until the client closes, a deadline ends the connection, or
@@ -227,6 +227,22 @@ impl Connection {
                 () = shared.hard_stop.cancelled() => return Err("drain timeout".into()),
             }
         }
+    }
+}
+
+/// One open connection in a gauge, taken back when dropped.
+struct OpenGauge<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> OpenGauge<'a> {
+    fn inc(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> OpenGauge<'a> {
+        gauge.inc();
+        OpenGauge(gauge)
+    }
+}
+
+impl Drop for OpenGauge<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
