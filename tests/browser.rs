@@ -357,6 +357,17 @@ async fn a_browser_loads_images_through_the_proxy() {
         "demo images loaded: {loaded}"
     );
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+    // Ending the browser ends every process it started (Chromium and its helpers carry
+    // the profile directory on their command line).
+    let profile = browser._profile.path().display().to_string();
+    drop(browser);
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&profile))
+        .collect();
+    assert!(left.is_empty(), "browser processes left running: {left:?}");
     proxy2.stop().await;
     stop.cancel();
     env.stop().await;

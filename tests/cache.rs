@@ -307,3 +307,37 @@ async fn a_client_hanging_up_releases_the_upstream_connection() {
     );
     env.stop().await;
 }
+
+/// A cold object larger than what is left of `fill_memory` is not fetched into memory:
+/// it streams through uncached (`BYPASS`), whole; one that fits is filled (`MISS`).
+#[tokio::test]
+async fn a_cold_object_beyond_fill_memory_streams_uncached() {
+    let env = Env::start("[cache]\nfill_memory = \"1MiB\"\nmax_object_size = \"8MiB\"").await;
+    let big = pattern(2 << 20, 8);
+    env.put("test-images", "big.png", big.clone(), "image/png")
+        .await;
+    env.put(
+        "test-images",
+        "small.png",
+        pattern(256 << 10, 9),
+        "image/png",
+    )
+    .await;
+    for _ in 0..2 {
+        let r = get(&env.proxy.url("/test-images/big.png")).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-cache"), Some("BYPASS"));
+        assert!(r.bytes().as_ref() == big.as_slice());
+    }
+    let r = get(&env.proxy.url("/test-images/small.png")).await;
+    assert_eq!(r.header("x-cache"), Some("MISS"));
+    let r = get(&env.proxy.url("/test-images/small.png")).await;
+    assert_eq!(r.header("x-cache"), Some("HIT"));
+    let metrics = get(&format!("http://{}/metrics", env.proxy.admin)).await;
+    let text = String::from_utf8_lossy(metrics.bytes()).to_string();
+    assert!(
+        text.contains("bucketfront_cache_fill_budget_exhausted_total 2"),
+        "{text}"
+    );
+    env.stop().await;
+}

@@ -420,3 +420,105 @@ async fn h2_floods_end_the_attacking_connection() {
     }
     env.stop().await;
 }
+
+/// `max_connection_age`: a connection that keeps sending requests is still told to
+/// close (h2 GOAWAY) once it is that old, after the request in progress.
+#[tokio::test]
+async fn a_connection_older_than_max_connection_age_is_closed() {
+    let env = Env::start_with(|endpoint| {
+        config(endpoint, "").replacen(
+            "header_read_timeout = \"1s\"",
+            "header_read_timeout = \"1s\"\nmax_connection_age = \"500ms\"",
+            1,
+        )
+    })
+    .await;
+    env.put("test-images", "ok.png", "ok", "image/png").await;
+    let tcp = TcpStream::connect(env.proxy.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let mut answered = 0;
+    let t0 = Instant::now();
+    // Busy all along (never idle for idle_timeout): only the age ends it.
+    while !conn.is_finished() && t0.elapsed() < Duration::from_secs(20) {
+        let req = http::Request::get(env.proxy.url("/test-images/ok.png"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        match send.send_request(req).await {
+            Ok(r) => {
+                assert_eq!(r.status(), 200);
+                r.into_body().collect().await.unwrap();
+                answered += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    assert!(answered > 0);
+    tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the server closed the aged connection")
+        .unwrap()
+        .ok();
+    let aged = metric(
+        &env,
+        "bucketfront_connections_ended_total{reason=\"max_age\"}",
+    )
+    .await;
+    assert!(aged >= 1, "{aged}");
+    env.stop().await;
+}
+
+/// Beyond `max_connections` (every connection busy, so none can be evicted), an h2
+/// connection from the overflow pool gets its 503 and then GOAWAY.
+#[tokio::test]
+async fn an_overflow_h2_connection_gets_503_then_goaway() {
+    let env = Env::start_with(|endpoint| {
+        config(endpoint, "").replacen("admin_listen", "max_connections = 2\nadmin_listen", 1)
+    })
+    .await;
+    env.put("test-images", "ok.png", "ok", "image/png").await;
+    // Two keep-alive connections that have sent a request: not evictable.
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(env.proxy.addr).await.unwrap();
+        s.write_all(b"GET /test-images/ok.png HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        busy.push(s);
+    }
+    let tcp = TcpStream::connect(env.proxy.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(env.proxy.url("/test-images/ok.png"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let r = send.send_request(req).await.unwrap();
+    assert_eq!(r.status(), 503);
+    r.into_body().collect().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the server closed the overflow connection")
+        .unwrap()
+        .ok();
+    let overflow = metric(
+        &env,
+        "bucketfront_connections_ended_total{reason=\"overflow\"}",
+    )
+    .await;
+    assert!(overflow >= 1, "{overflow}");
+    drop(busy);
+    env.stop().await;
+}
