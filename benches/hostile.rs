@@ -567,16 +567,25 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let report = rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let stop = CancellationToken::new();
-        let store = Store::start(
+    // The store gets a runtime of its own, so that a busy load generator never delays
+    // the origin's answers (a stall there would show up as the proxy's).
+    let store_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stop = CancellationToken::new();
+    let store = store_rt.block_on(async {
+        Store::start(
             TcpListener::bind("127.0.0.1:0").await.unwrap(),
             "BENCHKEY",
             "bench-secret-key",
             stop.clone(),
         )
-        .unwrap();
+        .unwrap()
+    });
+    let report = rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
         store
             .client()
             .create_bucket()

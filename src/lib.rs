@@ -13,6 +13,7 @@
 //!   [`presign`] presigned URLs; [`cors`] CORS; [`error`] the error → status mapping;
 //!   [`cache_status`] the `X-Cache` values.
 //! - [`config`] and [`config_check`]: `config.toml`; [`cli`] and [`onboard`]: commands.
+//! - [`logging`] the log writer thread.
 //! - [`store`] the embedded S3-compatible store, [`demo`] the demo page, [`admin`] and
 //!   [`metrics`] the admin listener.
 
@@ -29,6 +30,7 @@ pub mod config_check;
 pub mod cors;
 pub mod demo;
 pub mod error;
+pub mod logging;
 pub mod metrics;
 pub mod object;
 pub mod onboard;

@@ -60,21 +60,12 @@ fn main() -> ExitCode {
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
+        // Blocking work (the embedded store's file I/O, DNS lookups) waits for one of
+        // these threads rather than growing the pool to tokio's default of 512.
+        .max_blocking_threads(64)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BUCKETFRONT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config::imds=error"));
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout)
-        .init();
 }
 
 async fn bind(what: &str, addr: std::net::SocketAddr) -> Result<TcpListener, String> {
@@ -151,7 +142,7 @@ fn raise_nofile(config: &Config) -> Result<(), String> {
 }
 
 async fn serve(config: Config, config_path: std::path::PathBuf) -> Result<(), String> {
-    init_logging();
+    let _log = bucketfront::logging::init();
     raise_nofile(&config)?;
     let shutdown = CancellationToken::new();
     let mut embedded = None;

@@ -79,6 +79,7 @@ pub struct Metrics {
     presign: Family<OutcomeLabel, Counter>,
     pub rss_bytes: Gauge,
     pub reloads: Counter,
+    log_lines_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -193,9 +194,16 @@ impl Metrics {
             "Configuration reloads applied",
             reloads.clone(),
         );
+        let log_lines_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because stdout did not keep up (see logging::QUEUE_LINES)",
+            log_lines_dropped.clone(),
+        );
         Metrics {
             conn,
             reloads,
+            log_lines_dropped,
             registry,
             requests,
             cache_status,
@@ -244,6 +252,11 @@ impl Metrics {
     pub fn render(&self) -> String {
         if let Some(rss) = resident_bytes() {
             self.rss_bytes.set(rss as i64);
+        }
+        let dropped = crate::logging::dropped_lines();
+        let counted = self.log_lines_dropped.get();
+        if dropped > counted {
+            self.log_lines_dropped.inc_by(dropped - counted);
         }
         let mut out = String::new();
         // Writing into a String cannot fail.

@@ -122,6 +122,7 @@ async fn notify_reload_logs_and_stop() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
+        .map(Reaped::new)
         .unwrap();
     let pid = child.id();
     let started = Instant::now();
@@ -190,7 +191,7 @@ async fn notify_reload_logs_and_stop() {
 
     signal(pid, "-TERM");
     expect(&sock, "STOPPING=1", Duration::from_secs(5));
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+    let out = tokio::task::spawn_blocking(move || child.take().wait_with_output().unwrap())
         .await
         .unwrap();
     assert!(out.status.success(), "exit 0 after drain: {:?}", out.status);
@@ -230,6 +231,7 @@ async fn a_notify_socket_nobody_reads_blocks_nothing() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Reaped::new)
         .unwrap();
     let health = format!("http://127.0.0.1:{admin}/healthz");
     let mut up = false;
@@ -270,6 +272,70 @@ async fn a_notify_socket_nobody_reads_blocks_nothing() {
     .unwrap();
     let status = status.expect("SIGTERM ends the proxy although its notify socket is full");
     assert!(status.success(), "{status:?}");
+}
+
+/// A log pipe nobody reads (journald stalled, a full `| tee`) fills after 64 KiB, about
+/// 200 access-log lines. Log lines go through a bounded queue and a writer thread of
+/// their own, so requests are still answered; a blocking write on a runtime worker used
+/// to stall every request once the pipe was full.
+#[tokio::test]
+async fn a_log_pipe_nobody_reads_blocks_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, config(port, admin, "", "")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bucketfront"))
+        .args(["serve", "-c", config_path.to_str().unwrap()])
+        .env_remove("NOTIFY_SOCKET")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(Reaped::new)
+        .unwrap();
+    // Read only after the requests (so the pipe is full meanwhile), on a thread of its own.
+    let stdout = child.stdout.take().unwrap();
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let _ = wait.recv();
+        let mut log = String::new();
+        let _ = std::io::Read::read_to_string(&mut { stdout }, &mut log);
+        log
+    });
+    let mut up = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "the proxy started");
+    // 1,000 access-log lines: well past what the pipe holds.
+    let url = format!("http://127.0.0.1:{port}/svc-images/a.png");
+    for i in 0..1000 {
+        let answered = tokio::time::timeout(Duration::from_secs(20), get(&url)).await;
+        let r =
+            answered.unwrap_or_else(|_| panic!("request {i} answered while the log pipe is full"));
+        assert_eq!(r.status, 403);
+    }
+    signal(child.id(), "-TERM");
+    let _ = go.send(());
+    let status = tokio::task::spawn_blocking(move || child.take().wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let log = reader.join().unwrap();
+    // The queue held what the pipe could not: the lines arrive once the pipe is read.
+    assert!(
+        log.lines().filter(|l| l.contains("\"status\":403")).count() >= 1000,
+        "{}",
+        log.len()
+    );
 }
 
 /// With fewer open files than max_connections needs, the proxy refuses to start and
@@ -336,6 +402,7 @@ async fn the_standard_aws_environment_reaches_an_s3_compatible_store() {
         .env_remove("NOTIFY_SOCKET")
         .stdout(Stdio::null())
         .spawn()
+        .map(Reaped::new)
         .unwrap();
     let url = format!("http://127.0.0.1:{port}/env-images/e.png");
     let mut last = None;
@@ -396,6 +463,7 @@ async fn socket_activation_uses_the_passed_listeners() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Reaped::new)
         .unwrap();
     // systemd-socket-activate starts the service on the first connection.
     let mut status = None;

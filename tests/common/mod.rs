@@ -446,3 +446,40 @@ secret_key = "fake-secret"
 pub fn rss() -> u64 {
     bucketfront::metrics::resident_bytes().unwrap_or(0)
 }
+
+/// A child process that is killed and reaped when dropped, so that a failing assertion
+/// leaves nothing running behind the test.
+pub struct Reaped(Option<std::process::Child>);
+
+impl Reaped {
+    pub fn new(child: std::process::Child) -> Reaped {
+        Reaped(Some(child))
+    }
+
+    /// Hands the child over (to wait for its output); the caller owns it from here.
+    pub fn take(mut self) -> std::process::Child {
+        self.0.take().expect("a child not yet taken")
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        self.0.as_ref().expect("a child not yet taken")
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("a child not yet taken")
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
