@@ -136,12 +136,9 @@ fn hot() -> Hot {
             .put("bench-images", "hot.png", body, "image/png")
             .await
             .unwrap();
-        let app = App::build(
-            config(&store.endpoint),
-            Some((store.endpoint.clone(), store.credentials.clone())),
-        )
-        .await
-        .expect("app builds");
+        let app = App::build(config(&store.endpoint), Some(store.access()))
+            .await
+            .expect("app builds");
         (store, app.state())
     });
     let exp = 4_000_000_000u64;
@@ -224,7 +221,7 @@ fn presign(c: &mut Criterion) {
             &hot.obj,
             SystemTime::now(),
             None,
-            &["image/*".to_string()],
+            &[bucketfront::pattern::MediaRange::parse("image/*").unwrap()],
         ))
         .unwrap();
     let mut g = c.benchmark_group("presign");
@@ -237,7 +234,7 @@ fn presign(c: &mut Criterion) {
                     &hot.obj,
                     SystemTime::now(),
                     None,
-                    &["image/*".to_string()],
+                    &[bucketfront::pattern::MediaRange::parse("image/*").unwrap()],
                 )
                 .await
                 .unwrap()
@@ -258,7 +255,7 @@ fn presign(c: &mut Criterion) {
                         &obj,
                         SystemTime::now(),
                         None,
-                        &["image/*".to_string()],
+                        &[bucketfront::pattern::MediaRange::parse("image/*").unwrap()],
                     )
                     .await
                     .unwrap()

@@ -106,7 +106,11 @@ pub fn check_config(config: &Config) -> String {
         out.push_str(&format!(
             "  {}: buckets [{}], {}, {} signing key(s){}\n",
             t.name,
-            t.buckets.join(", "),
+            t.buckets
+                .iter()
+                .map(|b| b.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             if t.require_signature {
                 "signed URLs required"
             } else {

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::pattern::{BucketPattern, MediaRange, OriginPattern};
+
 /// A config error: `file: key: reason`, printable on one line.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {key}: {reason}")]
@@ -34,10 +36,10 @@ impl ConfigError {
 pub struct Config {
     pub server: Server,
     pub origin: Origin,
-    pub cache: Cache,
+    pub cache: CacheConfig,
     pub presign: Presign,
-    pub cors: Cors,
-    pub tenants: Vec<Tenant>,
+    pub cors: CorsConfig,
+    pub tenants: Vec<TenantConfig>,
     pub buckets: Vec<Bucket>,
     pub embedded_store: EmbeddedStore,
     pub gcs: Option<Gcs>,
@@ -52,7 +54,7 @@ pub struct Server {
     pub header_read_timeout: Dur,
     pub max_connections: usize,
     pub cache_control: String,
-    pub allowed_content_types: Vec<String>,
+    pub allowed_content_types: Vec<MediaRange>,
     pub drain_timeout: Dur,
     pub idle_timeout: Dur,
     pub send_timeout: Dur,
@@ -70,7 +72,7 @@ impl Default for Server {
             header_read_timeout: Dur::secs(10),
             max_connections: 10_000,
             cache_control: "private, max-age=3600".into(),
-            allowed_content_types: vec!["image/*".into()],
+            allowed_content_types: vec![MediaRange::parse("image/*").expect("a valid range")],
             drain_timeout: Dur::secs(30),
             idle_timeout: Dur::secs(60),
             send_timeout: Dur::secs(30),
@@ -160,7 +162,7 @@ impl Default for Origin {
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct Cache {
+pub struct CacheConfig {
     pub max_memory: Size,
     pub max_object_size: Size,
     pub ttl: Dur,
@@ -171,9 +173,9 @@ pub struct Cache {
     pub fill_memory: Size,
 }
 
-impl Default for Cache {
+impl Default for CacheConfig {
     fn default() -> Self {
-        Cache {
+        CacheConfig {
             max_memory: Size(512 << 20),
             max_object_size: Size(16 << 20),
             ttl: Dur::secs(3600),
@@ -202,14 +204,14 @@ impl Default for Presign {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Cors {
-    pub allowed_origins: Vec<String>,
+pub struct CorsConfig {
+    pub allowed_origins: Vec<OriginPattern>,
     pub max_age: Dur,
 }
 
-impl Default for Cors {
+impl Default for CorsConfig {
     fn default() -> Self {
-        Cors {
+        CorsConfig {
             allowed_origins: Vec::new(),
             max_age: Dur::secs(3600),
         }
@@ -218,9 +220,9 @@ impl Default for Cors {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Tenant {
+pub struct TenantConfig {
     pub name: String,
-    pub buckets: Vec<String>,
+    pub buckets: Vec<BucketPattern>,
     /// Secure by default: a tenant must opt out of signed URLs explicitly.
     #[serde(default = "yes")]
     pub require_signature: bool,
@@ -233,6 +235,23 @@ pub struct Tenant {
     /// An `exp` further ahead than this is refused (403).
     #[serde(default = "week")]
     pub max_signature_ttl: Dur,
+}
+
+/// The defaults a file gets for the optional keys; `name` and `buckets` are empty (a
+/// config built in code names them).
+impl Default for TenantConfig {
+    fn default() -> Self {
+        TenantConfig {
+            name: String::new(),
+            buckets: Vec::new(),
+            require_signature: yes(),
+            signing_keys: Vec::new(),
+            assume_role: None,
+            expected_owner: None,
+            cache_control: None,
+            max_signature_ttl: week(),
+        }
+    }
 }
 
 fn week() -> Dur {
@@ -274,7 +293,7 @@ impl ProviderKind {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Bucket {
     pub name: String,

@@ -11,12 +11,13 @@ use http::{Response, StatusCode};
 
 use crate::auth::Tenants;
 use crate::body::ProxyBody;
+use crate::store::Seeded;
 
 pub struct Demo {
     /// `http://127.0.0.1:8080`: where the browser reaches the proxy.
     pub proxy_base: String,
     /// `(bucket, key, size)` of each sample object.
-    pub objects: Vec<(String, String, u64)>,
+    pub objects: Vec<Seeded>,
     pub tenants: Arc<Tenants>,
 }
 
@@ -62,7 +63,7 @@ impl Demo {
 
     fn page(&self) -> String {
         let mut cards = String::new();
-        for (bucket, key, size) in &self.objects {
+        for Seeded { bucket, key, size } in &self.objects {
             let url = self.url_for(bucket, key);
             cards.push_str(&format!(
                 r#"<figure class="card"><div class="frame"><img crossorigin="anonymous" alt="{key}" data-src="{url}"></div>

@@ -26,7 +26,7 @@ impl Side {
     }
 }
 
-/// The error codes of README.md, "Routes", one per status.
+/// The error codes of docs/http.md, "Answers", one per status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     BadRequest,
@@ -138,7 +138,7 @@ impl Error {
         self.kind.status()
     }
 
-    /// The JSON body of README.md, "Routes".
+    /// The JSON body of docs/http.md, "Answers".
     pub fn body(&self) -> String {
         serde_json::json!({ "error": self.kind.code(), "message": self.message }).to_string()
     }

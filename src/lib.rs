@@ -2,44 +2,54 @@
 //! S3/GCS buckets to browsers, with the platform's cross-account credentials.
 //!
 //! A request goes through [`proxy::handle`] in a fixed phase order: route → source →
-//! authorize → lookup/fetch → respond → log. The modules below are named after those
-//! phases and the parts they use:
+//! authorize → lookup/fetch → respond → log (docs/design.md, "Layers").
 //!
-//! - [`server`]: accept loop, connection limits, graceful drain; [`activity`] the deadline
-//!   rules every connection lives by; [`body`] the response body type; [`app`] wires
-//!   listeners; [`peer`] the client address for logs.
-//! - [`proxy`]: the phases; [`source`] parses source URLs; [`auth`] tenants and signatures;
-//!   [`cache`] the in-memory object cache and in-flight fills; [`origin`] the S3 clients;
-//!   [`presign`] presigned URLs; [`cors`] CORS; [`error`] the error → status mapping;
-//!   [`cache_status`] the `X-Cache` values.
-//! - [`config`] and [`config_check`]: `config.toml`; [`cli`] and [`onboard`]: commands.
-//! - [`logging`] the log writer thread.
-//! - [`store`] the embedded S3-compatible store, [`demo`] the demo page, [`admin`] and
-//!   [`metrics`] the admin listener.
+//! The modules form layers; a module uses modules of its own layer or below, never
+//! above, and no two use each other (`src/layering.rs` checks both):
+//!
+//! 1. Leaf types and settings: `pattern` (config patterns), `object` (object metadata),
+//!    `cache_status` (`X-Cache`), `error` (error → status), `activity` (connection
+//!    deadline rules), `peer` (client address), [`body`] (the response body), `s3` (S3
+//!    client settings), [`logging`], [`metrics`], [`config`] (the schema), `tls`.
+//! 2. Pure logic: [`source`] (source URLs), [`auth`] (tenants, signatures), `cors`,
+//!    `config_check` (validation, `Config::load`).
+//! 3. I/O: [`cache`] (memory tier, fills), `origin` (S3/GCS clients), `presign`,
+//!    [`server`] (the accept loop and connections of every listener), [`store`] (the
+//!    embedded S3-compatible store).
+//! 4. Request path: [`proxy`] (the phases), `admin`, [`demo`].
+//! 5. Wiring and commands: [`app`], [`systemd`] (notify, watchdog, signals), [`cli`], [`onboard`].
+//!
+//! Public modules are what the binary, the tests and the benches use; the rest is
+//! private to the crate.
 
-pub mod activity;
-pub mod admin;
+mod activity;
+mod admin;
 pub mod app;
 pub mod auth;
 pub mod body;
 pub mod cache;
-pub mod cache_status;
+mod cache_status;
 pub mod cli;
 pub mod config;
-pub mod config_check;
-pub mod cors;
+mod config_check;
+mod cors;
 pub mod demo;
-pub mod error;
+mod error;
 pub mod logging;
 pub mod metrics;
-pub mod object;
+mod object;
 pub mod onboard;
-pub mod origin;
-pub mod peer;
-pub mod presign;
+mod origin;
+pub mod pattern;
+mod peer;
+mod presign;
 pub mod proxy;
+mod s3;
 pub mod server;
-pub mod service;
 pub mod source;
 pub mod store;
-pub mod tls;
+pub mod systemd;
+mod tls;
+
+#[cfg(test)]
+mod layering;

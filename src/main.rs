@@ -15,8 +15,13 @@ use bucketfront::cli::{self, Cli, Command};
 use bucketfront::config::Config;
 use bucketfront::demo::Demo;
 use bucketfront::server::{self, Limits, Listener};
-use bucketfront::service;
 use bucketfront::store::{self, Store};
+use bucketfront::systemd;
+
+/// mimalloc gives freed pages back to the system after a short delay, so RSS comes back
+/// down after a burst (glibc malloc keeps its high-water mark in its arenas).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -35,9 +40,9 @@ fn main() -> ExitCode {
         }
         Command::Check(args) => runtime().and_then(|rt| {
             let config = args.config.load()?;
-            let (report, ok) = rt.block_on(bucketfront::onboard::check(&config, &args.url));
+            let report = rt.block_on(bucketfront::onboard::check(&config, &args.url));
             print!("{report}");
-            if ok {
+            if report.served() {
                 Ok(())
             } else {
                 Err("the image would not be served (see above)".into())
@@ -159,7 +164,7 @@ async fn serve(config: Config, config_path: std::path::PathBuf) -> Result<(), St
             .map_err(|e| e.to_string())?;
         let objects = s.seed(&es.root).await.map_err(|e| e.to_string())?;
         tracing::info!(endpoint = %s.endpoint, objects = objects.len(), "embedded store ready");
-        embedded = Some((s.endpoint.clone(), s.credentials.clone()));
+        embedded = Some(s.access());
         demo = Some((
             bind("embedded_store.demo_listen", es.demo_listen).await?,
             objects,
@@ -197,14 +202,14 @@ async fn serve(config: Config, config_path: std::path::PathBuf) -> Result<(), St
             },
         ));
     }
-    tokio::spawn(service::handle_signals(
+    tokio::spawn(systemd::handle_signals(
         app.clone(),
         config_path,
         shutdown.clone(),
     ));
-    service::spawn_watchdog(shutdown.clone());
+    systemd::spawn_watchdog(shutdown.clone());
     tracing::info!(listen = %public_addr, "bucketfront serving");
-    service::ready(&format!("serving on {public_addr}"));
+    systemd::ready(&format!("serving on {public_addr}"));
     app.run(listeners, shutdown).await;
     Ok(())
 }

@@ -4,6 +4,8 @@
 
 use std::time::SystemTime;
 
+use crate::pattern::{MediaRange, content_type_allowed};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
     pub content_type: Option<String>,
@@ -19,59 +21,9 @@ impl ObjectMeta {
         self.last_modified.map(httpdate::fmt_http_date)
     }
 
-    /// Whether the content type is one of the allowed patterns (`image/*`, `image/png`).
+    /// Whether the content type is one of the allowed ranges (`image/*`, `image/png`).
     /// An object without a content type is never allowed: browsers would sniff it.
-    pub fn content_type_allowed(&self, allowed: &[String]) -> bool {
+    pub fn content_type_allowed(&self, allowed: &[MediaRange]) -> bool {
         content_type_allowed(self.content_type.as_deref(), allowed)
-    }
-}
-
-/// Whether `content_type` matches one of the allowed patterns (`image/*`, `image/png`);
-/// a missing content type never does (browsers would sniff the bytes).
-pub fn content_type_allowed(content_type: Option<&str>, allowed: &[String]) -> bool {
-    let Some(ct) = content_type else {
-        return false;
-    };
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let Some((ty, sub)) = essence.split_once('/') else {
-        return false;
-    };
-    allowed.iter().any(|pattern| match pattern.split_once('/') {
-        Some(("*", "*")) => true,
-        Some((pty, "*")) => pty.eq_ignore_ascii_case(ty),
-        Some((pty, psub)) => pty.eq_ignore_ascii_case(ty) && psub.eq_ignore_ascii_case(sub),
-        None => false,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn meta(ct: Option<&str>) -> ObjectMeta {
-        ObjectMeta {
-            content_type: ct.map(String::from),
-            size: 1,
-            etag: None,
-            last_modified: None,
-        }
-    }
-
-    #[test]
-    fn content_type_patterns() {
-        let images = vec!["image/*".to_string()];
-        assert!(meta(Some("image/png")).content_type_allowed(&images));
-        assert!(meta(Some("IMAGE/JPEG; charset=binary")).content_type_allowed(&images));
-        assert!(!meta(Some("text/html")).content_type_allowed(&images));
-        assert!(!meta(Some("imagex/png")).content_type_allowed(&images));
-        assert!(!meta(None).content_type_allowed(&images));
-        let exact = vec!["image/webp".to_string()];
-        assert!(!meta(Some("image/png")).content_type_allowed(&exact));
-        assert!(meta(Some("image/webp")).content_type_allowed(&exact));
     }
 }

@@ -130,29 +130,66 @@ fn gcs_policy(args: &PolicyArgs) -> String {
     )
 }
 
+/// What `bucketfront check` found: one line per step, in order; a failed step ends the
+/// check, so the last line says what to fix.
+#[derive(Debug, Default)]
+pub struct Report {
+    steps: Vec<(bool, String)>,
+}
+
+impl Report {
+    fn pass(&mut self, step: &str, text: impl std::fmt::Display) {
+        self.steps.push((true, format!("{step}: {text}")));
+    }
+
+    fn fail(mut self, step: &str, text: impl std::fmt::Display) -> Report {
+        self.steps.push((false, format!("{step}: {text}")));
+        self
+    }
+
+    /// Whether every step passed: the proxy would serve this image.
+    pub fn served(&self) -> bool {
+        !self.steps.is_empty() && self.steps.iter().all(|(ok, _)| *ok)
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (ok, line) in &self.steps {
+            writeln!(f, "{}{line}", if *ok { "ok   " } else { "FAIL " })?;
+        }
+        Ok(())
+    }
+}
+
 /// `bucketfront check URL`: probes with `GET Range: bytes=0-0` using exactly the
-/// credentials the proxy would use. Returns the report and whether an image would be served.
-pub async fn check(config: &Config, url: &str) -> (String, bool) {
-    let mut out = String::new();
+/// credentials the proxy would use.
+pub async fn check(config: &Config, url: &str) -> Report {
+    let mut report = Report::default();
     let obj = match parse_source_url(url) {
         Ok(o) => o,
-        Err(e) => return (format!("FAIL url: {}\n", e.message), false),
+        Err(e) => return report.fail("url", e.message),
     };
-    out.push_str(&format!(
-        "ok   url: provider {}, bucket {}, key {}\n",
-        obj.provider.as_str(),
-        obj.bucket,
-        obj.key
-    ));
+    report.pass(
+        "url",
+        format!(
+            "provider {}, bucket {}, key {}",
+            obj.provider.as_str(),
+            obj.bucket,
+            obj.key
+        ),
+    );
     let tenants = Tenants::from_config(config);
     let Some(tenant) = tenants.for_bucket(&obj.bucket).cloned() else {
-        out.push_str(&format!(
-            "FAIL tenant: bucket {} belongs to no tenant; add it to a [[tenants]] buckets list\n",
-            obj.bucket
-        ));
-        return (out, false);
+        return report.fail(
+            "tenant",
+            format!(
+                "bucket {} belongs to no tenant; add it to a [[tenants]] buckets list",
+                obj.bucket
+            ),
+        );
     };
-    out.push_str(&format!("ok   tenant: {}\n", tenant.name));
+    report.pass("tenant", &tenant.name);
     let origins =
         Arc::new(Origins::new(config, None, Arc::new(crate::metrics::Metrics::new())).await);
     if let Some(role) = tenant
@@ -178,57 +215,54 @@ pub async fn check(config: &Config, url: &str) -> (String, bool) {
             .send()
             .await;
         if unsafe_call.is_ok() {
-            out.push_str(&format!(
-                "FAIL role: {} can be assumed WITHOUT the right external ID; add the condition \
-                 \"StringEquals\": {{\"sts:ExternalId\": \"...\"}} to its trust policy (`bucketfront policy` prints it)\n",
-                role.role_arn
-            ));
-            return (out, false);
+            return report.fail(
+                "role",
+                format!(
+                    "{} can be assumed WITHOUT the right external ID; add the condition \
+                     \"StringEquals\": {{\"sts:ExternalId\": \"...\"}} to its trust policy (`bucketfront policy` prints it)",
+                    role.role_arn
+                ),
+            );
         }
-        out.push_str(
-            "ok   role: assuming it without the right external ID is refused, as it must be\n",
+        report.pass(
+            "role",
+            "assuming it without the right external ID is refused, as it must be",
         );
     }
     let req = GetRequest {
         range: Some("bytes=0-0".into()),
         ..GetRequest::default()
     };
-    match origins.get(&tenant, &obj, &req).await {
-        Ok(Fetched::Object(o)) => {
-            out.push_str(&format!(
-                "ok   GetObject: object is readable ({} bytes)\n",
-                o.meta.size
-            ));
-            if let Some(region) = origins.discovered_region(&obj.bucket) {
-                out.push_str(&format!(
-                    "ok   region: the bucket is in {region} (S3 said so); set region = \"{region}\" in its [[buckets]] entry to save a round trip\n"
-                ));
-            }
-            let ct = o
-                .meta
-                .content_type
-                .clone()
-                .unwrap_or_else(|| "(none)".into());
-            if o.meta
-                .content_type_allowed(&config.server.allowed_content_types)
-            {
-                out.push_str(&format!("ok   content type: {ct}\n"));
-                (out, true)
-            } else {
-                out.push_str(&format!(
-                    "FAIL content type: {ct} is not in server.allowed_content_types; browsers would get 415\n"
-                ));
-                (out, false)
-            }
-        }
-        Ok(Fetched::NotModified) => (out + "FAIL GetObject: unexpected 304\n", false),
+    let o = match origins.get(&tenant, &obj, &req).await {
+        Ok(Fetched::Object(o)) => o,
+        Ok(Fetched::NotModified) => return report.fail("GetObject", "unexpected 304"),
         Err(e) => {
-            out.push_str(&format!(
-                "FAIL GetObject: {}\n",
-                explain(&e, &obj.bucket, &tenant.name)
-            ));
-            (out, false)
+            return report.fail("GetObject", explain(&e, &obj.bucket, &tenant.name));
         }
+    };
+    report.pass(
+        "GetObject",
+        format!("object is readable ({} bytes)", o.meta.size),
+    );
+    if let Some(region) = origins.discovered_region(&obj.bucket) {
+        report.pass(
+            "region",
+            format!(
+                "the bucket is in {region} (S3 said so); set region = \"{region}\" in its [[buckets]] entry to save a round trip"
+            ),
+        );
+    }
+    let ct = o.meta.content_type.as_deref().unwrap_or("(none)");
+    if o.meta
+        .content_type_allowed(&config.server.allowed_content_types)
+    {
+        report.pass("content type", ct);
+        report
+    } else {
+        report.fail(
+            "content type",
+            format!("{ct} is not in server.allowed_content_types; browsers would get 415"),
+        )
     }
 }
 

@@ -1,4 +1,4 @@
-//! Presigned GET URLs (README.md, "Routes"), made with the bucket's tenant's
+//! Presigned GET URLs (docs/http.md, "Routes"), made with the bucket's tenant's
 //! credentials and kept in memory until only `refresh_before` of their life is left.
 //!
 //! `expires_at` never outlives the credentials that signed the URL: a URL signed with
@@ -18,9 +18,9 @@ use crate::cache::{CacheKey, CacheStatus};
 use crate::config;
 use crate::error::{Error, Kind, Side};
 use crate::metrics::Metrics;
-use crate::object::content_type_allowed;
 use crate::origin::Origins;
 use crate::origin::credentials::error_chain;
+use crate::pattern::{MediaRange, content_type_allowed};
 use crate::source::ObjectRef;
 
 /// SigV4 presigned URLs are valid for at most 7 days.
@@ -105,7 +105,7 @@ impl Presigner {
         obj: &ObjectRef,
         now: SystemTime,
         not_after: Option<SystemTime>,
-        allowed: &[String],
+        allowed: &[MediaRange],
     ) -> Result<(Presigned, CacheStatus), Error> {
         let key = (tenant.name.clone(), CacheKey::of(obj));
         let cached = self.cache.get(&key).await;
@@ -203,7 +203,7 @@ impl Presigner {
     }
 }
 
-fn check_type(p: &Presigned, allowed: &[String]) -> Result<(), Error> {
+fn check_type(p: &Presigned, allowed: &[MediaRange]) -> Result<(), Error> {
     if content_type_allowed(p.content_type.as_deref(), allowed) {
         Ok(())
     } else {

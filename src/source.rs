@@ -2,7 +2,7 @@
 //!
 //! The source phase of the request path. Pure parsing: the host of a source URL only
 //! selects a provider and where the bucket name is; it is never dialled. Every form in
-//! README.md, "Routes" is accepted; anything else is a `400` before authorization.
+//! docs/http.md, "Routes" is accepted; anything else is a `400` before authorization.
 
 use crate::config::ProviderKind;
 use crate::error::Error;
@@ -59,7 +59,7 @@ pub fn parse_path(path: &str) -> Result<(String, String), Error> {
     Ok((decode_component(bucket)?, decode_component(key)?))
 }
 
-/// Parses a source URL of README.md, "Routes" into an [`ObjectRef`].
+/// Parses a source URL of docs/http.md, "Routes" into an [`ObjectRef`].
 pub fn parse_source_url(url: &str) -> Result<ObjectRef, Error> {
     let bad = |why: &str| Error::bad_request(format!("unsupported source URL: {why}"));
     let (scheme, rest) = url

@@ -22,7 +22,7 @@ fn source_url_table() {
     let long_bucket = format!("s3://{}/k", "b".repeat(64));
     #[rustfmt::skip]
     let cases: Vec<(&str, Option<ObjectRef>)> = vec![
-        // The forms of README.md, "Routes".
+        // The forms of docs/http.md, "Routes".
         ("https://acme-images.s3.eu-west-1.amazonaws.com/cats/1.jpg", ok(S3, "acme-images", Some("eu-west-1"), "cats/1.jpg")),
         ("https://acme-images.s3.amazonaws.com/cats/1.jpg", ok(S3, "acme-images", None, "cats/1.jpg")),
         ("https://acme-images.s3-eu-west-1.amazonaws.com/cats/1.jpg", ok(S3, "acme-images", Some("eu-west-1"), "cats/1.jpg")),

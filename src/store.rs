@@ -15,6 +15,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::server::{Limits, Listener};
 
+/// An object [`Store::seed`] uploaded.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Seeded {
+    pub bucket: String,
+    pub key: String,
+    pub size: u64,
+}
+
 /// Requests the store has answered, by method: tests count upstream GETs with it.
 #[derive(Debug, Default)]
 pub struct StoreStats {
@@ -80,27 +88,29 @@ impl Store {
         Ok(format!("http://{addr}"))
     }
 
+    /// Where this store listens and the keys it accepts, for the origin clients.
+    pub fn access(&self) -> crate::origin::StoreAccess {
+        crate::origin::StoreAccess {
+            endpoint: self.endpoint.clone(),
+            credentials: self.credentials.clone(),
+        }
+    }
+
     /// An S3 client for this store (path style, its own keys).
     pub fn client(&self) -> Client {
-        let conf = aws_sdk_s3::config::Builder::new()
+        let conf = crate::s3::compatible(aws_sdk_s3::config::Builder::new())
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
             .region(aws_sdk_s3::config::Region::new("us-east-1"))
             .endpoint_url(&self.endpoint)
             .force_path_style(true)
             .credentials_provider(self.credentials.clone())
-            .request_checksum_calculation(
-                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
-            )
-            .response_checksum_validation(
-                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
-            )
             .build();
         Client::from_conf(conf)
     }
 
     /// Creates one bucket per sub-folder of `root` and uploads every file below it.
-    /// Returns `(bucket, key, size)` of each object, sorted.
-    pub async fn seed(&self, root: &Path) -> Result<Vec<(String, String, u64)>, StoreError> {
+    /// Returns the objects, sorted by bucket and key.
+    pub async fn seed(&self, root: &Path) -> Result<Vec<Seeded>, StoreError> {
         let seed_err = |path: &Path, reason: String| StoreError::Seed {
             path: path.display().to_string(),
             reason,
@@ -130,7 +140,11 @@ impl Store {
                 self.put(&bucket, &key, body, content_type_for(&key))
                     .await
                     .map_err(|e| seed_err(&path, e))?;
-                objects.push((bucket.clone(), key, size));
+                objects.push(Seeded {
+                    bucket: bucket.clone(),
+                    key,
+                    size,
+                });
             }
         }
         objects.sort();

@@ -227,10 +227,14 @@ fetch(arg, {headers: {Range: 'bytes=0-9'}, cache: 'no-store'})
 "#;
 
 /// Tenant `demo` owning the seeded `demo-images` bucket, unsigned.
-fn demo_tenant(endpoint: &str) -> String {
-    format!(
-        "[[tenants]]\nname = \"demo\"\nbuckets = [\"demo-images\"]\nrequire_signature = false\n[[buckets]]\nname = \"demo-images\"\nendpoint = \"{endpoint}\"\npath_style = true\n"
-    )
+/// `config()` plus tenant `demo` (unsigned) owning `demo-images`, with `origin` as the
+/// only CORS origin allowed.
+fn demo_config(endpoint: &str, origin: &str) -> Config {
+    let mut c = config(endpoint);
+    c.tenants.push(tenant("demo", &["demo-images"], &[]));
+    c.buckets.push(bucket("demo-images", endpoint, None));
+    c.cors.allowed_origins = vec![origin_pattern(origin)];
+    c
 }
 
 #[tokio::test]
@@ -242,16 +246,19 @@ async fn a_browser_loads_images_through_the_proxy() {
     let app = page_server(&stop).await;
     let other = page_server(&stop).await;
     let app_origin = format!("http://{app}");
-    let env = Env::start_with(|endpoint| {
-        config(endpoint, &demo_tenant(endpoint)).replace(ALLOWED_ORIGIN, &app_origin)
-    })
-    .await;
+    let env = Env::start_with(|endpoint| demo_config(endpoint, &app_origin)).await;
     let samples = concat!(env!("CARGO_MANIFEST_DIR"), "/demo/bucket");
     let objects = env.store.seed(std::path::Path::new(samples)).await.unwrap();
     let proxy_base = format!("http://{}", env.proxy.addr);
     let urls: Vec<String> = objects
         .iter()
-        .map(|(b, k, _)| format!("{proxy_base}/{b}/{}", bucketfront::source::encode_path(k)))
+        .map(|o| {
+            format!(
+                "{proxy_base}/{}/{}",
+                o.bucket,
+                bucketfront::source::encode_path(&o.key)
+            )
+        })
         .collect();
 
     // 1. Every image loads with crossorigin=anonymous and its pixels can be read.
@@ -292,7 +299,11 @@ async fn a_browser_loads_images_through_the_proxy() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("config.toml");
-    std::fs::write(&config_path, config(&env.store.endpoint, "")).unwrap();
+    // What `bucketfront sign` reads: the tenant and its keys.
+    let file = format!(
+        "[[tenants]]\nname = \"signed\"\nbuckets = [\"sig-*\"]\nsigning_keys = [{{ id = \"k1\", secret = \"{SIGNING_SECRET}\" }}]\n"
+    );
+    std::fs::write(&config_path, file).unwrap();
     let sign = |ttl: &str| {
         let out = Command::new(env!("CARGO_BIN_EXE_bucketfront"))
             .args([
@@ -315,25 +326,25 @@ async fn a_browser_loads_images_through_the_proxy() {
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     };
     let fresh = sign("1h");
-    let expiring = sign("1s");
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let a_minute_ago = in_an_hour() - 3660;
+    let expired = format!(
+        "{proxy_base}/sig-images/signed.png?{}",
+        signed_query("sig-images", "signed.png", a_minute_ago)
+    );
     browser.goto(&format!("{app_origin}/")).await;
-    let results = browser.run(CANVAS, json!([fresh, expiring])).await;
+    let results = browser.run(CANVAS, json!([fresh, expired])).await;
     assert_eq!(results[0]["ok"], true, "signed URL loads: {results}");
     assert_eq!(results[1]["ok"], false, "expired URL fails: {results}");
 
     // 5. The demo page (its own origin, allowed by its proxy), screenshotted for people.
     let demo_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let demo_origin = format!("http://{}", demo_listener.local_addr().unwrap());
-    let demo_config = config(&env.store.endpoint, &demo_tenant(&env.store.endpoint))
-        .replace(ALLOWED_ORIGIN, &demo_origin);
-    let proxy2 = Proxy::start(&demo_config, Some(&env.store)).await;
+    let demo_config = demo_config(&env.store.endpoint, &demo_origin);
+    let proxy2 = Proxy::start(demo_config.clone(), Some(&env.store)).await;
     let demo = Arc::new(Demo {
         proxy_base: format!("http://{}", proxy2.addr),
         objects,
-        tenants: Arc::new(Tenants::from_config(
-            &Config::parse(&demo_config, std::path::Path::new("t.toml")).unwrap(),
-        )),
+        tenants: Arc::new(Tenants::from_config(&demo_config)),
     });
     tokio::spawn(
         Listener::new(page_limits()).serve(demo_listener, stop.clone(), move |req| {
@@ -361,12 +372,21 @@ async fn a_browser_loads_images_through_the_proxy() {
     // the profile directory on their command line).
     let profile = browser._profile.path().display().to_string();
     drop(browser);
-    let left: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(&profile))
-        .collect();
+    let left = || -> Vec<String> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(&profile))
+            .collect()
+    };
+    // SIGKILL is delivered at once but a process is gone only once it has been reaped;
+    // wait for that (bounded), rather than look at the very instant of the kill.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !left().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = left();
     assert!(left.is_empty(), "browser processes left running: {left:?}");
     proxy2.stop().await;
     stop.cancel();

@@ -1,4 +1,4 @@
-//! Cache semantics (docs/design.md, cache semantics) against the embedded store and against origins
+//! Cache semantics (docs/http.md, "X-Cache and the cache") against the embedded store and against origins
 //! that misbehave on purpose: coalescing, never caching a short body, revalidation,
 //! stale-on-error, negative caching, the memory bound and streaming.
 
@@ -7,13 +7,14 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bucketfront::config::{Dur, Size};
 use bytes::Bytes;
 use common::*;
 use http_body_util::BodyExt;
 
 #[tokio::test]
 async fn one_upstream_get_for_100_concurrent_cold_requests() {
-    let env = Env::start("").await;
+    let env = Env::start().await;
     let body = pattern(3 << 20, 9);
     env.put("test-images", "hot.png", body.clone(), "image/png")
         .await;
@@ -47,7 +48,7 @@ async fn first_bytes_arrive_before_the_object_has() {
         cut: 512 << 10,
     }])
     .await;
-    let proxy = Proxy::start(&fake_config(&origin.endpoint, ""), None).await;
+    let proxy = Proxy::start(fake_config(&origin.endpoint), None).await;
     let resp = client()
         .get(proxy.url("/test-fake/s.png").parse().unwrap())
         .await
@@ -73,7 +74,7 @@ async fn a_body_cut_short_is_never_cached_or_served_whole() {
         Behaviour::Full(body.clone()),
     ])
     .await;
-    let proxy = Proxy::start(&fake_config(&origin.endpoint, ""), None).await;
+    let proxy = Proxy::start(fake_config(&origin.endpoint), None).await;
     let url = proxy.url("/test-fake/cut.png");
     // The first client and two joiners of the same fill all see a broken transfer.
     let attempts: Vec<_> = (0..3)
@@ -102,7 +103,7 @@ async fn a_body_cut_short_is_never_cached_or_served_whole() {
 
 #[tokio::test]
 async fn expired_entries_are_refetched_and_replaced() {
-    let env = Env::start("[cache]\nttl = \"1s\"").await;
+    let env = Env::with(|c, _| c.cache.ttl = Dur::secs(1)).await;
     env.put("test-images", "v.png", "version-one", "image/png")
         .await;
     let url = env.proxy.url("/test-images/v.png");
@@ -132,8 +133,13 @@ async fn stale_is_served_while_the_origin_fails_and_5xx_never_replaces_it() {
     let body = Bytes::from(pattern(1000, 6));
     let origin =
         FakeOrigin::start(vec![Behaviour::Full(body.clone()), Behaviour::Status(503)]).await;
-    let cache = "[cache]\nttl = \"200ms\"\nstale_if_error = \"1h\"";
-    let proxy = Proxy::start(&fake_config(&origin.endpoint, cache), None).await;
+    let cache = |endpoint: &str| {
+        let mut c = fake_config(endpoint);
+        c.cache.ttl = Dur(Duration::from_millis(200));
+        c.cache.stale_if_error = Dur::secs(3600);
+        c
+    };
+    let proxy = Proxy::start(cache(&origin.endpoint), None).await;
     let url = proxy.url("/test-fake/st.png");
     assert_eq!(get(&url).await.header("x-cache"), Some("MISS"));
     proxy
@@ -151,7 +157,7 @@ async fn stale_is_served_while_the_origin_fails_and_5xx_never_replaces_it() {
 
     // A stalled origin (timeout) and a dead one (connection refused) serve stale too.
     let origin = FakeOrigin::start(vec![Behaviour::Full(body.clone()), Behaviour::Stall]).await;
-    let proxy = Proxy::start(&fake_config(&origin.endpoint, cache), None).await;
+    let proxy = Proxy::start(cache(&origin.endpoint), None).await;
     let url = proxy.url("/test-fake/st.png");
     get(&url).await;
     proxy
@@ -174,15 +180,16 @@ async fn stale_is_served_while_the_origin_fails_and_5xx_never_replaces_it() {
         .cache
         .clock()
         .advance(Duration::from_millis(1100));
+    let addr = origin.addr();
     drop(origin);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    refused_within(addr, Duration::from_secs(10)).await;
     assert_eq!(get(&url).await.header("x-cache"), Some("STALE"));
     proxy.stop().await;
 }
 
 #[tokio::test]
 async fn not_found_is_remembered_for_negative_ttl() {
-    let env = Env::start("[cache]\nnegative_ttl = \"1s\"").await;
+    let env = Env::with(|c, _| c.cache.negative_ttl = Dur::secs(1)).await;
     let url = env.proxy.url("/test-images/later.png");
     assert_eq!(get(&url).await.status, 404);
     let gets = env.gets();
@@ -209,7 +216,7 @@ async fn errors_other_than_404_are_not_cached() {
         Behaviour::Full(Bytes::from("ok")),
     ])
     .await;
-    let proxy = Proxy::start(&fake_config(&origin.endpoint, ""), None).await;
+    let proxy = Proxy::start(fake_config(&origin.endpoint), None).await;
     let url = proxy.url("/test-fake/e.png");
     assert_eq!(get(&url).await.status, 502);
     assert_eq!(
@@ -224,7 +231,7 @@ async fn errors_other_than_404_are_not_cached() {
 
 #[tokio::test]
 async fn ranges_of_cold_objects() {
-    let env = Env::start("[cache]\nmax_object_size = \"64KiB\"").await;
+    let env = Env::with(|c, _| c.cache.max_object_size = Size(64 << 10)).await;
     let small = pattern(10_000, 7);
     let large = pattern(200_000, 8);
     env.put("test-images", "small.png", small.clone(), "image/png")
@@ -274,7 +281,7 @@ async fn ranges_of_cold_objects() {
 
 #[tokio::test]
 async fn a_client_hanging_up_releases_the_upstream_connection() {
-    let env = Env::start("[cache]\nmax_object_size = \"1MiB\"").await;
+    let env = Env::with(|c, _| c.cache.max_object_size = Size(1 << 20)).await;
     env.put("test-images", "long.png", pattern(64 << 20, 3), "image/png")
         .await;
     let open_before = env.store.stats.open.get();
@@ -312,7 +319,11 @@ async fn a_client_hanging_up_releases_the_upstream_connection() {
 /// it streams through uncached (`BYPASS`), whole; one that fits is filled (`MISS`).
 #[tokio::test]
 async fn a_cold_object_beyond_fill_memory_streams_uncached() {
-    let env = Env::start("[cache]\nfill_memory = \"1MiB\"\nmax_object_size = \"8MiB\"").await;
+    let env = Env::with(|c, _| {
+        c.cache.fill_memory = Size(1 << 20);
+        c.cache.max_object_size = Size(8 << 20);
+    })
+    .await;
     let big = pattern(2 << 20, 8);
     env.put("test-images", "big.png", big.clone(), "image/png")
         .await;

@@ -11,22 +11,26 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use bucketfront::config::{Dur, Size};
 use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Empty};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Short deadlines for every phase.
-const DEADLINES: &str =
-    "header_read_timeout = \"300ms\"\nidle_timeout = \"600ms\"\nsend_timeout = \"600ms\"";
-
-async fn start(extra: &str) -> Env {
-    Env::start_with(|endpoint| {
-        config(endpoint, extra).replacen("header_read_timeout = \"1s\"", DEADLINES, 1)
+/// Short deadlines for every phase, and objects up to `max_object` cached.
+async fn start(max_object: u64) -> Env {
+    Env::with(|c, _| {
+        c.server.header_read_timeout = Dur(Duration::from_millis(300));
+        c.server.idle_timeout = Dur(Duration::from_millis(600));
+        c.server.send_timeout = Dur(Duration::from_millis(600));
+        c.cache.max_object_size = Size(max_object);
     })
     .await
 }
+
+/// The default `max_object_size`.
+const DEFAULT_MAX: u64 = 16 << 20;
 
 /// Waits until the server closes `sock` (EOF or reset), reading and discarding what it
 /// sends; returns the bytes read, or panics after `within`.
@@ -63,7 +67,7 @@ async fn control(env: &Env) {
 
 #[tokio::test]
 async fn silent_and_half_preface_sockets_are_closed_at_the_header_deadline() {
-    let env = start("").await;
+    let env = start(DEFAULT_MAX).await;
     env.put("test-images", "ok.png", "ok", "image/png").await;
     let mut silent = Vec::new();
     for _ in 0..50 {
@@ -93,10 +97,7 @@ async fn silent_and_half_preface_sockets_are_closed_at_the_header_deadline() {
 
 #[tokio::test]
 async fn at_the_limit_a_silent_socket_makes_room_for_a_real_client() {
-    let env = Env::start_with(|endpoint| {
-        config(endpoint, "").replacen("admin_listen", "max_connections = 4\nadmin_listen", 1)
-    })
-    .await;
+    let env = Env::with(|c, _| c.server.max_connections = 4).await;
     env.put("test-images", "ok.png", "ok", "image/png").await;
     let mut silent = Vec::new();
     for _ in 0..4 {
@@ -117,7 +118,7 @@ async fn at_the_limit_a_silent_socket_makes_room_for_a_real_client() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_and_a_slow_second_head_are_closed() {
-    let env = start("").await;
+    let env = start(DEFAULT_MAX).await;
     env.put("test-images", "ok.png", "ok", "image/png").await;
     let head = b"GET /test-images/ok.png HTTP/1.1\r\nHost: x\r\n\r\n";
     // Idle after one request: closed after idle_timeout.
@@ -147,7 +148,7 @@ async fn an_idle_keep_alive_and_a_slow_second_head_are_closed() {
 
 #[tokio::test]
 async fn an_h2_connection_without_streams_is_closed() {
-    let env = start("").await;
+    let env = start(DEFAULT_MAX).await;
     env.put("test-images", "ok.png", "ok", "image/png").await;
     for requests in [0, 1] {
         let tcp = TcpStream::connect(env.proxy.addr).await.unwrap();
@@ -179,7 +180,7 @@ async fn an_h2_connection_without_streams_is_closed() {
 
 #[tokio::test]
 async fn a_100_kb_request_head_is_refused_with_431() {
-    let env = start("").await;
+    let env = start(DEFAULT_MAX).await;
     let mut sock = TcpStream::connect(env.proxy.addr).await.unwrap();
     let big = "a".repeat(100 * 1024);
     let head = format!("GET /test-images/ok.png HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
@@ -194,7 +195,7 @@ async fn a_100_kb_request_head_is_refused_with_431() {
 
 #[tokio::test]
 async fn a_reader_that_stops_reading_is_cut_and_its_memory_freed() {
-    let env = start("[cache]\nmax_object_size = \"32MiB\"").await;
+    let env = start(32 << 20).await;
     env.put("test-images", "ok.png", "ok", "image/png").await;
     let big = Bytes::from(pattern(24 << 20, 9));
     env.put("test-images", "big.png", big.clone(), "image/png")
@@ -234,7 +235,7 @@ async fn a_reader_that_stops_reading_is_cut_and_its_memory_freed() {
 
 #[tokio::test]
 async fn an_h2_stream_with_a_closed_window_is_cut() {
-    let env = start("[cache]\nmax_object_size = \"32MiB\"").await;
+    let env = start(32 << 20).await;
     env.put("test-images", "ok.png", "ok", "image/png").await;
     env.put(
         "test-images",
@@ -282,7 +283,7 @@ async fn an_h2_stream_with_a_closed_window_is_cut() {
 /// and the connection closed: never two answers, never a kept-alive connection.
 #[tokio::test]
 async fn smuggling_corpus_is_refused() {
-    let env = start("").await;
+    let env = start(DEFAULT_MAX).await;
     env.put("test-images", "ok.png", "ok", "image/png").await;
     let corpus: &[&[u8]] = &[
         b"GET /test-images/ok.png HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
@@ -321,16 +322,14 @@ async fn smuggling_corpus_is_refused() {
 #[tokio::test]
 async fn a_stalled_origin_takes_only_its_tenants_slots() {
     let fake = FakeOrigin::start(vec![Behaviour::Stall]).await;
-    let slow_tenant = format!(
-        "[[tenants]]\nname = \"slow\"\nbuckets = [\"slow-*\"]\nrequire_signature = false\n[[buckets]]\nname = \"slow-bucket\"\nendpoint = \"{}\"\npath_style = true\naccess_key = \"AKIDSLOW\"\nsecret_key = \"slow-secret\"",
-        fake.endpoint
-    );
-    let env = Env::start_with(|endpoint| {
-        config(endpoint, &slow_tenant).replacen(
-            "max_attempts = 1",
-            "max_attempts = 1\nmax_concurrent_per_tenant = 2",
-            1,
-        )
+    let env = Env::with(|c, _| {
+        c.tenants.push(tenant("slow", &["slow-*"], &[]));
+        c.buckets.push(bucket(
+            "slow-bucket",
+            &fake.endpoint,
+            Some(("AKIDSLOW", "slow-secret")),
+        ));
+        c.origin.max_concurrent_per_tenant = 2;
     })
     .await;
     env.put("test-images", "ok.png", "ok", "image/png").await;
@@ -386,7 +385,7 @@ async fn h2_attack(env: &Env, attack: &str, path: &str) -> serde_json::Value {
 /// (GOAWAY or close) within the attack's 20 s window, and serves others meanwhile.
 #[tokio::test]
 async fn h2_floods_end_the_attacking_connection() {
-    let env = start("[cache]\nmax_object_size = \"32MiB\"").await;
+    let env = start(32 << 20).await;
     env.put("test-images", "ok.png", "ok", "image/png").await;
     env.put(
         "test-images",
@@ -425,14 +424,7 @@ async fn h2_floods_end_the_attacking_connection() {
 /// close (h2 GOAWAY) once it is that old, after the request in progress.
 #[tokio::test]
 async fn a_connection_older_than_max_connection_age_is_closed() {
-    let env = Env::start_with(|endpoint| {
-        config(endpoint, "").replacen(
-            "header_read_timeout = \"1s\"",
-            "header_read_timeout = \"1s\"\nmax_connection_age = \"500ms\"",
-            1,
-        )
-    })
-    .await;
+    let env = Env::with(|c, _| c.server.max_connection_age = Dur(Duration::from_millis(500))).await;
     env.put("test-images", "ok.png", "ok", "image/png").await;
     let tcp = TcpStream::connect(env.proxy.addr).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http2::handshake(
@@ -477,10 +469,7 @@ async fn a_connection_older_than_max_connection_age_is_closed() {
 /// connection from the overflow pool gets its 503 and then GOAWAY.
 #[tokio::test]
 async fn an_overflow_h2_connection_gets_503_then_goaway() {
-    let env = Env::start_with(|endpoint| {
-        config(endpoint, "").replacen("admin_listen", "max_connections = 2\nadmin_listen", 1)
-    })
-    .await;
+    let env = Env::with(|c, _| c.server.max_connections = 2).await;
     env.put("test-images", "ok.png", "ok", "image/png").await;
     // Two keep-alive connections that have sent a request: not evictable.
     let mut busy = Vec::new();

@@ -3,6 +3,7 @@
 
 mod common;
 
+use bucketfront::config::{Dur, Size};
 use bytes::Bytes;
 use common::*;
 use http_body_util::BodyExt;
@@ -35,16 +36,11 @@ fn reset_peak_rss() {
 async fn hostile_readers_stay_within_the_documented_bound() {
     use tokio::io::AsyncWriteExt;
     const OBJECTS: usize = 48;
-    let env = Env::start_with(|endpoint| {
-        config(
-            endpoint,
-            "[cache]\nmax_memory = \"16MiB\"\nfill_memory = \"16MiB\"\nmax_object_size = \"8MiB\"",
-        )
-        .replacen(
-            "header_read_timeout = \"1s\"",
-            "header_read_timeout = \"1s\"\nsend_timeout = \"1s\"",
-            1,
-        )
+    let env = Env::with(|c, _| {
+        c.cache.max_memory = Size(16 << 20);
+        c.cache.fill_memory = Size(16 << 20);
+        c.cache.max_object_size = Size(8 << 20);
+        c.server.send_timeout = Dur::secs(1);
     })
     .await;
     for i in 0..OBJECTS {
@@ -103,7 +99,11 @@ async fn hostile_readers_stay_within_the_documented_bound() {
 }
 
 async fn cached_bytes_never_exceed_max_memory() {
-    let env = Env::start("[cache]\nmax_memory = \"4MiB\"\nmax_object_size = \"1MiB\"").await;
+    let env = Env::with(|c, _| {
+        c.cache.max_memory = Size(4 << 20);
+        c.cache.max_object_size = Size(1 << 20);
+    })
+    .await;
     let object = Bytes::from(pattern(256 << 10, 1));
     for i in 0..160 {
         env.put(
@@ -132,7 +132,7 @@ async fn cached_bytes_never_exceed_max_memory() {
 }
 
 async fn a_300_mib_object_streams_in_bounded_memory() {
-    let env = Env::start("").await;
+    let env = Env::start().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("huge.png");
     {

@@ -3,15 +3,24 @@
 
 mod common;
 
+use bucketfront::config::{Bucket, Gcs, ProviderKind, Secret};
 use bytes::Bytes;
 use common::*;
 
 #[tokio::test]
 async fn gcs_buckets_through_the_xml_api_with_ranges() {
-    let env = Env::start_with(|endpoint| {
-        config(endpoint, "").replace("[[buckets]]\nname = \"test-images\"", &format!(
-            "[gcs]\naccess_key = \"TESTACCESSKEY\"\nsecret_key = \"test-secret-key\"\nendpoint = \"{endpoint}\"\n[[tenants]]\nname = \"g\"\nbuckets = [\"gcs-images\"]\nrequire_signature = false\n[[buckets]]\nname = \"gcs-images\"\nprovider = \"gcs\"\n[[buckets]]\nname = \"test-images\""
-        ))
+    let env = Env::with(|c, endpoint| {
+        c.gcs = Some(Gcs {
+            access_key: Secret::new("TESTACCESSKEY"),
+            secret_key: Secret::new("test-secret-key"),
+            endpoint: endpoint.into(),
+        });
+        c.tenants.push(tenant("g", &["gcs-images"], &[]));
+        c.buckets.push(Bucket {
+            name: "gcs-images".into(),
+            provider: ProviderKind::Gcs,
+            ..Default::default()
+        });
     })
     .await;
     env.store
@@ -61,7 +70,7 @@ async fn the_region_is_discovered_from_s3s_answers() {
         }])
         .await;
         // No region in the config, none in the URL: the SDK signs for us-east-1 first.
-        let proxy = Proxy::start(&fake_config(&origin.endpoint, ""), None).await;
+        let proxy = Proxy::start(fake_config(&origin.endpoint), None).await;
         let r = get(&proxy.url("/test-fake/a.png")).await;
         assert_eq!(r.status, 200, "hint={hint}");
         assert_eq!(r.bytes(), &body);
@@ -83,7 +92,15 @@ async fn check_against(script: Vec<Behaviour>) -> (bool, String) {
     let origin = FakeOrigin::start(script).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
-    std::fs::write(&path, fake_config(&origin.endpoint, "")).unwrap();
+    // The command reads a file: the same config as `fake_config`, as the file says it.
+    let file = format!(
+        "[origin]\nconnect_timeout = \"1s\"\nfirst_byte_timeout = \"1s\"\nmax_attempts = 1\n\
+         [[tenants]]\nname = \"t1\"\nbuckets = [\"test-fake\"]\nrequire_signature = false\n\
+         [[buckets]]\nname = \"test-fake\"\nendpoint = \"{}\"\npath_style = true\n\
+         access_key = \"AKIDFAKE\"\nsecret_key = \"fake-secret\"\n",
+        origin.endpoint
+    );
+    std::fs::write(&path, file).unwrap();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_bucketfront"))
             .args([
@@ -136,11 +153,9 @@ async fn expected_owner_is_sent_on_every_s3_call() {
         hint: false,
     }])
     .await;
-    let config = fake_config(&origin.endpoint, "").replace(
-        "require_signature = false",
-        "require_signature = false\nexpected_owner = \"111122223333\"",
-    );
-    let proxy = Proxy::start(&config, None).await;
+    let mut config = fake_config(&origin.endpoint);
+    config.tenants[0].expected_owner = Some("111122223333".into());
+    let proxy = Proxy::start(config, None).await;
     assert_eq!(get(&proxy.url("/test-fake/o.png")).await.status, 200);
     let heads = origin.heads.lock().unwrap().clone();
     assert_eq!(heads.len(), 3, "{heads:#?}");

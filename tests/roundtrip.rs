@@ -1,20 +1,28 @@
 //! Properties over generated inputs: a URL signed for (bucket, key, exp) verifies, and
 //! only for that triple; a key written into a proxy path comes back as the same key.
 
-use std::path::Path;
-
 use bucketfront::auth::{self, SignatureParams, Tenants};
-use bucketfront::config::Config;
+use bucketfront::config::{Config, Secret, SigningKey, TenantConfig};
+use bucketfront::pattern::BucketPattern;
 use proptest::prelude::*;
 
 const SECRET: &str = "roundtrip-signing-secret";
 const NOW: u64 = 1_800_000_000;
 
 fn tenants() -> Tenants {
-    let text = format!(
-        "[[tenants]]\nname = \"t\"\nbuckets = [\"b-*\"]\nsigning_keys = [{{ id = \"k1\", secret = \"{SECRET}\" }}]\n"
-    );
-    Tenants::from_config(&Config::parse(&text, Path::new("t.toml")).unwrap())
+    let config = Config {
+        tenants: vec![TenantConfig {
+            name: "t".into(),
+            buckets: vec![BucketPattern::parse("b-*").unwrap()],
+            signing_keys: vec![SigningKey {
+                id: "k1".into(),
+                secret: Secret::new(SECRET),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Tenants::from_config(&config.validated().unwrap())
 }
 
 fn params(exp: u64, sig: String) -> SignatureParams {

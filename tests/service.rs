@@ -125,7 +125,6 @@ async fn notify_reload_logs_and_stop() {
         .map(Reaped::new)
         .unwrap();
     let pid = child.id();
-    let started = Instant::now();
     let ready = expect(&sock, "READY=1", Duration::from_secs(20));
     assert!(ready.contains("STATUS=serving"), "{ready}");
     // READY=1 means bound: the listener answers at once.
@@ -195,7 +194,6 @@ async fn notify_reload_logs_and_stop() {
         .await
         .unwrap();
     assert!(out.status.success(), "exit 0 after drain: {:?}", out.status);
-    assert!(started.elapsed() < Duration::from_secs(30));
 
     let log = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<serde_json::Value> = log

@@ -69,20 +69,19 @@ async fn fetch(
     (negotiated, version, status, peer)
 }
 
+/// `[server] tls` with the files `write_cert` wrote into `dir`.
+fn tls(dir: &std::path::Path) -> bucketfront::config::Tls {
+    bucketfront::config::Tls {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    }
+}
+
 #[tokio::test]
 async fn h2_and_http1_over_tls_before_and_after_a_certificate_reload() {
     let dir = tempfile::tempdir().unwrap();
     let first = write_cert(dir.path());
-    let env = Env::start_with(|endpoint| {
-        config(endpoint, "").replace(
-            "header_read_timeout = \"1s\"",
-            &format!(
-                "header_read_timeout = \"1s\"\ntls = {{ cert = \"{0}/cert.pem\", key = \"{0}/key.pem\" }}",
-                dir.path().display()
-            ),
-        )
-    })
-    .await;
+    let env = Env::with(|c, _| c.server.tls = Some(tls(dir.path()))).await;
     env.put("test-images", "t.png", "tls bytes", "image/png")
         .await;
     let addr = env.proxy.addr;
@@ -126,14 +125,9 @@ async fn h2_and_http1_over_tls_before_and_after_a_certificate_reload() {
 async fn connections_evicted_during_the_handshake_are_counted_closed() {
     let dir = tempfile::tempdir().unwrap();
     let cert = write_cert(dir.path());
-    let env = Env::start_with(|endpoint| {
-        config(endpoint, "").replace(
-            "header_read_timeout = \"1s\"",
-            &format!(
-                "header_read_timeout = \"1s\"\nmax_connections = 2\ntls = {{ cert = \"{0}/cert.pem\", key = \"{0}/key.pem\" }}",
-                dir.path().display()
-            ),
-        )
+    let env = Env::with(|c, _| {
+        c.server.tls = Some(tls(dir.path()));
+        c.server.max_connections = 2;
     })
     .await;
     env.put("test-images", "t.png", "tls", "image/png").await;

@@ -1,4 +1,4 @@
-//! The object cache (docs/design.md, cache semantics): the lookup phase of the request path, and
+//! The object cache (docs/http.md, "X-Cache and the cache"): the lookup phase of the request path, and
 //! the only module that touches moka.
 //!
 //! Complete objects live in a byte-weighted moka cache keyed by (provider, bucket, key).
@@ -8,6 +8,7 @@
 //! arrived whole goes into the cache.
 
 pub mod fill;
+mod freshness;
 mod inflight;
 pub mod pieces;
 
@@ -22,8 +23,10 @@ use crate::error::{Error, Kind, Side};
 use crate::metrics::Metrics;
 use crate::object::ObjectMeta;
 use crate::origin::{Fetched, GetRequest, Origins, next_chunk};
+use crate::pattern::MediaRange;
 use crate::source::ObjectRef;
 use fill::{End, Fill, Head};
+use freshness::{Answer, Lifetimes, Outcome};
 use inflight::{Inflight, Leader};
 use pieces::{PieceWriter, Pieces};
 
@@ -122,12 +125,12 @@ pub struct Cache {
     inflight: Arc<Inflight>,
     /// `fill_memory`, in KiB: a fill holds its object's size until it ends.
     fill_budget: Arc<Semaphore>,
-    cfg: config::Cache,
+    cfg: config::CacheConfig,
     metrics: Arc<Metrics>,
 }
 
 impl Cache {
-    pub fn new(cfg: &config::Cache, metrics: Arc<Metrics>) -> Arc<Cache> {
+    pub fn new(cfg: &config::CacheConfig, metrics: Arc<Metrics>) -> Arc<Cache> {
         let keep = cfg.ttl.0 + cfg.stale_if_error.0.max(cfg.negative_ttl.0);
         let entries = moka::future::Cache::builder()
             .max_capacity(cfg.max_memory.0)
@@ -168,7 +171,7 @@ impl Cache {
         origins: &Arc<Origins>,
         tenant: &Arc<Tenant>,
         obj: &ObjectRef,
-        allowed: &[String],
+        allowed: &[MediaRange],
     ) -> Result<Served, Error> {
         let now = self.clock.now();
         let key = CacheKey::of(obj);
@@ -206,7 +209,7 @@ impl Cache {
         origins: &Arc<Origins>,
         tenant: &Arc<Tenant>,
         obj: &ObjectRef,
-        allowed: &[String],
+        allowed: &[MediaRange],
         now: Instant,
     ) {
         // A fill that ended between our first look and taking the lead has stored its
@@ -249,22 +252,23 @@ impl Cache {
 
     /// A fresh hit, a remembered 404, or `None` (miss or expired).
     async fn fresh(&self, key: &CacheKey, now: Instant) -> Option<Served> {
-        match self.entries.get(key).await {
-            Some(Entry::Object(c)) if age(c.stored_at, now) < self.cfg.ttl.0 => {
-                Some(Served::Complete(c, CacheStatus::Hit))
+        match self.entries.get(key).await? {
+            Entry::Object(c) => {
+                let lookup = freshness::lookup(&self.lifetimes(), c.stored_at, c.retry_at, now);
+                freshness::status(lookup).map(|status| Served::Complete(c, status))
             }
-            Some(Entry::Object(c))
-                if c.retry_at.is_some_and(|t| now < t)
-                    && age(c.stored_at, now) < self.cfg.ttl.0 + self.cfg.stale_if_error.0 =>
-            {
-                Some(Served::Complete(c, CacheStatus::Stale))
+            Entry::NotFound { stored_at } => {
+                freshness::not_found_fresh(&self.lifetimes(), stored_at, now)
+                    .then_some(Served::NotFound)
             }
-            Some(Entry::NotFound { stored_at })
-                if age(stored_at, now) < self.cfg.negative_ttl.0 =>
-            {
-                Some(Served::NotFound)
-            }
-            _ => None,
+        }
+    }
+
+    fn lifetimes(&self) -> Lifetimes {
+        Lifetimes {
+            ttl: self.cfg.ttl.0,
+            negative_ttl: self.cfg.negative_ttl.0,
+            stale_if_error: self.cfg.stale_if_error.0,
         }
     }
 
@@ -298,10 +302,6 @@ fn kib_permit(budget: &Arc<Semaphore>, bytes: u64) -> Result<OwnedSemaphorePermi
     budget.clone().try_acquire_many_owned(n).map_err(|_| ())
 }
 
-fn age(stored_at: Instant, now: Instant) -> Duration {
-    now.saturating_duration_since(stored_at)
-}
-
 /// The task behind one fill: owns the upstream GET, outlives any one client.
 struct FillTask {
     cache: Arc<Cache>,
@@ -311,7 +311,7 @@ struct FillTask {
     key: CacheKey,
     fill: Arc<Fill>,
     stale: Option<Arc<Cached>>,
-    allowed_types: Vec<String>,
+    allowed_types: Vec<MediaRange>,
 }
 
 impl FillTask {
@@ -322,10 +322,21 @@ impl FillTask {
             ..GetRequest::default()
         };
         let result = self.origins.get(&self.tenant, &self.obj, &req).await;
-        let object = match (result, &self.stale) {
-            (Ok(Fetched::Object(o)), _) => o,
-            (Ok(Fetched::NotModified), Some(stale)) => {
-                let fresh = stale.renewed(self.cache.clock.now(), None);
+        let answer = match &result {
+            Ok(Fetched::Object(_)) => Answer::Object,
+            Ok(Fetched::NotModified) => Answer::NotModified,
+            Err(e) if e.is_not_found() => Answer::NotFound,
+            Err(e) => Answer::Failed {
+                transient: e.allows_stale(),
+            },
+        };
+        let now = cache.clock.now();
+        let stale_at = self.stale.as_ref().map(|c| c.stored_at);
+        let outcome = freshness::outcome(&cache.lifetimes(), answer, stale_at, now);
+        let object = match (outcome, result, &self.stale) {
+            (Outcome::Take, Ok(Fetched::Object(o)), _) => o,
+            (Outcome::Refresh, _, Some(stale)) => {
+                let fresh = stale.renewed(now, None);
                 cache
                     .entries
                     .insert(self.key.clone(), Entry::Object(fresh.clone()))
@@ -334,27 +345,14 @@ impl FillTask {
                     .fill
                     .set_head(Head::Ready(fresh, CacheStatus::Revalidated));
             }
-            (Ok(Fetched::NotModified), None) => {
-                let e = Error::bad_gateway().with_detail("unexpected 304");
-                return self.fill.set_head(Head::Failed(e));
-            }
-            (Err(e), _) if e.is_not_found() => {
-                let entry = Entry::NotFound {
-                    stored_at: self.cache.clock.now(),
-                };
+            (Outcome::RememberNotFound, Err(e), _) => {
+                let entry = Entry::NotFound { stored_at: now };
                 cache.entries.insert(self.key.clone(), entry).await;
                 return self.fill.set_head(Head::Failed(e.into_error()));
             }
-            (Err(e), Some(stale))
-                if e.allows_stale()
-                    && age(stale.stored_at, self.cache.clock.now())
-                        < cache.cfg.ttl.0 + cache.cfg.stale_if_error.0 =>
-            {
+            (Outcome::ServeStale, Err(e), Some(stale)) => {
                 tracing::warn!(bucket = %self.obj.bucket, error = %e, "origin failing; serving stale copy");
-                let backing_off = stale.renewed(
-                    stale.stored_at,
-                    Some(self.cache.clock.now() + REVALIDATION_BACKOFF),
-                );
+                let backing_off = stale.renewed(stale.stored_at, Some(now + REVALIDATION_BACKOFF));
                 cache
                     .entries
                     .insert(self.key.clone(), Entry::Object(backing_off.clone()))
@@ -363,7 +361,11 @@ impl FillTask {
                     .fill
                     .set_head(Head::Ready(backing_off, CacheStatus::Stale));
             }
-            (Err(e), _) => return self.fill.set_head(Head::Failed(e.into_error())),
+            (_, Err(e), _) => return self.fill.set_head(Head::Failed(e.into_error())),
+            (_, Ok(_), _) => {
+                let e = Error::bad_gateway().with_detail("unexpected 304");
+                return self.fill.set_head(Head::Failed(e));
+            }
         };
         if !object.meta.content_type_allowed(&self.allowed_types) {
             let e = Error::unsupported_media_type(object.meta.content_type.as_deref());

@@ -22,7 +22,6 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
@@ -91,8 +90,8 @@ pub struct Origins {
     env_endpoint: Option<String>,
     /// Regions learnt from S3's wrong-region answers, per bucket.
     discovered: RwLock<HashMap<String, String>>,
-    /// Injected endpoint for tests and the embedded store: `(endpoint, access, secret)`.
-    embedded: Option<(String, Credentials)>,
+    /// The embedded store, when it runs in this process (and in tests).
+    embedded: Option<StoreAccess>,
 }
 
 impl Origins {
@@ -100,7 +99,7 @@ impl Origins {
     /// credentials provider per tenant (its assumed role, or the proxy's identity).
     pub async fn new(
         config: &Config,
-        embedded: Option<(String, Credentials)>,
+        embedded: Option<StoreAccess>,
         metrics: Arc<Metrics>,
     ) -> Origins {
         // One HTTPS client for every origin client built from `base`: one pool of
@@ -186,10 +185,10 @@ impl Origins {
             );
             return Some(SharedCredentialsProvider::new(c));
         }
-        if let Some((endpoint, creds)) = &self.embedded
-            && bucket.and_then(|b| b.endpoint.as_deref()) == Some(endpoint.as_str())
+        if let Some(store) = &self.embedded
+            && bucket.and_then(|b| b.endpoint.as_deref()) == Some(store.endpoint.as_str())
         {
-            return Some(SharedCredentialsProvider::new(creds.clone()));
+            return Some(SharedCredentialsProvider::new(store.credentials.clone()));
         }
         if obj.provider == ProviderKind::Gcs
             && let Some(gcs) = &self.gcs
@@ -246,7 +245,7 @@ impl Origins {
     }
 
     fn build_client(&self, key: &ClientKey, creds: Option<SharedCredentialsProvider>) -> Client {
-        let mut b = aws_sdk_s3::config::Builder::from(&self.base)
+        let mut b = crate::s3::compatible(aws_sdk_s3::config::Builder::from(&self.base))
             .region(Region::new(key.region.clone()))
             .force_path_style(key.path_style)
             .retry_config(RetryConfig::standard().with_max_attempts(self.origin.max_attempts))
@@ -254,11 +253,7 @@ impl Origins {
                 TimeoutConfig::builder()
                     .connect_timeout(self.origin.connect_timeout.0)
                     .build(),
-            )
-            // Non-AWS stores reject the SDK's default checksum headers, and GCS sends
-            // whole-object checksums on ranges; bytes travel over TLS anyway.
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+            );
         if let Some(endpoint) = &key.endpoint {
             b = b.endpoint_url(endpoint);
         }
@@ -529,10 +524,16 @@ pub async fn next_chunk(
     }
 }
 
-/// The embedded store's address and keys, wired in when it runs in-process.
-pub type Embedded = Option<(String, Credentials)>;
+/// The embedded store's address and the keys it accepts: a bucket configured with that
+/// endpoint and no keys of its own is read with these.
+#[derive(Debug, Clone)]
+pub struct StoreAccess {
+    pub endpoint: String,
+    pub credentials: Credentials,
+}
 
-pub type SharedOrigins = Arc<Origins>;
+/// The embedded store, when it runs in-process.
+pub type Embedded = Option<StoreAccess>;
 
 #[cfg(test)]
 mod tests {

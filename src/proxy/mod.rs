@@ -67,8 +67,13 @@ const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const CSP: HeaderValue = HeaderValue::from_static("default-src 'none'; sandbox");
 
-/// What the log line needs to know about a request, filled in as phases run.
-struct Trace {
+/// One request as it goes through the phases (pingora's per-request context): what was
+/// asked, and what its log line will say, filled in as the phases run.
+struct Ctx<'a> {
+    state: &'a State,
+    parts: &'a Parts,
+    id: String,
+    started: Instant,
     route: RouteName,
     cache: CacheStatus,
     bucket: Option<String>,
@@ -78,108 +83,228 @@ struct Trace {
 
 /// Answers one request on the public listener. Never fails: errors become responses.
 pub async fn handle(state: Arc<State>, parts: Parts) -> Response<ProxyBody> {
-    let started = Instant::now();
     let in_flight = body::InFlight::start(&state.metrics.in_flight);
-    let request_id = format!("{:016x}", fastrand::u64(..));
-    let mut trace = Trace {
+    let mut ctx = Ctx {
+        state: &state,
+        parts: &parts,
+        id: format!("{:016x}", fastrand::u64(..)),
+        started: Instant::now(),
         route: RouteName::Other,
         cache: CacheStatus::Bypass,
         bucket: None,
         key: None,
         error: None,
     };
-    let mut response = match phases(&state, &parts, &mut trace).await {
+    let mut response = match ctx.phases().await {
         Ok(r) => r,
         Err(e) => {
             let r = respond::error_response(&e);
-            trace.error = Some(e);
+            ctx.error = Some(e);
             r
         }
     };
-    finish(
-        &state,
-        &parts.headers,
-        &mut response,
-        trace.cache,
-        &request_id,
-    );
-    log(&state, &parts, &response, &trace, &request_id, started);
+    ctx.finish(&mut response);
+    ctx.log(&response);
     response.body_mut().track(in_flight);
     response
 }
 
-async fn phases(
-    state: &State,
-    parts: &Parts,
-    trace: &mut Trace,
-) -> Result<Response<ProxyBody>, Error> {
-    if parts
-        .extensions
-        .get::<ConnInfo>()
-        .is_some_and(|c| c.overflow)
-    {
-        let e = Error::new(
-            Kind::Overloaded,
-            Side::Internal,
-            "the proxy is at its connection limit; retry shortly",
-        );
-        return Err(e.with_detail("max_connections reached"));
+impl Ctx<'_> {
+    async fn phases(&mut self) -> Result<Response<ProxyBody>, Error> {
+        let (state, parts) = (self.state, self.parts);
+        if parts
+            .extensions
+            .get::<ConnInfo>()
+            .is_some_and(|c| c.overflow)
+        {
+            let e = Error::new(
+                Kind::Overloaded,
+                Side::Internal,
+                "the proxy is at its connection limit; retry shortly",
+            );
+            return Err(e.with_detail("max_connections reached"));
+        }
+        let action = route::route(&parts.method, parts.uri.path(), parts.uri.query())?;
+        let (route, head, sig) = match action {
+            Action::Preflight(_) => {
+                self.route = RouteName::Preflight;
+                let mut r = Response::new(ProxyBody::empty());
+                *r.status_mut() = StatusCode::NO_CONTENT;
+                state.cors.preflight(&parts.headers, r.headers_mut());
+                return Ok(r);
+            }
+            Action::Serve { route, head, sig } => (route, head, sig),
+        };
+        self.route = route.name();
+        let target = match &route {
+            Route::Object(t) | Route::Presign { target: t, .. } => t,
+        };
+        let obj = source(state, target)?;
+        self.bucket = Some(obj.bucket.clone());
+        self.key = Some(obj.key.clone());
+        let tenant = state
+            .tenants
+            .for_bucket(&obj.bucket)
+            .ok_or_else(|| Refusal::NoTenant.into_error())?;
+        auth::verify(
+            tenant,
+            &obj.bucket,
+            &obj.key,
+            &sig,
+            auth::unix_secs(SystemTime::now()),
+        )
+        .map_err(Refusal::into_error)?;
+        match route {
+            Route::Presign { redirect, .. } => {
+                // A presigned URL never outlives the signed request that asked for it.
+                let not_after = sig
+                    .exp
+                    .as_deref()
+                    .and_then(|e| e.parse::<u64>().ok())
+                    .filter(|_| tenant.require_signature)
+                    .map(|e| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(e));
+                let (presigned, status) = state
+                    .presigner
+                    .get(
+                        &state.origins,
+                        tenant,
+                        &obj,
+                        SystemTime::now(),
+                        not_after,
+                        &state.config.server.allowed_content_types,
+                    )
+                    .await?;
+                self.cache = status;
+                Ok(presigned.response(redirect))
+            }
+            Route::Object(_) => self.serve_object(head, tenant, &obj).await,
+        }
     }
-    let action = route::route(&parts.method, parts.uri.path(), parts.uri.query())?;
-    let (route, head, sig) = match action {
-        Action::Preflight(_) => {
-            trace.route = RouteName::Preflight;
-            let mut r = Response::new(ProxyBody::empty());
-            *r.status_mut() = StatusCode::NO_CONTENT;
-            state.cors.preflight(&parts.headers, r.headers_mut());
-            return Ok(r);
+
+    /// Lookup, fetch and respond for an object route.
+    async fn serve_object(
+        &mut self,
+        head: bool,
+        tenant: &Arc<Tenant>,
+        obj: &ObjectRef,
+    ) -> Result<Response<ProxyBody>, Error> {
+        let (state, request) = (self.state, &self.parts.headers);
+        self.cache = CacheStatus::Miss;
+        let allowed = &state.config.server.allowed_content_types;
+        let served = state
+            .cache
+            .serve(&state.origins, tenant, obj, allowed)
+            .await?;
+        match served {
+            Served::NotFound => {
+                self.cache = CacheStatus::Hit;
+                Err(Error::not_found().with_detail("remembered 404"))
+            }
+            Served::Complete(cached, status) => {
+                self.cache = status;
+                if !cached.meta.content_type_allowed(allowed) {
+                    return Err(Error::unsupported_media_type(
+                        cached.meta.content_type.as_deref(),
+                    ));
+                }
+                Ok(respond::from_memory(request, head, &cached))
+            }
+            Served::Streaming(meta, fill) => Ok(respond::from_fill(request, head, &meta, &fill)),
+            Served::Bypass => {
+                self.cache = CacheStatus::Bypass;
+                let fetched = state
+                    .origins
+                    .get(tenant, obj, &passthrough_request(request))
+                    .await;
+                match fetched.map_err(|e| e.into_error())? {
+                    Fetched::NotModified => Ok(respond::not_modified_passthrough()),
+                    Fetched::Object(o) if !o.meta.content_type_allowed(allowed) => Err(
+                        Error::unsupported_media_type(o.meta.content_type.as_deref()),
+                    ),
+                    Fetched::Object(o) => {
+                        Ok(respond::from_origin(head, *o, state.origins.idle_timeout()))
+                    }
+                }
+            }
         }
-        Action::Serve { route, head, sig } => (route, head, sig),
-    };
-    trace.route = route.name();
-    let target = match &route {
-        Route::Object(t) | Route::Presign { target: t, .. } => t,
-    };
-    let obj = source(state, target)?;
-    trace.bucket = Some(obj.bucket.clone());
-    trace.key = Some(obj.key.clone());
-    let tenant = state
-        .tenants
-        .for_bucket(&obj.bucket)
-        .ok_or_else(|| Refusal::NoTenant.into_error())?;
-    auth::verify(
-        tenant,
-        &obj.bucket,
-        &obj.key,
-        &sig,
-        auth::unix_secs(SystemTime::now()),
-    )
-    .map_err(Refusal::into_error)?;
-    match route {
-        Route::Presign { redirect, .. } => {
-            // A presigned URL never outlives the signed request that asked for it.
-            let not_after = sig
-                .exp
-                .as_deref()
-                .and_then(|e| e.parse::<u64>().ok())
-                .filter(|_| tenant.require_signature)
-                .map(|e| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(e));
-            let allowed = &state.config.server.allowed_content_types;
-            let (presigned, status) = state
-                .presigner
-                .get(
-                    &state.origins,
-                    tenant,
-                    &obj,
-                    SystemTime::now(),
-                    not_after,
-                    allowed,
-                )
-                .await?;
-            trace.cache = status;
-            Ok(presigned.response(redirect))
+    }
+
+    /// Headers every response carries, errors included.
+    fn finish(&self, response: &mut Response<ProxyBody>) {
+        let ok = matches!(response.status().as_u16(), 200 | 206 | 304);
+        let h = response.headers_mut();
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        h.insert(header::CONTENT_SECURITY_POLICY, CSP);
+        if !h.contains_key(header::CACHE_CONTROL) {
+            let cc = if ok {
+                self.state.cache_control.clone()
+            } else {
+                HeaderValue::from_static("no-store")
+            };
+            h.insert(header::CACHE_CONTROL, cc);
         }
-        Route::Object(_) => serve_object(state, parts, head, tenant, &obj, trace).await,
+        h.insert(X_CACHE, HeaderValue::from_static(self.cache.as_str()));
+        if let Ok(v) = HeaderValue::from_str(&self.id) {
+            h.insert(X_REQUEST_ID, v);
+        }
+        self.state.cors.apply(&self.parts.headers, h);
+    }
+
+    /// The one log line of a request, and its metrics. The query (which may hold a
+    /// signature) is never logged.
+    fn log(&self, response: &Response<ProxyBody>) {
+        let (state, parts) = (self.state, self.parts);
+        let status = response.status().as_u16();
+        let elapsed = self.started.elapsed();
+        let bytes = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        state.metrics.request(self.route.as_str(), status);
+        state.metrics.duration(
+            self.route.as_str(),
+            self.cache.as_str(),
+            elapsed.as_secs_f64(),
+        );
+        if self.route.serves_objects() {
+            state.metrics.cache(self.cache);
+        }
+        let (error, side, detail) = match &self.error {
+            Some(e) => (
+                e.kind.code(),
+                e.side.as_str(),
+                e.detail.as_deref().unwrap_or(""),
+            ),
+            None => ("", "", ""),
+        };
+        let client = parts.extensions.get::<ConnInfo>().map(|c| {
+            let xff = parts
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok());
+            crate::peer::client_addr(c.peer.ip(), xff, &state.config.server.trusted_proxies)
+        });
+        tracing::info!(
+            target: "bucketfront::access",
+            request_id = self.id,
+            client = client.map(|c| c.to_string()).unwrap_or_default(),
+            method = %parts.method,
+            route = self.route.as_str(),
+            bucket = self.bucket.as_deref().unwrap_or(""),
+            key = self.key.as_deref().unwrap_or(""),
+            status,
+            bytes,
+            duration_us = elapsed.as_micros() as u64,
+            cache = self.cache.as_str(),
+            error,
+            side,
+            detail,
+        );
     }
 }
 
@@ -220,52 +345,6 @@ fn source(state: &State, target: &Target) -> Result<ObjectRef, Error> {
     Ok(obj)
 }
 
-async fn serve_object(
-    state: &State,
-    parts: &Parts,
-    head: bool,
-    tenant: &Arc<Tenant>,
-    obj: &ObjectRef,
-    trace: &mut Trace,
-) -> Result<Response<ProxyBody>, Error> {
-    trace.cache = CacheStatus::Miss;
-    let allowed = &state.config.server.allowed_content_types;
-    let served = state
-        .cache
-        .serve(&state.origins, tenant, obj, allowed)
-        .await?;
-    match served {
-        Served::NotFound => {
-            trace.cache = CacheStatus::Hit;
-            Err(Error::not_found().with_detail("remembered 404"))
-        }
-        Served::Complete(cached, status) => {
-            trace.cache = status;
-            if !cached.meta.content_type_allowed(allowed) {
-                return Err(Error::unsupported_media_type(
-                    cached.meta.content_type.as_deref(),
-                ));
-            }
-            Ok(respond::from_memory(&parts.headers, head, &cached))
-        }
-        Served::Streaming(meta, fill) => Ok(respond::from_fill(&parts.headers, head, &meta, &fill)),
-        Served::Bypass => {
-            trace.cache = CacheStatus::Bypass;
-            let req = passthrough_request(&parts.headers);
-            let fetched = state.origins.get(tenant, obj, &req).await;
-            match fetched.map_err(|e| e.into_error())? {
-                Fetched::NotModified => Ok(respond::not_modified_passthrough()),
-                Fetched::Object(o) if !o.meta.content_type_allowed(allowed) => Err(
-                    Error::unsupported_media_type(o.meta.content_type.as_deref()),
-                ),
-                Fetched::Object(o) => {
-                    Ok(respond::from_origin(head, *o, state.origins.idle_timeout()))
-                }
-            }
-        }
-    }
-}
-
 /// Range and validators forwarded upstream for objects that are not cached. S3 has no
 /// `If-Range`, so a request carrying one gets the whole object (RFC 9110 allows ignoring
 /// `Range`), never a range of a version the client does not have.
@@ -279,93 +358,4 @@ fn passthrough_request(h: &HeaderMap) -> GetRequest {
         if_modified_since: get(header::IF_MODIFIED_SINCE)
             .and_then(|v| httpdate::parse_http_date(&v).ok()),
     }
-}
-
-/// Headers every response carries, errors included.
-fn finish(
-    state: &State,
-    request: &HeaderMap,
-    response: &mut Response<ProxyBody>,
-    cache: CacheStatus,
-    id: &str,
-) {
-    let ok = matches!(response.status().as_u16(), 200 | 206 | 304);
-    let h = response.headers_mut();
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(header::CONTENT_SECURITY_POLICY, CSP);
-    if !h.contains_key(header::CACHE_CONTROL) {
-        let cc = if ok {
-            state.cache_control.clone()
-        } else {
-            HeaderValue::from_static("no-store")
-        };
-        h.insert(header::CACHE_CONTROL, cc);
-    }
-    h.insert(X_CACHE, HeaderValue::from_static(cache.as_str()));
-    if let Ok(v) = HeaderValue::from_str(id) {
-        h.insert(X_REQUEST_ID, v);
-    }
-    state.cors.apply(request, h);
-}
-
-/// The one log line of a request. The query (which may hold a signature) is never logged.
-fn log(
-    state: &State,
-    parts: &Parts,
-    response: &Response<ProxyBody>,
-    trace: &Trace,
-    id: &str,
-    started: Instant,
-) {
-    let status = response.status().as_u16();
-    let elapsed = started.elapsed();
-    let bytes = response
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
-    state.metrics.request(trace.route.as_str(), status);
-    state.metrics.duration(
-        trace.route.as_str(),
-        trace.cache.as_str(),
-        elapsed.as_secs_f64(),
-    );
-    if trace.route.serves_objects() {
-        state.metrics.cache(trace.cache);
-    }
-    let (error, side, detail) = match &trace.error {
-        Some(e) => (
-            e.kind.code(),
-            e.side.as_str(),
-            e.detail.as_deref().unwrap_or(""),
-        ),
-        None => ("", "", ""),
-    };
-    let client = parts.extensions.get::<ConnInfo>().map(|c| {
-        let xff = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
-        crate::peer::client_addr(c.peer.ip(), xff, &state.config.server.trusted_proxies)
-    });
-    tracing::info!(
-        target: "bucketfront::access",
-        request_id = id,
-        client = client.map(|c| c.to_string()).unwrap_or_default(),
-        method = %parts.method,
-        route = trace.route.as_str(),
-        bucket = trace.bucket.as_deref().unwrap_or(""),
-        key = trace.key.as_deref().unwrap_or(""),
-        status,
-        bytes,
-        duration_us = elapsed.as_micros() as u64,
-        cache = trace.cache.as_str(),
-        error,
-        side,
-        detail,
-    );
 }

@@ -193,7 +193,7 @@ fn insert(h: &mut HeaderMap, name: header::HeaderName, value: String) {
     }
 }
 
-/// The JSON error response of README.md, "Routes"; headers common to every response
+/// The JSON error response of docs/http.md, "Answers"; headers common to every response
 /// are added by the caller.
 pub fn error_response(e: &Error) -> Response<ProxyBody> {
     let body = Bytes::from(e.body());

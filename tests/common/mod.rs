@@ -4,13 +4,13 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bucketfront::app::{App, Listeners};
-use bucketfront::config::Config;
+use bucketfront::config::{self, Config, Dur, Secret, SigningKey};
+use bucketfront::pattern::{BucketPattern, OriginPattern};
 use bucketfront::proxy::State;
 use bucketfront::store::Store;
 use bytes::Bytes;
@@ -36,19 +36,15 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Starts the proxy with `config_text` (a complete config.toml).
-    pub async fn start(config_text: &str, embedded: Option<&Store>) -> Proxy {
-        let config =
-            Config::parse(config_text, Path::new("test.toml")).expect("test config is valid");
+    /// Starts the proxy with `config`, validated as a config file would be.
+    pub async fn start(config: Config, embedded: Option<&Store>) -> Proxy {
+        let config = config.validated().expect("test config is valid");
         let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (addr, admin_addr) = (public.local_addr().unwrap(), admin.local_addr().unwrap());
-        let app = App::build(
-            config,
-            embedded.map(|s| (s.endpoint.clone(), s.credentials.clone())),
-        )
-        .await
-        .expect("app builds");
+        let app = App::build(config, embedded.map(Store::access))
+            .await
+            .expect("app builds");
         let state = app.state();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(
@@ -90,59 +86,97 @@ pub struct Env {
     store_stop: CancellationToken,
 }
 
+/// A bucket of test configs: read from `endpoint`, path style (the embedded store and
+/// the fake origin), with the store's keys when `keys` is given.
+pub fn bucket(name: &str, endpoint: &str, keys: Option<(&str, &str)>) -> config::Bucket {
+    config::Bucket {
+        name: name.into(),
+        endpoint: Some(endpoint.into()),
+        path_style: true,
+        access_key: keys.map(|(a, _)| Secret::new(a)),
+        secret_key: keys.map(|(_, s)| Secret::new(s)),
+        ..Default::default()
+    }
+}
+
+/// A tenant of test configs owning `buckets` (patterns); signed when it has keys.
+pub fn tenant(name: &str, buckets: &[&str], keys: &[(&str, &str)]) -> config::TenantConfig {
+    config::TenantConfig {
+        name: name.into(),
+        buckets: buckets
+            .iter()
+            .map(|b| BucketPattern::parse(b).expect("a valid pattern"))
+            .collect(),
+        require_signature: !keys.is_empty(),
+        signing_keys: keys
+            .iter()
+            .map(|(id, secret)| SigningKey {
+                id: id.to_string(),
+                secret: Secret::new(*secret),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+pub fn origin_pattern(s: &str) -> OriginPattern {
+    OriginPattern::parse(s).expect("a valid origin pattern")
+}
+
+/// Listeners on loopback ports the OS picks, short deadlines, one origin attempt.
+fn base() -> Config {
+    let mut c = Config::default();
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.server.admin_listen = "127.0.0.1:0".parse().unwrap();
+    c.server.header_read_timeout = Dur::secs(1);
+    c.server.drain_timeout = Dur::secs(10);
+    c.origin.connect_timeout = Dur::secs(1);
+    c.origin.first_byte_timeout = Dur::secs(2);
+    c.origin.max_attempts = 1;
+    c
+}
+
 /// The config used by most tests: tenant `t1` owns `test-*` (unsigned) and tenant
 /// `signed` owns `sig-*` (signed); both read the embedded store at `endpoint`.
-pub fn config(endpoint: &str, extra: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-header_read_timeout = "1s"
-drain_timeout = "10s"
-[origin]
-connect_timeout = "1s"
-first_byte_timeout = "2s"
-max_attempts = 1
-[cors]
-allowed_origins = ["{ALLOWED_ORIGIN}", "https://*.example.com"]
-max_age = "10m"
-[[tenants]]
-name = "t1"
-buckets = ["test-*"]
-require_signature = false
-[[tenants]]
-name = "signed"
-buckets = ["sig-*"]
-signing_keys = [{{ id = "k1", secret = "{SIGNING_SECRET}" }}, {{ id = "k2", secret = "second-signing-secret-xyz" }}]
-[[buckets]]
-name = "test-images"
-endpoint = "{endpoint}"
-path_style = true
-[[buckets]]
-name = "test-other"
-endpoint = "{endpoint}"
-path_style = true
-[[buckets]]
-name = "test-nobucket"
-endpoint = "{endpoint}"
-path_style = true
-[[buckets]]
-name = "sig-images"
-endpoint = "{endpoint}"
-path_style = true
-{extra}
-"#
-    )
+pub fn config(endpoint: &str) -> Config {
+    let mut c = base();
+    c.cors.allowed_origins = vec![
+        origin_pattern(ALLOWED_ORIGIN),
+        origin_pattern("https://*.example.com"),
+    ];
+    c.cors.max_age = Dur::secs(600);
+    c.tenants = vec![
+        tenant("t1", &["test-*"], &[]),
+        tenant(
+            "signed",
+            &["sig-*"],
+            &[("k1", SIGNING_SECRET), ("k2", "second-signing-secret-xyz")],
+        ),
+    ];
+    c.buckets = ["test-images", "test-other", "test-nobucket", "sig-images"]
+        .iter()
+        .map(|name| bucket(name, endpoint, None))
+        .collect();
+    c
 }
 
 impl Env {
     /// Store with buckets `test-images`, `test-other`, `sig-images`; proxy with `config()`.
-    pub async fn start(extra: &str) -> Env {
-        Env::start_with(|endpoint| config(endpoint, extra)).await
+    pub async fn start() -> Env {
+        Env::with(|_, _| {}).await
     }
 
-    pub async fn start_with(make_config: impl FnOnce(&str) -> String) -> Env {
+    /// As [`Env::start`], with `edit` applied to `config()` (given the store's endpoint).
+    pub async fn with(edit: impl FnOnce(&mut Config, &str)) -> Env {
+        Env::start_with(|endpoint| {
+            let mut c = config(endpoint);
+            edit(&mut c, endpoint);
+            c
+        })
+        .await
+    }
+
+    pub async fn start_with(make_config: impl FnOnce(&str) -> Config) -> Env {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let store_stop = CancellationToken::new();
         let store = Store::start(
@@ -161,7 +195,7 @@ impl Env {
                 .await
                 .unwrap();
         }
-        let proxy = Proxy::start(&make_config(&store.endpoint), Some(&store)).await;
+        let proxy = Proxy::start(make_config(&store.endpoint), Some(&store)).await;
         Env {
             store,
             proxy,
@@ -295,6 +329,14 @@ pub struct FakeOrigin {
 }
 
 impl FakeOrigin {
+    /// The listening address (of `endpoint`).
+    pub fn addr(&self) -> SocketAddr {
+        self.endpoint
+            .trim_start_matches("http://")
+            .parse()
+            .expect("endpoint is http://ip:port")
+    }
+
     pub async fn start(script: Vec<Behaviour>) -> FakeOrigin {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
@@ -416,30 +458,31 @@ async fn serve_fake(
     }
 }
 
-/// A config whose tenant `t1` reads bucket `test-fake` from `endpoint` with static keys.
-pub fn fake_config(endpoint: &str, cache: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-[origin]
-connect_timeout = "1s"
-first_byte_timeout = "1s"
-max_attempts = 1
-{cache}
-[[tenants]]
-name = "t1"
-buckets = ["test-fake"]
-require_signature = false
-[[buckets]]
-name = "test-fake"
-endpoint = "{endpoint}"
-path_style = true
-access_key = "AKIDFAKE"
-secret_key = "fake-secret"
-"#
-    )
+/// A config whose tenant `t1` reads bucket `test-fake` from `endpoint` (a [`FakeOrigin`])
+/// with static keys, first byte within 1 s.
+pub fn fake_config(endpoint: &str) -> Config {
+    let mut c = base();
+    c.origin.first_byte_timeout = Dur::secs(1);
+    c.tenants = vec![tenant("t1", &["test-fake"], &[])];
+    c.buckets = vec![bucket(
+        "test-fake",
+        endpoint,
+        Some(("AKIDFAKE", "fake-secret")),
+    )];
+    c
+}
+
+/// Waits until connecting to `addr` is refused (its listener closed); panics after
+/// `within`.
+pub async fn refused_within(addr: SocketAddr, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{addr} still accepts connections"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Resident set size of this process.

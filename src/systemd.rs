@@ -1,4 +1,4 @@
-//! Running under systemd (`Type=notify`, docs/operations.md): readiness, watchdog,
+//! Running under systemd (`Type=notify`, README.md, "Running as a service"): readiness, watchdog,
 //! reload on SIGHUP and drain on SIGTERM/SIGINT. Every notification is a no-op when
 //! `$NOTIFY_SOCKET` is not set, so the same binary runs anywhere.
 //!
