@@ -47,6 +47,12 @@ fn validate_tenants(c: &Config) -> Result<(), Failure> {
                 format!("{:?} must be non-empty and unique", t.name),
             );
         }
+        if t.cache_control
+            .as_deref()
+            .is_some_and(|cc| http::HeaderValue::from_str(cc).is_err())
+        {
+            return fail(at("cache_control"), "is not a valid header value");
+        }
         if t.require_signature && t.signing_keys.is_empty() {
             return fail(
                 at("signing_keys"),

@@ -227,6 +227,32 @@ fetch(arg, {headers: {Range: 'bytes=0-9'}, cache: 'no-store'})
 "#;
 
 /// Tenant `demo` owning the seeded `demo-images` bucket, unsigned.
+/// `data` as a gzip file of one stored (uncompressed) deflate block: valid gzip that any
+/// decoder reads, without a compression library in the tests.
+fn gzip_stored(data: &[u8]) -> Vec<u8> {
+    assert!(data.len() < 65_536);
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    let len = data.len() as u16;
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+    out.push(1); // the final block, stored
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&(!len).to_le_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(&(!crc).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out
+}
+
 /// `config()` plus tenant `demo` (unsigned) owning `demo-images`, with `origin` as the
 /// only CORS origin allowed.
 fn demo_config(endpoint: &str, origin: &str) -> Config {
@@ -268,6 +294,28 @@ async fn a_browser_loads_images_through_the_proxy() {
         assert_eq!(r["ok"], true, "{url}: {r}");
         assert_eq!(r["width"], 640, "{url}");
     }
+    // 1b. An SVG stored gzip-encoded (`Content-Encoding: gzip`, as an .svgz upload) is
+    //     decoded by the browser, from the origin (MISS) and from memory (HIT).
+    let svg = br#"<svg xmlns="http://www.w3.org/2000/svg" width="12" height="7"><rect width="12" height="7" fill="red"/></svg>"#;
+    env.store
+        .client()
+        .put_object()
+        .bucket("test-images")
+        .key("icons/red.svg")
+        .body(gzip_stored(svg).into())
+        .content_type("image/svg+xml")
+        .content_encoding("gzip")
+        .send()
+        .await
+        .unwrap();
+    let svg_url = format!("{proxy_base}/test-images/icons/red.svg");
+    for _ in 0..2 {
+        let results = browser.run(CANVAS, json!([svg_url])).await;
+        assert_eq!(results[0]["ok"], true, "{results}");
+        assert_eq!(results[0]["width"], 12, "{results}");
+        assert_eq!(results[0]["alpha"], 255, "{results}");
+    }
+
     // 2. A ranged fetch passes the preflight, gets 206 and can read the exposed headers.
     let r = browser.run(RANGED_FETCH, json!(urls[0])).await;
     assert_eq!(r["status"], 206, "{r}");

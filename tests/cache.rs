@@ -352,3 +352,227 @@ async fn a_cold_object_beyond_fill_memory_streams_uncached() {
     );
     env.stop().await;
 }
+
+/// An object stored with `Content-Encoding`, `Content-Disposition`, `Content-Language`
+/// and its own `Cache-Control` is served with them, the HIT with exactly the MISS's
+/// headers (plus `Age`), a range as a range of the encoded bytes, and a 304 with the
+/// validators and `Cache-Control` (RFC 9110 §15.4.5).
+#[tokio::test]
+async fn stored_headers_are_passed_on_from_the_origin_and_from_memory() {
+    let env = Env::start().await;
+    let body = Bytes::from(pattern(5000, 9));
+    env.store
+        .client()
+        .put_object()
+        .bucket("test-images")
+        .key("icons/a.svgz")
+        .body(body.clone().into())
+        .content_type("image/svg+xml")
+        .content_encoding("gzip")
+        .content_disposition("inline; filename=\"a.svgz\"")
+        .content_language("fr")
+        .cache_control("public, max-age=600")
+        .send()
+        .await
+        .unwrap();
+    let url = env.proxy.url("/test-images/icons/a.svgz");
+    let miss = get(&url).await;
+    assert_eq!(miss.header("x-cache"), Some("MISS"));
+    assert_eq!(miss.bytes(), &body, "the encoded bytes, untouched");
+    assert_eq!(miss.header("content-encoding"), Some("gzip"));
+    assert_eq!(
+        miss.header("content-disposition"),
+        Some("inline; filename=\"a.svgz\"")
+    );
+    assert_eq!(miss.header("content-language"), Some("fr"));
+    // The server's `private, max-age=3600`, capped by the object's 600 s.
+    assert_eq!(miss.header("cache-control"), Some("private, max-age=600"));
+    assert_eq!(miss.header("age"), None);
+    env.proxy
+        .state
+        .cache
+        .clock()
+        .advance(Duration::from_secs(30));
+    let hit = get(&url).await;
+    assert_eq!(hit.header("x-cache"), Some("HIT"));
+    assert_eq!(hit.header("age"), Some("30"));
+    let without = |r: &Resp| {
+        let mut h: Vec<(String, String)> = r
+            .headers
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "x-cache" | "x-request-id" | "age" | "date"))
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        h.sort();
+        h
+    };
+    assert_eq!(
+        without(&hit),
+        without(&miss),
+        "a HIT carries the MISS's headers"
+    );
+    let part = get_with(&url, &[("range", "bytes=10-19")]).await;
+    assert_eq!(part.status, 206);
+    assert_eq!(part.header("content-encoding"), Some("gzip"));
+    assert_eq!(part.bytes().as_ref(), &body[10..20]);
+    let etag = miss.header("etag").unwrap().to_string();
+    let not_modified = get_with(&url, &[("if-none-match", &etag)]).await;
+    assert_eq!(not_modified.status, 304);
+    assert_eq!(not_modified.header("etag"), Some(etag.as_str()));
+    assert_eq!(
+        not_modified.header("cache-control"),
+        Some("private, max-age=600")
+    );
+    env.stop().await;
+}
+
+/// The object's own `Cache-Control`, as a shared cache must read it: `no-store` and
+/// `private` are never stored (`BYPASS`, one GET per request), `no-cache` is revalidated
+/// before every use, `max-age` shortens the freshness below `ttl`.
+#[tokio::test]
+async fn the_objects_own_cache_control_is_honoured() {
+    let env = Env::start().await;
+    for (key, cc) in [
+        ("ns.png", "no-store"),
+        ("pv.png", "private, max-age=600"),
+        ("short.png", "max-age=5"),
+    ] {
+        env.store
+            .client()
+            .put_object()
+            .bucket("test-images")
+            .key(key)
+            .body(Bytes::from_static(b"png bytes").into())
+            .content_type("image/png")
+            .cache_control(cc)
+            .send()
+            .await
+            .unwrap();
+    }
+    let url = |k: &str| env.proxy.url(&format!("/test-images/{k}"));
+    for key in ["ns.png", "pv.png"] {
+        let before = env.gets();
+        for _ in 0..2 {
+            let r = get(&url(key)).await;
+            assert_eq!(r.status, 200, "{key}");
+            assert_eq!(r.header("x-cache"), Some("BYPASS"), "{key}");
+            assert_eq!(r.bytes().as_ref(), b"png bytes");
+        }
+        assert_eq!(env.gets(), before + 2, "{key}: one GET per request");
+    }
+    assert_eq!(
+        get(&url("ns.png")).await.header("cache-control"),
+        Some("no-store")
+    );
+    assert_eq!(
+        get(&url("pv.png")).await.header("cache-control"),
+        Some("private, max-age=600")
+    );
+    // max-age=5: fresh for 5 s, not for the hour of `ttl`. (The embedded store answers
+    // a conditional GET with the whole object, so the revalidation is a MISS here.)
+    assert_eq!(get(&url("short.png")).await.header("x-cache"), Some("MISS"));
+    assert_eq!(get(&url("short.png")).await.header("x-cache"), Some("HIT"));
+    env.proxy
+        .state
+        .cache
+        .clock()
+        .advance(Duration::from_secs(6));
+    let before = env.gets();
+    assert_eq!(get(&url("short.png")).await.header("x-cache"), Some("MISS"));
+    assert_eq!(env.gets(), before + 1);
+    env.stop().await;
+
+    // no-cache: stored, then revalidated (If-None-Match → 304) before every use.
+    let body = Bytes::from_static(b"revalidated bytes");
+    let origin = FakeOrigin::start(vec![
+        Behaviour::Raw {
+            head: format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {}\r\nETag: \"n\"\r\nCache-Control: no-cache",
+                body.len()
+            ),
+            body: body.clone(),
+        },
+        Behaviour::Raw {
+            head: "HTTP/1.1 304 Not Modified\r\nETag: \"n\"".into(),
+            body: Bytes::new(),
+        },
+    ])
+    .await;
+    let proxy = Proxy::start(fake_config(&origin.endpoint), None).await;
+    let url = proxy.url("/test-fake/nc.png");
+    assert_eq!(get(&url).await.header("x-cache"), Some("MISS"));
+    for n in 2..4 {
+        let r = get(&url).await;
+        assert_eq!(r.header("x-cache"), Some("REVALIDATED"));
+        assert_eq!(r.bytes(), &body);
+        assert_eq!(origin.count(), n, "one conditional GET per use");
+        assert!(
+            origin.heads.lock().unwrap()[n as usize - 1]
+                .to_ascii_lowercase()
+                .contains("if-none-match: \"n\"")
+        );
+    }
+    proxy.stop().await;
+}
+
+/// `must-revalidate` (and `proxy-revalidate`, `no-cache`) forbid serving a stale copy:
+/// with the origin failing after expiry, the client gets a 502, not `STALE`.
+#[tokio::test]
+async fn must_revalidate_objects_are_never_served_stale() {
+    let body = Bytes::from_static(b"strict bytes");
+    for cc in ["max-age=1, must-revalidate", "max-age=1, proxy-revalidate"] {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {}\r\nETag: \"s\"\r\nCache-Control: {cc}",
+            body.len()
+        );
+        let origin = FakeOrigin::start(vec![
+            Behaviour::Raw {
+                head,
+                body: body.clone(),
+            },
+            Behaviour::Status(503),
+        ])
+        .await;
+        let mut config = fake_config(&origin.endpoint);
+        config.cache.stale_if_error = Dur::secs(3600);
+        let proxy = Proxy::start(config, None).await;
+        let url = proxy.url("/test-fake/strict.png");
+        assert_eq!(get(&url).await.header("x-cache"), Some("MISS"));
+        proxy.state.cache.clock().advance(Duration::from_secs(2));
+        let r = get(&url).await;
+        assert_eq!(r.status, 502, "{cc}: {:?}", r.header("x-cache"));
+        assert_eq!(origin.count(), 2);
+        proxy.stop().await;
+    }
+}
+
+/// Answers no S3 gives, from an S3-compatible origin: a `206` to a GET without `Range`
+/// (which used to go out under 200 headers and then be cut), and duplicate
+/// `Cache-Control` lines. The client gets a whole answer: a clean 502, or the object.
+#[tokio::test]
+async fn an_origin_breaking_the_protocol_gets_a_clean_502() {
+    let partial = Behaviour::Raw {
+        head: "HTTP/1.1 206 Partial Content\r\nContent-Type: image/png\r\nContent-Range: bytes 0-9/100\r\nContent-Length: 10".into(),
+        body: Bytes::from_static(b"0123456789"),
+    };
+    let origin = FakeOrigin::start(vec![partial]).await;
+    let proxy = Proxy::start(fake_config(&origin.endpoint), None).await;
+    let r = get(&proxy.url("/test-fake/part.png")).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.json()["error"], "bad_gateway");
+    proxy.stop().await;
+
+    let doubled = Behaviour::Raw {
+        head: "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 5\r\nCache-Control: max-age=60\r\nCache-Control: public".into(),
+        body: Bytes::from_static(b"whole"),
+    };
+    let origin = FakeOrigin::start(vec![doubled]).await;
+    let proxy = Proxy::start(fake_config(&origin.endpoint), None).await;
+    let r = get(&proxy.url("/test-fake/doubled.png")).await;
+    match r.status.as_u16() {
+        200 => assert_eq!(r.bytes().as_ref(), b"whole"),
+        502 => assert_eq!(r.json()["error"], "bad_gateway"),
+        other => panic!("neither the object nor a clean 502: {other}"),
+    }
+    proxy.stop().await;
+}

@@ -223,6 +223,34 @@ async fn expired_entries_revalidate_with_304_then_pick_up_changes() {
             .send()
     };
     put("first version").await.unwrap();
+    // Stored headers pass through from moto as from the embedded store.
+    s3.put_object()
+        .bucket("moto-own")
+        .key("meta.svgz")
+        .content_type("image/svg+xml")
+        .content_encoding("gzip")
+        .content_disposition("attachment; filename=\"m.svgz\"")
+        .content_language("de")
+        .cache_control("max-age=60, must-revalidate")
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(b"gzipped"))
+        .send()
+        .await
+        .unwrap();
+    for want in ["MISS", "HIT"] {
+        let r = get(&proxy.url("/moto-own/meta.svgz")).await;
+        assert_eq!(r.header("x-cache"), Some(want));
+        assert_eq!(r.header("content-encoding"), Some("gzip"));
+        assert_eq!(
+            r.header("content-disposition"),
+            Some("attachment; filename=\"m.svgz\"")
+        );
+        assert_eq!(r.header("content-language"), Some("de"));
+        assert_eq!(
+            r.header("cache-control"),
+            Some("private, max-age=0, must-revalidate"),
+            "ttl (500 ms) caps the object's 60 s"
+        );
+    }
     let url = proxy.url("/moto-own/r.png");
     let first = get(&url).await;
     assert_eq!(first.header("x-cache"), Some("MISS"));

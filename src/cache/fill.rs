@@ -22,8 +22,9 @@ use crate::object::ObjectMeta;
 #[derive(Clone)]
 pub enum Head {
     Pending,
-    /// Headers arrived; the body follows in `chunks`.
-    Body(Arc<ObjectMeta>),
+    /// Headers arrived; the body follows in `chunks`. `MISS`, or `BYPASS` for an object
+    /// that will not be stored.
+    Body(Arc<ObjectMeta>, CacheStatus),
     /// A complete object without a body download (revalidated or stale).
     Ready(Arc<Cached>, CacheStatus),
     Failed(Error),

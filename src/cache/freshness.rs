@@ -6,18 +6,31 @@ use std::time::{Duration, Instant};
 
 use crate::cache_status::CacheStatus;
 
-/// The `[cache]` lifetimes these decisions use.
+/// The `[cache]` lifetimes these decisions use (an object's own freshness lifetime is
+/// decided when it is stored: `object::Directives::lifetime`).
 #[derive(Debug, Clone, Copy)]
 pub struct Lifetimes {
-    pub ttl: Duration,
     pub negative_ttl: Duration,
     pub stale_if_error: Duration,
+}
+
+/// What a decision needs to know of a stored object.
+#[derive(Debug, Clone, Copy)]
+pub struct Stored {
+    pub at: Instant,
+    /// Fresh for this long after `at`.
+    pub lifetime: Duration,
+    /// `must-revalidate`, `proxy-revalidate` or `no-cache`: never served stale.
+    pub strict: bool,
+    /// After a failed revalidation: the stale copy is served until then without asking
+    /// the origin again.
+    pub retry_at: Option<Instant>,
 }
 
 /// An object entry as a lookup finds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
-    /// Within `ttl`: served as a `HIT`.
+    /// Within its lifetime: served as a `HIT`.
     Fresh,
     /// Expired, but a revalidation failed a moment ago and the stale copy may still be
     /// served: `STALE` at once, no new upstream request until `retry_at`.
@@ -30,16 +43,11 @@ fn age(stored_at: Instant, now: Instant) -> Duration {
     now.saturating_duration_since(stored_at)
 }
 
-/// How a lookup at `now` treats an object stored at `stored_at`.
-pub fn lookup(
-    l: &Lifetimes,
-    stored_at: Instant,
-    retry_at: Option<Instant>,
-    now: Instant,
-) -> Lookup {
-    if age(stored_at, now) < l.ttl {
+/// How a lookup at `now` treats a stored object.
+pub fn lookup(l: &Lifetimes, s: &Stored, now: Instant) -> Lookup {
+    if age(s.at, now) < s.lifetime {
         Lookup::Fresh
-    } else if retry_at.is_some_and(|t| now < t) && may_serve_stale(l, stored_at, now) {
+    } else if s.retry_at.is_some_and(|t| now < t) && may_serve_stale(l, s, now) {
         Lookup::BackingOff
     } else {
         Lookup::Expired
@@ -51,9 +59,10 @@ pub fn not_found_fresh(l: &Lifetimes, stored_at: Instant, now: Instant) -> bool 
     age(stored_at, now) < l.negative_ttl
 }
 
-/// Whether a copy stored at `stored_at` may still be served while the origin fails.
-pub fn may_serve_stale(l: &Lifetimes, stored_at: Instant, now: Instant) -> bool {
-    age(stored_at, now) < l.ttl + l.stale_if_error
+/// Whether a stored copy may still be served while the origin fails: within
+/// `stale_if_error` after its lifetime, and only if the object allows it at all.
+pub fn may_serve_stale(l: &Lifetimes, s: &Stored, now: Instant) -> bool {
+    !s.strict && age(s.at, now) < s.lifetime + l.stale_if_error
 }
 
 /// The origin's answer to a fill, as far as the decision goes.
@@ -86,19 +95,14 @@ pub enum Outcome {
     Unexpected,
 }
 
-/// The fill's decision. `stale_stored_at` is the expired entry being revalidated, if any.
-pub fn outcome(
-    l: &Lifetimes,
-    answer: Answer,
-    stale_stored_at: Option<Instant>,
-    now: Instant,
-) -> Outcome {
-    match (answer, stale_stored_at) {
+/// The fill's decision. `stale` is the expired entry being revalidated, if any.
+pub fn outcome(l: &Lifetimes, answer: Answer, stale: Option<&Stored>, now: Instant) -> Outcome {
+    match (answer, stale) {
         (Answer::Object, _) => Outcome::Take,
         (Answer::NotModified, Some(_)) => Outcome::Refresh,
         (Answer::NotModified, None) => Outcome::Unexpected,
         (Answer::NotFound, _) => Outcome::RememberNotFound,
-        (Answer::Failed { transient: true }, Some(at)) if may_serve_stale(l, at, now) => {
+        (Answer::Failed { transient: true }, Some(s)) if may_serve_stale(l, s, now) => {
             Outcome::ServeStale
         }
         (Answer::Failed { .. }, _) => Outcome::Fail,
@@ -119,7 +123,6 @@ mod tests {
     use super::*;
 
     const L: Lifetimes = Lifetimes {
-        ttl: Duration::from_secs(60),
         negative_ttl: Duration::from_secs(10),
         stale_if_error: Duration::from_secs(3600),
     };
@@ -128,22 +131,35 @@ mod tests {
         Duration::from_secs(n)
     }
 
+    fn stored(at: Instant, lifetime: u64, strict: bool, retry: Option<u64>) -> Stored {
+        Stored {
+            at,
+            lifetime: s(lifetime),
+            strict,
+            retry_at: retry.map(|r| at + s(r)),
+        }
+    }
+
     #[test]
     fn lookups() {
         let t0 = Instant::now();
         let cases = [
-            // (age, retry_at after t0, expected)
-            (s(0), None, Lookup::Fresh),
-            (s(59), None, Lookup::Fresh),
-            (s(60), None, Lookup::Expired),
-            (s(61), Some(s(62)), Lookup::BackingOff),
-            (s(63), Some(s(62)), Lookup::Expired),
-            // Past ttl + stale_if_error: never stale, however recent the failure.
-            (s(3661), Some(s(4000)), Lookup::Expired),
+            // (lifetime, strict, retry_at after t0, age, expected)
+            (60, false, None, 0, Lookup::Fresh),
+            (60, false, None, 59, Lookup::Fresh),
+            (60, false, None, 60, Lookup::Expired),
+            (60, false, Some(62), 61, Lookup::BackingOff),
+            (60, false, Some(62), 63, Lookup::Expired),
+            // Past lifetime + stale_if_error: never stale, however recent the failure.
+            (60, false, Some(4000), 3661, Lookup::Expired),
+            // `no-cache`: a lifetime of zero, revalidated on every use.
+            (0, true, None, 0, Lookup::Expired),
+            // must-revalidate: never stale.
+            (60, true, Some(62), 61, Lookup::Expired),
         ];
-        for (age, retry, want) in cases {
-            let got = lookup(&L, t0, retry.map(|r| t0 + r), t0 + age);
-            assert_eq!(got, want, "age {age:?}, retry {retry:?}");
+        for (lifetime, strict, retry, age, want) in cases {
+            let got = lookup(&L, &stored(t0, lifetime, strict, retry), t0 + s(age));
+            assert_eq!(got, want, "lifetime {lifetime}, strict {strict}, age {age}");
         }
         assert!(not_found_fresh(&L, t0, t0 + s(9)));
         assert!(!not_found_fresh(&L, t0, t0 + s(10)));
@@ -155,30 +171,30 @@ mod tests {
     #[test]
     fn fill_outcomes() {
         let t0 = Instant::now();
+        let lax = stored(t0, 60, false, None);
+        let strict = stored(t0, 60, true, None);
         let transient = Answer::Failed { transient: true };
         let refused = Answer::Failed { transient: false };
         let cases = [
-            (Answer::Object, None, s(0), Outcome::Take),
-            (Answer::Object, Some(t0), s(100), Outcome::Take),
-            (Answer::NotModified, Some(t0), s(100), Outcome::Refresh),
-            (Answer::NotModified, None, s(0), Outcome::Unexpected),
-            (
-                Answer::NotFound,
-                Some(t0),
-                s(100),
-                Outcome::RememberNotFound,
-            ),
-            (Answer::NotFound, None, s(0), Outcome::RememberNotFound),
-            (transient, Some(t0), s(100), Outcome::ServeStale),
-            (transient, Some(t0), s(3661), Outcome::Fail),
-            (transient, None, s(0), Outcome::Fail),
-            (refused, Some(t0), s(100), Outcome::Fail),
+            (Answer::Object, None, 0, Outcome::Take),
+            (Answer::Object, Some(&lax), 100, Outcome::Take),
+            (Answer::NotModified, Some(&lax), 100, Outcome::Refresh),
+            (Answer::NotModified, Some(&strict), 100, Outcome::Refresh),
+            (Answer::NotModified, None, 0, Outcome::Unexpected),
+            (Answer::NotFound, Some(&lax), 100, Outcome::RememberNotFound),
+            (Answer::NotFound, None, 0, Outcome::RememberNotFound),
+            (transient, Some(&lax), 100, Outcome::ServeStale),
+            (transient, Some(&lax), 3661, Outcome::Fail),
+            // must-revalidate, proxy-revalidate, no-cache: a 502/504, never the old copy.
+            (transient, Some(&strict), 100, Outcome::Fail),
+            (transient, None, 0, Outcome::Fail),
+            (refused, Some(&lax), 100, Outcome::Fail),
         ];
-        for (answer, stale, now, want) in cases {
+        for (answer, stale, at, want) in cases {
             assert_eq!(
-                outcome(&L, answer, stale, t0 + now),
+                outcome(&L, answer, stale, t0 + s(at)),
                 want,
-                "{answer:?}, stale {stale:?}, at {now:?}"
+                "{answer:?}, stale {stale:?}, at {at}"
             );
         }
     }

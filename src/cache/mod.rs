@@ -13,7 +13,7 @@ mod inflight;
 pub mod pieces;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -21,12 +21,12 @@ use crate::auth::Tenant;
 use crate::config::{self, ProviderKind};
 use crate::error::{Error, Kind, Side};
 use crate::metrics::Metrics;
-use crate::object::ObjectMeta;
+use crate::object::{Directives, ObjectMeta};
 use crate::origin::{Fetched, GetRequest, Origins, next_chunk};
 use crate::pattern::MediaRange;
 use crate::source::ObjectRef;
 use fill::{End, Fill, Head};
-use freshness::{Answer, Lifetimes, Outcome};
+use freshness::{Answer, Lifetimes, Outcome, Stored};
 use inflight::{Inflight, Leader};
 use pieces::{PieceWriter, Pieces};
 
@@ -56,6 +56,10 @@ pub struct Cached {
     pub meta: Arc<ObjectMeta>,
     pub body: Pieces,
     pub stored_at: Instant,
+    /// The object's own caching rules, read when it arrived.
+    pub directives: Directives,
+    /// Fresh for this long after `stored_at` (the object's own lifetime, capped by `ttl`).
+    pub lifetime: Duration,
     /// After a failed revalidation: until then the stale copy is served at once instead
     /// of every request waiting on a failing origin again.
     pub retry_at: Option<Instant>,
@@ -68,8 +72,50 @@ impl Cached {
             meta: self.meta.clone(),
             body: self.body.clone(),
             stored_at,
+            directives: self.directives,
+            lifetime: self.lifetime,
             retry_at,
         })
+    }
+
+    fn stored(&self) -> Stored {
+        Stored {
+            at: self.stored_at,
+            lifetime: self.lifetime,
+            strict: self.directives.must_revalidate,
+            retry_at: self.retry_at,
+        }
+    }
+
+    /// How fresh this copy is at `now`, for the answer's `Cache-Control` and `Age`.
+    pub fn freshness(&self, now: Instant) -> Freshness {
+        Freshness {
+            directives: self.directives,
+            lifetime: self.lifetime,
+            age: now.saturating_duration_since(self.stored_at),
+        }
+    }
+}
+
+/// How fresh an answer is: what the respond phase needs for `Cache-Control` and `Age`.
+#[derive(Debug, Clone, Copy)]
+pub struct Freshness {
+    pub directives: Directives,
+    /// The object's freshness lifetime at the proxy.
+    pub lifetime: Duration,
+    /// Time since the proxy fetched or revalidated it (zero for a fresh fetch).
+    pub age: Duration,
+}
+
+impl Freshness {
+    /// An object that has just arrived from the origin.
+    pub fn arriving(meta: &ObjectMeta, ttl: Duration) -> Freshness {
+        let directives = meta.directives(SystemTime::now());
+        Freshness {
+            directives,
+            lifetime: directives.lifetime(ttl),
+            age: Duration::ZERO,
+        }
     }
 }
 
@@ -89,8 +135,9 @@ const ENTRY_OVERHEAD: u64 = 512;
 pub enum Served {
     /// A complete object from memory.
     Complete(Arc<Cached>, CacheStatus),
-    /// Headers are known; the body streams from an in-flight fill.
-    Streaming(Arc<ObjectMeta>, Arc<Fill>),
+    /// Headers are known; the body streams from an in-flight fill. `MISS`, or `BYPASS`
+    /// when the object's own rules forbid storing it (`no-store`, `private`).
+    Streaming(Arc<ObjectMeta>, Arc<Fill>, CacheStatus),
     /// Not cacheable (too large): stream from the origin directly.
     Bypass,
     /// A 404 remembered for `negative_ttl`.
@@ -194,7 +241,7 @@ impl Cache {
                 Side::Internal,
                 "fill ended without a head",
             )),
-            Head::Body(meta) => Ok(Served::Streaming(meta, fill)),
+            Head::Body(meta, status) => Ok(Served::Streaming(meta, fill, status)),
             Head::Ready(c, status) => Ok(Served::Complete(c, status)),
             Head::Failed(e) => Err(e),
             Head::Bypass => Ok(Served::Bypass),
@@ -254,7 +301,7 @@ impl Cache {
     async fn fresh(&self, key: &CacheKey, now: Instant) -> Option<Served> {
         match self.entries.get(key).await? {
             Entry::Object(c) => {
-                let lookup = freshness::lookup(&self.lifetimes(), c.stored_at, c.retry_at, now);
+                let lookup = freshness::lookup(&self.lifetimes(), &c.stored(), now);
                 freshness::status(lookup).map(|status| Served::Complete(c, status))
             }
             Entry::NotFound { stored_at } => {
@@ -266,7 +313,6 @@ impl Cache {
 
     fn lifetimes(&self) -> Lifetimes {
         Lifetimes {
-            ttl: self.cfg.ttl.0,
             negative_ttl: self.cfg.negative_ttl.0,
             stale_if_error: self.cfg.stale_if_error.0,
         }
@@ -331,8 +377,8 @@ impl FillTask {
             },
         };
         let now = cache.clock.now();
-        let stale_at = self.stale.as_ref().map(|c| c.stored_at);
-        let outcome = freshness::outcome(&cache.lifetimes(), answer, stale_at, now);
+        let stale = self.stale.as_ref().map(|c| c.stored());
+        let outcome = freshness::outcome(&cache.lifetimes(), answer, stale.as_ref(), now);
         let object = match (outcome, result, &self.stale) {
             (Outcome::Take, Ok(Fetched::Object(o)), _) => o,
             (Outcome::Refresh, _, Some(stale)) => {
@@ -381,16 +427,28 @@ impl FillTask {
             tracing::debug!(bucket = %self.obj.bucket, size = object.content_length, "fill_memory exhausted; streaming uncached");
             return self.fill.set_head(Head::Bypass);
         };
+        let directives = object.meta.directives(SystemTime::now());
         let meta = Arc::new(object.meta);
-        self.fill.set_head(Head::Body(meta.clone()));
-        self.pump(meta, object.content_length, object.body).await;
+        // `no-store` and `private` objects stream through the fill (concurrent requests
+        // still share the one GET) and are never stored.
+        let keep = directives.storable().then_some(directives);
+        let status = if keep.is_some() {
+            CacheStatus::Miss
+        } else {
+            CacheStatus::Bypass
+        };
+        self.fill.set_head(Head::Body(meta.clone(), status));
+        self.pump(meta, keep, object.content_length, object.body)
+            .await;
         drop(budget);
     }
 
-    /// Copies the body into the fill; caches it only if exactly `expected` bytes came.
+    /// Copies the body into the fill; caches it (when `keep` has the object's rules) only
+    /// if exactly `expected` bytes came.
     async fn pump(
         &self,
         meta: Arc<ObjectMeta>,
+        keep: Option<Directives>,
         expected: u64,
         mut body: aws_sdk_s3::primitives::ByteStream,
     ) {
@@ -417,9 +475,11 @@ impl FillTask {
                         self.fill.push(piece);
                     }
                     if let Some(last) = last {
-                        let mut pieces = self.fill.pieces();
-                        pieces.push(last.clone());
-                        self.store(&meta, pieces).await;
+                        if let Some(directives) = keep {
+                            let mut pieces = self.fill.pieces();
+                            pieces.push(last.clone());
+                            self.store(&meta, directives, pieces).await;
+                        }
                         self.fill.push(last);
                     }
                 }
@@ -433,18 +493,27 @@ impl FillTask {
                 }
             }
         }
-        if expected == 0 {
-            self.store(&meta, Vec::new()).await;
+        if expected == 0
+            && let Some(directives) = keep
+        {
+            self.store(&meta, directives, Vec::new()).await;
         }
         self.fill.finish(End::Complete);
     }
 
     /// Puts the whole object (these pieces, shared with the fill's readers) in the cache.
-    async fn store(&self, meta: &Arc<ObjectMeta>, pieces: Vec<bytes::Bytes>) {
+    async fn store(
+        &self,
+        meta: &Arc<ObjectMeta>,
+        directives: Directives,
+        pieces: Vec<bytes::Bytes>,
+    ) {
         let cached = Arc::new(Cached {
             meta: meta.clone(),
             body: Pieces::new(pieces),
             stored_at: self.cache.clock.now(),
+            directives,
+            lifetime: directives.lifetime(self.cache.cfg.ttl.0),
             retry_at: None,
         });
         self.cache

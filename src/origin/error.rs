@@ -31,6 +31,9 @@ pub enum OriginError {
     Credentials(String),
     #[error("body broken: {0}")]
     Body(String),
+    /// An answer no S3 sends (a part where the whole object was asked for).
+    #[error("origin broke the protocol: {0}")]
+    Protocol(String),
     /// Every origin slot of the tenant stayed taken for `first_byte_timeout`.
     #[error("tenant {0} is at max_concurrent_per_tenant")]
     Busy(String),
@@ -50,6 +53,7 @@ impl OriginError {
             OriginError::Credentials(_) => "credentials",
             OriginError::Body(_) => "body",
             OriginError::Busy(_) => "busy",
+            OriginError::Protocol(_) => "protocol",
         }
     }
 
@@ -67,6 +71,7 @@ impl OriginError {
                 | OriginError::Status { .. }
                 | OriginError::Body(_)
                 | OriginError::Busy(_)
+                | OriginError::Protocol(_)
         )
     }
 
@@ -132,13 +137,31 @@ pub(super) fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
         }
         SdkError::ConstructionFailure(_) => Err(OriginError::Credentials(error_chain(&e))),
         SdkError::DispatchFailure(d) if d.is_user() || d.is_other() => {
-            let chain = error_chain(&e);
-            if chain.contains("credential") {
-                Err(OriginError::Credentials(chain))
+            if caused_by_credentials(&e) {
+                Err(OriginError::Credentials(error_chain(&e)))
             } else {
-                Err(OriginError::Unreachable(chain))
+                Err(OriginError::Unreachable(error_chain(&e)))
             }
         }
+        // An answer the SDK could not read (duplicate headers, a malformed date): the
+        // origin is not speaking S3.
+        SdkError::ResponseError(_) => Err(OriginError::Protocol(error_chain(&e))),
         _ => Err(OriginError::Unreachable(error_chain(&e))),
     }
+}
+
+/// Whether a credentials provider's error is among the causes of `e` (an AssumeRole
+/// refused, no identity found): decided on the error's type, not its text.
+fn caused_by_credentials(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if err
+            .downcast_ref::<aws_credential_types::provider::error::CredentialsError>()
+            .is_some()
+        {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }

@@ -278,6 +278,14 @@ impl Origins {
             let slot = self.slot(tenant).await?;
             let mut fetched = self.get_in_region(tenant, obj, req).await?;
             if let Fetched::Object(o) = &mut fetched {
+                // A part of the object where the whole was asked for would be sent
+                // under 200 headers and then cut short: refuse it cleanly instead.
+                if req.range.is_none() && o.content_range.is_some() {
+                    tracing::warn!(bucket = %obj.bucket, "origin answered 206 to a GET without Range");
+                    return Err(OriginError::Protocol(
+                        "206 Partial Content to a GET without Range".into(),
+                    ));
+                }
                 o.slot = slot;
             }
             Ok(fetched)
@@ -445,6 +453,14 @@ impl Origins {
             size,
             etag: out.e_tag,
             last_modified: out.last_modified.and_then(|d| SystemTime::try_from(d).ok()),
+            content_encoding: out.content_encoding,
+            content_disposition: out.content_disposition,
+            content_language: out.content_language,
+            cache_control: out.cache_control,
+            expires: out
+                .expires_string
+                .as_deref()
+                .and_then(|e| httpdate::parse_http_date(e).ok()),
         };
         Ok(Fetched::Object(Box::new(OriginObject {
             meta,

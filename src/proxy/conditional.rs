@@ -156,6 +156,7 @@ mod tests {
             size: 10,
             etag: Some("\"abc\"".into()),
             last_modified: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_500)),
+            ..ObjectMeta::default()
         }
     }
 

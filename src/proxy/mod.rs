@@ -20,11 +20,12 @@ use http::{Response, StatusCode, request::Parts};
 use crate::activity::ConnInfo;
 use crate::auth::{self, Refusal, Tenant, Tenants};
 use crate::body::{self, ProxyBody};
-use crate::cache::{Cache, CacheStatus, Served};
+use crate::cache::{Cache, CacheStatus, Freshness, Served};
 use crate::config::{Config, ProviderKind};
 use crate::cors::Cors;
 use crate::error::{Error, Kind, Side};
 use crate::metrics::Metrics;
+use crate::object::downstream_cache_control;
 use crate::origin::{Fetched, GetRequest, Origins};
 use crate::presign::Presigner;
 use crate::source::{ObjectRef, parse_source_url};
@@ -79,6 +80,10 @@ struct Ctx<'a> {
     bucket: Option<String>,
     key: Option<String>,
     error: Option<Error>,
+    /// The tenant's `cache_control`, once the tenant is known.
+    tenant_cache_control: Option<String>,
+    /// How fresh the object answered is (for `Cache-Control` and `Age`).
+    freshness: Option<Freshness>,
 }
 
 /// Answers one request on the public listener. Never fails: errors become responses.
@@ -94,6 +99,8 @@ pub async fn handle(state: Arc<State>, parts: Parts) -> Response<ProxyBody> {
         bucket: None,
         key: None,
         error: None,
+        tenant_cache_control: None,
+        freshness: None,
     };
     let mut response = match ctx.phases().await {
         Ok(r) => r,
@@ -146,6 +153,7 @@ impl Ctx<'_> {
             .tenants
             .for_bucket(&obj.bucket)
             .ok_or_else(|| Refusal::NoTenant.into_error())?;
+        self.tenant_cache_control = tenant.config.cache_control.clone();
         auth::verify(
             tenant,
             &obj.bucket,
@@ -202,6 +210,7 @@ impl Ctx<'_> {
             }
             Served::Complete(cached, status) => {
                 self.cache = status;
+                self.freshness = Some(cached.freshness(state.cache.clock().now()));
                 if !cached.meta.content_type_allowed(allowed) {
                     return Err(Error::unsupported_media_type(
                         cached.meta.content_type.as_deref(),
@@ -209,7 +218,11 @@ impl Ctx<'_> {
                 }
                 Ok(respond::from_memory(request, head, &cached))
             }
-            Served::Streaming(meta, fill) => Ok(respond::from_fill(request, head, &meta, &fill)),
+            Served::Streaming(meta, fill, status) => {
+                self.cache = status;
+                self.freshness = Some(Freshness::arriving(&meta, state.config.cache.ttl.0));
+                Ok(respond::from_fill(request, head, &meta, &fill))
+            }
             Served::Bypass => {
                 self.cache = CacheStatus::Bypass;
                 let fetched = state
@@ -222,6 +235,8 @@ impl Ctx<'_> {
                         Error::unsupported_media_type(o.meta.content_type.as_deref()),
                     ),
                     Fetched::Object(o) => {
+                        self.freshness =
+                            Some(Freshness::arriving(&o.meta, state.config.cache.ttl.0));
                         Ok(respond::from_origin(head, *o, state.origins.idle_timeout()))
                     }
                 }
@@ -239,18 +254,41 @@ impl Ctx<'_> {
         );
         h.insert(header::CONTENT_SECURITY_POLICY, CSP);
         if !h.contains_key(header::CACHE_CONTROL) {
-            let cc = if ok {
-                self.state.cache_control.clone()
-            } else {
-                HeaderValue::from_static("no-store")
-            };
-            h.insert(header::CACHE_CONTROL, cc);
+            h.insert(header::CACHE_CONTROL, self.cache_control(ok));
+        }
+        // Answers from the cache say how long ago the proxy fetched (or revalidated)
+        // them, so that downstream caches count their lifetime from the same moment.
+        if ok
+            && matches!(
+                self.cache,
+                CacheStatus::Hit | CacheStatus::Stale | CacheStatus::Revalidated
+            )
+            && let Some(f) = &self.freshness
+        {
+            h.insert(header::AGE, HeaderValue::from(f.age.as_secs()));
         }
         h.insert(X_CACHE, HeaderValue::from_static(self.cache.as_str()));
         if let Ok(v) = HeaderValue::from_str(&self.id) {
             h.insert(X_REQUEST_ID, v);
         }
         self.state.cors.apply(&self.parts.headers, h);
+    }
+
+    /// `no-store` on errors; otherwise the tenant's `cache_control` (else the server's),
+    /// tightened by the object's own rules (docs/http.md, "Cache-Control downstream").
+    fn cache_control(&self, ok: bool) -> HeaderValue {
+        if !ok {
+            return HeaderValue::from_static("no-store");
+        }
+        let base = match &self.tenant_cache_control {
+            Some(cc) => cc.as_str(),
+            None => self.state.config.server.cache_control.as_str(),
+        };
+        let value = match &self.freshness {
+            Some(f) => downstream_cache_control(base, &f.directives, f.lifetime),
+            None => base.to_string(),
+        };
+        HeaderValue::from_str(&value).unwrap_or_else(|_| self.state.cache_control.clone())
     }
 
     /// The one log line of a request, and its metrics. The query (which may hold a

@@ -170,6 +170,17 @@ fn object_headers(h: &mut HeaderMap, meta: &ObjectMeta) {
     {
         h.insert(header::CONTENT_TYPE, ct);
     }
+    // Stored with the object, sent as stored: an encoded body stays encoded (and a
+    // range is a range of the encoded bytes).
+    for (name, value) in [
+        (header::CONTENT_ENCODING, &meta.content_encoding),
+        (header::CONTENT_DISPOSITION, &meta.content_disposition),
+        (header::CONTENT_LANGUAGE, &meta.content_language),
+    ] {
+        if let Some(v) = value.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+            h.insert(name, v);
+        }
+    }
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     validators(h, meta);
 }

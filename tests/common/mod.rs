@@ -308,6 +308,9 @@ pub enum Behaviour {
     Status(u16),
     /// Accepts and never answers.
     Stall,
+    /// Exactly this response head (status line and headers, without the blank line),
+    /// then `body`: for answers no S3 gives.
+    Raw { head: String, body: Bytes },
     /// Like S3 for a bucket in `region`: requests signed for another region get 301
     /// PermanentRedirect (with `x-amz-bucket-region` when `hint`, else 400
     /// AuthorizationHeaderMalformed without it); HeadBucket always names the region.
@@ -428,6 +431,10 @@ async fn serve_fake(
             Behaviour::Stall => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 return;
+            }
+            Behaviour::Raw { head, body } => {
+                let _ = sock.write_all(format!("{head}\r\n\r\n").as_bytes()).await;
+                let _ = sock.write_all(&body).await;
             }
             Behaviour::Region { region, body, hint } => {
                 let signed_right = head.contains(&format!("/{region}/s3/aws4_request"));
