@@ -168,6 +168,9 @@ pub struct CacheConfig {
     pub ttl: Dur,
     pub negative_ttl: Dur,
     pub stale_if_error: Dur,
+    /// After an entry's lifetime, its old copy is served at once for this long while one
+    /// background revalidation runs.
+    pub stale_while_revalidate: Dur,
     /// Bytes of objects being fetched into the cache at once; a cold object that does
     /// not fit streams through uncached (`BYPASS`).
     pub fill_memory: Size,
@@ -181,6 +184,7 @@ impl Default for CacheConfig {
             ttl: Dur::secs(3600),
             negative_ttl: Dur::secs(30),
             stale_if_error: Dur::secs(3600),
+            stale_while_revalidate: Dur::secs(60),
             fill_memory: Size(256 << 20),
         }
     }

@@ -576,3 +576,62 @@ async fn an_origin_breaking_the_protocol_gets_a_clean_502() {
     }
     proxy.stop().await;
 }
+
+/// Within `stale_while_revalidate` after its lifetime, an entry's old copy is served at
+/// once (`STALE`) while one background revalidation runs; once it has finished, the new
+/// version is a HIT. The origin here answers the revalidation only when the test lets
+/// it, so "at once" is checked without a clock: the stale answers arrive while the
+/// origin has not answered yet.
+#[tokio::test]
+async fn stale_while_revalidate_serves_at_once_and_refreshes_in_the_background() {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let origin = FakeOrigin::start(vec![
+        Behaviour::Full(Bytes::from_static(b"version 1")),
+        Behaviour::Gated {
+            gate: gate.clone(),
+            body: Bytes::from_static(b"version 2"),
+        },
+        Behaviour::Full(Bytes::from_static(b"version 3")),
+    ])
+    .await;
+    let mut config = fake_config(&origin.endpoint);
+    config.cache.ttl = Dur::secs(60);
+    config.cache.stale_while_revalidate = Dur::secs(30);
+    config.origin.first_byte_timeout = Dur::secs(60);
+    let proxy = Proxy::start(config, None).await;
+    let url = proxy.url("/test-fake/swr.png");
+    assert_eq!(get(&url).await.header("x-cache"), Some("MISS"));
+    proxy.state.cache.clock().advance(Duration::from_secs(70));
+    for _ in 0..3 {
+        let r = get(&url).await;
+        assert_eq!(r.header("x-cache"), Some("STALE"));
+        assert_eq!(r.bytes().as_ref(), b"version 1");
+    }
+    // One revalidation for the three, still waiting on the origin.
+    for _ in 0..500 {
+        if origin.count() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(origin.count(), 2);
+    gate.notify_one();
+    let mut last = None;
+    for _ in 0..500 {
+        let r = get(&url).await;
+        if r.header("x-cache") == Some("HIT") {
+            last = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = last.expect("the background revalidation stored the new version");
+    assert_eq!(r.bytes().as_ref(), b"version 2");
+    assert_eq!(origin.count(), 2);
+    // Past lifetime + stale_while_revalidate, the revalidation is in the foreground again.
+    proxy.state.cache.clock().advance(Duration::from_secs(100));
+    let r = get(&url).await;
+    assert_eq!(r.header("x-cache"), Some("MISS"));
+    assert_eq!(r.bytes().as_ref(), b"version 3");
+    proxy.stop().await;
+}

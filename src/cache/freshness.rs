@@ -12,6 +12,7 @@ use crate::cache_status::CacheStatus;
 pub struct Lifetimes {
     pub negative_ttl: Duration,
     pub stale_if_error: Duration,
+    pub stale_while_revalidate: Duration,
 }
 
 /// What a decision needs to know of a stored object.
@@ -35,6 +36,9 @@ pub enum Lookup {
     /// Expired, but a revalidation failed a moment ago and the stale copy may still be
     /// served: `STALE` at once, no new upstream request until `retry_at`.
     BackingOff,
+    /// Expired less than `stale_while_revalidate` ago: `STALE` at once, while one
+    /// revalidation runs in the background.
+    Revalidating,
     /// Expired: a fill revalidates it.
     Expired,
 }
@@ -49,6 +53,8 @@ pub fn lookup(l: &Lifetimes, s: &Stored, now: Instant) -> Lookup {
         Lookup::Fresh
     } else if s.retry_at.is_some_and(|t| now < t) && may_serve_stale(l, s, now) {
         Lookup::BackingOff
+    } else if !s.strict && age(s.at, now) < s.lifetime + l.stale_while_revalidate {
+        Lookup::Revalidating
     } else {
         Lookup::Expired
     }
@@ -113,7 +119,7 @@ pub fn outcome(l: &Lifetimes, answer: Answer, stale: Option<&Stored>, now: Insta
 pub fn status(lookup: Lookup) -> Option<CacheStatus> {
     match lookup {
         Lookup::Fresh => Some(CacheStatus::Hit),
-        Lookup::BackingOff => Some(CacheStatus::Stale),
+        Lookup::BackingOff | Lookup::Revalidating => Some(CacheStatus::Stale),
         Lookup::Expired => None,
     }
 }
@@ -125,6 +131,7 @@ mod tests {
     const L: Lifetimes = Lifetimes {
         negative_ttl: Duration::from_secs(10),
         stale_if_error: Duration::from_secs(3600),
+        stale_while_revalidate: Duration::from_secs(30),
     };
 
     fn s(n: u64) -> Duration {
@@ -147,15 +154,19 @@ mod tests {
             // (lifetime, strict, retry_at after t0, age, expected)
             (60, false, None, 0, Lookup::Fresh),
             (60, false, None, 59, Lookup::Fresh),
-            (60, false, None, 60, Lookup::Expired),
+            (60, false, None, 60, Lookup::Revalidating),
+            (60, false, None, 89, Lookup::Revalidating),
+            (60, false, None, 90, Lookup::Expired),
             (60, false, Some(62), 61, Lookup::BackingOff),
-            (60, false, Some(62), 63, Lookup::Expired),
+            (60, false, Some(62), 63, Lookup::Revalidating),
+            (60, false, Some(62), 95, Lookup::Expired),
             // Past lifetime + stale_if_error: never stale, however recent the failure.
             (60, false, Some(4000), 3661, Lookup::Expired),
             // `no-cache`: a lifetime of zero, revalidated on every use.
             (0, true, None, 0, Lookup::Expired),
-            // must-revalidate: never stale.
+            // must-revalidate: never stale, not even while revalidating.
             (60, true, Some(62), 61, Lookup::Expired),
+            (60, true, None, 60, Lookup::Expired),
         ];
         for (lifetime, strict, retry, age, want) in cases {
             let got = lookup(&L, &stored(t0, lifetime, strict, retry), t0 + s(age));
@@ -165,6 +176,7 @@ mod tests {
         assert!(!not_found_fresh(&L, t0, t0 + s(10)));
         assert_eq!(status(Lookup::Fresh), Some(CacheStatus::Hit));
         assert_eq!(status(Lookup::BackingOff), Some(CacheStatus::Stale));
+        assert_eq!(status(Lookup::Revalidating), Some(CacheStatus::Stale));
         assert_eq!(status(Lookup::Expired), None);
     }
 

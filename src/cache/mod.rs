@@ -26,7 +26,7 @@ use crate::origin::{Fetched, GetRequest, Origins, next_chunk};
 use crate::pattern::MediaRange;
 use crate::source::ObjectRef;
 use fill::{End, Fill, Head};
-use freshness::{Answer, Lifetimes, Outcome, Stored};
+use freshness::{Answer, Lifetimes, Lookup, Outcome, Stored};
 use inflight::{Inflight, Leader};
 use pieces::{PieceWriter, Pieces};
 
@@ -225,6 +225,15 @@ impl Cache {
         if let Some(served) = self.fresh(&key, now).await {
             return Ok(served);
         }
+        if let Some(stale) = self.revalidating(&key, now).await {
+            // The old copy at once; one revalidation in the background (a request that
+            // finds one running leaves it be).
+            let (_fill, leader) = self.inflight.join_or_lead(&key);
+            if let Some(leader) = leader {
+                self.lead(leader, origins, tenant, obj, allowed, now).await;
+            }
+            return Ok(Served::Complete(stale, CacheStatus::Stale));
+        }
         if self.large.contains_key(&key) {
             return Ok(Served::Bypass);
         }
@@ -300,10 +309,12 @@ impl Cache {
     /// A fresh hit, a remembered 404, or `None` (miss or expired).
     async fn fresh(&self, key: &CacheKey, now: Instant) -> Option<Served> {
         match self.entries.get(key).await? {
-            Entry::Object(c) => {
-                let lookup = freshness::lookup(&self.lifetimes(), &c.stored(), now);
-                freshness::status(lookup).map(|status| Served::Complete(c, status))
-            }
+            Entry::Object(c) => match freshness::lookup(&self.lifetimes(), &c.stored(), now) {
+                lookup @ (Lookup::Fresh | Lookup::BackingOff) => {
+                    freshness::status(lookup).map(|status| Served::Complete(c, status))
+                }
+                Lookup::Revalidating | Lookup::Expired => None,
+            },
             Entry::NotFound { stored_at } => {
                 freshness::not_found_fresh(&self.lifetimes(), stored_at, now)
                     .then_some(Served::NotFound)
@@ -311,10 +322,24 @@ impl Cache {
         }
     }
 
+    /// An entry past its lifetime but within `stale_while_revalidate`.
+    async fn revalidating(&self, key: &CacheKey, now: Instant) -> Option<Arc<Cached>> {
+        match self.entries.get(key).await? {
+            Entry::Object(c)
+                if freshness::lookup(&self.lifetimes(), &c.stored(), now)
+                    == Lookup::Revalidating =>
+            {
+                Some(c)
+            }
+            _ => None,
+        }
+    }
+
     fn lifetimes(&self) -> Lifetimes {
         Lifetimes {
             negative_ttl: self.cfg.negative_ttl.0,
             stale_if_error: self.cfg.stale_if_error.0,
+            stale_while_revalidate: self.cfg.stale_while_revalidate.0,
         }
     }
 

@@ -133,6 +133,9 @@ fn base() -> Config {
     c.origin.connect_timeout = Dur::secs(1);
     c.origin.first_byte_timeout = Dur::secs(2);
     c.origin.max_attempts = 1;
+    // Expiry tests see the revalidation in the foreground; stale-while-revalidate has a
+    // test of its own.
+    c.cache.stale_while_revalidate = Dur::secs(0);
     c
 }
 
@@ -311,6 +314,11 @@ pub enum Behaviour {
     /// Exactly this response head (status line and headers, without the blank line),
     /// then `body`: for answers no S3 gives.
     Raw { head: String, body: Bytes },
+    /// `200` with `body` once `gate` is notified (an origin as slow as the test wants).
+    Gated {
+        gate: Arc<tokio::sync::Notify>,
+        body: Bytes,
+    },
     /// Like S3 for a bucket in `region`: requests signed for another region get 301
     /// PermanentRedirect (with `x-amz-bucket-region` when `hint`, else 400
     /// AuthorizationHeaderMalformed without it); HeadBucket always names the region.
@@ -431,6 +439,11 @@ async fn serve_fake(
             Behaviour::Stall => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 return;
+            }
+            Behaviour::Gated { gate, body } => {
+                gate.notified().await;
+                let _ = sock.write_all(ok(body.len()).as_bytes()).await;
+                let _ = sock.write_all(&body).await;
             }
             Behaviour::Raw { head, body } => {
                 let _ = sock.write_all(format!("{head}\r\n\r\n").as_bytes()).await;
