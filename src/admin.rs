@@ -1,5 +1,6 @@
-//! The admin listener: `/healthz` (alive), `/readyz` (serving; 503 while draining) and
-//! `/metrics` (Prometheus text). Never exposed publicly.
+//! The admin listener: `/healthz` (alive), `/readyz` (serving; 503 while draining),
+//! `/metrics` (Prometheus text) and `POST /purge` (drop cached objects and presigned
+//! URLs, docs/http.md "Purge"). Never exposed publicly.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,9 +9,13 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
+use http_body_util::BodyExt;
+
 use crate::body::ProxyBody;
-use crate::cache::Cache;
+use crate::cache::{Cache, CacheKey};
 use crate::metrics::Metrics;
+use crate::proxy::State;
+use crate::purge::{PurgeRequest, Selector};
 
 pub struct Admin {
     pub metrics: Arc<Metrics>,
@@ -20,8 +25,17 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub async fn handle<B>(&self, req: Request<B>) -> Response<ProxyBody> {
+    /// Answers one admin request; `state` is the config in force (for purges).
+    pub async fn handle<B>(&self, req: Request<B>, state: Arc<State>) -> Response<ProxyBody>
+    where
+        B: http_body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let (status, content_type, body) = match (req.method(), req.uri().path()) {
+            (&Method::POST, "/purge") => {
+                let (status, body) = purge(req.into_body(), &state, &self.cache).await;
+                (status, "application/json", body)
+            }
             (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
             (&Method::GET, "/readyz") if self.ready.load(Ordering::SeqCst) => {
                 (StatusCode::OK, "text/plain", "ready\n".to_string())
@@ -51,4 +65,50 @@ impl Admin {
             .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         r
     }
+}
+
+/// Request bodies of `POST /purge` larger than this are refused.
+const MAX_PURGE_BODY: usize = 64 << 10;
+
+/// `POST /purge`: `{"purged": N}` (objects and remembered 404s dropped from the cache),
+/// or a 400 saying what to send.
+async fn purge<B>(body: B, state: &State, cache: &Cache) -> (StatusCode, String)
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let bad = |why: &str| {
+        let body = serde_json::json!({"error": "bad_request", "message": why});
+        (StatusCode::BAD_REQUEST, body.to_string())
+    };
+    let Ok(bytes) = http_body_util::Limited::new(body, MAX_PURGE_BODY)
+        .collect()
+        .await
+    else {
+        return bad("the body could not be read (at most 64 KiB of JSON)");
+    };
+    let request: PurgeRequest = match serde_json::from_slice(&bytes.to_bytes()) {
+        Ok(r) => r,
+        Err(e) => return bad(&format!("the body is not a purge request: {e}")),
+    };
+    let selector = match Selector::try_from(request) {
+        Ok(s) => s,
+        Err(why) => return bad(why),
+    };
+    if let Selector::Tenant(t) = &selector
+        && !state.tenants.all().iter().any(|tenant| &tenant.name == t)
+    {
+        return bad(&format!("no tenant is named {t:?}"));
+    }
+    let selected = |k: &CacheKey| {
+        let owner = state.tenants.for_bucket(&k.bucket).map(|t| t.name.as_str());
+        selector.matches(&k.bucket, &k.key, owner)
+    };
+    let purged = cache.purge(selected).await;
+    let urls = state.presigner.purge(selected).await;
+    tracing::info!(?selector, purged, presigned_urls = urls, "purge");
+    (
+        StatusCode::OK,
+        serde_json::json!({ "purged": purged }).to_string(),
+    )
 }

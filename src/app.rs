@@ -145,12 +145,13 @@ impl App {
         ));
         let admin_stop = CancellationToken::new();
         let admin = self.admin.clone();
+        let app = self.clone();
         let admin_task = tokio::spawn(Listener::new(limits.with_max_connections(64)).serve(
             listeners.admin,
             admin_stop.clone(),
             move |req: Request<Incoming>| {
-                let admin = admin.clone();
-                async move { admin.handle(req).await }
+                let (admin, state) = (admin.clone(), app.state());
+                async move { admin.handle(req, state).await }
             },
         ));
         let cache = state.cache.clone();

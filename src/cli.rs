@@ -1,6 +1,7 @@
 //! The command line (README.md): argument parsing and the small commands.
 //! `serve` itself lives in `main.rs`, which owns the process (signals, sockets).
 
+use hyper_util::rt::TokioIo;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -47,6 +48,111 @@ pub enum Command {
     Policy(crate::onboard::PolicyArgs),
     /// Try the real access path for one image URL and explain what fails
     Check(CheckArgs),
+    /// Drop cached objects and presigned URLs on every instance ([fleet] peers)
+    Purge(PurgeArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["bucket", "tenant"])))]
+pub struct PurgeArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Admin addresses to send it to (default: [fleet] peers, else this config's
+    /// admin_listen)
+    #[arg(long, value_delimiter = ',')]
+    pub peers: Vec<String>,
+    #[arg(long, requires = "one_or_prefix")]
+    pub bucket: Option<String>,
+    /// One object of --bucket
+    #[arg(long, group = "one_or_prefix")]
+    pub key: Option<String>,
+    /// Every object of --bucket whose key starts with this
+    #[arg(long, group = "one_or_prefix")]
+    pub prefix: Option<String>,
+    /// Everything of one tenant
+    #[arg(long, conflicts_with_all = ["bucket", "key", "prefix"])]
+    pub tenant: Option<String>,
+}
+
+impl PurgeArgs {
+    /// Where to send it: `--peers`, else `[fleet] peers`, else the config's admin listener.
+    pub fn targets(&self, config: &Config) -> Vec<String> {
+        if !self.peers.is_empty() {
+            self.peers.clone()
+        } else if !config.fleet.peers.is_empty() {
+            config.fleet.peers.clone()
+        } else {
+            vec![config.server.admin_listen.to_string()]
+        }
+    }
+
+    pub fn request(&self) -> crate::purge::PurgeRequest {
+        crate::purge::PurgeRequest {
+            bucket: self.bucket.clone(),
+            key: self.key.clone(),
+            prefix: self.prefix.clone(),
+            tenant: self.tenant.clone(),
+        }
+    }
+}
+
+/// `bucketfront purge`: sends the request to every target, one line per answer
+/// (`peer: status body`); fails if any target did not answer 200.
+pub async fn purge(config: &Config, args: &PurgeArgs) -> Result<String, String> {
+    let body = serde_json::to_string(&args.request()).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    let mut failed = 0;
+    for peer in args.targets(config) {
+        let answer = tokio::time::timeout(Duration::from_secs(30), post_purge(&peer, &body)).await;
+        let line = match answer {
+            Ok(Ok((200, text))) => text,
+            Ok(Ok((status, text))) => {
+                failed += 1;
+                format!("{status} {text}")
+            }
+            Ok(Err(e)) => {
+                failed += 1;
+                format!("failed: {e}")
+            }
+            Err(_) => {
+                failed += 1;
+                "failed: no answer within 30 s".into()
+            }
+        };
+        out.push_str(&format!("{peer}: {}\n", line.trim()));
+    }
+    if failed > 0 {
+        Err(format!("{out}{failed} instance(s) did not purge"))
+    } else {
+        Ok(out)
+    }
+}
+
+async fn post_purge(peer: &str, body: &str) -> Result<(u16, String), String> {
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(peer)
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = http::Request::post("/purge")
+        .header(http::header::HOST, peer)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .map_err(|e| e.to_string())?;
+    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 #[derive(Debug, Args)]

@@ -43,6 +43,15 @@ pub struct Config {
     pub buckets: Vec<Bucket>,
     pub embedded_store: EmbeddedStore,
     pub gcs: Option<Gcs>,
+    pub fleet: Fleet,
+}
+
+/// `[fleet]`: the instances that share this config.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Fleet {
+    /// Admin addresses (`host:port`) of every instance, for `bucketfront purge`.
+    pub peers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -21,6 +21,17 @@ pub fn validate(c: &Config) -> Result<(), Failure> {
     if http::HeaderValue::from_str(&c.server.cache_control).is_err() {
         return fail("server.cache_control", "is not a valid header value");
     }
+    for (i, peer) in c.fleet.peers.iter().enumerate() {
+        let ok = peer
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !ok {
+            return fail(
+                format!("fleet.peers[{i}]"),
+                format!("{peer:?} is not an admin address like \"10.0.0.2:9090\""),
+            );
+        }
+    }
     if c.origin.max_attempts == 0 {
         return fail("origin.max_attempts", "must be at least 1");
     }

@@ -24,7 +24,10 @@ const LAYERS: &[(&str, &[&str])] = &[
             "tls",
         ],
     ),
-    ("pure logic", &["auth", "config_check", "cors", "source"]),
+    (
+        "pure logic",
+        &["auth", "config_check", "cors", "purge", "source"],
+    ),
     ("I/O", &["cache", "origin", "presign", "server", "store"]),
     ("request path", &["admin", "demo", "proxy"]),
     ("wiring and commands", &["app", "cli", "onboard", "systemd"]),

@@ -12,7 +12,7 @@
 //!    deadline rules), `peer` (client address), [`body`] (the response body), `s3` (S3
 //!    client settings), [`logging`], [`metrics`], [`config`] (the schema), `tls`.
 //! 2. Pure logic: [`source`] (source URLs), [`auth`] (tenants, signatures), `cors`,
-//!    `config_check` (validation, `Config::load`).
+//!    `config_check` (validation, `Config::load`), [`purge`] (what a purge selects).
 //! 3. I/O: [`cache`] (memory tier, fills), `origin` (S3/GCS clients), `presign`,
 //!    [`server`] (the accept loop and connections of every listener), [`store`] (the
 //!    embedded S3-compatible store).
@@ -44,6 +44,7 @@ pub mod pattern;
 mod peer;
 mod presign;
 pub mod proxy;
+pub mod purge;
 mod s3;
 pub mod server;
 pub mod source;

@@ -48,6 +48,11 @@ fn main() -> ExitCode {
                 Err("the image would not be served (see above)".into())
             }
         }),
+        Command::Purge(args) => runtime().and_then(|rt| {
+            let config = args.config.load()?;
+            rt.block_on(cli::purge(&config, args))
+                .map(|report| print!("{report}"))
+        }),
         Command::Serve(c) => {
             let path = Config::default_path(c.config.clone());
             c.load()

@@ -83,6 +83,20 @@ pub struct Presigner {
 }
 
 impl Presigner {
+    /// Drops the cached presigned URLs of the objects `selected` picks.
+    pub async fn purge(&self, selected: impl Fn(&CacheKey) -> bool) -> usize {
+        let keys: Vec<(String, CacheKey)> = self
+            .cache
+            .iter()
+            .filter(|(k, _)| selected(&k.1))
+            .map(|(k, _)| (*k).clone())
+            .collect();
+        for k in &keys {
+            self.cache.invalidate(k).await;
+        }
+        keys.len()
+    }
+
     pub fn new(cfg: &config::Presign, metrics: Arc<Metrics>) -> Presigner {
         Presigner {
             cache: moka::future::Cache::builder()

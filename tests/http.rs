@@ -562,3 +562,90 @@ async fn a_reload_applies_to_the_next_request_and_keeps_the_cache() {
     );
     env.stop().await;
 }
+
+/// `POST /purge` on the admin listener drops one object, a prefix, or a tenant's
+/// objects; `bucketfront purge` sends the same to each `--peers` address.
+#[tokio::test]
+async fn purge_by_object_prefix_and_tenant() {
+    let env = Env::start().await;
+    for key in ["a.png", "b/1.png", "b/2.png"] {
+        env.put("test-images", key, "x", "image/png").await;
+    }
+    let url = |k: &str| env.proxy.url(&format!("/test-images/{k}"));
+    let xcache = |r: Resp| r.header("x-cache").unwrap_or("").to_string();
+    for key in ["a.png", "b/1.png", "b/2.png"] {
+        get(&url(key)).await;
+        assert_eq!(xcache(get(&url(key)).await), "HIT");
+    }
+    let admin = format!("http://{}/purge", env.proxy.admin);
+    let post = |body: &'static str| {
+        let admin = admin.clone();
+        async move {
+            let req = http::Request::post(admin)
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                    body.as_bytes(),
+                )))
+                .unwrap();
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http();
+            let r = client.request(req).await.unwrap();
+            let status = r.status().as_u16();
+            let body = http_body_util::BodyExt::collect(r.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (
+                status,
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+            )
+        }
+    };
+    let (status, body) = post(r#"{"bucket": "test-images", "key": "a.png"}"#).await;
+    assert_eq!((status, body["purged"].as_u64()), (200, Some(1)));
+    assert_eq!(xcache(get(&url("a.png")).await), "MISS");
+    assert_eq!(xcache(get(&url("b/1.png")).await), "HIT");
+
+    // The command, with the instance's admin address as its only peer.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.toml");
+    std::fs::write(
+        &file,
+        "[[tenants]]\nname = \"t1\"\nbuckets = [\"test-*\"]\nrequire_signature = false\n",
+    )
+    .unwrap();
+    let peers = env.proxy.admin.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_bucketfront"))
+            .args(["purge", "-c", file.to_str().unwrap(), "--peers", &peers])
+            .args(["--bucket", "test-images", "--prefix", "b/"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("{\"purged\":2}"), "{stdout}");
+    assert_eq!(xcache(get(&url("b/1.png")).await), "MISS");
+
+    let (status, body) = post(r#"{"tenant": "t1"}"#).await;
+    // a.png and b/1.png, fetched again since; b/2.png went with the prefix.
+    assert_eq!((status, body["purged"].as_u64()), (200, Some(2)));
+    assert_eq!(xcache(get(&url("a.png")).await), "MISS");
+
+    for bad in [
+        r#"{"bucket": "test-images"}"#,
+        r#"{"tenant": "nobody"}"#,
+        "not json",
+    ] {
+        let (status, body) = post(bad).await;
+        assert_eq!(status, 400, "{bad}");
+        assert_eq!(body["error"], "bad_request");
+    }
+    env.stop().await;
+}

@@ -354,6 +354,32 @@ impl Cache {
             .set(self.entries.entry_count() as i64);
     }
 
+    /// Drops every cached object (and remembered 404, and "too large" mark) whose key
+    /// `selected` picks; returns how many objects and 404s went. A fill in progress is
+    /// not stopped: what it stores afterwards is the origin's answer from after the purge
+    /// began.
+    pub async fn purge(&self, selected: impl Fn(&CacheKey) -> bool) -> usize {
+        let keys: Vec<CacheKey> = self
+            .entries
+            .iter()
+            .filter(|(k, _)| selected(k))
+            .map(|(k, _)| (*k).clone())
+            .collect();
+        for k in &keys {
+            self.entries.invalidate(k).await;
+        }
+        let large: Vec<CacheKey> = self
+            .large
+            .iter()
+            .filter(|(k, _)| selected(k))
+            .map(|(k, _)| (*k).clone())
+            .collect();
+        for k in &large {
+            self.large.invalidate(k).await;
+        }
+        keys.len()
+    }
+
     pub fn weighted_size(&self) -> u64 {
         self.entries.weighted_size()
     }
