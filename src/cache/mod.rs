@@ -380,6 +380,11 @@ impl Cache {
         keys.len()
     }
 
+    /// Objects and remembered 404s held (after [`Cache::maintain`], exact).
+    pub fn entry_count(&self) -> u64 {
+        self.entries.entry_count()
+    }
+
     pub fn weighted_size(&self) -> u64 {
         self.entries.weighted_size()
     }
