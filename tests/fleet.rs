@@ -2,7 +2,8 @@
 //! configured by the files shipped in `packaging/`: every object is fetched from the
 //! origin once and cached on one instance; the `url=` form of an object goes to one
 //! instance too; stopping an instance moves only its objects, and no client sees a 5xx
-//! meanwhile. The balancers listen on ports the OS picked; the test rewrites only the
+//! meanwhile nor during a rolling restart of all three; a CDN (nginx `proxy_cache`) in
+//! front caches only what it may and keeps CORS answers of different origins apart. The balancers listen on ports the OS picked; the test rewrites only the
 //! addresses in the shipped files.
 
 mod common;
@@ -92,7 +93,9 @@ async fn cached(p: &Proxy) -> u64 {
 }
 
 async fn fleet_behind(balancer: Balancer) {
+    // The store (Env's own proxy is not behind the balancer), and three instances.
     let env = Env::start().await;
+    let first = Proxy::start(config(&env.store.endpoint), Some(&env.store)).await;
     let second = Proxy::start(config(&env.store.endpoint), Some(&env.store)).await;
     let third = Proxy::start(config(&env.store.endpoint), Some(&env.store)).await;
     for i in 0..KEYS {
@@ -106,7 +109,7 @@ async fn fleet_behind(balancer: Balancer) {
     }
     let dir = tempfile::tempdir().unwrap();
     let listen = free_port();
-    let _balancer = start(balancer, dir.path(), listen, &[&env.proxy, &second, &third]);
+    let _balancer = start(balancer, dir.path(), listen, &[&first, &second, &third]);
     let lb = format!("http://127.0.0.1:{listen}");
     // Up when every instance answers through it (HAProxy's checks need a moment).
     let mut up = false;
@@ -153,7 +156,7 @@ async fn fleet_behind(balancer: Balancer) {
         "{balancer:?}: one origin GET per object"
     );
     let shares = [
-        cached(&env.proxy).await,
+        cached(&first).await,
         cached(&second).await,
         cached(&third).await,
     ];
@@ -170,6 +173,7 @@ async fn fleet_behind(balancer: Balancer) {
     // One instance stops (drains): only its objects are fetched again, and no client
     // sees a 5xx.
     let moved = cached(&third).await;
+    let third_at = (third.addr, third.admin);
     third.stop().await;
     let before = env.gets();
     for i in 0..KEYS {
@@ -202,7 +206,66 @@ async fn fleet_behind(balancer: Balancer) {
     }
     assert_eq!(env.gets(), before);
 
-    second.stop().await;
+    // A rolling restart of all three (the third comes back first) under a steady
+    // client: every answer a 200.
+    let mut instances = vec![
+        first,
+        second,
+        Proxy::start_at(
+            config(&env.store.endpoint),
+            Some(&env.store),
+            third_at.0,
+            third_at.1,
+        )
+        .await,
+    ];
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = {
+        let (stop, lb) = (stop.clone(), lb.clone());
+        tokio::spawn(async move {
+            let (mut answered, mut bad) = (0u64, Vec::new());
+            while !stop.is_cancelled() {
+                let key = answered as usize % KEYS;
+                let r = get(&format!("{lb}/test-images/k/{key}.png")).await;
+                if r.status != 200 || r.body.is_err() {
+                    bad.push((key, r.status.as_u16()));
+                }
+                answered += 1;
+            }
+            (answered, bad)
+        })
+    };
+    for i in 0..instances.len() {
+        let old = instances.remove(i);
+        let at = (old.addr, old.admin);
+        old.stop().await;
+        let back = Proxy::start_at(config(&env.store.endpoint), Some(&env.store), at.0, at.1).await;
+        instances.insert(i, back);
+        // Back in the balancer's rotation: it caches its share again.
+        let mut serving = false;
+        for _ in 0..400 {
+            if cached(&instances[i]).await > 0 {
+                serving = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            serving,
+            "{balancer:?}: instance {i} serves again after its restart"
+        );
+    }
+    stop.cancel();
+    let (answered, bad) = load.await.unwrap();
+    assert!(answered > 0);
+    assert!(
+        bad.is_empty(),
+        "{balancer:?}: {} of {answered} failed: {bad:?}",
+        bad.len()
+    );
+    for p in instances {
+        p.stop().await;
+    }
     env.stop().await;
 }
 
@@ -214,4 +277,99 @@ async fn a_fleet_behind_nginx_fetches_each_object_once() {
 #[tokio::test]
 async fn a_fleet_behind_haproxy_fetches_each_object_once() {
     fleet_behind(Balancer::Haproxy).await;
+}
+
+/// nginx with `proxy_cache` in front, as a CDN: it caches what the proxy lets it (a
+/// tenant with `cache_control = "public, …"`), never what is `private` (signed URLs by
+/// default), and never hands one `Origin`'s CORS answer to another (`Vary: Origin`).
+#[tokio::test]
+async fn a_cdn_in_front_caches_what_it_may_and_keeps_origins_apart() {
+    let env = Env::with(|c, _| {
+        c.tenants[0].cache_control = Some("public, max-age=60".into());
+    })
+    .await;
+    env.put("test-images", "pub.png", "public bytes", "image/png")
+        .await;
+    env.put("sig-images", "priv.png", "private bytes", "image/png")
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_port();
+    let d = dir.path().display();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{}}\nhttp {{\naccess_log off;\nclient_body_temp_path {d}/body;\n\
+         proxy_temp_path {d}/proxy;\nfastcgi_temp_path {d}/fastcgi;\nuwsgi_temp_path {d}/uwsgi;\n\
+         scgi_temp_path {d}/scgi;\n\
+         proxy_cache_path {d}/cdn levels=1:2 keys_zone=cdn:1m max_size=64m inactive=10m use_temp_path=off;\n\
+         server {{\nlisten 127.0.0.1:{listen};\nlocation / {{\nproxy_pass http://{};\n\
+         proxy_http_version 1.1;\nproxy_set_header Connection \"\";\nproxy_cache cdn;\n\
+         add_header X-CDN $upstream_cache_status always;\n}}\n}}\n}}\n",
+        env.proxy.addr
+    );
+    let path = dir.path().join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let _cdn = Reaped::new(
+        Command::new("nginx")
+            .args(["-p", &d.to_string(), "-c", path.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx is installed (scripts/test installs it)"),
+    );
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", listen))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cdn = |path: &str, origin: &str| {
+        let url = format!("http://127.0.0.1:{listen}{path}");
+        let origin = origin.to_string();
+        async move { get_with(&url, &[("origin", origin.as_str())]).await }
+    };
+    let app = ALLOWED_ORIGIN;
+    let first = cdn("/test-images/pub.png", app).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("cache-control"), Some("public, max-age=60"));
+    let again = cdn("/test-images/pub.png", app).await;
+    assert_eq!(
+        again.header("x-cdn"),
+        Some("HIT"),
+        "a public answer is cached"
+    );
+    assert_eq!(again.header("access-control-allow-origin"), Some(app));
+    assert_eq!(again.bytes().as_ref(), b"public bytes");
+    // Another origin: never the first one's CORS answer.
+    let evil = cdn("/test-images/pub.png", "https://evil.example.org").await;
+    assert_eq!(evil.status, 200);
+    assert_eq!(
+        evil.header("access-control-allow-origin"),
+        None,
+        "{:?}",
+        evil.headers
+    );
+    let other = cdn("/test-images/pub.png", "https://x.example.com").await;
+    assert_eq!(
+        other.header("access-control-allow-origin"),
+        Some("https://x.example.com")
+    );
+    // A signed URL of a tenant with the default `private`: the CDN never stores it.
+    let signed = format!(
+        "/sig-images/priv.png?{}",
+        signed_query("sig-images", "priv.png", in_an_hour())
+    );
+    for _ in 0..3 {
+        let r = cdn(&signed, app).await;
+        assert_eq!(r.status, 200);
+        assert_ne!(
+            r.header("x-cdn"),
+            Some("HIT"),
+            "a private answer is not cached"
+        );
+        assert!(r.header("cache-control").unwrap().starts_with("private"));
+    }
+    env.stop().await;
 }

@@ -38,9 +38,20 @@ pub struct Proxy {
 impl Proxy {
     /// Starts the proxy with `config`, validated as a config file would be.
     pub async fn start(config: Config, embedded: Option<&Store>) -> Proxy {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        Proxy::start_at(config, embedded, any, any).await
+    }
+
+    /// As [`Proxy::start`], on given addresses (an instance coming back where it was).
+    pub async fn start_at(
+        config: Config,
+        embedded: Option<&Store>,
+        public: SocketAddr,
+        admin: SocketAddr,
+    ) -> Proxy {
         let config = config.validated().expect("test config is valid");
-        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let public = TcpListener::bind(public).await.unwrap();
+        let admin = TcpListener::bind(admin).await.unwrap();
         let (addr, admin_addr) = (public.local_addr().unwrap(), admin.local_addr().unwrap());
         let app = App::build(config, embedded.map(Store::access))
             .await
