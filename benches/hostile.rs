@@ -50,28 +50,25 @@ impl Drop for Proxy {
 }
 
 impl Proxy {
-    fn rss(&self) -> u64 {
+    /// A `/proc/PID/status` field in kB (`VmRSS`, `VmHWM`), as bytes.
+    fn status_bytes(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
         status
             .lines()
-            .find(|l| l.starts_with("VmRSS:"))
+            .find(|l| l.starts_with(field))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|kb| kb.parse::<u64>().ok())
             .unwrap_or(0)
             << 10
     }
 
+    fn rss(&self) -> u64 {
+        self.status_bytes("VmRSS:")
+    }
+
     fn hwm(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .unwrap_or(0)
-            << 10
+        self.status_bytes("VmHWM:")
     }
 
     fn url(&self, path: &str) -> String {

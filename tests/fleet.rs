@@ -36,14 +36,6 @@ fn render(shipped: &str, listen: u16, proxies: &[&Proxy]) -> String {
     text
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts the balancer in the foreground (killed when the guard drops).
 fn start(balancer: Balancer, dir: &std::path::Path, listen: u16, proxies: &[&Proxy]) -> Reaped {
     let packaging = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging");
@@ -111,19 +103,7 @@ async fn fleet_behind(balancer: Balancer) {
     let listen = free_port();
     let _balancer = start(balancer, dir.path(), listen, &[&first, &second, &third]);
     let lb = format!("http://127.0.0.1:{listen}");
-    // Up when every instance answers through it (HAProxy's checks need a moment).
-    let mut up = false;
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", listen))
-            .await
-            .is_ok()
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "{balancer:?} started");
+    accepting(listen, &format!("{balancer:?}")).await;
     let fetch = |path: String| {
         let url = format!("{lb}{path}");
         async move {
@@ -316,15 +296,7 @@ async fn a_cdn_in_front_caches_what_it_may_and_keeps_origins_apart() {
             .spawn()
             .expect("nginx is installed (scripts/test installs it)"),
     );
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", listen))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    accepting(listen, "nginx (the CDN)").await;
     let cdn = |path: &str, origin: &str| {
         let url = format!("http://127.0.0.1:{listen}{path}");
         let origin = origin.to_string();

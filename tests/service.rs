@@ -13,14 +13,6 @@ use common::*;
 
 const SECRET: &str = "very-secret-signing-key-0123456789";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn config(port: u16, admin: u16, origins: &str, extra: &str) -> String {
     format!(
         r#"
@@ -43,6 +35,15 @@ secret_key = "svc-secret-access-key"
 {extra}
 "#
     )
+}
+
+/// The default test config for a proxy on two free ports, written into `dir`: the
+/// public port, the admin port and the file.
+fn write_config(dir: &std::path::Path) -> (u16, u16, std::path::PathBuf) {
+    let (port, admin) = (free_port(), free_port());
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config(port, admin, "", "")).unwrap();
+    (port, admin, path)
 }
 
 /// A notify socket read continuously by a thread of its own (a socket left unread
@@ -111,9 +112,7 @@ fn signal(pid: u32, sig: &str) {
 async fn notify_reload_logs_and_stop() {
     let dir = tempfile::tempdir().unwrap();
     let sock = Notifications::bind();
-    let (port, admin) = (free_port(), free_port());
-    let config_path = dir.path().join("config.toml");
-    std::fs::write(&config_path, config(port, admin, "", "")).unwrap();
+    let (port, admin, config_path) = write_config(dir.path());
     let child = Command::new(env!("CARGO_BIN_EXE_bucketfront"))
         .args(["serve", "-c", config_path.to_str().unwrap()])
         .env("NOTIFY_SOCKET", &sock.path)
@@ -218,9 +217,7 @@ async fn a_notify_socket_nobody_reads_blocks_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let sock_path = dir.path().join("unread.sock");
     let _unread = UnixDatagram::bind(&sock_path).unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let config_path = dir.path().join("config.toml");
-    std::fs::write(&config_path, config(port, admin, "", "")).unwrap();
+    let (port, admin, config_path) = write_config(dir.path());
     let mut child = Command::new(env!("CARGO_BIN_EXE_bucketfront"))
         .args(["serve", "-c", config_path.to_str().unwrap()])
         .env("NOTIFY_SOCKET", &sock_path)
@@ -232,18 +229,7 @@ async fn a_notify_socket_nobody_reads_blocks_nothing() {
         .map(Reaped::new)
         .unwrap();
     let health = format!("http://127.0.0.1:{admin}/healthz");
-    let mut up = false;
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", admin))
-            .await
-            .is_ok()
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "the proxy started");
+    accepting(admin, "the proxy").await;
     // Many watchdog periods with the queue full: every request is still answered.
     for _ in 0..20 {
         let r = get(&health).await;
@@ -279,9 +265,7 @@ async fn a_notify_socket_nobody_reads_blocks_nothing() {
 #[tokio::test]
 async fn a_log_pipe_nobody_reads_blocks_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let config_path = dir.path().join("config.toml");
-    std::fs::write(&config_path, config(port, admin, "", "")).unwrap();
+    let (port, _admin, config_path) = write_config(dir.path());
     let mut child = Command::new(env!("CARGO_BIN_EXE_bucketfront"))
         .args(["serve", "-c", config_path.to_str().unwrap()])
         .env_remove("NOTIFY_SOCKET")
@@ -300,18 +284,7 @@ async fn a_log_pipe_nobody_reads_blocks_nothing() {
         let _ = std::io::Read::read_to_string(&mut { stdout }, &mut log);
         log
     });
-    let mut up = false;
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "the proxy started");
+    accepting(port, "the proxy").await;
     // 1,000 access-log lines: well past what the pipe holds.
     let url = format!("http://127.0.0.1:{port}/svc-images/a.png");
     for i in 0..1000 {
@@ -341,9 +314,7 @@ async fn a_log_pipe_nobody_reads_blocks_nothing() {
 #[tokio::test]
 async fn too_few_open_files_for_max_connections_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let config_path = dir.path().join("config.toml");
-    std::fs::write(&config_path, config(port, admin, "", "")).unwrap();
+    let (_port, _admin, config_path) = write_config(dir.path());
     let out = Command::new("sh")
         .args(["-c", "ulimit -n 1024 && exec \"$0\" serve -c \"$1\""])
         .arg(env!("CARGO_BIN_EXE_bucketfront"))
