@@ -511,3 +511,19 @@ async fn an_overflow_h2_connection_gets_503_then_goaway() {
     drop(busy);
     env.stop().await;
 }
+
+/// A source URL names a region (`https://B.s3.REGION.amazonaws.com/K`); the origin
+/// clients are never keyed by it, so 200 made-up regions (`zz-madeup-N`) make no client
+/// (each used to be a client and its connections, memory an attacker picked).
+#[tokio::test]
+async fn regions_named_in_request_urls_make_no_clients() {
+    let env = start(DEFAULT_MAX).await;
+    env.put("test-images", "r.png", "region", "image/png").await;
+    for i in 0..200 {
+        let source = format!("https%3A%2F%2Ftest-images.s3.zz-madeup-{i}.amazonaws.com%2Fr.png");
+        let r = get(&env.proxy.url(&format!("/_/fetch?url={source}"))).await;
+        assert_eq!(r.status, 200, "{i}");
+    }
+    assert_eq!(env.proxy.state.origins.client_count(), 1);
+    env.stop().await;
+}

@@ -244,6 +244,11 @@ impl Origins {
         clients.entry(key).or_insert(client).clone()
     }
 
+    /// How many S3 clients are kept (one per tenant, region, addressing and endpoint).
+    pub fn client_count(&self) -> usize {
+        self.clients.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     fn build_client(&self, key: &ClientKey, creds: Option<SharedCredentialsProvider>) -> Client {
         let mut b = crate::s3::compatible(aws_sdk_s3::config::Builder::from(&self.base))
             .region(Region::new(key.region.clone()))
