@@ -44,6 +44,9 @@ pub struct Config {
     pub embedded_store: EmbeddedStore,
     pub gcs: Option<Gcs>,
     pub fleet: Fleet,
+    /// `[variants]` of the product contract: not built in this version. Read only so
+    /// that validation can say so (instead of "unknown field").
+    pub variants: Option<toml::Value>,
 }
 
 /// `[fleet]`: the instances that share this config.
@@ -183,6 +186,9 @@ pub struct CacheConfig {
     /// Bytes of objects being fetched into the cache at once; a cold object that does
     /// not fit streams through uncached (`BYPASS`).
     pub fill_memory: Size,
+    /// `[cache.disk]` of the product contract: not built in this version (see
+    /// `variants`).
+    pub disk: Option<toml::Value>,
 }
 
 impl Default for CacheConfig {
@@ -195,6 +201,7 @@ impl Default for CacheConfig {
             stale_if_error: Dur::secs(3600),
             stale_while_revalidate: Dur::secs(60),
             fill_memory: Size(256 << 20),
+            disk: None,
         }
     }
 }

@@ -15,6 +15,20 @@ fn fail<T>(key: impl Into<String>, reason: impl Into<String>) -> Result<T, Failu
 }
 
 pub fn validate(c: &Config) -> Result<(), Failure> {
+    if c.cache.disk.is_some() {
+        return fail(
+            "cache.disk",
+            "the disk tier is not built in this version of bucketfront; remove [cache.disk] \
+             (objects are cached in memory only)",
+        );
+    }
+    if c.variants.is_some() {
+        return fail(
+            "variants",
+            "image variants are not built in this version of bucketfront; remove [variants] \
+             (w, h, fit, q and fmt are not accepted yet)",
+        );
+    }
     if c.server.max_connections == 0 {
         return fail("server.max_connections", "must be at least 1");
     }
@@ -216,6 +230,17 @@ mod tests {
 
     const TENANT: &str =
         "[[tenants]]\nname = \"a\"\nbuckets = [\"a-img\"]\nrequire_signature = false\n";
+
+    #[test]
+    fn sections_of_the_contract_not_built_yet_say_so() {
+        for (text, key) in [
+            ("[cache.disk]\npath = \"/var/cache/b\"\n", "cache.disk"),
+            ("[variants]\nwidths = [64, 128]\n", "variants"),
+        ] {
+            let err = parse(&format!("{text}{TENANT}")).unwrap_err();
+            assert!(err.contains(key) && err.contains("not built"), "{err}");
+        }
+    }
 
     #[test]
     fn short_file_is_valid() {
