@@ -34,6 +34,21 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+/// A tenant's name: as many label values as the config has tenants.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabel {
+    pub tenant: String,
+}
+
+/// Per-tenant counters: requests and bytes answered, origin requests and bytes fetched.
+#[derive(Default)]
+struct PerTenant {
+    requests: Family<TenantLabel, Counter>,
+    bytes: Family<TenantLabel, Counter>,
+    origin_requests: Family<TenantLabel, Counter>,
+    origin_bytes: Family<TenantLabel, Counter>,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
@@ -77,6 +92,7 @@ pub struct Metrics {
     pub in_flight: Gauge,
     pub connections: Gauge,
     presign: Family<OutcomeLabel, Counter>,
+    tenants: PerTenant,
     pub rss_bytes: Gauge,
     pub reloads: Counter,
     log_lines_dropped: Counter,
@@ -182,6 +198,27 @@ impl Metrics {
             "Presigned URL lookups: hit, miss, refresh",
             presign.clone(),
         );
+        let tenants = PerTenant::default();
+        registry.register(
+            "tenant_requests",
+            "Requests for objects of each tenant's buckets",
+            tenants.requests.clone(),
+        );
+        registry.register(
+            "tenant_bytes",
+            "Bytes answered for each tenant (Content-Length of the answers)",
+            tenants.bytes.clone(),
+        );
+        registry.register(
+            "tenant_origin_requests",
+            "Origin GETs made for each tenant",
+            tenants.origin_requests.clone(),
+        );
+        registry.register(
+            "tenant_origin_bytes",
+            "Bytes the origin announced for each tenant's GETs (Content-Length)",
+            tenants.origin_bytes.clone(),
+        );
         let rss_bytes = Gauge::default();
         registry.register(
             "resident_memory_bytes",
@@ -217,6 +254,7 @@ impl Metrics {
             in_flight,
             connections,
             presign,
+            tenants,
             rss_bytes,
         }
     }
@@ -242,6 +280,27 @@ impl Metrics {
         self.upstream_latency
             .get_or_create(&OutcomeLabel { outcome })
             .observe(seconds);
+    }
+
+    /// One answer for `tenant`'s objects, of `bytes`.
+    pub fn tenant_request(&self, tenant: &str, bytes: u64) {
+        let label = TenantLabel {
+            tenant: tenant.to_string(),
+        };
+        self.tenants.requests.get_or_create(&label).inc();
+        self.tenants.bytes.get_or_create(&label).inc_by(bytes);
+    }
+
+    /// One origin GET for `tenant`, announcing `bytes`.
+    pub fn tenant_origin(&self, tenant: &str, bytes: u64) {
+        let label = TenantLabel {
+            tenant: tenant.to_string(),
+        };
+        self.tenants.origin_requests.get_or_create(&label).inc();
+        self.tenants
+            .origin_bytes
+            .get_or_create(&label)
+            .inc_by(bytes);
     }
 
     pub fn presign(&self, outcome: &'static str) {

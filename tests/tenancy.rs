@@ -391,3 +391,32 @@ async fn presigned_urls_are_reused_until_refresh_before_with_a_controlled_clock(
     }
     env.stop().await;
 }
+
+/// `/metrics` counts requests, bytes answered, origin GETs and origin bytes per tenant.
+#[tokio::test]
+async fn metrics_per_tenant() {
+    let env = Env::start().await;
+    env.put("test-images", "m.png", "12345", "image/png").await;
+    env.put("sig-images", "m.png", "1234567", "image/png").await;
+    for _ in 0..3 {
+        assert_eq!(get(&env.proxy.url("/test-images/m.png")).await.status, 200);
+    }
+    let signed = format!(
+        "/sig-images/m.png?{}",
+        signed_query("sig-images", "m.png", in_an_hour())
+    );
+    assert_eq!(get(&env.proxy.url(&signed)).await.status, 200);
+    let text = get(&format!("http://{}/metrics", env.proxy.admin)).await;
+    let text = String::from_utf8_lossy(text.bytes()).to_string();
+    for line in [
+        "bucketfront_tenant_requests_total{tenant=\"t1\"} 3",
+        "bucketfront_tenant_bytes_total{tenant=\"t1\"} 15",
+        "bucketfront_tenant_origin_requests_total{tenant=\"t1\"} 1",
+        "bucketfront_tenant_origin_bytes_total{tenant=\"t1\"} 5",
+        "bucketfront_tenant_requests_total{tenant=\"signed\"} 1",
+        "bucketfront_tenant_origin_bytes_total{tenant=\"signed\"} 7",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    env.stop().await;
+}

@@ -296,6 +296,11 @@ impl Origins {
             Ok(fetched)
         }
         .await;
+        let announced = match &fetched {
+            Ok(Fetched::Object(o)) => o.content_length,
+            _ => 0,
+        };
+        self.metrics.tenant_origin(&tenant.name, announced);
         let outcome = match &fetched {
             Ok(Fetched::Object(_)) => "ok",
             Ok(Fetched::NotModified) => "not_modified",

@@ -80,7 +80,8 @@ struct Ctx<'a> {
     bucket: Option<String>,
     key: Option<String>,
     error: Option<Error>,
-    /// The tenant's `cache_control`, once the tenant is known.
+    /// The tenant's name and `cache_control`, once the tenant is known.
+    tenant: Option<String>,
     tenant_cache_control: Option<String>,
     /// How fresh the object answered is (for `Cache-Control` and `Age`).
     freshness: Option<Freshness>,
@@ -99,6 +100,7 @@ pub async fn handle(state: Arc<State>, parts: Parts) -> Response<ProxyBody> {
         bucket: None,
         key: None,
         error: None,
+        tenant: None,
         tenant_cache_control: None,
         freshness: None,
     };
@@ -153,6 +155,7 @@ impl Ctx<'_> {
             .tenants
             .for_bucket(&obj.bucket)
             .ok_or_else(|| Refusal::NoTenant.into_error())?;
+        self.tenant = Some(tenant.name.clone());
         self.tenant_cache_control = tenant.config.cache_control.clone();
         auth::verify(
             tenant,
@@ -311,6 +314,9 @@ impl Ctx<'_> {
         );
         if self.route.serves_objects() {
             state.metrics.cache(self.cache);
+        }
+        if let Some(tenant) = &self.tenant {
+            state.metrics.tenant_request(tenant, bytes);
         }
         let (error, side, detail) = match &self.error {
             Some(e) => (
