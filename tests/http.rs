@@ -606,18 +606,33 @@ async fn purge_by_object_prefix_and_tenant() {
     assert_eq!(xcache(get(&url("a.png")).await), "MISS");
     assert_eq!(xcache(get(&url("b/1.png")).await), "HIT");
 
-    // The command, with the instance's admin address as its only peer.
+    // The command, to three instances named in [fleet] peers, each holding b/1 and b/2.
+    let others = [
+        Proxy::start(config(&env.store.endpoint), Some(&env.store)).await,
+        Proxy::start(config(&env.store.endpoint), Some(&env.store)).await,
+    ];
+    for p in &others {
+        for key in ["b/1.png", "b/2.png"] {
+            get(&p.url(&format!("/test-images/{key}"))).await;
+        }
+    }
+    let peers: Vec<String> = [env.proxy.admin, others[0].admin, others[1].admin]
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.toml");
     std::fs::write(
         &file,
-        "[[tenants]]\nname = \"t1\"\nbuckets = [\"test-*\"]\nrequire_signature = false\n",
+        format!(
+            "[fleet]\npeers = [{}]\n[[tenants]]\nname = \"t1\"\nbuckets = [\"test-*\"]\nrequire_signature = false\n",
+            peers.join(", ")
+        ),
     )
     .unwrap();
-    let peers = env.proxy.admin.to_string();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_bucketfront"))
-            .args(["purge", "-c", file.to_str().unwrap(), "--peers", &peers])
+            .args(["purge", "-c", file.to_str().unwrap()])
             .args(["--bucket", "test-images", "--prefix", "b/"])
             .output()
             .unwrap()
@@ -630,7 +645,21 @@ async fn purge_by_object_prefix_and_tenant() {
         "{stdout} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("{\"purged\":2}"), "{stdout}");
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.ends_with("{\"purged\":2}"))
+            .count(),
+        3,
+        "one answer per instance: {stdout}"
+    );
+    for p in &others {
+        let r = get(&p.url("/test-images/b/1.png")).await;
+        assert_eq!(r.header("x-cache"), Some("MISS"));
+    }
+    for p in others {
+        p.stop().await;
+    }
     assert_eq!(xcache(get(&url("b/1.png")).await), "MISS");
 
     let (status, body) = post(r#"{"tenant": "t1"}"#).await;

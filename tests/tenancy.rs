@@ -420,3 +420,44 @@ async fn metrics_per_tenant() {
     }
     env.stop().await;
 }
+
+/// Every metric the shipped Grafana dashboard queries exists in `/metrics`.
+#[tokio::test]
+async fn the_grafana_dashboard_queries_metrics_that_exist() {
+    let env = Env::start().await;
+    env.put("test-images", "g.png", "g", "image/png").await;
+    get(&env.proxy.url("/test-images/g.png")).await;
+    let text = get(&format!("http://{}/metrics", env.proxy.admin)).await;
+    let text = String::from_utf8_lossy(text.bytes()).to_string();
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/grafana-dashboard.json"
+    ))
+    .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let mut names = Vec::new();
+    for panel in json["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("bucketfront_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                names.push(name);
+            }
+        }
+    }
+    assert!(names.len() > 10);
+    for name in names {
+        let family = name
+            .strip_suffix("_bucket")
+            .or_else(|| name.strip_suffix("_total"))
+            .unwrap_or(&name);
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "the dashboard queries {name}, which /metrics does not have"
+        );
+    }
+    env.stop().await;
+}
