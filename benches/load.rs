@@ -5,7 +5,8 @@
 //!
 //! `cargo bench --bench load` (needs Debian's nginx-light, varnish and wrk; set
 //! `BENCH_SECONDS` and `BENCH_ROUNDS` to change the run length). Prints a Markdown report
-//! and writes it to `target/bench-results.md`.
+//! and writes it to `target/bench-results.md`. `cargo bench --bench load -- fleet` runs
+//! only the fleet row: one instance vs three behind nginx (`packaging/nginx-fleet.conf`).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -60,8 +61,9 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Six days ahead: within the default `max_signature_ttl` (7 days), which refuses later.
 fn exp_far() -> u64 {
-    4_000_000_000
+    bucketfront::auth::unix_secs(std::time::SystemTime::now()) + 6 * 24 * 3600
 }
 
 fn signed_path(key: &str) -> String {
@@ -83,6 +85,10 @@ async fn wait_listening(port: u16) {
 }
 
 fn start_bucketfront(dir: &Path, store: &str, name: &str) -> (Proc, u16) {
+    start_bucketfront_with(dir, store, name, "1GiB")
+}
+
+fn start_bucketfront_with(dir: &Path, store: &str, name: &str, max_memory: &str) -> (Proc, u16) {
     let (port, admin) = (free_port(), free_port());
     let config = format!(
         r#"
@@ -91,7 +97,7 @@ listen = "127.0.0.1:{port}"
 admin_listen = "127.0.0.1:{admin}"
 max_connections = 10000
 [cache]
-max_memory = "1GiB"
+max_memory = "{max_memory}"
 max_object_size = "16MiB"
 [[tenants]]
 name = "bench"
@@ -234,16 +240,22 @@ fn parse_size_mb(s: &str) -> f64 {
 }
 
 fn wrk(url: &str, seconds: u64) -> Run {
-    let out = Command::new("wrk")
-        .args([
-            "-t2",
-            &format!("-c{CONNECTIONS}"),
-            &format!("-d{seconds}s"),
-            "--latency",
-            url,
-        ])
-        .output()
-        .expect("wrk (apt-get install wrk)");
+    wrk_with(url, seconds, None)
+}
+
+/// `wrk`, with a Lua script when given (the fleet row picks a random key per request).
+fn wrk_with(url: &str, seconds: u64, script: Option<&Path>) -> Run {
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t2",
+        &format!("-c{CONNECTIONS}"),
+        &format!("-d{seconds}s"),
+        "--latency",
+    ]);
+    if let Some(script) = script {
+        cmd.arg("-s").arg(script);
+    }
+    let out = cmd.arg(url).output().expect("wrk (apt-get install wrk)");
     let text = String::from_utf8_lossy(&out.stdout);
     let mut run = Run::default();
     for line in text.lines() {
@@ -314,7 +326,13 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return; // `cargo test --benches` and `cargo bench -- --list` run nothing here
     }
-    for tool in ["nginx", "varnishd", "wrk"] {
+    let fleet_only = std::env::args().any(|a| a == "fleet");
+    let tools: &[&str] = if fleet_only {
+        &["nginx", "wrk"]
+    } else {
+        &["nginx", "varnishd", "wrk"]
+    };
+    for tool in tools {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()
@@ -329,7 +347,11 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let report = rt.block_on(run(seconds, rounds));
+    let report = if fleet_only {
+        rt.block_on(fleet(seconds, rounds))
+    } else {
+        rt.block_on(run(seconds, rounds))
+    };
     println!("{report}");
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results.md");
     std::fs::write(&out, &report).unwrap();
@@ -573,4 +595,172 @@ async fn run(seconds: u64, rounds: usize) -> String {
     ));
     stop.cancel();
     report
+}
+
+/// Objects of the fleet row: more than one instance's cache holds, fewer than three do.
+const FLEET_KEYS: usize = 3000;
+
+/// The fleet row: one instance, then three behind nginx with `packaging/nginx-fleet.conf`,
+/// each with `max_memory = 64MiB`, under the same wrk run picking one of 3,000 64 KiB
+/// objects at random per request (192 MiB in all: a third fits in one instance). Each
+/// topology is started fresh, warmed by one run, then measured by another; origin GETs are
+/// counted by the store during the measured run. `cargo bench --bench load -- fleet`.
+async fn fleet(seconds: u64, rounds: usize) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let store = Store::start(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        "BENCHKEY",
+        "bench-secret-key",
+        stop.clone(),
+    )
+    .unwrap();
+    store
+        .client()
+        .create_bucket()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    let body = Bytes::from(vec![7u8; 64 << 10]);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..FLEET_KEYS {
+        let (client, body) = (store.client(), body.clone());
+        tasks.spawn(async move {
+            client
+                .put_object()
+                .bucket(BUCKET)
+                .key(format!("f/{i}.png"))
+                .content_type("image/png")
+                .body(body.into())
+                .send()
+                .await
+                .unwrap();
+        });
+        if tasks.len() >= 64 {
+            tasks.join_next().await;
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    // One signed path per key, picked at random per request.
+    let script = dir.path().join("keys.lua");
+    let mut lua = String::from("local paths = {\n");
+    for i in 0..FLEET_KEYS {
+        let _ = writeln!(lua, "  \"{}\",", signed_path(&format!("f/{i}.png")));
+    }
+    lua.push_str(
+        "}\nrequest = function()\n  return wrk.format(\"GET\", paths[math.random(#paths)])\nend\n",
+    );
+    std::fs::write(&script, lua).unwrap();
+
+    let mut rows: Vec<(&str, Run, u64)> = Vec::new();
+    for round in 0..rounds {
+        for topology in ["one instance", "three instances behind nginx"] {
+            let mut procs = Vec::new();
+            let port = if topology == "one instance" {
+                let (p, port) =
+                    start_bucketfront_with(dir.path(), &store.endpoint, "single", "64MiB");
+                procs.push(p);
+                wait_listening(port).await;
+                port
+            } else {
+                let shipped = std::fs::read_to_string(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/packaging/nginx-fleet.conf"
+                ))
+                .unwrap();
+                let listen = free_port();
+                let mut conf = shipped.replace("127.0.0.1:8000", &format!("127.0.0.1:{listen}"));
+                for i in 0..3 {
+                    let (p, port) = start_bucketfront_with(
+                        dir.path(),
+                        &store.endpoint,
+                        &format!("fleet{round}-{i}"),
+                        "64MiB",
+                    );
+                    procs.push(p);
+                    wait_listening(port).await;
+                    conf = conf.replace(
+                        &format!("127.0.0.1:{}", 8080 + 100 * i),
+                        &format!("127.0.0.1:{port}"),
+                    );
+                }
+                let d = dir.path().join(format!("nginx-fleet-{round}"));
+                std::fs::create_dir_all(&d).unwrap();
+                let dd = d.display();
+                let full = format!(
+                    "daemon off;\nworker_processes 1;\npid {dd}/nginx.pid;\nerror_log {dd}/error.log;\n\
+                     events {{ worker_connections 4096; }}\nhttp {{\naccess_log off;\n\
+                     client_body_temp_path {dd}/body;\nproxy_temp_path {dd}/proxy;\n\
+                     fastcgi_temp_path {dd}/fastcgi;\nuwsgi_temp_path {dd}/uwsgi;\nscgi_temp_path {dd}/scgi;\n{conf}\n}}\n"
+                );
+                let path = d.join("nginx.conf");
+                std::fs::write(&path, full).unwrap();
+                let child = Command::new("nginx")
+                    .args(["-p", &dd.to_string(), "-c", path.to_str().unwrap()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("nginx");
+                procs.push(Proc(child));
+                wait_listening(listen).await;
+                listen
+            };
+            let url = format!("http://127.0.0.1:{port}");
+            let script = script.clone();
+            let u = url.clone();
+            // Warm-up run, then the measured one.
+            tokio::task::spawn_blocking(move || wrk_with(&u, seconds, Some(&script)))
+                .await
+                .unwrap();
+            let before = store.stats.gets.load(Ordering::SeqCst);
+            let script = dir.path().join("keys.lua");
+            let run = tokio::task::spawn_blocking(move || wrk_with(&url, seconds, Some(&script)))
+                .await
+                .unwrap();
+            let gets = store.stats.gets.load(Ordering::SeqCst) - before;
+            rows.push((topology, run, gets));
+            // nginx first (it holds connections to the instances), then the instances.
+            while let Some(p) = procs.pop() {
+                drop(p);
+            }
+        }
+    }
+    stop.cancel();
+    let mut out = format!(
+        "### Fleet row: {FLEET_KEYS} objects of 64 KiB, random key per request, max_memory = 64MiB per instance\n\n\
+         wrk -t2 -c{CONNECTIONS} -d{seconds}s (after a warm-up run of the same length), {rounds} rounds, alternating.\n\n\
+         | round | topology | req/s | MB/s | p50 ms | p99 ms | origin GETs | origin GETs per request |\n|---|---|---:|---:|---:|---:|---:|---:|\n"
+    );
+    for (i, (topology, run, gets)) in rows.iter().enumerate() {
+        let requests = run.rps * seconds as f64;
+        let _ = writeln!(
+            out,
+            "| {} | {topology} | {:.0} | {:.0} | {:.2} | {:.2} | {gets} | {:.3} |",
+            i / 2 + 1,
+            run.rps,
+            run.mb_s,
+            run.p50_ms,
+            run.p99_ms,
+            *gets as f64 / requests.max(1.0)
+        );
+    }
+    let avg = |t: &str, f: &dyn Fn(&Run, u64) -> f64| {
+        let v: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.0 == t)
+            .map(|r| f(&r.1, r.2))
+            .collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    let (one, three) = ("one instance", "three instances behind nginx");
+    let rps = avg(three, &|r, _| r.rps) / avg(one, &|r, _| r.rps);
+    let per_req = |t: &str| avg(t, &|r, g| g as f64 / (r.rps * seconds as f64).max(1.0));
+    let _ = writeln!(
+        out,
+        "\nthree / one: req/s {rps:.2}, origin GETs per request {:.3} / {:.3}",
+        per_req(three),
+        per_req(one)
+    );
+    out
 }

@@ -62,7 +62,8 @@ fn signature_verify(c: &mut Criterion) {
     config.tenants[0].require_signature = true;
     let tenants = Tenants::from_config(&config);
     let tenant = tenants.for_bucket("bench-images").unwrap().clone();
-    let exp = 4_000_000_000u64;
+    // Within max_signature_ttl of the `now` passed below (an exp further ahead is refused).
+    let exp = 1_000 + 3600;
     let params = SignatureParams {
         exp: Some(exp.to_string()),
         sig: Some(auth::sign(
@@ -141,7 +142,8 @@ fn hot() -> Hot {
             .expect("app builds");
         (store, app.state())
     });
-    let exp = 4_000_000_000u64;
+    // An hour ahead: within max_signature_ttl (7 days), which refuses anything later.
+    let exp = auth::unix_secs(std::time::SystemTime::now()) + 3600;
     let sig = auth::sign(SECRET.as_bytes(), "bench-images", "hot.png", exp);
     let uri = format!("/bench-images/hot.png?exp={exp}&sig={sig}");
     let hot = Hot {
