@@ -527,3 +527,23 @@ async fn regions_named_in_request_urls_make_no_clients() {
     assert_eq!(env.proxy.state.origins.client_count(), 1);
     env.stop().await;
 }
+
+/// The admin listener (64 connections) under the attack that used to take it down: 100
+/// silent sockets. `/healthz` and `/metrics` are still answered (the oldest silent socket
+/// is evicted for each new client), and every silent socket is closed by the deadline.
+#[tokio::test]
+async fn the_admin_listener_survives_silent_sockets() {
+    let env = start(DEFAULT_MAX).await;
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        silent.push(TcpStream::connect(env.proxy.admin).await.unwrap());
+    }
+    for path in ["/healthz", "/metrics", "/readyz"] {
+        let r = get(&format!("http://{}{path}", env.proxy.admin)).await;
+        assert_eq!(r.status, 200, "{path}");
+    }
+    for mut s in silent {
+        closed_within(&mut s, Duration::from_secs(10)).await;
+    }
+    env.stop().await;
+}
