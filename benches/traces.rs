@@ -1,0 +1,317 @@
+//! Eviction and admission on traces, not by habit: replays synthetic but realistic image
+//! traces against cache policies at three sizes and reports object and byte hit ratios,
+//! with Belady's MIN (evict the object whose next use is furthest away; never admit one
+//! that is not used again) as the bound.
+//!
+//! Traces (2 M requests each, seeded, so every run replays the same ones):
+//! - `zipf-0.7`, `zipf-0.9`, `zipf-1.0`: popularity Zipf(α) over 1 M objects;
+//! - `labeler`: a labeling team's sequential pass over a 400 k-image dataset, 20% of
+//!   requests being reviewers revisiting one of the last 20 k images;
+//! - `mixed`: the two interleaved (a dataset browser next to a labeling pass).
+//!
+//! Object sizes: log-normal around 600 KB, clamped to 0.2-5 MB, fixed per object.
+//! Policies: LRU, moka's TinyLFU (the memory tier's policy), S3-FIFO, and MIN.
+//!
+//! `cargo bench --bench traces` (about a minute). Not run by CI.
+
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+
+const REQUESTS: usize = 2_000_000;
+
+/// Object size from its id: log-normal (median ~600 KB, σ 0.8), 0.2-5 MB.
+fn size_of(id: u64) -> u64 {
+    let mut r = fastrand::Rng::with_seed(id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    // Box-Muller.
+    let (u1, u2) = (r.f64().max(1e-12), r.f64());
+    let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+    let bytes = (600_000f64.ln() + 0.8 * z).exp();
+    bytes.clamp(200_000.0, 5_000_000.0) as u64
+}
+
+fn zipf(alpha: f64, objects: usize, seed: u64) -> Vec<u64> {
+    let mut cdf = Vec::with_capacity(objects);
+    let mut sum = 0.0;
+    for k in 1..=objects {
+        sum += 1.0 / (k as f64).powf(alpha);
+        cdf.push(sum);
+    }
+    let mut r = fastrand::Rng::with_seed(seed);
+    (0..REQUESTS)
+        .map(|_| {
+            let x = r.f64() * sum;
+            cdf.partition_point(|&c| c < x) as u64
+        })
+        .collect()
+}
+
+/// A sequential pass over `dataset` images (ids offset so they differ from zipf's), with
+/// reviewers revisiting one of the last `window` images for 20% of requests.
+fn labeler(dataset: u64, window: u64, seed: u64) -> Vec<u64> {
+    let mut r = fastrand::Rng::with_seed(seed);
+    let mut next = 0u64;
+    (0..REQUESTS)
+        .map(|_| {
+            if next > 0 && r.f64() < 0.2 {
+                let back = r.u64(0..window.min(next));
+                10_000_000 + (next - 1 - back) % dataset
+            } else {
+                next += 1;
+                10_000_000 + (next - 1) % dataset
+            }
+        })
+        .collect()
+}
+
+fn mixed(a: &[u64], b: &[u64], seed: u64) -> Vec<u64> {
+    let mut r = fastrand::Rng::with_seed(seed);
+    let (mut i, mut j) = (0, 0);
+    (0..REQUESTS)
+        .map(|_| {
+            if r.bool() {
+                i += 1;
+                a[i - 1]
+            } else {
+                j += 1;
+                b[j - 1]
+            }
+        })
+        .collect()
+}
+
+#[derive(Default, Clone, Copy)]
+struct Ratio {
+    hits: u64,
+    requests: u64,
+    hit_bytes: u64,
+    bytes: u64,
+}
+
+impl Ratio {
+    fn record(&mut self, hit: bool, size: u64) {
+        self.requests += 1;
+        self.bytes += size;
+        if hit {
+            self.hits += 1;
+            self.hit_bytes += size;
+        }
+    }
+    fn objects(&self) -> f64 {
+        self.hits as f64 / self.requests as f64
+    }
+    fn bytes(&self) -> f64 {
+        self.hit_bytes as f64 / self.bytes as f64
+    }
+}
+
+fn lru(trace: &[u64], capacity: u64) -> Ratio {
+    let (mut ratio, mut used, mut tick) = (Ratio::default(), 0u64, 0u64);
+    let mut last: HashMap<u64, u64> = HashMap::new();
+    let mut order: BTreeMap<u64, u64> = BTreeMap::new();
+    for &id in trace {
+        let size = size_of(id);
+        tick += 1;
+        let hit = if let Some(t) = last.get_mut(&id) {
+            order.remove(t);
+            *t = tick;
+            order.insert(tick, id);
+            true
+        } else {
+            if size <= capacity {
+                last.insert(id, tick);
+                order.insert(tick, id);
+                used += size;
+                while used > capacity {
+                    let (_, old) = order.pop_first().expect("something to evict");
+                    last.remove(&old);
+                    used -= size_of(old);
+                }
+            }
+            false
+        };
+        ratio.record(hit, size);
+    }
+    ratio
+}
+
+fn tinylfu(trace: &[u64], capacity: u64) -> Ratio {
+    let cache: moka::sync::Cache<u64, ()> = moka::sync::Cache::builder()
+        .max_capacity(capacity / 1024)
+        .weigher(|id: &u64, _| (size_of(*id) / 1024) as u32)
+        .build();
+    let mut ratio = Ratio::default();
+    for (n, &id) in trace.iter().enumerate() {
+        let hit = cache.get(&id).is_some();
+        if !hit {
+            cache.insert(id, ());
+        }
+        if n % 4096 == 0 {
+            cache.run_pending_tasks();
+        }
+        ratio.record(hit, size_of(id));
+    }
+    ratio
+}
+
+/// S3-FIFO (Yang et al., SOSP'23): a small FIFO (10%) for new objects, a main FIFO, and a
+/// ghost FIFO of ids recently evicted from the small one; 2-bit access counts.
+fn s3fifo(trace: &[u64], capacity: u64) -> Ratio {
+    let small_cap = capacity / 10;
+    let main_cap = capacity - small_cap;
+    let (mut small, mut main, mut ghost) = (VecDeque::new(), VecDeque::new(), VecDeque::new());
+    let (mut small_used, mut main_used) = (0u64, 0u64);
+    let mut freq: HashMap<u64, u8> = HashMap::new();
+    let mut in_ghost: HashMap<u64, ()> = HashMap::new();
+    let ghost_len = 100_000;
+    let mut ratio = Ratio::default();
+    for &id in trace {
+        let size = size_of(id);
+        if let Some(f) = freq.get_mut(&id) {
+            *f = (*f + 1).min(3);
+            ratio.record(true, size);
+            continue;
+        }
+        ratio.record(false, size);
+        if size > main_cap {
+            continue;
+        }
+        if in_ghost.remove(&id).is_some() {
+            main.push_back(id);
+            main_used += size;
+        } else {
+            small.push_back(id);
+            small_used += size;
+        }
+        freq.insert(id, 0);
+        // Evict from small: promote objects used again, else to the ghost.
+        while small_used > small_cap {
+            let Some(old) = small.pop_front() else { break };
+            let s = size_of(old);
+            small_used -= s;
+            if freq.get(&old).copied().unwrap_or(0) > 0 {
+                freq.insert(old, 0);
+                main.push_back(old);
+                main_used += s;
+            } else {
+                freq.remove(&old);
+                in_ghost.insert(old, ());
+                ghost.push_back(old);
+                if ghost.len() > ghost_len
+                    && let Some(g) = ghost.pop_front()
+                {
+                    in_ghost.remove(&g);
+                }
+            }
+        }
+        while main_used > main_cap {
+            let Some(old) = main.pop_front() else { break };
+            let f = freq.get(&old).copied().unwrap_or(0);
+            if f > 0 {
+                freq.insert(old, f - 1);
+                main.push_back(old);
+            } else {
+                freq.remove(&old);
+                main_used -= size_of(old);
+            }
+        }
+    }
+    ratio
+}
+
+/// Belady's MIN with sizes: on a miss, admit the object only if it is used again, then
+/// evict the objects whose next use is furthest away until it fits.
+fn belady(trace: &[u64], capacity: u64) -> Ratio {
+    const NEVER: usize = usize::MAX;
+    let mut next = vec![NEVER; trace.len()];
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    for i in (0..trace.len()).rev() {
+        next[i] = seen.insert(trace[i], i).unwrap_or(NEVER);
+    }
+    let mut ratio = Ratio::default();
+    let mut cached: HashMap<u64, usize> = HashMap::new(); // id → its next use
+    let mut heap: BinaryHeap<(usize, u64)> = BinaryHeap::new(); // lazy: stale entries skipped
+    let mut used = 0u64;
+    for (i, &id) in trace.iter().enumerate() {
+        let size = size_of(id);
+        let hit = cached.contains_key(&id);
+        ratio.record(hit, size);
+        if hit {
+            if next[i] == NEVER {
+                cached.remove(&id);
+                used -= size;
+            } else {
+                cached.insert(id, next[i]);
+                heap.push((next[i], id));
+            }
+            continue;
+        }
+        if next[i] == NEVER || size > capacity {
+            continue;
+        }
+        cached.insert(id, next[i]);
+        heap.push((next[i], id));
+        used += size;
+        while used > capacity {
+            let Some((when, victim)) = heap.pop() else {
+                break;
+            };
+            if cached.get(&victim) == Some(&when) {
+                cached.remove(&victim);
+                used -= size_of(victim);
+            }
+        }
+    }
+    ratio
+}
+
+fn distinct_bytes(trace: &[u64]) -> u64 {
+    let mut ids: Vec<u64> = trace.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.iter().map(|&id| size_of(id)).sum()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return;
+    }
+    let z7 = zipf(0.7, 1_000_000, 7);
+    let z9 = zipf(0.9, 1_000_000, 9);
+    let z10 = zipf(1.0, 1_000_000, 10);
+    let lab = labeler(400_000, 20_000, 11);
+    let mix = mixed(&z9, &lab, 12);
+    let traces: [(&str, &Vec<u64>); 5] = [
+        ("zipf-0.7", &z7),
+        ("zipf-0.9", &z9),
+        ("zipf-1.0", &z10),
+        ("labeler", &lab),
+        ("mixed", &mix),
+    ];
+    println!(
+        "| trace | cache (of distinct bytes) | LRU obj / byte | TinyLFU (moka) obj / byte | S3-FIFO obj / byte | MIN obj / byte | best / MIN (bytes) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (name, trace) in traces {
+        let total = distinct_bytes(trace);
+        for share in [0.01, 0.05, 0.10] {
+            let cap = (total as f64 * share) as u64;
+            let results = [
+                lru(trace, cap),
+                tinylfu(trace, cap),
+                s3fifo(trace, cap),
+                belady(trace, cap),
+            ];
+            let best = results[..3].iter().map(|r| r.bytes()).fold(0.0, f64::max);
+            let cell = |r: &Ratio| format!("{:.3} / {:.3}", r.objects(), r.bytes());
+            println!(
+                "| {name} | {:.0}% ({} GB) | {} | {} | {} | {} | {:.2} |",
+                share * 100.0,
+                cap / 1_000_000_000,
+                cell(&results[0]),
+                cell(&results[1]),
+                cell(&results[2]),
+                cell(&results[3]),
+                best / results[3].bytes().max(1e-9)
+            );
+        }
+    }
+}
