@@ -10,7 +10,7 @@
 //! - `mixed`: the two interleaved (a dataset browser next to a labeling pass).
 //!
 //! Object sizes: log-normal around 600 KB, clamped to 0.2-5 MB, fixed per object.
-//! Policies: LRU, moka's TinyLFU (the memory tier's policy), S3-FIFO, and MIN.
+//! Policies: LRU, moka's TinyLFU (the memory tier's policy), S3-FIFO, W-TinyLFU, and MIN.
 //!
 //! `cargo bench --bench traces` (about a minute). Not run by CI.
 
@@ -263,6 +263,155 @@ fn belady(trace: &[u64], capacity: u64) -> Ratio {
     ratio
 }
 
+/// A recency list by bytes: ids in order of last use.
+#[derive(Default)]
+struct Lru {
+    order: BTreeMap<u64, u64>,
+    at: HashMap<u64, u64>,
+    bytes: u64,
+}
+
+impl Lru {
+    fn contains(&self, id: u64) -> bool {
+        self.at.contains_key(&id)
+    }
+    fn push(&mut self, id: u64, tick: u64) {
+        self.order.insert(tick, id);
+        self.at.insert(id, tick);
+        self.bytes += size_of(id);
+    }
+    fn touch(&mut self, id: u64, tick: u64) {
+        if let Some(t) = self.at.insert(id, tick) {
+            self.order.remove(&t);
+        }
+        self.order.insert(tick, id);
+    }
+    fn remove(&mut self, id: u64) {
+        if let Some(t) = self.at.remove(&id) {
+            self.order.remove(&t);
+            self.bytes -= size_of(id);
+        }
+    }
+    fn oldest(&self) -> Option<u64> {
+        self.order.first_key_value().map(|(_, &id)| id)
+    }
+}
+
+/// A count-min sketch of 4-bit counters, halved every `sample` increments (TinyLFU).
+struct Sketch {
+    rows: [Vec<u8>; 4],
+    mask: u64,
+    added: u64,
+    sample: u64,
+}
+
+impl Sketch {
+    fn new(width: usize, sample: u64) -> Sketch {
+        let w = width.next_power_of_two();
+        Sketch {
+            rows: std::array::from_fn(|_| vec![0; w]),
+            mask: w as u64 - 1,
+            added: 0,
+            sample,
+        }
+    }
+    fn slot(&self, id: u64, row: usize) -> usize {
+        let h = (id ^ (row as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        ((h >> 17) & self.mask) as usize
+    }
+    fn add(&mut self, id: u64) {
+        for r in 0..4 {
+            let i = self.slot(id, r);
+            self.rows[r][i] = (self.rows[r][i] + 1).min(15);
+        }
+        self.added += 1;
+        if self.added >= self.sample {
+            self.added /= 2;
+            for row in &mut self.rows {
+                for c in row.iter_mut() {
+                    *c /= 2;
+                }
+            }
+        }
+    }
+    fn estimate(&self, id: u64) -> u8 {
+        (0..4)
+            .map(|r| self.rows[r][self.slot(id, r)])
+            .min()
+            .unwrap_or(0)
+    }
+}
+
+/// W-TinyLFU (Caffeine's design): a 1% window LRU in front of a segmented LRU (20%
+/// probation, 80% protected); an object leaving the window enters the main space only if
+/// the sketch says it is used more often than the probation victim it would replace.
+fn wtinylfu(trace: &[u64], capacity: u64) -> Ratio {
+    let window_cap = capacity / 100;
+    let main_cap = capacity - window_cap;
+    let protected_cap = main_cap * 8 / 10;
+    let entries = (capacity / 600_000).max(16);
+    let mut sketch = Sketch::new(entries as usize * 4, entries * 10);
+    let (mut window, mut probation, mut protected) =
+        (Lru::default(), Lru::default(), Lru::default());
+    let mut ratio = Ratio::default();
+    for (tick, &id) in trace.iter().enumerate() {
+        let tick = tick as u64;
+        let size = size_of(id);
+        sketch.add(id);
+        if window.contains(id) {
+            window.touch(id, tick);
+            ratio.record(true, size);
+            continue;
+        }
+        if protected.contains(id) {
+            protected.touch(id, tick);
+            ratio.record(true, size);
+            continue;
+        }
+        if probation.contains(id) {
+            probation.remove(id);
+            protected.push(id, tick);
+            while protected.bytes > protected_cap {
+                let Some(old) = protected.oldest() else { break };
+                protected.remove(old);
+                probation.push(old, tick);
+            }
+            ratio.record(true, size);
+            continue;
+        }
+        ratio.record(false, size);
+        if size > main_cap {
+            continue;
+        }
+        window.push(id, tick);
+        while window.bytes > window_cap {
+            let Some(candidate) = window.oldest() else {
+                break;
+            };
+            window.remove(candidate);
+            let c_size = size_of(candidate);
+            // Room in the main space: admitted without a contest.
+            let mut admit = true;
+            while probation.bytes + protected.bytes + c_size > main_cap {
+                let victim = probation.oldest().or_else(|| protected.oldest());
+                let Some(victim) = victim else { break };
+                if sketch.estimate(candidate) > sketch.estimate(victim) {
+                    probation.remove(victim);
+                    protected.remove(victim);
+                } else {
+                    admit = false;
+                    break;
+                }
+            }
+            if admit {
+                probation.push(candidate, tick);
+            }
+        }
+    }
+    ratio
+}
+
 fn distinct_bytes(trace: &[u64]) -> u64 {
     let mut ids: Vec<u64> = trace.to_vec();
     ids.sort_unstable();
@@ -287,9 +436,9 @@ fn main() {
         ("mixed", &mix),
     ];
     println!(
-        "| trace | cache (of distinct bytes) | LRU obj / byte | TinyLFU (moka) obj / byte | S3-FIFO obj / byte | MIN obj / byte | best / MIN (bytes) |"
+        "| trace | cache (of distinct bytes) | LRU obj / byte | TinyLFU (moka) obj / byte | S3-FIFO obj / byte | W-TinyLFU obj / byte | MIN obj / byte | best / MIN (bytes) |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for (name, trace) in traces {
         let total = distinct_bytes(trace);
         for share in [0.01, 0.05, 0.10] {
@@ -298,19 +447,21 @@ fn main() {
                 lru(trace, cap),
                 tinylfu(trace, cap),
                 s3fifo(trace, cap),
+                wtinylfu(trace, cap),
                 belady(trace, cap),
             ];
-            let best = results[..3].iter().map(|r| r.bytes()).fold(0.0, f64::max);
+            let best = results[..4].iter().map(|r| r.bytes()).fold(0.0, f64::max);
             let cell = |r: &Ratio| format!("{:.3} / {:.3}", r.objects(), r.bytes());
             println!(
-                "| {name} | {:.0}% ({} GB) | {} | {} | {} | {} | {:.2} |",
+                "| {name} | {:.0}% ({} GB) | {} | {} | {} | {} | {} | {:.2} |",
                 share * 100.0,
                 cap / 1_000_000_000,
                 cell(&results[0]),
                 cell(&results[1]),
                 cell(&results[2]),
                 cell(&results[3]),
-                best / results[3].bytes().max(1e-9)
+                cell(&results[4]),
+                best / results[4].bytes().max(1e-9)
             );
         }
     }
