@@ -466,3 +466,62 @@ async fn socket_activation_uses_the_passed_listeners() {
     assert_eq!(health.status, 200, "the admin socket answers");
     assert!(unused_is_closed, "the configured address was not bound");
 }
+
+/// The shipped `config.toml` (ports moved, head deadline 1 s) starts the embedded store,
+/// the proxy and the demo page; the demo listener (64 connections) keeps serving its page
+/// under 100 silent sockets and closes every one of them at the head deadline.
+#[tokio::test]
+async fn the_shipped_config_serves_the_demo_page_under_silent_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+    let (public, admin, store, demo) = (free_port(), free_port(), free_port(), free_port());
+    let text = shipped
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{public}"))
+        .replace("127.0.0.1:9090", &format!("127.0.0.1:{admin}"))
+        .replace("127.0.0.1:9000", &format!("127.0.0.1:{store}"))
+        .replace("127.0.0.1:8081", &format!("127.0.0.1:{demo}"))
+        .replace(
+            "header_read_timeout = \"10s\"",
+            "header_read_timeout = \"1s\"",
+        )
+        .replace(
+            "root = \"demo/bucket\"",
+            &format!("root = \"{}/demo/bucket\"", env!("CARGO_MANIFEST_DIR")),
+        );
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    let _child = Command::new(env!("CARGO_BIN_EXE_bucketfront"))
+        .args(["serve", "-c", path.to_str().unwrap()])
+        .env_remove("NOTIFY_SOCKET")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(Reaped::new)
+        .unwrap();
+    accepting(demo, "the demo page").await;
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        silent.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", demo))
+                .await
+                .unwrap(),
+        );
+    }
+    let page = get(&format!("http://127.0.0.1:{demo}/")).await;
+    assert_eq!(page.status, 200);
+    assert!(String::from_utf8_lossy(page.bytes()).contains(&format!("127.0.0.1:{public}")));
+    for mut s in silent {
+        let mut buf = [0u8; 64];
+        let closed = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read(&mut s, &mut buf),
+        )
+        .await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "a silent socket on the demo listener was closed by the deadline"
+        );
+    }
+}
