@@ -547,3 +547,29 @@ async fn the_admin_listener_survives_silent_sockets() {
     }
     env.stop().await;
 }
+
+/// h2's header list is limited to 16 KiB: a request with a 1 KB header is answered, one
+/// with a 20 KB header (HEADERS + CONTINUATION) is not served (431, a reset stream, or the
+/// connection ended), and the proxy keeps serving others.
+#[tokio::test]
+async fn an_h2_header_list_over_16_kib_is_refused() {
+    let env = start(DEFAULT_MAX).await;
+    env.put("test-images", "ok.png", "ok", "image/png").await;
+    let small = h2_attack(&env, "header_list_1k", "/test-images/ok.png").await;
+    assert_eq!(small["statuses"], serde_json::json!([200]), "{small}");
+    let big = h2_attack(&env, "header_list_20k", "/test-images/ok.png").await;
+    eprintln!("{big}");
+    let statuses = big["statuses"].as_array().unwrap();
+    assert!(
+        !statuses.iter().any(|s| s == 200),
+        "a 20 KB header list was served: {big}"
+    );
+    assert!(
+        statuses.iter().any(|s| s == 431)
+            || big["resets"].as_u64() > Some(0)
+            || big["ended"] == true,
+        "{big}"
+    );
+    control(&env).await;
+    env.stop().await;
+}

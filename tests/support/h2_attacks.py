@@ -12,7 +12,7 @@ import struct
 import sys
 import time
 
-from hpack import Encoder
+from hpack import Decoder, Encoder
 
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
 END_STREAM, END_HEADERS = 0x1, 0x4
@@ -33,6 +33,9 @@ class Peer:
         # A server that stops reading makes sends wait: give up sending, then read.
         self.sock.settimeout(3)
         self.enc = Encoder()
+        self.dec = Decoder()
+        self.statuses = []
+        self.resets = 0
         self.buf = b""
         self.goaway = None
         self.refused = 0
@@ -78,10 +81,18 @@ class Peer:
                 self.buf = self.buf[9 + length:]
                 if ftype == GOAWAY:
                     self.goaway = int.from_bytes(payload[4:8], "big")
-                elif ftype == RST_STREAM and int.from_bytes(payload[:4], "big") == 7:
-                    self.refused += 1
+                elif ftype == RST_STREAM:
+                    self.resets += 1
+                    if int.from_bytes(payload[:4], "big") == 7:
+                        self.refused += 1
                 elif ftype == HEADERS:
                     self.responses += 1
+                    try:
+                        for name, value in self.dec.decode(payload):
+                            if name in (":status", b":status"):
+                                self.statuses.append(int(value))
+                    except Exception:
+                        pass
 
     @property
     def ended(self):
@@ -123,6 +134,18 @@ def too_many_streams(p, path):
     p.send(b"".join(p.headers(2 * i + 1, path) for i in range(100)))
 
 
+def header_list(p, path, size):
+    # One request whose header list is `size` bytes of one field, split into HEADERS and
+    # CONTINUATION frames of at most 16 KiB (the default SETTINGS_MAX_FRAME_SIZE).
+    block = p.enc.encode([(":method", "GET"), (":scheme", "http"), (":path", path),
+                          (":authority", "x"), ("x-big", "a" * size)])
+    chunks = [block[i:i + 16384] for i in range(0, len(block), 16384)]
+    out = frame(HEADERS, END_STREAM | (END_HEADERS if len(chunks) == 1 else 0), 1, chunks[0])
+    for i, chunk in enumerate(chunks[1:], start=1):
+        out += frame(CONTINUATION, END_HEADERS if i == len(chunks) - 1 else 0, 1, chunk)
+    p.send(out)
+
+
 def polite(p, path):
     # The control: one request on a well-behaved connection, answered and kept open.
     p.send(p.headers(1, path))
@@ -135,6 +158,8 @@ ATTACKS = {
     "settings_flood": (settings_flood, 65535),
     "ping_flood": (ping_flood, 65535),
     "zero_window_streams": (too_many_streams, 0),
+    "header_list_1k": (lambda p, path: header_list(p, path, 1000), 65535),
+    "header_list_20k": (lambda p, path: header_list(p, path, 20000), 65535),
 }
 
 
@@ -146,10 +171,14 @@ def main():
     run(p, path)
     if attack == "polite":
         p.read_until(started + within, stop=lambda peer: peer.responses > 0)
+    elif attack.startswith("header_list"):
+        p.read_until(started + within,
+                     stop=lambda peer: peer.responses > 0 or peer.resets > 0 or peer.ended)
     else:
         p.read_until(started + within, stop=lambda peer: peer.closed)
     print(json.dumps({"attack": attack, "ended": p.ended, "closed": p.closed,
                       "goaway": p.goaway, "refused": p.refused, "responses": p.responses,
+                      "statuses": p.statuses, "resets": p.resets,
                       "seconds": round(time.time() - started, 3)}), flush=True)
 
 
