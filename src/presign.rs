@@ -85,16 +85,7 @@ pub struct Presigner {
 impl Presigner {
     /// Drops the cached presigned URLs of the objects `selected` picks.
     pub async fn purge(&self, selected: impl Fn(&CacheKey) -> bool) -> usize {
-        let keys: Vec<(String, CacheKey)> = self
-            .cache
-            .iter()
-            .filter(|(k, _)| selected(&k.1))
-            .map(|(k, _)| (*k).clone())
-            .collect();
-        for k in &keys {
-            self.cache.invalidate(k).await;
-        }
-        keys.len()
+        crate::cache::invalidate_selected(&self.cache, |(_, key)| selected(key)).await
     }
 
     pub fn new(cfg: &config::Presign, metrics: Arc<Metrics>) -> Presigner {

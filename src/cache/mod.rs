@@ -144,6 +144,18 @@ pub enum Served {
     NotFound,
 }
 
+/// What one look at an entry finds.
+enum Found {
+    /// A fresh object, a copy served stale while the origin is backed off from, or a
+    /// remembered 404: the answer, now.
+    Served(Served),
+    /// Past its lifetime, within `stale_while_revalidate`: the old copy now, and a
+    /// revalidation in the background.
+    Revalidate(Arc<Cached>),
+    /// Not there, or expired (the old copy, for a conditional GET).
+    Miss(Option<Arc<Cached>>),
+}
+
 /// The cache's clock: real time plus an offset that tests advance instead of sleeping
 /// past a TTL. Every freshness decision and every `stored_at` reads it.
 #[derive(Debug, Default)]
@@ -222,17 +234,18 @@ impl Cache {
     ) -> Result<Served, Error> {
         let now = self.clock.now();
         let key = CacheKey::of(obj);
-        if let Some(served) = self.fresh(&key, now).await {
-            return Ok(served);
-        }
-        if let Some(stale) = self.revalidating(&key, now).await {
-            // The old copy at once; one revalidation in the background (a request that
-            // finds one running leaves it be).
-            let (_fill, leader) = self.inflight.join_or_lead(&key);
-            if let Some(leader) = leader {
-                self.lead(leader, origins, tenant, obj, allowed, now).await;
+        match self.look(&key, now).await {
+            Found::Served(served) => return Ok(served),
+            Found::Revalidate(stale) => {
+                // The old copy at once; one revalidation in the background (a request
+                // that finds one running leaves it be).
+                let (_fill, leader) = self.inflight.join_or_lead(&key);
+                if let Some(leader) = leader {
+                    self.lead(leader, origins, tenant, obj, allowed, now).await;
+                }
+                return Ok(Served::Complete(stale, CacheStatus::Stale));
             }
-            return Ok(Served::Complete(stale, CacheStatus::Stale));
+            Found::Miss(_) => {}
         }
         if self.large.contains_key(&key) {
             return Ok(Served::Bypass);
@@ -270,19 +283,16 @@ impl Cache {
     ) {
         // A fill that ended between our first look and taking the lead has stored its
         // object: answer from it instead of fetching again.
-        match self.fresh(leader.key(), now).await {
-            Some(Served::Complete(c, status)) => {
+        let stale = match self.look(leader.key(), now).await {
+            Found::Served(Served::Complete(c, status)) => {
                 return leader.fill.set_head(Head::Ready(c, status));
             }
-            Some(Served::NotFound) => {
+            Found::Served(_) => {
                 let e = Error::not_found().with_detail("remembered 404");
                 return leader.fill.set_head(Head::Failed(e));
             }
-            _ => {}
-        }
-        let stale = match self.entries.get(leader.key()).await {
-            Some(Entry::Object(c)) => Some(c),
-            _ => None,
+            Found::Revalidate(c) => Some(c),
+            Found::Miss(stale) => stale,
         };
         let task = FillTask {
             cache: self.clone(),
@@ -306,32 +316,27 @@ impl Cache {
         &self.clock
     }
 
-    /// A fresh hit, a remembered 404, or `None` (miss or expired).
-    async fn fresh(&self, key: &CacheKey, now: Instant) -> Option<Served> {
-        match self.entries.get(key).await? {
-            Entry::Object(c) => match freshness::lookup(&self.lifetimes(), &c.stored(), now) {
-                lookup @ (Lookup::Fresh | Lookup::BackingOff) => {
-                    freshness::status(lookup).map(|status| Served::Complete(c, status))
+    /// One look at `key`'s entry, decided by [`freshness::lookup`].
+    async fn look(&self, key: &CacheKey, now: Instant) -> Found {
+        match self.entries.get(key).await {
+            Some(Entry::Object(c)) => {
+                match freshness::lookup(&self.lifetimes(), &c.stored(), now) {
+                    lookup @ (Lookup::Fresh | Lookup::BackingOff) => {
+                        match freshness::status(lookup) {
+                            Some(status) => Found::Served(Served::Complete(c, status)),
+                            None => Found::Miss(Some(c)),
+                        }
+                    }
+                    Lookup::Revalidating => Found::Revalidate(c),
+                    Lookup::Expired => Found::Miss(Some(c)),
                 }
-                Lookup::Revalidating | Lookup::Expired => None,
-            },
-            Entry::NotFound { stored_at } => {
-                freshness::not_found_fresh(&self.lifetimes(), stored_at, now)
-                    .then_some(Served::NotFound)
             }
-        }
-    }
-
-    /// An entry past its lifetime but within `stale_while_revalidate`.
-    async fn revalidating(&self, key: &CacheKey, now: Instant) -> Option<Arc<Cached>> {
-        match self.entries.get(key).await? {
-            Entry::Object(c)
-                if freshness::lookup(&self.lifetimes(), &c.stored(), now)
-                    == Lookup::Revalidating =>
+            Some(Entry::NotFound { stored_at })
+                if freshness::not_found_fresh(&self.lifetimes(), stored_at, now) =>
             {
-                Some(c)
+                Found::Served(Served::NotFound)
             }
-            _ => None,
+            _ => Found::Miss(None),
         }
     }
 
@@ -359,25 +364,8 @@ impl Cache {
     /// not stopped: what it stores afterwards is the origin's answer from after the purge
     /// began.
     pub async fn purge(&self, selected: impl Fn(&CacheKey) -> bool) -> usize {
-        let keys: Vec<CacheKey> = self
-            .entries
-            .iter()
-            .filter(|(k, _)| selected(k))
-            .map(|(k, _)| (*k).clone())
-            .collect();
-        for k in &keys {
-            self.entries.invalidate(k).await;
-        }
-        let large: Vec<CacheKey> = self
-            .large
-            .iter()
-            .filter(|(k, _)| selected(k))
-            .map(|(k, _)| (*k).clone())
-            .collect();
-        for k in &large {
-            self.large.invalidate(k).await;
-        }
-        keys.len()
+        invalidate_selected(&self.large, &selected).await;
+        invalidate_selected(&self.entries, &selected).await
     }
 
     /// Objects and remembered 404s held (after [`Cache::maintain`], exact).
@@ -392,6 +380,26 @@ impl Cache {
     pub fn max_object_size(&self) -> u64 {
         self.cfg.max_object_size.0
     }
+}
+
+/// Drops the entries of `cache` whose key `selected` picks; returns how many.
+pub(crate) async fn invalidate_selected<K, V>(
+    cache: &moka::future::Cache<K, V>,
+    selected: impl Fn(&K) -> bool,
+) -> usize
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    let keys: Vec<K> = cache
+        .iter()
+        .filter(|(k, _)| selected(k))
+        .map(|(k, _)| (*k).clone())
+        .collect();
+    for k in &keys {
+        cache.invalidate(k).await;
+    }
+    keys.len()
 }
 
 fn kib(bytes: u64) -> u64 {

@@ -80,9 +80,8 @@ struct Ctx<'a> {
     bucket: Option<String>,
     key: Option<String>,
     error: Option<Error>,
-    /// The tenant's name and `cache_control`, once the tenant is known.
-    tenant: Option<String>,
-    tenant_cache_control: Option<String>,
+    /// The bucket's tenant, once known (its name for the metrics, its `cache_control`).
+    tenant: Option<Arc<Tenant>>,
     /// How fresh the object answered is (for `Cache-Control` and `Age`).
     freshness: Option<Freshness>,
 }
@@ -101,7 +100,6 @@ pub async fn handle(state: Arc<State>, parts: Parts) -> Response<ProxyBody> {
         key: None,
         error: None,
         tenant: None,
-        tenant_cache_control: None,
         freshness: None,
     };
     let mut response = match ctx.phases().await {
@@ -155,8 +153,7 @@ impl Ctx<'_> {
             .tenants
             .for_bucket(&obj.bucket)
             .ok_or_else(|| Refusal::NoTenant.into_error())?;
-        self.tenant = Some(tenant.name.clone());
-        self.tenant_cache_control = tenant.config.cache_control.clone();
+        self.tenant = Some(tenant.clone());
         auth::verify(
             tenant,
             &obj.bucket,
@@ -283,10 +280,11 @@ impl Ctx<'_> {
         if !ok {
             return HeaderValue::from_static("no-store");
         }
-        let base = match &self.tenant_cache_control {
-            Some(cc) => cc.as_str(),
-            None => self.state.config.server.cache_control.as_str(),
-        };
+        let base = self
+            .tenant
+            .as_ref()
+            .and_then(|t| t.config.cache_control.as_deref())
+            .unwrap_or(&self.state.config.server.cache_control);
         let value = match &self.freshness {
             Some(f) => downstream_cache_control(base, &f.directives, f.lifetime),
             None => base.to_string(),
@@ -316,7 +314,7 @@ impl Ctx<'_> {
             state.metrics.cache(self.cache);
         }
         if let Some(tenant) = &self.tenant {
-            state.metrics.tenant_request(tenant, bytes);
+            state.metrics.tenant_request(&tenant.name, bytes);
         }
         let (error, side, detail) = match &self.error {
             Some(e) => (
