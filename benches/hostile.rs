@@ -18,6 +18,8 @@
 //! `cargo bench --bench hostile -- cold-keys` (or `soak`, `broken-origin`, `attacks`).
 //! Not run by CI.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -33,8 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-const BUCKET: &str = "bench-images";
-const SECRET: &str = "bench-signing-secret-0123456789";
+use support::{BUCKET, SECRET, free_port, seed, wait_listening};
 
 /// The proxy process, killed on drop.
 struct Proxy {
@@ -76,14 +77,6 @@ impl Proxy {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts the proxy (`BUCKETFRONT_BIN`, else this build's) with keys every build knows.
 async fn start_proxy(dir: &Path, store: &str, extra: &str) -> Proxy {
     start_proxy_with(dir, store, extra, "").await
@@ -107,13 +100,8 @@ async fn start_proxy_with(dir: &Path, store: &str, extra: &str, tenants: &str) -
         .expect("bucketfront binary");
     // Owned from here, so that it is killed however this ends.
     let proxy = Proxy { child, port };
-    for _ in 0..200 {
-        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return proxy;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the proxy did not start");
+    wait_listening(port).await;
+    proxy
 }
 
 fn signed(key: &str) -> String {
@@ -124,30 +112,6 @@ fn signed(key: &str) -> String {
         + 3 * 24 * 3600;
     let sig = bucketfront::auth::sign(SECRET.as_bytes(), BUCKET, key, exp);
     format!("/{BUCKET}/{key}?exp={exp}&sig={sig}")
-}
-
-async fn seed(store: &Store, prefix: &str, count: usize, size: usize) {
-    let body = Bytes::from((0..size).map(|i| (i * 31 % 251) as u8).collect::<Vec<_>>());
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..count {
-        let (client, body) = (store.client(), body.clone());
-        let key = format!("{prefix}/{i}.png");
-        tasks.spawn(async move {
-            client
-                .put_object()
-                .bucket(BUCKET)
-                .key(key)
-                .content_type("image/png")
-                .body(body.into())
-                .send()
-                .await
-                .unwrap();
-        });
-        if tasks.len() >= 64 {
-            tasks.join_next().await;
-        }
-    }
-    while tasks.join_next().await.is_some() {}
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

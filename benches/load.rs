@@ -8,6 +8,8 @@
 //! and writes it to `target/bench-results.md`. `cargo bench --bench load -- fleet` runs
 //! only the fleet row: one instance vs three behind nginx (`packaging/nginx-fleet.conf`).
 
+mod support;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,8 +25,8 @@ use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-const SECRET: &str = "bench-signing-secret-0123456789";
-const BUCKET: &str = "bench-images";
+use support::{BUCKET, SECRET, free_port, seed, wait_listening};
+
 const SIZES: [(&str, usize); 4] = [
     ("4KiB", 4 << 10),
     ("64KiB", 64 << 10),
@@ -53,14 +55,6 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Six days ahead: within the default `max_signature_ttl` (7 days), which refuses later.
 fn exp_far() -> u64 {
     bucketfront::auth::unix_secs(std::time::SystemTime::now()) + 6 * 24 * 3600
@@ -69,19 +63,6 @@ fn exp_far() -> u64 {
 fn signed_path(key: &str) -> String {
     let sig = bucketfront::auth::sign(SECRET.as_bytes(), BUCKET, key, exp_far());
     format!("/{BUCKET}/{key}?exp={}&sig={sig}", exp_far())
-}
-
-async fn wait_listening(port: u16) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("nothing listens on {port}");
 }
 
 fn start_bucketfront(dir: &Path, store: &str, name: &str) -> (Proc, u16) {
@@ -358,9 +339,8 @@ fn main() {
     eprintln!("written to {}", out.display());
 }
 
-async fn run(seconds: u64, rounds: usize) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let stop = CancellationToken::new();
+/// The embedded store, in this process, with [`BUCKET`] created.
+async fn start_store(stop: &CancellationToken) -> Store {
     let store = Store::start(
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
         "BENCHKEY",
@@ -368,18 +348,25 @@ async fn run(seconds: u64, rounds: usize) -> String {
         stop.clone(),
     )
     .unwrap();
-    let mirror_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mirror_port = mirror_listener.local_addr().unwrap().port();
-    // nginx and Varnish cannot sign requests: they read the same objects unauthenticated.
-    store
-        .start_anonymous_mirror(mirror_listener, stop.clone())
-        .unwrap();
     store
         .client()
         .create_bucket()
         .bucket(BUCKET)
         .send()
         .await
+        .unwrap();
+    store
+}
+
+async fn run(seconds: u64, rounds: usize) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let store = start_store(&stop).await;
+    let mirror_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mirror_port = mirror_listener.local_addr().unwrap().port();
+    // nginx and Varnish cannot sign requests: they read the same objects unauthenticated.
+    store
+        .start_anonymous_mirror(mirror_listener, stop.clone())
         .unwrap();
     let files: PathBuf =
         Path::new("/dev/shm").join(format!("bucketfront-bench-files-{}", std::process::id()));
@@ -608,40 +595,8 @@ const FLEET_KEYS: usize = 3000;
 async fn fleet(seconds: u64, rounds: usize) -> String {
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
-    let store = Store::start(
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        "BENCHKEY",
-        "bench-secret-key",
-        stop.clone(),
-    )
-    .unwrap();
-    store
-        .client()
-        .create_bucket()
-        .bucket(BUCKET)
-        .send()
-        .await
-        .unwrap();
-    let body = Bytes::from(vec![7u8; 64 << 10]);
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..FLEET_KEYS {
-        let (client, body) = (store.client(), body.clone());
-        tasks.spawn(async move {
-            client
-                .put_object()
-                .bucket(BUCKET)
-                .key(format!("f/{i}.png"))
-                .content_type("image/png")
-                .body(body.into())
-                .send()
-                .await
-                .unwrap();
-        });
-        if tasks.len() >= 64 {
-            tasks.join_next().await;
-        }
-    }
-    while tasks.join_next().await.is_some() {}
+    let store = start_store(&stop).await;
+    seed(&store, "f", FLEET_KEYS, 64 << 10).await;
     // One signed path per key, picked at random per request.
     let script = dir.path().join("keys.lua");
     let mut lua = String::from("local paths = {\n");
