@@ -36,6 +36,26 @@ fn render(shipped: &str, listen: u16, proxies: &[&Proxy]) -> String {
     text
 }
 
+/// nginx in the foreground, all its files in `dir`, with `http` as its http context.
+fn nginx(dir: &std::path::Path, http: &str) -> Reaped {
+    let d = dir.display();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{}}\nhttp {{\naccess_log off;\nclient_body_temp_path {d}/body;\n\
+         proxy_temp_path {d}/proxy;\nfastcgi_temp_path {d}/fastcgi;\nuwsgi_temp_path {d}/uwsgi;\n\
+         scgi_temp_path {d}/scgi;\n{http}\n}}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new("nginx")
+        .args(["-p", &d.to_string(), "-c", path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx is installed: `apt-get install nginx haproxy` (scripts/test does)");
+    Reaped::new(child)
+}
+
 /// Starts the balancer in the foreground (killed when the guard drops).
 fn start(balancer: Balancer, dir: &std::path::Path, listen: u16, proxies: &[&Proxy]) -> Reaped {
     let packaging = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging");
@@ -45,23 +65,7 @@ fn start(balancer: Balancer, dir: &std::path::Path, listen: u16, proxies: &[&Pro
     match balancer {
         Balancer::Nginx => {
             let shipped = std::fs::read_to_string(format!("{packaging}/nginx-fleet.conf")).unwrap();
-            let d = dir.display();
-            let conf = format!(
-                "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-                 events {{}}\nhttp {{\naccess_log off;\nclient_body_temp_path {d}/body;\n\
-                 proxy_temp_path {d}/proxy;\nfastcgi_temp_path {d}/fastcgi;\nuwsgi_temp_path {d}/uwsgi;\n\
-                 scgi_temp_path {d}/scgi;\n{}\n}}\n",
-                render(&shipped, listen, proxies)
-            );
-            let path = dir.join("nginx.conf");
-            std::fs::write(&path, conf).unwrap();
-            let child = Command::new("nginx")
-                .args(["-p", &d.to_string(), "-c", path.to_str().unwrap()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|_| panic!("{}", missing("nginx")));
-            Reaped::new(child)
+            nginx(dir, &render(&shipped, listen, proxies))
         }
         Balancer::Haproxy => {
             let shipped =
@@ -274,27 +278,16 @@ async fn a_cdn_in_front_caches_what_it_may_and_keeps_origins_apart() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     let listen = free_port();
-    let d = dir.path().display();
-    let conf = format!(
-        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         events {{}}\nhttp {{\naccess_log off;\nclient_body_temp_path {d}/body;\n\
-         proxy_temp_path {d}/proxy;\nfastcgi_temp_path {d}/fastcgi;\nuwsgi_temp_path {d}/uwsgi;\n\
-         scgi_temp_path {d}/scgi;\n\
-         proxy_cache_path {d}/cdn levels=1:2 keys_zone=cdn:1m max_size=64m inactive=10m use_temp_path=off;\n\
-         server {{\nlisten 127.0.0.1:{listen};\nlocation / {{\nproxy_pass http://{};\n\
-         proxy_http_version 1.1;\nproxy_set_header Connection \"\";\nproxy_cache cdn;\n\
-         add_header X-CDN $upstream_cache_status always;\n}}\n}}\n}}\n",
-        env.proxy.addr
-    );
-    let path = dir.path().join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    let _cdn = Reaped::new(
-        Command::new("nginx")
-            .args(["-p", &d.to_string(), "-c", path.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx is installed (scripts/test installs it)"),
+    let _cdn = nginx(
+        dir.path(),
+        &format!(
+            "proxy_cache_path {d}/cdn levels=1:2 keys_zone=cdn:1m max_size=64m inactive=10m use_temp_path=off;\n\
+             server {{\nlisten 127.0.0.1:{listen};\nlocation / {{\nproxy_pass http://{};\n\
+             proxy_http_version 1.1;\nproxy_set_header Connection \"\";\nproxy_cache cdn;\n\
+             add_header X-CDN $upstream_cache_status always;\n}}\n}}\n",
+            env.proxy.addr,
+            d = dir.path().display()
+        ),
     );
     accepting(listen, "nginx (the CDN)").await;
     let cdn = |path: &str, origin: &str| {
