@@ -37,6 +37,19 @@ secret_key = "svc-secret-access-key"
     )
 }
 
+/// `bucketfront serve -c PATH`, without a notify socket or IMDS lookups and with its
+/// output discarded; callers add their environment and pipes.
+fn serve(path: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bucketfront"));
+    command
+        .args(["serve", "-c", path.to_str().unwrap()])
+        .env_remove("NOTIFY_SOCKET")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
 /// The default test config for a proxy on two free ports, written into `dir`: the
 /// public port, the admin port and the file.
 fn write_config(dir: &std::path::Path) -> (u16, u16, std::path::PathBuf) {
@@ -113,13 +126,10 @@ async fn notify_reload_logs_and_stop() {
     let dir = tempfile::tempdir().unwrap();
     let sock = Notifications::bind();
     let (port, admin, config_path) = write_config(dir.path());
-    let child = Command::new(env!("CARGO_BIN_EXE_bucketfront"))
-        .args(["serve", "-c", config_path.to_str().unwrap()])
+    let child = serve(&config_path)
         .env("NOTIFY_SOCKET", &sock.path)
         .env("WATCHDOG_USEC", "400000")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .map(Reaped::new)
         .unwrap();
@@ -218,13 +228,9 @@ async fn a_notify_socket_nobody_reads_blocks_nothing() {
     let sock_path = dir.path().join("unread.sock");
     let _unread = UnixDatagram::bind(&sock_path).unwrap();
     let (port, admin, config_path) = write_config(dir.path());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bucketfront"))
-        .args(["serve", "-c", config_path.to_str().unwrap()])
+    let mut child = serve(&config_path)
         .env("NOTIFY_SOCKET", &sock_path)
         .env("WATCHDOG_USEC", "20000")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .map(Reaped::new)
         .unwrap();
@@ -266,12 +272,8 @@ async fn a_notify_socket_nobody_reads_blocks_nothing() {
 async fn a_log_pipe_nobody_reads_blocks_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (port, _admin, config_path) = write_config(dir.path());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bucketfront"))
-        .args(["serve", "-c", config_path.to_str().unwrap()])
-        .env_remove("NOTIFY_SOCKET")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
+    let mut child = serve(&config_path)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .map(Reaped::new)
         .unwrap();
@@ -361,15 +363,11 @@ async fn the_standard_aws_environment_reaches_an_s3_compatible_store() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bucketfront"))
-        .args(["serve", "-c", config_path.to_str().unwrap()])
+    let mut child = serve(&config_path)
         .env("AWS_ENDPOINT_URL_S3", &store.endpoint)
         .env("AWS_ACCESS_KEY_ID", "ENVACCESSKEY")
         .env("AWS_SECRET_ACCESS_KEY", "env-secret-key")
         .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("NOTIFY_SOCKET")
-        .stdout(Stdio::null())
         .spawn()
         .map(Reaped::new)
         .unwrap();
@@ -491,15 +489,7 @@ async fn the_shipped_config_serves_the_demo_page_under_silent_sockets() {
         );
     let path = dir.path().join("config.toml");
     std::fs::write(&path, text).unwrap();
-    let _child = Command::new(env!("CARGO_BIN_EXE_bucketfront"))
-        .args(["serve", "-c", path.to_str().unwrap()])
-        .env_remove("NOTIFY_SOCKET")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(Reaped::new)
-        .unwrap();
+    let _child = serve(&path).spawn().map(Reaped::new).unwrap();
     accepting(demo, "the demo page").await;
     let mut silent = Vec::new();
     for _ in 0..100 {
