@@ -474,14 +474,7 @@ async fn an_overflow_h2_connection_gets_503_then_goaway() {
     // Two keep-alive connections that have sent a request: not evictable.
     let mut busy = Vec::new();
     for _ in 0..2 {
-        let mut s = TcpStream::connect(env.proxy.addr).await.unwrap();
-        s.write_all(b"GET /test-images/ok.png HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = [0u8; 4096];
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-        busy.push(s);
+        busy.push(answered_keep_alive(env.proxy.addr, "/test-images/ok.png").await);
     }
     let tcp = TcpStream::connect(env.proxy.addr).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http2::handshake(

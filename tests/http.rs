@@ -479,16 +479,7 @@ async fn beyond_max_connections_answers_503() {
     // Two idle keep-alive connections hold both permits ...
     let mut held = Vec::new();
     for _ in 0..2 {
-        let mut s = tokio::net::TcpStream::connect(env.proxy.addr)
-            .await
-            .unwrap();
-        s.write_all(b"GET /test-images/c.png HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = [0u8; 1024];
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-        held.push(s);
+        held.push(answered_keep_alive(env.proxy.addr, "/test-images/c.png").await);
     }
     // ... so a third gets an immediate 503 through the normal error path, and is closed,
     let gets = env.gets();

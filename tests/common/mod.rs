@@ -527,6 +527,19 @@ pub async fn accepting(port: u16, what: &str) {
     panic!("{what} did not start listening on port {port}");
 }
 
+/// An HTTP/1 keep-alive connection that has had one `GET path` answered 200: busy in
+/// the server's eyes (not evictable at `max_connections`).
+pub async fn answered_keep_alive(addr: SocketAddr, path: &str) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    s
+}
+
 /// Waits until connecting to `addr` is refused (its listener closed); panics after
 /// `within`.
 pub async fn refused_within(addr: SocketAddr, within: Duration) {
