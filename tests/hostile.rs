@@ -127,11 +127,7 @@ async fn an_idle_keep_alive_and_a_slow_second_head_are_closed() {
     let got = closed_within(&mut idle, Duration::from_secs(10)).await;
     assert!(got > 0, "the first request was answered");
     // A second head that never ends: closed after header_read_timeout.
-    let mut slow = TcpStream::connect(env.proxy.addr).await.unwrap();
-    slow.write_all(head).await.unwrap();
-    let mut buf = [0u8; 4096];
-    let n = slow.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut slow = answered_keep_alive(env.proxy.addr, "/test-images/ok.png").await;
     slow.write_all(b"GET /test-images/ok.png HTTP/1.1\r\nX-Slow: 1\r\n")
         .await
         .unwrap();
