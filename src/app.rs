@@ -172,6 +172,7 @@ impl App {
         self.admin.ready.store(false, Ordering::SeqCst);
         tracing::info!("draining");
         let _ = public.await;
+        state.cache.flush().await;
         admin_stop.cancel();
         let _ = admin_task.await;
         tracing::info!("stopped");

@@ -186,9 +186,19 @@ pub struct CacheConfig {
     /// Bytes of objects being fetched into the cache at once; a cold object that does
     /// not fit streams through uncached (`BYPASS`).
     pub fill_memory: Size,
-    /// `[cache.disk]` of the product contract: not built in this version (see
-    /// `variants`).
-    pub disk: Option<toml::Value>,
+    /// The disk tier under the memory tier; off when absent.
+    pub disk: Option<DiskConfig>,
+}
+
+/// `[cache.disk]`: complete objects kept as files, found again after a restart.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// A directory of its own (created if missing); bucketfront owns what is under it.
+    pub path: std::path::PathBuf,
+    /// Bytes the files may take (each counted in whole 4 KiB blocks); the least
+    /// recently used go first.
+    pub max_size: Size,
 }
 
 impl Default for CacheConfig {
@@ -296,7 +306,7 @@ pub struct AssumeRole {
     pub external_id: Option<Secret>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     #[default]

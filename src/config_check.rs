@@ -15,12 +15,16 @@ fn fail<T>(key: impl Into<String>, reason: impl Into<String>) -> Result<T, Failu
 }
 
 pub fn validate(c: &Config) -> Result<(), Failure> {
-    if c.cache.disk.is_some() {
-        return fail(
-            "cache.disk",
-            "the disk tier is not built in this version of bucketfront; remove [cache.disk] \
-             (objects are cached in memory only)",
-        );
+    if let Some(disk) = &c.cache.disk {
+        if disk.path.as_os_str().is_empty() {
+            return fail("cache.disk.path", "must name a directory");
+        }
+        if disk.max_size.0 < c.cache.max_object_size.0 {
+            return fail(
+                "cache.disk.max_size",
+                "must be at least cache.max_object_size (one object must fit)",
+            );
+        }
     }
     if c.variants.is_some() {
         return fail(
@@ -233,12 +237,34 @@ mod tests {
 
     #[test]
     fn sections_of_the_contract_not_built_yet_say_so() {
+        let err = parse(&format!("[variants]\nwidths = [64, 128]\n{TENANT}")).unwrap_err();
+        assert!(
+            err.contains("variants") && err.contains("not built"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_disk_tier_needs_a_path_and_room_for_one_object() {
+        let ok = parse(&format!(
+            "[cache.disk]\npath = \"/var/cache/b\"\nmax_size = \"10GiB\"\n{TENANT}"
+        ))
+        .unwrap();
+        let disk = ok.cache.disk.unwrap();
+        assert_eq!(disk.max_size.0, 10 << 30);
         for (text, key) in [
-            ("[cache.disk]\npath = \"/var/cache/b\"\n", "cache.disk"),
-            ("[variants]\nwidths = [64, 128]\n", "variants"),
+            ("[cache.disk]\npath = \"/var/cache/b\"\n", "max_size"),
+            (
+                "[cache.disk]\npath = \"\"\nmax_size = \"1GiB\"\n",
+                "cache.disk.path",
+            ),
+            (
+                "[cache.disk]\npath = \"/b\"\nmax_size = \"1MiB\"\n",
+                "cache.disk.max_size",
+            ),
         ] {
             let err = parse(&format!("{text}{TENANT}")).unwrap_err();
-            assert!(err.contains(key) && err.contains("not built"), "{err}");
+            assert!(err.contains(key), "{err}");
         }
     }
 

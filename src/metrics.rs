@@ -76,9 +76,104 @@ impl ConnMetrics {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TierLabel {
+    pub tier: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    pub op: &'static str,
+}
+
+/// Hits by tier and the disk tier's state (`[cache.disk]`).
+#[derive(Clone, Default)]
+pub struct TierMetrics {
+    pub memory_hits: Counter,
+    pub disk_hits: Counter,
+    /// Bytes of files the disk tier holds (each rounded up to whole 4 KiB blocks).
+    pub disk_bytes: Gauge,
+    pub disk_entries: Gauge,
+    pub disk_writes: Counter,
+    /// Objects not written because the write queue's byte budget was full or the disk
+    /// was failing.
+    pub disk_writes_skipped: Counter,
+    /// Files whose checksum or length did not match: served from the origin, rewritten.
+    pub disk_corrupt: Counter,
+    pub disk_read_errors: Counter,
+    pub disk_write_errors: Counter,
+    /// 1 while the disk tier works, 0 while it is off or failing (memory only).
+    pub disk_up: Gauge,
+}
+
+impl TierMetrics {
+    fn register(registry: &mut Registry) -> TierMetrics {
+        let hits = Family::<TierLabel, Counter>::default();
+        registry.register(
+            "cache_tier_hits",
+            "Cache hits by the tier that held the object (memory, disk)",
+            hits.clone(),
+        );
+        let errors = Family::<OpLabel, Counter>::default();
+        registry.register(
+            "disk_errors",
+            "Disk tier I/O errors by operation (read, write)",
+            errors.clone(),
+        );
+        // One statement each: a family's guard lives to the end of its statement.
+        let memory_hits = hits.get_or_create(&TierLabel { tier: "memory" }).clone();
+        let disk_hits = hits.get_or_create(&TierLabel { tier: "disk" }).clone();
+        let disk_read_errors = errors.get_or_create(&OpLabel { op: "read" }).clone();
+        let disk_write_errors = errors.get_or_create(&OpLabel { op: "write" }).clone();
+        let t = TierMetrics {
+            memory_hits,
+            disk_hits,
+            disk_read_errors,
+            disk_write_errors,
+            ..TierMetrics::default()
+        };
+        for (name, help, gauge) in [
+            ("disk_bytes", "Bytes held by the disk tier", &t.disk_bytes),
+            (
+                "disk_entries",
+                "Objects held by the disk tier",
+                &t.disk_entries,
+            ),
+            (
+                "disk_up",
+                "1 while the disk tier works; 0 while it is off or failing (memory only)",
+                &t.disk_up,
+            ),
+        ] {
+            registry.register(name, help, gauge.clone());
+        }
+        for (name, help, counter) in [
+            (
+                "disk_writes",
+                "Objects written to the disk tier",
+                &t.disk_writes,
+            ),
+            (
+                "disk_writes_skipped",
+                "Objects not written to disk: write budget full or disk failing",
+                &t.disk_writes_skipped,
+            ),
+            (
+                "disk_corrupt",
+                "Disk files whose checksum or length did not match (served from the origin)",
+                &t.disk_corrupt,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
+        t
+    }
+}
+
 pub struct Metrics {
     /// The public listener's connections.
     pub conn: ConnMetrics,
+    pub tiers: TierMetrics,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     cache_status: [Counter; 5],
@@ -120,6 +215,7 @@ impl Metrics {
                 .get_or_create(&StatusLabel { status: s.as_str() })
                 .clone()
         });
+        let tiers = TierMetrics::register(&mut registry);
         let coalesced = Counter::default();
         registry.register(
             "cache_coalesced_waiters",
@@ -239,6 +335,7 @@ impl Metrics {
         );
         Metrics {
             conn,
+            tiers,
             reloads,
             log_lines_dropped,
             registry,

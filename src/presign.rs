@@ -85,7 +85,9 @@ pub struct Presigner {
 impl Presigner {
     /// Drops the cached presigned URLs of the objects `selected` picks.
     pub async fn purge(&self, selected: impl Fn(&CacheKey) -> bool) -> usize {
-        crate::cache::invalidate_selected(&self.cache, |(_, key)| selected(key)).await
+        crate::cache::invalidate_selected(&self.cache, |(_, key)| selected(key))
+            .await
+            .len()
     }
 
     pub fn new(cfg: &config::Presign, metrics: Arc<Metrics>) -> Presigner {

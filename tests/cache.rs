@@ -635,3 +635,191 @@ async fn stale_while_revalidate_serves_at_once_and_refreshes_in_the_background()
     assert_eq!(r.bytes().as_ref(), b"version 3");
     proxy.stop().await;
 }
+
+/// `[cache.disk]` at `dir`, room for 1 GiB.
+fn with_disk(dir: &std::path::Path) -> impl FnOnce(&mut bucketfront::config::Config, &str) {
+    let path = dir.to_path_buf();
+    move |c, _| {
+        c.cache.disk = Some(bucketfront::config::DiskConfig {
+            path,
+            max_size: Size(1 << 30),
+        })
+    }
+}
+
+/// The files under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// One line of the admin listener's metrics, by its exact series name.
+async fn metric(proxy: &Proxy, series: &str) -> f64 {
+    let text = get(&format!("http://{}/metrics", proxy.admin)).await;
+    let text = String::from_utf8_lossy(text.bytes()).to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{series} not in metrics"))
+}
+
+/// What was cached before a stop is a HIT after the next start on the same path, with
+/// not one origin GET, and with the headers it was stored with.
+#[tokio::test]
+async fn the_disk_tier_keeps_the_cache_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = Env::with(with_disk(dir.path())).await;
+    let body = Bytes::from(pattern(300_000, 3));
+    env.store
+        .client()
+        .put_object()
+        .bucket("test-images")
+        .key("a.svgz")
+        .body(body.clone().into())
+        .content_type("image/svg+xml")
+        .content_encoding("gzip")
+        .content_disposition("inline; filename=\"a.svgz\"")
+        .cache_control("public, max-age=600")
+        .send()
+        .await
+        .unwrap();
+    for i in 0..20 {
+        env.put(
+            "test-images",
+            &format!("k/{i}.png"),
+            pattern(1000 + i, 4),
+            "image/png",
+        )
+        .await;
+    }
+    let url = |p: &Proxy, k: &str| p.url(&format!("/test-images/{k}"));
+    let miss = get(&url(&env.proxy, "a.svgz")).await;
+    assert_eq!(miss.header("x-cache"), Some("MISS"));
+    for i in 0..20 {
+        assert_eq!(
+            get(&url(&env.proxy, &format!("k/{i}.png"))).await.status,
+            200
+        );
+    }
+    let gets = env.gets();
+
+    env.restart_proxy().await;
+    let hit = get(&url(&env.proxy, "a.svgz")).await;
+    assert_eq!(hit.header("x-cache"), Some("HIT"));
+    assert_eq!(hit.bytes(), &body);
+    for name in [
+        "content-type",
+        "content-encoding",
+        "content-disposition",
+        "etag",
+        "last-modified",
+        "cache-control",
+    ] {
+        assert_eq!(hit.header(name), miss.header(name), "{name}");
+    }
+    for i in 0..20 {
+        let r = get(&url(&env.proxy, &format!("k/{i}.png"))).await;
+        assert_eq!(r.header("x-cache"), Some("HIT"));
+        assert_eq!(r.bytes().as_ref(), pattern(1000 + i, 4));
+    }
+    assert_eq!(env.gets(), gets, "no origin GET after the restart");
+    assert_eq!(
+        metric(
+            &env.proxy,
+            "bucketfront_cache_tier_hits_total{tier=\"disk\"}"
+        )
+        .await,
+        21.0
+    );
+    // Now in memory too.
+    assert_eq!(
+        get(&url(&env.proxy, "a.svgz")).await.header("x-cache"),
+        Some("HIT")
+    );
+    assert_eq!(
+        metric(
+            &env.proxy,
+            "bucketfront_cache_tier_hits_total{tier=\"memory\"}"
+        )
+        .await,
+        1.0
+    );
+    env.stop().await;
+}
+
+/// A flipped byte or a truncated file on disk: the client gets the origin's bytes and
+/// the file is written again (a HIT from disk after the next restart).
+#[tokio::test]
+async fn a_corrupt_or_truncated_disk_file_is_a_miss_and_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = Env::with(with_disk(dir.path())).await;
+    let body = Bytes::from(pattern(200_000, 5));
+    env.put("test-images", "c.png", body.clone(), "image/png")
+        .await;
+    let url = |env: &Env| env.proxy.url("/test-images/c.png");
+    assert_eq!(get(&url(&env)).await.header("x-cache"), Some("MISS"));
+    env.restart_proxy().await;
+    let files = files_under(&dir.path().join("objects"));
+    assert_eq!(files.len(), 1);
+    let file = &files[0];
+    let good = std::fs::read(file).unwrap();
+
+    let mut flipped = good.clone();
+    let at = flipped.len() - 50_000;
+    flipped[at] ^= 0x20;
+    std::fs::write(file, &flipped).unwrap();
+    let r = get(&url(&env)).await;
+    assert_eq!(
+        r.bytes(),
+        &body,
+        "the origin's bytes, never the flipped ones"
+    );
+    assert_eq!(r.header("x-cache"), Some("MISS"));
+    assert_eq!(env.gets(), 2);
+    assert_eq!(
+        metric(&env.proxy, "bucketfront_disk_corrupt_total").await,
+        1.0
+    );
+    env.restart_proxy().await;
+    let rewritten = std::fs::read(file).unwrap();
+    assert!(
+        rewritten.len() == good.len() && rewritten.ends_with(&body),
+        "rewritten whole (new fetch time, same bytes)"
+    );
+    assert_eq!(get(&url(&env)).await.header("x-cache"), Some("HIT"));
+    assert_eq!(env.gets(), 2);
+
+    env.restart_proxy().await;
+    let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    f.set_len(good.len() as u64 - 1).unwrap();
+    let r = get(&url(&env)).await;
+    assert_eq!(r.bytes(), &body);
+    assert_eq!(env.gets(), 3);
+    env.stop().await;
+}
+
+/// A disk path that cannot be used (here: a file where the directory should be) leaves
+/// the proxy serving from memory, says so in a metric, and fails no request.
+#[tokio::test]
+async fn an_unusable_disk_path_degrades_to_memory_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, b"in the way").unwrap();
+    let env = Env::with(with_disk(&not_a_dir)).await;
+    env.put("test-images", "m.png", pattern(5000, 1), "image/png")
+        .await;
+    let url = env.proxy.url("/test-images/m.png");
+    assert_eq!(get(&url).await.header("x-cache"), Some("MISS"));
+    assert_eq!(get(&url).await.header("x-cache"), Some("HIT"));
+    assert_eq!(metric(&env.proxy, "bucketfront_disk_up").await, 0.0);
+    assert!(metric(&env.proxy, "bucketfront_disk_errors_total{op=\"write\"}").await >= 1.0);
+    assert_eq!(env.gets(), 1);
+    env.stop().await;
+}

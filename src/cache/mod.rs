@@ -5,8 +5,10 @@
 //! A cold or expired key gets exactly one upstream GET: the first request starts a
 //! [`fill::Fill`] in its own task (so a client hanging up does not cancel it) and every
 //! request for that key until it ends joins it and streams from it. Only a body that
-//! arrived whole goes into the cache.
+//! arrived whole goes into the cache. With `[cache.disk]`, objects are also written to a
+//! [`disk::DiskTier`], which a fill reads (checked) before it asks the origin.
 
+mod disk;
 pub mod fill;
 mod freshness;
 mod inflight;
@@ -169,6 +171,24 @@ impl Clock {
         Instant::now() + Duration::from_millis(skew)
     }
 
+    /// Wall-clock time on this clock (what the disk tier stores, to survive a restart).
+    pub fn wall(&self) -> SystemTime {
+        let skew = self.skew_ms.load(std::sync::atomic::Ordering::Relaxed);
+        SystemTime::now() + Duration::from_millis(skew)
+    }
+
+    /// `at` as wall-clock time.
+    fn wall_of(&self, at: Instant) -> SystemTime {
+        self.wall() - self.now().saturating_duration_since(at)
+    }
+
+    /// Wall-clock time `at` as an instant (the present at the latest).
+    fn instant_of(&self, at: SystemTime) -> Instant {
+        let age = self.wall().duration_since(at).unwrap_or_default();
+        let now = self.now();
+        now.checked_sub(age).unwrap_or(now)
+    }
+
     /// Moves this clock forward by `by` (tests).
     pub fn advance(&self, by: Duration) {
         self.skew_ms
@@ -182,6 +202,8 @@ pub struct Cache {
     /// Keys known to be over `max_object_size`, so they skip the fill.
     large: moka::future::Cache<CacheKey, ()>,
     inflight: Arc<Inflight>,
+    /// `[cache.disk]`, when configured.
+    disk: Option<Arc<disk::DiskTier>>,
     /// `fill_memory`, in KiB: a fill holds its object's size until it ends.
     fill_budget: Arc<Semaphore>,
     cfg: config::CacheConfig,
@@ -215,6 +237,10 @@ impl Cache {
             entries,
             large,
             inflight: Arc::new(Inflight::default()),
+            disk: cfg
+                .disk
+                .as_ref()
+                .map(|d| disk::DiskTier::open(d, metrics.tiers.clone())),
             fill_budget: Arc::new(Semaphore::new(kib(cfg.fill_memory.0) as usize)),
             cfg: cfg.clone(),
             metrics,
@@ -235,7 +261,12 @@ impl Cache {
         let now = self.clock.now();
         let key = CacheKey::of(obj);
         match self.look(&key, now).await {
-            Found::Served(served) => return Ok(served),
+            Found::Served(served) => {
+                if let Served::Complete(_, CacheStatus::Hit) = served {
+                    self.metrics.tiers.memory_hits.inc();
+                }
+                return Ok(served);
+            }
             Found::Revalidate(stale) => {
                 // The old copy at once; one revalidation in the background (a request
                 // that finds one running leaves it be).
@@ -350,6 +381,9 @@ impl Cache {
 
     /// Runs pending evictions now (moka does this lazily during calls).
     pub async fn maintain(&self) {
+        if let Some(disk) = &self.disk {
+            disk.maintain().await;
+        }
         self.entries.run_pending_tasks().await;
         self.metrics
             .cache_bytes
@@ -359,13 +393,31 @@ impl Cache {
             .set(self.entries.entry_count() as i64);
     }
 
-    /// Drops every cached object (and remembered 404, and "too large" mark) whose key
-    /// `selected` picks; returns how many objects and 404s went. A fill in progress is
-    /// not stopped: what it stores afterwards is the origin's answer from after the purge
-    /// began.
+    /// Waits (up to 10 s) for queued disk writes to end: called at shutdown.
+    pub async fn flush(&self) {
+        if let Some(disk) = &self.disk {
+            let flushed = tokio::time::timeout(Duration::from_secs(10), disk.flush()).await;
+            if flushed.is_err() {
+                tracing::warn!("disk tier: writes still queued at exit are lost");
+            }
+        }
+    }
+
+    /// Drops every cached object (from memory and disk; and remembered 404, and "too
+    /// large" mark) whose key `selected` picks; returns how many objects and 404s went. A
+    /// fill in progress is not stopped: what it stores afterwards is the origin's answer
+    /// from after the purge began.
     pub async fn purge(&self, selected: impl Fn(&CacheKey) -> bool) -> usize {
         invalidate_selected(&self.large, &selected).await;
-        invalidate_selected(&self.entries, &selected).await
+        let mut gone: std::collections::HashSet<CacheKey> =
+            invalidate_selected(&self.entries, &selected)
+                .await
+                .into_iter()
+                .collect();
+        if let Some(disk) = &self.disk {
+            gone.extend(disk.purge(&selected).await);
+        }
+        gone.len()
     }
 
     /// Objects and remembered 404s held (after [`Cache::maintain`], exact).
@@ -382,11 +434,11 @@ impl Cache {
     }
 }
 
-/// Drops the entries of `cache` whose key `selected` picks; returns how many.
+/// Drops the entries of `cache` whose key `selected` picks; returns their keys.
 pub(crate) async fn invalidate_selected<K, V>(
     cache: &moka::future::Cache<K, V>,
     selected: impl Fn(&K) -> bool,
-) -> usize
+) -> Vec<K>
 where
     K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
@@ -399,7 +451,7 @@ where
     for k in &keys {
         cache.invalidate(k).await;
     }
-    keys.len()
+    keys
 }
 
 fn kib(bytes: u64) -> u64 {
@@ -427,8 +479,19 @@ struct FillTask {
 impl FillTask {
     async fn fetch(&self) {
         let cache = &self.cache;
+        let stale = match &self.stale {
+            Some(stale) => Some(stale.clone()),
+            None => match self.read_disk().await {
+                FromDisk::Fresh(c) => {
+                    cache.metrics.tiers.disk_hits.inc();
+                    return self.fill.set_head(Head::Ready(c, CacheStatus::Hit));
+                }
+                FromDisk::Expired(c) => Some(c),
+                FromDisk::None => None,
+            },
+        };
         let req = GetRequest {
-            if_none_match: self.stale.as_ref().and_then(|s| s.meta.etag.clone()),
+            if_none_match: stale.as_ref().and_then(|s| s.meta.etag.clone()),
             ..GetRequest::default()
         };
         let result = self.origins.get(&self.tenant, &self.obj, &req).await;
@@ -441,9 +504,9 @@ impl FillTask {
             },
         };
         let now = cache.clock.now();
-        let stale = self.stale.as_ref().map(|c| c.stored());
-        let outcome = freshness::outcome(&cache.lifetimes(), answer, stale.as_ref(), now);
-        let object = match (outcome, result, &self.stale) {
+        let stored = stale.as_ref().map(|c| c.stored());
+        let outcome = freshness::outcome(&cache.lifetimes(), answer, stored.as_ref(), now);
+        let object = match (outcome, result, &stale) {
             (Outcome::Take, Ok(Fetched::Object(o)), _) => o,
             (Outcome::Refresh, _, Some(stale)) => {
                 let fresh = stale.renewed(now, None);
@@ -451,6 +514,8 @@ impl FillTask {
                     .entries
                     .insert(self.key.clone(), Entry::Object(fresh.clone()))
                     .await;
+                // The file's freshness too, so that a restart does not revalidate again.
+                self.write_disk(&fresh);
                 return self
                     .fill
                     .set_head(Head::Ready(fresh, CacheStatus::Revalidated));
@@ -565,6 +630,44 @@ impl FillTask {
         self.fill.finish(End::Complete);
     }
 
+    /// The object from the disk tier, if it has a good copy: fresh (now also in memory),
+    /// or expired (to revalidate with `If-None-Match`).
+    async fn read_disk(&self) -> FromDisk {
+        let cache = &self.cache;
+        let Some(disk) = &cache.disk else {
+            return FromDisk::None;
+        };
+        let Some(loaded) = disk.read(&self.key, &cache.fill_budget).await else {
+            return FromDisk::None;
+        };
+        let directives = loaded.meta.directives(loaded.stored);
+        let c = Arc::new(Cached {
+            meta: Arc::new(loaded.meta),
+            body: loaded.body,
+            stored_at: cache.clock.instant_of(loaded.stored),
+            directives,
+            lifetime: directives.lifetime(cache.cfg.ttl.0),
+            retry_at: None,
+        });
+        let now = cache.clock.now();
+        match freshness::lookup(&cache.lifetimes(), &c.stored(), now) {
+            Lookup::Fresh => {
+                let entry = Entry::Object(c.clone());
+                cache.entries.insert(self.key.clone(), entry).await;
+                FromDisk::Fresh(c)
+            }
+            _ => FromDisk::Expired(c),
+        }
+    }
+
+    /// Queues `c` for the disk tier, when there is one.
+    fn write_disk(&self, c: &Cached) {
+        if let Some(disk) = &self.cache.disk {
+            let stored = self.cache.clock.wall_of(c.stored_at);
+            disk.offer(&self.key, &c.meta, &c.body, stored);
+        }
+    }
+
     /// Puts the whole object (these pieces, shared with the fill's readers) in the cache.
     async fn store(
         &self,
@@ -580,9 +683,17 @@ impl FillTask {
             lifetime: directives.lifetime(self.cache.cfg.ttl.0),
             retry_at: None,
         });
+        self.write_disk(&cached);
         self.cache
             .entries
             .insert(self.key.clone(), Entry::Object(cached))
             .await;
     }
+}
+
+/// What the disk tier has for a fill.
+enum FromDisk {
+    Fresh(Arc<Cached>),
+    Expired(Arc<Cached>),
+    None,
 }

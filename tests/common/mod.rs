@@ -225,6 +225,14 @@ impl Env {
             .unwrap();
     }
 
+    /// Stops the proxy (SIGTERM's path: drain, flush the disk tier) and starts a new one
+    /// with the same config, on new ports.
+    pub async fn restart_proxy(&mut self) {
+        let config = Config::clone(&self.proxy.state.config);
+        let fresh = Proxy::start(config, Some(&self.store)).await;
+        std::mem::replace(&mut self.proxy, fresh).stop().await;
+    }
+
     pub fn gets(&self) -> u64 {
         self.store.stats.gets.load(Ordering::SeqCst)
     }
