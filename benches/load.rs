@@ -6,7 +6,10 @@
 //! `cargo bench --bench load` (needs Debian's nginx-light, varnish and wrk; set
 //! `BENCH_SECONDS` and `BENCH_ROUNDS` to change the run length). Prints a Markdown report
 //! and writes it to `target/bench-results.md`. `cargo bench --bench load -- fleet` runs
-//! only the fleet row: one instance vs three behind nginx (`packaging/nginx-fleet.conf`).
+//! only the fleet row: one instance vs three behind nginx (`packaging/nginx-fleet.conf`);
+//! `-- disk` only the disk-tier row: hits from bucketfront's `[cache.disk]` against nginx
+//! `proxy_cache` on the same disk, page cache warm and dropped (root, for
+//! `/proc/sys/vm/drop_caches`).
 
 mod support;
 
@@ -70,6 +73,17 @@ fn start_bucketfront(dir: &Path, store: &str, name: &str) -> (Proc, u16) {
 }
 
 fn start_bucketfront_with(dir: &Path, store: &str, name: &str, max_memory: &str) -> (Proc, u16) {
+    start_bucketfront_cache(dir, store, name, max_memory, "")
+}
+
+/// bucketfront with `cache_extra` (TOML) appended to its `[cache]` section.
+fn start_bucketfront_cache(
+    dir: &Path,
+    store: &str,
+    name: &str,
+    max_memory: &str,
+    cache_extra: &str,
+) -> (Proc, u16) {
     let (port, admin) = (free_port(), free_port());
     let config = format!(
         r#"
@@ -80,6 +94,7 @@ max_connections = 10000
 [cache]
 max_memory = "{max_memory}"
 max_object_size = "16MiB"
+{cache_extra}
 [[tenants]]
 name = "bench"
 buckets = ["{BUCKET}"]
@@ -105,10 +120,15 @@ secret_key = "bench-secret-key"
 }
 
 fn start_nginx(dir: &Path, mirror_port: u16, files: &Path) -> (Proc, u16, u16) {
-    let (port, sendfile_port) = (free_port(), free_port());
     let cache =
         Path::new("/dev/shm").join(format!("bucketfront-bench-nginx-{}", std::process::id()));
-    std::fs::create_dir_all(&cache).unwrap();
+    start_nginx_cache(dir, mirror_port, files, &cache)
+}
+
+/// nginx with its `proxy_cache` under `cache` (tmpfs, or a disk for the disk row).
+fn start_nginx_cache(dir: &Path, mirror_port: u16, files: &Path, cache: &Path) -> (Proc, u16, u16) {
+    let (port, sendfile_port) = (free_port(), free_port());
+    std::fs::create_dir_all(cache).unwrap();
     let conf = format!(
         r#"
 user root;
@@ -308,7 +328,8 @@ fn main() {
         return; // `cargo test --benches` and `cargo bench -- --list` run nothing here
     }
     let fleet_only = std::env::args().any(|a| a == "fleet");
-    let tools: &[&str] = if fleet_only {
+    let disk_only = std::env::args().any(|a| a == "disk");
+    let tools: &[&str] = if fleet_only || disk_only {
         &["nginx", "wrk"]
     } else {
         &["nginx", "varnishd", "wrk"]
@@ -330,6 +351,8 @@ fn main() {
         .unwrap();
     let report = if fleet_only {
         rt.block_on(fleet(seconds, rounds))
+    } else if disk_only {
+        rt.block_on(disk(seconds, rounds))
     } else {
         rt.block_on(run(seconds, rounds))
     };
@@ -598,15 +621,10 @@ async fn fleet(seconds: u64, rounds: usize) -> String {
     let store = start_store(&stop).await;
     seed(&store, "f", FLEET_KEYS, 64 << 10).await;
     // One signed path per key, picked at random per request.
-    let script = dir.path().join("keys.lua");
-    let mut lua = String::from("local paths = {\n");
-    for i in 0..FLEET_KEYS {
-        let _ = writeln!(lua, "  \"{}\",", signed_path(&format!("f/{i}.png")));
-    }
-    lua.push_str(
-        "}\nrequest = function()\n  return wrk.format(\"GET\", paths[math.random(#paths)])\nend\n",
-    );
-    std::fs::write(&script, lua).unwrap();
+    let paths: Vec<String> = (0..FLEET_KEYS)
+        .map(|i| signed_path(&format!("f/{i}.png")))
+        .collect();
+    let script = random_paths_script(dir.path(), "keys", &paths);
 
     let mut rows: Vec<(&str, Run, u64)> = Vec::new();
     for round in 0..rounds {
@@ -718,4 +736,139 @@ async fn fleet(seconds: u64, rounds: usize) -> String {
         per_req(one)
     );
     out
+}
+
+/// A wrk script that asks for one of `paths`, at random, per request.
+fn random_paths_script(dir: &Path, name: &str, paths: &[String]) -> PathBuf {
+    let script = dir.join(format!("{name}.lua"));
+    let mut lua = String::from("local paths = {\n");
+    for p in paths {
+        let _ = writeln!(lua, "  \"{p}\",");
+    }
+    lua.push_str(
+        "}\nrequest = function()\n  return wrk.format(\"GET\", paths[math.random(#paths)])\nend\n",
+    );
+    std::fs::write(&script, lua).unwrap();
+    script
+}
+
+/// Drops the kernel's page cache (needs root); whether it could.
+fn drop_page_cache() -> bool {
+    let _ = Command::new("sync").status();
+    std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
+
+/// Disk-tier hits: bucketfront with a 16 MiB memory tier and `[cache.disk]`, against
+/// nginx `proxy_cache` on the same file system, both warmed with every key, then asked
+/// for keys at random (far more bytes than the memory tier holds, so nearly every
+/// bucketfront hit is a disk read: file read whole, CRC32C checked, put in memory).
+async fn disk(seconds: u64, rounds: usize) -> String {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let stop = CancellationToken::new();
+    let store = start_store(&stop).await;
+    let mirror_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mirror_port = mirror_listener.local_addr().unwrap().port();
+    store
+        .start_anonymous_mirror(mirror_listener, stop.clone())
+        .unwrap();
+    let disk_cfg = format!(
+        "[cache.disk]\npath = \"{}\"\nmax_size = \"8GiB\"\n",
+        dir.path().join("bf-disk").display()
+    );
+    let (_bf, bf_port) =
+        start_bucketfront_cache(dir.path(), &store.endpoint, "disk", "16MiB", &disk_cfg);
+    let files = dir.path().join("files");
+    let (_nginx, nginx_port, _) = start_nginx_cache(
+        dir.path(),
+        mirror_port,
+        &files,
+        &dir.path().join("nginx-cache"),
+    );
+    for p in [bf_port, nginx_port] {
+        wait_listening(p).await;
+    }
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "## Disk-tier hits ({CONNECTIONS} connections, wrk -t2, random keys, {seconds}s x {rounds} alternating rounds)\n\nbucketfront: `max_memory = \"16MiB\"` (a tenth of the keys at most), `[cache.disk]` on {}; nginx: `proxy_cache` on the same file system (sendfile on). \"dropped\": `/proc/sys/vm/drop_caches` before each run.\n",
+        dir.path().display()
+    );
+    let _ = writeln!(
+        report,
+        "| size | keys | page cache | server | req/s | MB/s | p50 ms | p99 ms | bucketfront / this |\n|---|---:|---|---|---:|---:|---:|---:|---:|"
+    );
+    for (name, size, keys) in [("200KiB", 200usize << 10, 400usize), ("1MiB", 1 << 20, 200)] {
+        seed(&store, &format!("d{name}"), keys, size).await;
+        let bf_paths: Vec<String> = (0..keys)
+            .map(|i| signed_path(&format!("d{name}/{i}.png")))
+            .collect();
+        let nginx_paths: Vec<String> = (0..keys)
+            .map(|i| format!("/{BUCKET}/d{name}/{i}.png"))
+            .collect();
+        for (port, paths) in [(bf_port, &bf_paths), (nginx_port, &nginx_paths)] {
+            for p in paths.iter() {
+                ttfb(&format!("http://127.0.0.1:{port}{p}")).await;
+            }
+        }
+        // bucketfront writes files in the background: let them land before measuring.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let targets = [
+            (
+                "bucketfront",
+                random_paths_script(dir.path(), "bf", &bf_paths),
+                bf_port,
+            ),
+            (
+                "nginx proxy_cache",
+                random_paths_script(dir.path(), "nginx", &nginx_paths),
+                nginx_port,
+            ),
+        ];
+        for cache in ["warm", "dropped"] {
+            let mut results: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
+            let mut dropped = true;
+            for round in 0..rounds {
+                let order: Vec<usize> = if round % 2 == 0 {
+                    vec![0, 1]
+                } else {
+                    vec![1, 0]
+                };
+                for i in order {
+                    if cache == "dropped" {
+                        dropped &= drop_page_cache();
+                    }
+                    let (url, script) = (
+                        format!("http://127.0.0.1:{}/", targets[i].2),
+                        targets[i].1.clone(),
+                    );
+                    let r =
+                        tokio::task::spawn_blocking(move || wrk_with(&url, seconds, Some(&script)))
+                            .await
+                            .unwrap();
+                    results[i].push(r);
+                }
+            }
+            if !dropped {
+                let _ = writeln!(
+                    report,
+                    "| {name} | {keys} | dropped | (not permitted here: not root) | | | | | |"
+                );
+                continue;
+            }
+            let means: Vec<Run> = results.iter().map(|r| mean(r)).collect();
+            for (i, (server, _, _)) in targets.iter().enumerate() {
+                let m = means[i];
+                let _ = writeln!(
+                    report,
+                    "| {name} | {keys} | {cache} | {server} | {:.0} | {:.0} | {:.3} | {:.3} | {:.2} |",
+                    m.rps,
+                    m.mb_s,
+                    m.p50_ms,
+                    m.p99_ms,
+                    means[0].rps / m.rps
+                );
+            }
+        }
+    }
+    report
 }

@@ -37,7 +37,7 @@ pub mod demo;
 mod error;
 pub mod logging;
 pub mod metrics;
-mod object;
+pub mod object;
 pub mod onboard;
 mod origin;
 pub mod pattern;

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
 
@@ -360,6 +360,12 @@ impl DiskTier {
         self.loaded.send_replace(true);
     }
 
+    /// Waits until the files found at start are indexed.
+    pub async fn indexed(&self) {
+        let mut loaded = self.loaded.subscribe();
+        let _ = loaded.wait_for(|done| *done).await;
+    }
+
     /// `key`'s object from disk, checked; `None` when there is none, when its file is
     /// corrupt (then removed) or when `budget` (`fill_memory`) has no room for it.
     pub async fn read(self: &Arc<Self>, key: &CacheKey, budget: &Arc<Semaphore>) -> Option<Loaded> {
@@ -507,8 +513,7 @@ impl DiskTier {
     /// Removes the files of the keys `selected` picks (after the loader is done, so no
     /// file found at start escapes); returns their keys.
     pub async fn purge(self: &Arc<Self>, selected: impl Fn(&CacheKey) -> bool) -> Vec<CacheKey> {
-        let mut loaded = self.loaded.subscribe();
-        let _ = loaded.wait_for(|done| *done).await;
+        self.indexed().await;
         let keys: Vec<CacheKey> = self
             .index
             .iter()
@@ -562,8 +567,7 @@ impl DiskTier {
             .set(self.index.entry_count() as i64);
     }
 
-    /// Where `key`'s file is (tests corrupt it there).
-    #[cfg(test)]
+    /// Where `key`'s file is (tests and benches corrupt it there).
     pub fn path_of(&self, key: &CacheKey) -> PathBuf {
         object_path(&self.objects(), key)
     }
@@ -603,8 +607,12 @@ fn read_object(
     let mut left = prelude.body_len;
     while left > 0 {
         let n = READ_BLOCK.min(usize::try_from(left).unwrap_or(READ_BLOCK));
-        let mut block = BytesMut::zeroed(n);
-        read_exact_or_corrupt(&mut file, &mut block)?;
+        // Not zeroed first: `take` + `read_to_end` fill exactly the capacity.
+        let mut block = Vec::with_capacity(n);
+        (&mut file).take(n as u64).read_to_end(&mut block)?;
+        if block.len() != n {
+            return Err(ReadError::Corrupt("file shorter than its header says"));
+        }
         crc = crc32c::crc32c_append(crc, &block);
         pieces.push(Bytes::from(block));
         left -= n as u64;

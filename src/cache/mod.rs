@@ -8,7 +8,7 @@
 //! arrived whole goes into the cache. With `[cache.disk]`, objects are also written to a
 //! [`disk::DiskTier`], which a fill reads (checked) before it asks the origin.
 
-mod disk;
+pub mod disk;
 pub mod fill;
 mod freshness;
 mod inflight;
