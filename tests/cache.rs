@@ -823,3 +823,47 @@ async fn an_unusable_disk_path_degrades_to_memory_only() {
     assert_eq!(env.gets(), 1);
     env.stop().await;
 }
+
+/// An object found on disk after its `ttl` is revalidated with `If-None-Match`: a 304,
+/// no body download, and the copy from disk is served.
+#[tokio::test]
+async fn an_expired_disk_entry_is_revalidated_not_refetched() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = Bytes::from(pattern(50_000, 8));
+    let origin = FakeOrigin::start(vec![
+        Behaviour::Raw {
+            head: format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {}\r\nETag: \"r1\"",
+                body.len()
+            ),
+            body: body.clone(),
+        },
+        Behaviour::Raw {
+            head: "HTTP/1.1 304 Not Modified\r\nETag: \"r1\"".into(),
+            body: Bytes::new(),
+        },
+    ])
+    .await;
+    let mut config = fake_config(&origin.endpoint);
+    with_disk(dir.path())(&mut config, "");
+    config.cache.ttl = Dur::secs(60);
+    config.cache.stale_while_revalidate = Dur::secs(0);
+    let proxy = Proxy::start(config.clone(), None).await;
+    let url = |p: &Proxy| p.url("/test-fake/r.png");
+    assert_eq!(get(&url(&proxy)).await.header("x-cache"), Some("MISS"));
+    proxy.stop().await;
+
+    let proxy = Proxy::start(config, None).await;
+    proxy.state.cache.clock().advance(Duration::from_secs(61));
+    let r = get(&url(&proxy)).await;
+    assert_eq!(r.header("x-cache"), Some("REVALIDATED"));
+    assert_eq!(r.bytes(), &body);
+    assert_eq!(origin.count(), 2, "one conditional GET");
+    assert!(
+        origin.heads.lock().unwrap()[1]
+            .to_lowercase()
+            .contains("if-none-match: \"r1\"")
+    );
+    assert_eq!(get(&url(&proxy)).await.header("x-cache"), Some("HIT"));
+    proxy.stop().await;
+}
