@@ -9,7 +9,7 @@
 //! only the fleet row: one instance vs three behind nginx (`packaging/nginx-fleet.conf`);
 //! `-- disk` only the disk-tier row: hits from bucketfront's `[cache.disk]` against nginx
 //! `proxy_cache` on the same disk, page cache warm and dropped (root, for
-//! `/proc/sys/vm/drop_caches`).
+//! `/proc/sys/vm/drop_caches`); `-- stream` only the 1 GiB stream against a direct GET.
 
 mod support;
 
@@ -329,7 +329,8 @@ fn main() {
     }
     let fleet_only = std::env::args().any(|a| a == "fleet");
     let disk_only = std::env::args().any(|a| a == "disk");
-    let tools: &[&str] = if fleet_only || disk_only {
+    let stream_only_row = std::env::args().any(|a| a == "stream");
+    let tools: &[&str] = if fleet_only || disk_only || stream_only_row {
         &["nginx", "wrk"]
     } else {
         &["nginx", "varnishd", "wrk"]
@@ -353,6 +354,8 @@ fn main() {
         rt.block_on(fleet(seconds, rounds))
     } else if disk_only {
         rt.block_on(disk(seconds, rounds))
+    } else if stream_only_row {
+        rt.block_on(stream_only())
     } else {
         rt.block_on(run(seconds, rounds))
     };
@@ -549,55 +552,7 @@ async fn run(seconds: u64, rounds: usize) -> String {
         "\n## Coalescing\n\n200 concurrent requests for one cold 1 MiB key: **{gets}** upstream GET(s)."
     );
 
-    // A 1 GiB object streamed through a fresh bucketfront: its peak RSS.
-    let big = dir.path().join("big.png");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&big).unwrap();
-        let chunk = vec![3u8; 1 << 20];
-        for _ in 0..1024 {
-            f.write_all(&chunk).unwrap();
-        }
-    }
-    let body = aws_sdk_s3::primitives::ByteStream::from_path(&big)
-        .await
-        .unwrap();
-    store
-        .put(BUCKET, "big.png", body, "image/png")
-        .await
-        .unwrap();
-    let (fresh, fresh_port) = start_bucketfront(dir.path(), &store.endpoint, "stream");
-    wait_listening(fresh_port).await;
-    let pid = fresh.0.id();
-    let started = Instant::now();
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let resp = client
-        .get(
-            format!("http://127.0.0.1:{fresh_port}{}", signed_path("big.png"))
-                .parse()
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let mut body = resp.into_body();
-    let mut total = 0u64;
-    while let Some(frame) = body.frame().await {
-        total += frame
-            .unwrap()
-            .into_data()
-            .map(|d| d.len() as u64)
-            .unwrap_or(0);
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let peak = proc_status(pid, "VmHWM:");
-    let _ = writeln!(
-        report,
-        "\n## 1 GiB object (streamed, not cached)\n\n{} bytes in {secs:.2} s ({:.0} MB/s); bucketfront peak RSS (VmHWM) **{:.1} MiB**.",
-        total,
-        total as f64 / secs / 1e6,
-        peak as f64 / (1 << 20) as f64
-    );
-    drop(fresh);
+    report.push_str(&stream_row(&store, dir.path()).await);
     let _ = std::fs::remove_dir_all(&files);
     let _ = std::fs::remove_dir_all(format!(
         "/dev/shm/bucketfront-bench-nginx-{}",
@@ -870,5 +825,104 @@ async fn disk(seconds: u64, rounds: usize) -> String {
             }
         }
     }
+    report
+}
+
+/// The bytes of the body at `url` and how long they took to arrive.
+async fn stream(url: &str) -> (u64, f64) {
+    let started = Instant::now();
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let resp = client.get(url.parse().unwrap()).await.unwrap();
+    let mut body = resp.into_body();
+    let mut total = 0u64;
+    while let Some(frame) = body.frame().await {
+        total += frame
+            .unwrap()
+            .into_data()
+            .map(|d| d.len() as u64)
+            .unwrap_or(0);
+    }
+    (total, started.elapsed().as_secs_f64())
+}
+
+/// A 1 GiB object streamed (too large to cache) through a fresh bucketfront, against a
+/// presigned GET of the same object straight from the store, alternating, three each:
+/// the ratio of their throughputs, and bucketfront's peak RSS.
+async fn stream_row(store: &Store, dir: &Path) -> String {
+    let big = dir.join("big.png");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&big).unwrap();
+        let chunk = vec![3u8; 1 << 20];
+        for _ in 0..1024 {
+            f.write_all(&chunk).unwrap();
+        }
+    }
+    let body = aws_sdk_s3::primitives::ByteStream::from_path(&big)
+        .await
+        .unwrap();
+    store
+        .put(BUCKET, "big.png", body, "image/png")
+        .await
+        .unwrap();
+    let _ = std::fs::remove_file(&big);
+    let (fresh, fresh_port) = start_bucketfront(dir, &store.endpoint, "stream");
+    wait_listening(fresh_port).await;
+    let presigning =
+        aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(3600)).unwrap();
+    let direct_url = store
+        .client()
+        .get_object()
+        .bucket(BUCKET)
+        .key("big.png")
+        .presigned(presigning)
+        .await
+        .unwrap()
+        .uri()
+        .to_string();
+    let proxy_url = format!("http://127.0.0.1:{fresh_port}{}", signed_path("big.png"));
+    let (mut direct, mut proxied) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        let order = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for is_direct in order {
+            let url = if is_direct { &direct_url } else { &proxy_url };
+            let (bytes, secs) = stream(url).await;
+            assert_eq!(bytes, 1 << 30, "whole object");
+            let mb_s = bytes as f64 / secs / 1e6;
+            if is_direct {
+                direct.push(mb_s);
+            } else {
+                proxied.push(mb_s);
+            }
+        }
+    }
+    let peak = proc_status(fresh.0.id(), "VmHWM:");
+    let fmt = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.0}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    let (md, mp) = (median(direct.clone()), median(proxied.clone()));
+    format!(
+        "\n## 1 GiB object (streamed, not cached)\n\n| presigned GET straight to the store, MB/s | through bucketfront, MB/s | bucketfront / direct (medians) | bucketfront peak RSS |\n|---:|---:|---:|---:|\n| {} | {} | **{:.2}** | {:.1} MiB |\n",
+        fmt(&direct),
+        fmt(&proxied),
+        mp / md,
+        peak as f64 / (1 << 20) as f64
+    )
+}
+
+/// Only the 1 GiB stream row (`cargo bench --bench load -- stream`).
+async fn stream_only() -> String {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let stop = CancellationToken::new();
+    let store = start_store(&stop).await;
+    let report = stream_row(&store, dir.path()).await;
+    stop.cancel();
     report
 }

@@ -134,14 +134,24 @@ pub fn from_origin(head: bool, object: OriginObject, idle: Duration) -> Response
         ProxyBody::empty()
     } else {
         // The tenant's origin slot goes with the body: freed when it ends or is dropped.
-        let state = (object.body, object.slot);
-        let stream = futures_util::stream::unfold(state, move |(mut body, slot)| async move {
-            match next_chunk(&mut body, idle).await {
-                Ok(Some(chunk)) => Some((Ok(chunk), (body, slot))),
-                Ok(None) => None,
-                Err(e) => Some((Err(std::io::Error::other(e.to_string())), (body, slot))),
-            }
-        });
+        let state = (object.body, object.slot, None);
+        let stream =
+            futures_util::stream::unfold(state, move |(mut body, slot, failed)| async move {
+                if let Some(e) = failed {
+                    return Some((Err(e), (body, slot, None)));
+                }
+                match next_chunk(&mut body, idle).await {
+                    Ok(Some(chunk)) => {
+                        let (chunk, failed) = coalesce(chunk, &mut body);
+                        Some((Ok(chunk), (body, slot, failed)))
+                    }
+                    Ok(None) => None,
+                    Err(e) => Some((
+                        Err(std::io::Error::other(e.to_string())),
+                        (body, slot, None),
+                    )),
+                }
+            });
         ProxyBody::stream(stream, len)
     };
     let mut r = Response::new(body);
@@ -154,6 +164,46 @@ pub fn from_origin(head: bool, object: OriginObject, idle: Duration) -> Response
     }
     r
 }
+
+/// `first` and the chunks of `body` already received, up to [`COALESCE`] bytes, as one:
+/// fewer, larger writes to the client (and fewer task wake-ups) for a long stream whose
+/// origin body arrives in socket-sized chunks. An error met on the way is returned beside the
+/// bytes before it, to be sent after them.
+fn coalesce(
+    first: Bytes,
+    body: &mut aws_sdk_s3::primitives::ByteStream,
+) -> (Bytes, Option<std::io::Error>) {
+    use futures_util::FutureExt;
+    let mut more = Vec::new();
+    let mut len = first.len();
+    let mut failed = None;
+    while len < COALESCE {
+        match body.try_next().now_or_never() {
+            Some(Ok(Some(chunk))) => {
+                len += chunk.len();
+                more.push(chunk);
+            }
+            Some(Err(e)) => {
+                failed = Some(std::io::Error::other(e.to_string()));
+                break;
+            }
+            // The end (the next read says so again) or nothing ready yet.
+            Some(Ok(None)) | None => break,
+        }
+    }
+    if more.is_empty() {
+        return (first, failed);
+    }
+    let mut joined = bytes::BytesMut::with_capacity(len);
+    joined.extend_from_slice(&first);
+    for chunk in more {
+        joined.extend_from_slice(&chunk);
+    }
+    (joined.freeze(), failed)
+}
+
+/// How many already-received bytes of a passed-through body are sent in one frame.
+const COALESCE: usize = 256 << 10;
 
 /// The origin's `304` for a passed-through conditional request.
 pub fn not_modified_passthrough() -> Response<ProxyBody> {
