@@ -378,8 +378,9 @@ impl DiskTier {
             let result = read_object(&path, &key, &budget);
             match &result {
                 Ok(Some(loaded)) => {
-                    let len = PRELUDE as u64 + loaded.body.len();
-                    if !tier.index.contains_key(&key) {
+                    // `get` marks the file recently used (`contains_key` would not).
+                    if tier.index.get(&key).is_none() {
+                        let len = PRELUDE as u64 + loaded.body.len();
                         tier.index.insert(key.clone(), on_disk(len));
                     }
                 }
