@@ -9,7 +9,9 @@
 //! only the fleet row: one instance vs three behind nginx (`packaging/nginx-fleet.conf`);
 //! `-- disk` only the disk-tier row: hits from bucketfront's `[cache.disk]` against nginx
 //! `proxy_cache` on the same disk, page cache warm and dropped (root, for
-//! `/proc/sys/vm/drop_caches`); `-- stream` only the 1 GiB stream against a direct GET.
+//! `/proc/sys/vm/drop_caches`); `-- stream` only the 1 GiB stream against a direct GET;
+//! `-- h2` only the TLS + HTTP/2 table (`h2load`, Debian's nghttp2-client): bucketfront's
+//! rustls against nginx with OpenSSL.
 
 mod support;
 
@@ -84,6 +86,18 @@ fn start_bucketfront_cache(
     max_memory: &str,
     cache_extra: &str,
 ) -> (Proc, u16) {
+    start_bucketfront_full(dir, store, name, max_memory, cache_extra, "")
+}
+
+/// bucketfront with `server_extra` appended to `[server]` and `cache_extra` to `[cache]`.
+fn start_bucketfront_full(
+    dir: &Path,
+    store: &str,
+    name: &str,
+    max_memory: &str,
+    cache_extra: &str,
+    server_extra: &str,
+) -> (Proc, u16) {
     let (port, admin) = (free_port(), free_port());
     let config = format!(
         r#"
@@ -91,6 +105,7 @@ fn start_bucketfront_cache(
 listen = "127.0.0.1:{port}"
 admin_listen = "127.0.0.1:{admin}"
 max_connections = 10000
+{server_extra}
 [cache]
 max_memory = "{max_memory}"
 max_object_size = "16MiB"
@@ -119,16 +134,36 @@ secret_key = "bench-secret-key"
     (Proc(child), port)
 }
 
-fn start_nginx(dir: &Path, mirror_port: u16, files: &Path) -> (Proc, u16, u16) {
-    let cache =
-        Path::new("/dev/shm").join(format!("bucketfront-bench-nginx-{}", std::process::id()));
-    start_nginx_cache(dir, mirror_port, files, &cache)
+/// nginx's sending knobs tried for the hot-object table; the best per size is reported.
+const NGINX_KNOBS: [&str; 5] = [
+    "sendfile on; tcp_nopush on; tcp_nodelay on;",
+    "sendfile on; tcp_nopush off; tcp_nodelay on;",
+    "sendfile on; tcp_nopush on; tcp_nodelay off;",
+    "sendfile off; output_buffers 2 256k; tcp_nodelay on;",
+    "sendfile on; aio threads; tcp_nopush off; tcp_nodelay on;",
+];
+
+fn start_nginx(dir: &Path, mirror_port: u16, files: &Path, knobs: &str) -> (Proc, u16, u16) {
+    let cache = Path::new("/dev/shm").join(format!(
+        "bucketfront-bench-nginx-{}-{}",
+        std::process::id(),
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or("nginx")
+    ));
+    start_nginx_cache(dir, mirror_port, files, &cache, knobs)
 }
 
-/// nginx with its `proxy_cache` under `cache` (tmpfs, or a disk for the disk row).
-fn start_nginx_cache(dir: &Path, mirror_port: u16, files: &Path, cache: &Path) -> (Proc, u16, u16) {
+/// nginx with its `proxy_cache` under `cache` (tmpfs, or a disk for the disk row), with
+/// `knobs` (sendfile, tcp_nopush, …) in its `http` block.
+fn start_nginx_cache(
+    dir: &Path,
+    mirror_port: u16,
+    files: &Path,
+    cache: &Path,
+    knobs: &str,
+) -> (Proc, u16, u16) {
     let (port, sendfile_port) = (free_port(), free_port());
     std::fs::create_dir_all(cache).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
     let conf = format!(
         r#"
 user root;
@@ -138,8 +173,7 @@ error_log {dir}/nginx-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
   access_log off;
-  sendfile on;
-  tcp_nopush on;
+  {knobs}
   keepalive_requests 1000000;
   proxy_cache_path {cache} levels=1:2 keys_zone=img:64m max_size=4g inactive=1h use_temp_path=off;
   upstream store {{ server 127.0.0.1:{mirror_port}; keepalive 64; }}
@@ -182,8 +216,23 @@ http {{
     (Proc(child), port, sendfile_port)
 }
 
-fn start_varnish(dir: &Path, mirror_port: u16) -> (Proc, u16) {
+/// Varnish thread-pool settings tried for the hot-object table; the best per size is
+/// reported.
+const VARNISH_PARAMS: [&[&str]; 2] = [
+    &[],
+    &[
+        "-p",
+        "thread_pools=2",
+        "-p",
+        "thread_pool_min=200",
+        "-p",
+        "thread_pool_max=2000",
+    ],
+];
+
+fn start_varnish(dir: &Path, mirror_port: u16, params: &[&str]) -> (Proc, u16) {
     let port = free_port();
+    std::fs::create_dir_all(dir).unwrap();
     let child = Command::new("varnishd")
         .args([
             "-F",
@@ -200,6 +249,7 @@ fn start_varnish(dir: &Path, mirror_port: u16) -> (Proc, u16) {
             "-p",
             "default_ttl=3600",
         ])
+        .args(params)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -330,7 +380,10 @@ fn main() {
     let fleet_only = std::env::args().any(|a| a == "fleet");
     let disk_only = std::env::args().any(|a| a == "disk");
     let stream_only_row = std::env::args().any(|a| a == "stream");
-    let tools: &[&str] = if fleet_only || disk_only || stream_only_row {
+    let h2_only = std::env::args().any(|a| a == "h2");
+    let tools: &[&str] = if h2_only {
+        &["nginx", "h2load"]
+    } else if fleet_only || disk_only || stream_only_row {
         &["nginx", "wrk"]
     } else {
         &["nginx", "varnishd", "wrk"]
@@ -356,6 +409,8 @@ fn main() {
         rt.block_on(disk(seconds, rounds))
     } else if stream_only_row {
         rt.block_on(stream_only())
+    } else if h2_only {
+        rt.block_on(h2(seconds, rounds))
     } else {
         rt.block_on(run(seconds, rounds))
     };
@@ -406,10 +461,51 @@ async fn run(seconds: u64, rounds: usize) -> String {
             .unwrap();
     }
     let (_bf, bf_port) = start_bucketfront(dir.path(), &store.endpoint, "hot");
-    let (_nginx, nginx_port, sendfile_port) = start_nginx(dir.path(), mirror_port, &files);
-    let (_varnish, varnish_port) = start_varnish(dir.path(), mirror_port);
-    for p in [bf_port, nginx_port, sendfile_port, varnish_port] {
-        wait_listening(p).await;
+    // Every peer in each of its configurations; per size, a short probe picks the best.
+    let nginxes: Vec<(Proc, u16, u16, &str)> = NGINX_KNOBS
+        .iter()
+        .enumerate()
+        .map(|(i, knobs)| {
+            let (p, port, sendfile) = start_nginx(
+                &dir.path().join(format!("nginx-{i}")),
+                mirror_port,
+                &files,
+                knobs,
+            );
+            (p, port, sendfile, *knobs)
+        })
+        .collect();
+    let varnishes: Vec<(Proc, u16, String)> = VARNISH_PARAMS
+        .iter()
+        .enumerate()
+        .map(|(i, params)| {
+            let (p, port) = start_varnish(
+                &dir.path().join(format!("varnish-{i}")),
+                mirror_port,
+                params,
+            );
+            let label = if params.is_empty() {
+                "defaults".to_string()
+            } else {
+                params
+                    .iter()
+                    .filter(|a| **a != "-p")
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            (p, port, label)
+        })
+        .collect();
+    wait_listening(bf_port).await;
+    for (_, port, sendfile, knobs) in &nginxes {
+        eprintln!("waiting for nginx `{knobs}` on {port} and {sendfile}");
+        wait_listening(*port).await;
+        wait_listening(*sendfile).await;
+    }
+    for (_, port, label) in &varnishes {
+        eprintln!("waiting for Varnish ({label}) on {port}");
+        wait_listening(*port).await;
     }
     let mut report = String::new();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -420,10 +516,12 @@ async fn run(seconds: u64, rounds: usize) -> String {
         .unwrap_or_default();
     let _ = writeln!(
         report,
-        "## Hot objects ({CONNECTIONS} connections, wrk -t2, {seconds}s x {rounds} alternating rounds)\n\nMachine: {} cores, {cpu}; bucketfront: tokio with 2 worker threads; nginx: 2 workers; Varnish: defaults, `-s malloc,2G`. Everything, wrk included, shares the same cores.\n",
+        "## Hot objects ({CONNECTIONS} connections, wrk -t2, {seconds}s x {rounds} alternating rounds)\n\nMachine: {} cores, {cpu}; bucketfront: tokio with 2 worker threads; nginx: 2 workers, each of {} sets of sending knobs; Varnish: `-s malloc,2G`, {} thread-pool settings. Per size, a 2 s probe of each picks the best, which runs in the table (its knobs in brackets). Everything, wrk included, shares the same cores.\n",
         std::thread::available_parallelism()
             .map(|n| n.get())
-            .unwrap_or(0)
+            .unwrap_or(0),
+        NGINX_KNOBS.len(),
+        VARNISH_PARAMS.len()
     );
     let _ = writeln!(
         report,
@@ -431,22 +529,33 @@ async fn run(seconds: u64, rounds: usize) -> String {
     );
     for (name, _) in SIZES {
         let key = format!("{name}.png");
+        let path = format!("/{BUCKET}/{key}");
+        let url = |port: u16| format!("http://127.0.0.1:{port}{path}");
+        let nginx = best_of(
+            nginxes
+                .iter()
+                .map(|n| (url(n.1), n.3.to_string()))
+                .collect(),
+        )
+        .await;
+        let ceiling = best_of(
+            nginxes
+                .iter()
+                .map(|n| (url(n.2), n.3.to_string()))
+                .collect(),
+        )
+        .await;
+        let varnish = best_of(varnishes.iter().map(|v| (url(v.1), v.2.clone())).collect()).await;
         let targets = [
             (
-                "bucketfront",
+                "bucketfront".to_string(),
                 format!("http://127.0.0.1:{bf_port}{}", signed_path(&key)),
             ),
+            (format!("nginx proxy_cache (`{}`)", nginx.1), nginx.0),
+            (format!("Varnish ({})", varnish.1), varnish.0),
             (
-                "nginx proxy_cache",
-                format!("http://127.0.0.1:{nginx_port}/{BUCKET}/{key}"),
-            ),
-            (
-                "Varnish",
-                format!("http://127.0.0.1:{varnish_port}/{BUCKET}/{key}"),
-            ),
-            (
-                "nginx sendfile (ceiling)",
-                format!("http://127.0.0.1:{sendfile_port}/{BUCKET}/{key}"),
+                format!("nginx sendfile, ceiling (`{}`)", ceiling.1),
+                ceiling.0,
             ),
         ];
         for (_, url) in &targets {
@@ -554,10 +663,12 @@ async fn run(seconds: u64, rounds: usize) -> String {
 
     report.push_str(&stream_row(&store, dir.path()).await);
     let _ = std::fs::remove_dir_all(&files);
-    let _ = std::fs::remove_dir_all(format!(
-        "/dev/shm/bucketfront-bench-nginx-{}",
-        std::process::id()
-    ));
+    for i in 0..NGINX_KNOBS.len() {
+        let _ = std::fs::remove_dir_all(format!(
+            "/dev/shm/bucketfront-bench-nginx-{}-nginx-{i}",
+            std::process::id()
+        ));
+    }
     stop.cancel();
     report
 }
@@ -738,6 +849,8 @@ async fn disk(seconds: u64, rounds: usize) -> String {
         mirror_port,
         &files,
         &dir.path().join("nginx-cache"),
+        // The best knobs for 64 KiB and up in the hot-object runs.
+        NGINX_KNOBS[1],
     );
     for p in [bf_port, nginx_port] {
         wait_listening(p).await;
@@ -923,6 +1036,217 @@ async fn stream_only() -> String {
     let stop = CancellationToken::new();
     let store = start_store(&stop).await;
     let report = stream_row(&store, dir.path()).await;
+    stop.cancel();
+    report
+}
+
+/// The candidate (URL, label) that answers the most requests in a 2 s `wrk` probe (after
+/// warming it).
+async fn best_of(candidates: Vec<(String, String)>) -> (String, String) {
+    let mut best: Option<(f64, String, String)> = None;
+    for (url, label) in candidates {
+        for _ in 0..2 {
+            ttfb(&url).await;
+        }
+        let probe = url.clone();
+        let run = tokio::task::spawn_blocking(move || wrk(&probe, 2))
+            .await
+            .unwrap();
+        if best.as_ref().is_none_or(|(rps, _, _)| run.rps > *rps) {
+            best = Some((run.rps, url, label));
+        }
+    }
+    let (_, url, label) = best.expect("at least one candidate");
+    (url, label)
+}
+
+/// One `h2load` run: requests per second and the 99th percentile of request times.
+struct H2Run {
+    rps: f64,
+    p99_ms: f64,
+}
+
+fn h2load(url: &str, seconds: u64, log: &Path) -> H2Run {
+    let out = Command::new("h2load")
+        .args([
+            "-c10",
+            "-m10",
+            "-t2",
+            &format!("-D{seconds}"),
+            "--warm-up-time=1",
+        ])
+        .arg(format!("--log-file={}", log.display()))
+        .arg(url)
+        .output()
+        .expect("h2load (apt-get install nghttp2-client)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("finished in"))
+        .and_then(|l| l.split(',').nth(1))
+        .and_then(|f| f.trim().strip_suffix(" req/s"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    if !text.contains("0 failed, 0 errored") {
+        eprintln!("h2load reported failures for {url}:\n{text}");
+    }
+    // Per request: start (µs since the epoch), status, duration (µs).
+    let times: Vec<f64> = std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split('\t').nth(2)?.trim().parse::<f64>().ok())
+        .map(|us| us / 1000.0)
+        .collect();
+    let mut sorted = times;
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let p99_ms = sorted
+        .get(sorted.len().saturating_sub(1) * 99 / 100)
+        .copied()
+        .unwrap_or(f64::NAN);
+    H2Run { rps, p99_ms }
+}
+
+/// TLS + HTTP/2, the path browsers take: bucketfront (rustls) against nginx (OpenSSL,
+/// `proxy_cache` on tmpfs, `http2`), hot objects of 4 KiB, 200 KiB and 1 MiB, `h2load`
+/// with 10 connections × 10 streams, alternating rounds.
+async fn h2(seconds: u64, rounds: usize) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let store = start_store(&stop).await;
+    let mirror_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mirror_port = mirror_listener.local_addr().unwrap().port();
+    store
+        .start_anonymous_mirror(mirror_listener, stop.clone())
+        .unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+    std::fs::write(&key_pem, cert.key_pair.serialize_pem()).unwrap();
+    let tls = format!(
+        "tls = {{ cert = \"{}\", key = \"{}\" }}",
+        cert_pem.display(),
+        key_pem.display()
+    );
+    let (_bf, bf_port) =
+        start_bucketfront_full(dir.path(), &store.endpoint, "h2", "1GiB", "", &tls);
+    let nginx_port = free_port();
+    let cache = Path::new("/dev/shm").join(format!("bucketfront-bench-h2-{}", std::process::id()));
+    std::fs::create_dir_all(&cache).unwrap();
+    let conf = format!(
+        r#"
+user root;
+worker_processes 2;
+pid {dir}/nginx-h2.pid;
+error_log {dir}/nginx-h2-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  sendfile on; tcp_nopush off; tcp_nodelay on;
+  keepalive_requests 1000000;
+  proxy_cache_path {cache} levels=1:2 keys_zone=img:64m max_size=4g inactive=1h use_temp_path=off;
+  upstream store {{ server 127.0.0.1:{mirror_port}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{nginx_port} ssl http2;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.3;
+    location / {{
+      proxy_pass http://store;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache img;
+      proxy_cache_valid 200 1h;
+      proxy_cache_lock on;
+      proxy_ignore_headers Cache-Control Expires Set-Cookie;
+    }}
+  }}
+}}
+"#,
+        dir = dir.path().display(),
+        cache = cache.display(),
+        cert = cert_pem.display(),
+        key = key_pem.display(),
+    );
+    let conf_path = dir.path().join("nginx-h2.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let _nginx = Proc(
+        Command::new("nginx")
+            .args([
+                "-c",
+                conf_path.to_str().unwrap(),
+                "-p",
+                dir.path().to_str().unwrap(),
+            ])
+            .args(["-g", "daemon off;"])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx"),
+    );
+    wait_listening(bf_port).await;
+    wait_listening(nginx_port).await;
+    let ktls = Path::new("/proc/net/tls_stat").exists();
+    let mut report = format!(
+        "## TLS + HTTP/2 hot objects (h2load -c10 -m10 -t2, {seconds}s x {rounds} alternating rounds)\n\nbucketfront: rustls (aws-lc-rs), ALPN h2; nginx 1.22: OpenSSL 3, `listen ... ssl http2`, TLS 1.3, `proxy_cache` on tmpfs. kTLS: {}.\n\n| size | server | req/s | p99 ms | bucketfront / this |\n|---|---|---:|---:|---:|\n",
+        if ktls {
+            "the kernel offers it (not enabled in nginx here)"
+        } else {
+            "not offered by this kernel (no /proc/net/tls_stat), so not tried"
+        }
+    );
+    for (name, size) in [
+        ("4KiB", 4usize << 10),
+        ("200KiB", 200 << 10),
+        ("1MiB", 1 << 20),
+    ] {
+        let key = format!("h2/{name}.png");
+        let body: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+        store
+            .put(BUCKET, &key, body.into(), "image/png")
+            .await
+            .unwrap();
+        let targets = [
+            (
+                "bucketfront",
+                format!("https://127.0.0.1:{bf_port}{}", signed_path(&key)),
+            ),
+            (
+                "nginx proxy_cache",
+                format!("https://127.0.0.1:{nginx_port}/{BUCKET}/{key}"),
+            ),
+        ];
+        let log = dir.path().join("h2load.log");
+        for (_, url) in &targets {
+            h2load(url, 1, &log); // warm: fetch into both caches
+        }
+        let mut runs: Vec<Vec<H2Run>> = vec![Vec::new(), Vec::new()];
+        for round in 0..rounds {
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for i in order {
+                let (url, log) = (targets[i].1.clone(), log.clone());
+                let run = tokio::task::spawn_blocking(move || h2load(&url, seconds, &log))
+                    .await
+                    .unwrap();
+                runs[i].push(run);
+            }
+        }
+        let mean = |r: &[H2Run]| {
+            let n = r.len() as f64;
+            (
+                r.iter().map(|x| x.rps).sum::<f64>() / n,
+                r.iter().map(|x| x.p99_ms).sum::<f64>() / n,
+            )
+        };
+        let bf = mean(&runs[0]);
+        for (i, (server, _)) in targets.iter().enumerate() {
+            let (rps, p99) = mean(&runs[i]);
+            let _ = writeln!(
+                report,
+                "| {name} | {server} | {rps:.0} | {p99:.2} | {:.2} |",
+                bf.0 / rps
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&cache);
     stop.cancel();
     report
 }
