@@ -134,6 +134,17 @@ secret_key = "bench-secret-key"
     (Proc(child), port)
 }
 
+/// nginx's cache in front of the store's mirror on `mirror_port`, in `cache`: the `http`
+/// block's part and the `location` that uses it.
+fn nginx_caching(cache: &Path, mirror_port: u16) -> (String, &'static str) {
+    let http = format!(
+        "keepalive_requests 1000000;\n  proxy_cache_path {} levels=1:2 keys_zone=img:64m max_size=4g inactive=1h use_temp_path=off;\n  upstream store {{ server 127.0.0.1:{mirror_port}; keepalive 64; }}",
+        cache.display()
+    );
+    let location = "location / {\n      proxy_pass http://store;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_cache img;\n      proxy_cache_valid 200 1h;\n      proxy_cache_lock on;\n      proxy_ignore_headers Cache-Control Expires Set-Cookie;\n    }";
+    (http, location)
+}
+
 /// nginx's sending knobs tried for the hot-object table; the best per size is reported.
 const NGINX_KNOBS: [&str; 5] = [
     "sendfile on; tcp_nopush on; tcp_nodelay on;",
@@ -164,6 +175,7 @@ fn start_nginx_cache(
     let (port, sendfile_port) = (free_port(), free_port());
     std::fs::create_dir_all(cache).unwrap();
     std::fs::create_dir_all(dir).unwrap();
+    let (caching, location) = nginx_caching(cache, mirror_port);
     let conf = format!(
         r#"
 user root;
@@ -174,20 +186,10 @@ events {{ worker_connections 4096; }}
 http {{
   access_log off;
   {knobs}
-  keepalive_requests 1000000;
-  proxy_cache_path {cache} levels=1:2 keys_zone=img:64m max_size=4g inactive=1h use_temp_path=off;
-  upstream store {{ server 127.0.0.1:{mirror_port}; keepalive 64; }}
+  {caching}
   server {{
     listen 127.0.0.1:{port};
-    location / {{
-      proxy_pass http://store;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_cache img;
-      proxy_cache_valid 200 1h;
-      proxy_cache_lock on;
-      proxy_ignore_headers Cache-Control Expires Set-Cookie;
-    }}
+    {location}
   }}
   server {{
     listen 127.0.0.1:{sendfile_port};
@@ -196,7 +198,6 @@ http {{
 }}
 "#,
         dir = dir.display(),
-        cache = cache.display(),
         files = files.display(),
     );
     let path = dir.join("nginx.conf");
@@ -420,6 +421,18 @@ fn main() {
     eprintln!("written to {}", out.display());
 }
 
+/// The store and, on `mirror_port`, an unauthenticated mirror of it: nginx and Varnish
+/// cannot sign requests, so they read the same objects there.
+async fn start_store_and_mirror(stop: &CancellationToken) -> (Store, u16) {
+    let store = start_store(stop).await;
+    let mirror_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mirror_port = mirror_listener.local_addr().unwrap().port();
+    store
+        .start_anonymous_mirror(mirror_listener, stop.clone())
+        .unwrap();
+    (store, mirror_port)
+}
+
 /// The embedded store, in this process, with [`BUCKET`] created.
 async fn start_store(stop: &CancellationToken) -> Store {
     let store = Store::start(
@@ -442,13 +455,7 @@ async fn start_store(stop: &CancellationToken) -> Store {
 async fn run(seconds: u64, rounds: usize) -> String {
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
-    let store = start_store(&stop).await;
-    let mirror_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mirror_port = mirror_listener.local_addr().unwrap().port();
-    // nginx and Varnish cannot sign requests: they read the same objects unauthenticated.
-    store
-        .start_anonymous_mirror(mirror_listener, stop.clone())
-        .unwrap();
+    let (store, mirror_port) = start_store_and_mirror(&stop).await;
     let files: PathBuf =
         Path::new("/dev/shm").join(format!("bucketfront-bench-files-{}", std::process::id()));
     std::fs::create_dir_all(files.join(BUCKET)).unwrap();
@@ -831,12 +838,7 @@ fn drop_page_cache() -> bool {
 async fn disk(seconds: u64, rounds: usize) -> String {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let stop = CancellationToken::new();
-    let store = start_store(&stop).await;
-    let mirror_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mirror_port = mirror_listener.local_addr().unwrap().port();
-    store
-        .start_anonymous_mirror(mirror_listener, stop.clone())
-        .unwrap();
+    let (store, mirror_port) = start_store_and_mirror(&stop).await;
     let disk_cfg = format!(
         "[cache.disk]\npath = \"{}\"\nmax_size = \"8GiB\"\n",
         dir.path().join("bf-disk").display()
@@ -1112,12 +1114,7 @@ fn h2load(url: &str, seconds: u64, log: &Path) -> H2Run {
 async fn h2(seconds: u64, rounds: usize) -> String {
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
-    let store = start_store(&stop).await;
-    let mirror_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mirror_port = mirror_listener.local_addr().unwrap().port();
-    store
-        .start_anonymous_mirror(mirror_listener, stop.clone())
-        .unwrap();
+    let (store, mirror_port) = start_store_and_mirror(&stop).await;
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
@@ -1132,6 +1129,7 @@ async fn h2(seconds: u64, rounds: usize) -> String {
     let nginx_port = free_port();
     let cache = Path::new("/dev/shm").join(format!("bucketfront-bench-h2-{}", std::process::id()));
     std::fs::create_dir_all(&cache).unwrap();
+    let (caching, location) = nginx_caching(&cache, mirror_port);
     let conf = format!(
         r#"
 user root;
@@ -1142,28 +1140,17 @@ events {{ worker_connections 4096; }}
 http {{
   access_log off;
   sendfile on; tcp_nopush off; tcp_nodelay on;
-  keepalive_requests 1000000;
-  proxy_cache_path {cache} levels=1:2 keys_zone=img:64m max_size=4g inactive=1h use_temp_path=off;
-  upstream store {{ server 127.0.0.1:{mirror_port}; keepalive 64; }}
+  {caching}
   server {{
     listen 127.0.0.1:{nginx_port} ssl http2;
     ssl_certificate {cert};
     ssl_certificate_key {key};
     ssl_protocols TLSv1.3;
-    location / {{
-      proxy_pass http://store;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_cache img;
-      proxy_cache_valid 200 1h;
-      proxy_cache_lock on;
-      proxy_ignore_headers Cache-Control Expires Set-Cookie;
-    }}
+    {location}
   }}
 }}
 "#,
         dir = dir.path().display(),
-        cache = cache.display(),
         cert = cert_pem.display(),
         key = key_pem.display(),
     );

@@ -634,11 +634,14 @@ mod tests {
     use super::*;
 
     fn key(k: &str) -> CacheKey {
-        CacheKey {
-            provider: ProviderKind::S3,
-            bucket: "b".into(),
-            key: k.into(),
-        }
+        CacheKey::test(k)
+    }
+
+    /// Writes `body` as `k`'s file and waits for it.
+    async fn write(t: &Arc<DiskTier>, k: &str, body: &[u8], stored: SystemTime) {
+        let pieces = Pieces::new(vec![Bytes::copy_from_slice(body)]);
+        t.offer(&key(k), &meta(), &pieces, stored);
+        t.flush().await;
     }
 
     fn tier(dir: &Path, max: u64) -> Arc<DiskTier> {
@@ -669,13 +672,7 @@ mod tests {
         let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
         let t = tier(dir.path(), 1 << 30);
         let stored = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        t.offer(
-            &key("a"),
-            &meta(),
-            &Pieces::new(vec![Bytes::from(body.clone())]),
-            stored,
-        );
-        t.flush().await;
+        write(&t, "a", &body, stored).await;
         drop(t);
 
         let t = tier(dir.path(), 1 << 30);
@@ -701,13 +698,7 @@ mod tests {
         assert_eq!(t.metrics.disk_corrupt.get(), 1);
 
         // A truncated file: a miss too.
-        t.offer(
-            &key("a"),
-            &meta(),
-            &Pieces::new(vec![Bytes::from(body.clone())]),
-            stored,
-        );
-        t.flush().await;
+        write(&t, "a", &body, stored).await;
         let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(raw.len() as u64 / 2).unwrap();
         assert!(t.read(&key("a"), &budget()).await.is_none());

@@ -105,14 +105,9 @@ impl Drop for Leader {
 mod tests {
     use super::*;
     use crate::cache::fill::Head;
-    use crate::config::ProviderKind;
 
     fn key(k: &str) -> CacheKey {
-        CacheKey {
-            provider: ProviderKind::S3,
-            bucket: "b".into(),
-            key: k.into(),
-        }
+        CacheKey::test(k)
     }
 
     #[tokio::test]

@@ -43,6 +43,16 @@ pub struct CacheKey {
 }
 
 impl CacheKey {
+    /// Key `k` of S3 bucket `b` (unit tests).
+    #[cfg(test)]
+    pub(crate) fn test(k: &str) -> CacheKey {
+        CacheKey {
+            provider: ProviderKind::S3,
+            bucket: "b".into(),
+            key: k.into(),
+        }
+    }
+
     pub fn of(obj: &ObjectRef) -> CacheKey {
         CacheKey {
             provider: obj.provider,
