@@ -312,12 +312,25 @@ impl DiskTier {
         self.root.join("tmp")
     }
 
-    /// Creates the directories and removes what a previous process left half-written.
+    /// Creates the directories and removes what an ended process left half-written
+    /// (temporary files are named `<pid>.<n>`; a live process's are left alone).
     fn prepare(&self) -> io::Result<()> {
         fs::create_dir_all(self.objects())?;
         let tmp = self.tmp();
-        let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir_all(&tmp)
+        fs::create_dir_all(&tmp)?;
+        for entry in fs::read_dir(&tmp)?.flatten() {
+            let name = entry.file_name();
+            let writer = name
+                .to_str()
+                .and_then(|n| n.split('.').next()?.parse::<u32>().ok());
+            let alive = writer.is_some_and(|pid| {
+                pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
+            });
+            if !alive {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
     }
 
     /// Indexes every file under `objects/` (headers only); removes files that are not

@@ -77,9 +77,14 @@ impl Proxy {
     }
 
     /// Stops accepting, drains, and waits for the server to end.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
+        self.halt().await;
+    }
+
+    /// As [`Proxy::stop`], leaving the (stopped) value in place.
+    pub async fn halt(&mut self) {
         self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
+        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
             .await
             .expect("proxy stops within its drain timeout")
             .unwrap();
@@ -225,12 +230,12 @@ impl Env {
             .unwrap();
     }
 
-    /// Stops the proxy (SIGTERM's path: drain, flush the disk tier) and starts a new one
-    /// with the same config, on new ports.
+    /// Stops the proxy (SIGTERM's path: drain, flush the disk tier) and then starts a new
+    /// one with the same config, on new ports: never two on one disk path at once.
     pub async fn restart_proxy(&mut self) {
         let config = Config::clone(&self.proxy.state.config);
-        let fresh = Proxy::start(config, Some(&self.store)).await;
-        std::mem::replace(&mut self.proxy, fresh).stop().await;
+        self.proxy.halt().await;
+        self.proxy = Proxy::start(config, Some(&self.store)).await;
     }
 
     pub fn gets(&self) -> u64 {
