@@ -867,3 +867,42 @@ async fn an_expired_disk_entry_is_revalidated_not_refetched() {
     assert_eq!(get(&url(&proxy)).await.header("x-cache"), Some("HIT"));
     proxy.stop().await;
 }
+
+/// The disk failing while the proxy runs (here: its `tmp/` replaced by a file, so every
+/// write fails): `bucketfront_disk_up` turns 0, errors are counted, and every request is
+/// still answered, from memory and the origin.
+#[tokio::test]
+async fn a_disk_failing_at_run_time_fails_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::with(with_disk(dir.path())).await;
+    for k in ["a.png", "b.png"] {
+        env.put("test-images", k, pattern(20_000, 2), "image/png")
+            .await;
+    }
+    let url = |k: &str| env.proxy.url(&format!("/test-images/{k}"));
+    assert_eq!(get(&url("a.png")).await.header("x-cache"), Some("MISS"));
+    assert_eq!(metric(&env.proxy, "bucketfront_disk_up").await, 1.0);
+    env.proxy.state.cache.flush().await;
+    let tmp = dir.path().join("tmp");
+    std::fs::remove_dir_all(&tmp).unwrap();
+    std::fs::write(&tmp, b"in the way").unwrap();
+
+    let r = get(&url("b.png")).await;
+    assert_eq!(
+        (r.status.as_u16(), r.header("x-cache")),
+        (200, Some("MISS"))
+    );
+    env.proxy.state.cache.flush().await;
+    assert_eq!(metric(&env.proxy, "bucketfront_disk_up").await, 0.0);
+    assert_eq!(
+        metric(&env.proxy, "bucketfront_disk_errors_total{op=\"write\"}").await,
+        1.0
+    );
+    for k in ["a.png", "b.png"] {
+        let r = get(&url(k)).await;
+        assert_eq!((r.status.as_u16(), r.header("x-cache")), (200, Some("HIT")));
+        assert_eq!(r.bytes().as_ref(), pattern(20_000, 2));
+    }
+    assert_eq!(env.gets(), 2);
+    env.stop().await;
+}
