@@ -906,3 +906,34 @@ async fn a_disk_failing_at_run_time_fails_no_request() {
     assert_eq!(env.gets(), 2);
     env.stop().await;
 }
+
+/// A purged object's file goes with it: after a restart it is fetched again, while an
+/// object that was not purged is still a HIT from disk.
+#[tokio::test]
+async fn a_purged_object_does_not_come_back_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = Env::with(with_disk(dir.path())).await;
+    for k in ["cats/1.png", "dogs/1.png"] {
+        env.put("test-images", k, pattern(3000, 7), "image/png")
+            .await;
+        assert_eq!(
+            get(&env.proxy.url(&format!("/test-images/{k}")))
+                .await
+                .header("x-cache"),
+            Some("MISS")
+        );
+    }
+    env.proxy.state.cache.flush().await;
+    let admin = format!("http://{}/purge", env.proxy.admin);
+    let (status, body) = post_json(&admin, r#"{"bucket": "test-images", "prefix": "cats/"}"#).await;
+    assert_eq!((status, body["purged"].as_u64()), (200, Some(1)));
+    env.restart_proxy().await;
+    let url = |k: &str| env.proxy.url(&format!("/test-images/{k}"));
+    assert_eq!(get(&url("dogs/1.png")).await.header("x-cache"), Some("HIT"));
+    assert_eq!(
+        get(&url("cats/1.png")).await.header("x-cache"),
+        Some("MISS")
+    );
+    assert_eq!(env.gets(), 3);
+    env.stop().await;
+}

@@ -569,29 +569,7 @@ async fn purge_by_object_prefix_and_tenant() {
         assert_eq!(xcache(get(&url(key)).await), "HIT");
     }
     let admin = format!("http://{}/purge", env.proxy.admin);
-    let post = |body: &'static str| {
-        let admin = admin.clone();
-        async move {
-            let req = http::Request::post(admin)
-                .body(http_body_util::Full::new(bytes::Bytes::from_static(
-                    body.as_bytes(),
-                )))
-                .unwrap();
-            let client =
-                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                    .build_http();
-            let r = client.request(req).await.unwrap();
-            let status = r.status().as_u16();
-            let body = http_body_util::BodyExt::collect(r.into_body())
-                .await
-                .unwrap()
-                .to_bytes();
-            (
-                status,
-                serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
-            )
-        }
-    };
+    let post = |body: &'static str| post_json(&admin, body);
     let (status, body) = post(r#"{"bucket": "test-images", "key": "a.png"}"#).await;
     assert_eq!((status, body["purged"].as_u64()), (200, Some(1)));
     assert_eq!(xcache(get(&url("a.png")).await), "MISS");

@@ -296,6 +296,20 @@ pub async fn request(method: Method, url: &str, headers: &[(&str, &str)]) -> Res
     }
 }
 
+/// POSTs `body` (JSON) to `url`; the status and the JSON answer.
+pub async fn post_json(url: &str, body: &str) -> (u16, serde_json::Value) {
+    let req = Request::post(url)
+        .body(http_body_util::Full::new(Bytes::copy_from_slice(
+            body.as_bytes(),
+        )))
+        .unwrap();
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let r = client.request(req).await.unwrap();
+    let status = r.status().as_u16();
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
 pub async fn get(url: &str) -> Resp {
     request(Method::GET, url, &[]).await
 }
