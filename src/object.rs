@@ -5,6 +5,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use http::header::{self, HeaderName, HeaderValue};
+
 use crate::pattern::{MediaRange, content_type_allowed};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,6 +44,42 @@ impl ObjectMeta {
     pub fn directives(&self, fetched_at: SystemTime) -> Directives {
         Directives::parse(self.cache_control.as_deref(), self.expires, fetched_at)
     }
+}
+
+/// Response headers made from an object's metadata, each encoded once.
+pub type EncodedHeaders = Vec<(HeaderName, HeaderValue)>;
+
+/// The headers an answer with this object's bytes carries: `Content-Type`, the stored
+/// `Content-Encoding`/`-Disposition`/`-Language` (sent as stored: an encoded body stays
+/// encoded, a range is a range of the encoded bytes), `Accept-Ranges` and the validators.
+/// A cached object keeps them beside its bytes, so a hit copies reference counts instead
+/// of validating strings and formatting a date. Values that are not valid header values
+/// are left out.
+pub fn response_headers(meta: &ObjectMeta) -> EncodedHeaders {
+    let mut out = Vec::with_capacity(7);
+    let last_modified = meta.last_modified_http();
+    for (name, value) in [
+        (header::CONTENT_TYPE, meta.content_type.as_deref()),
+        (header::CONTENT_ENCODING, meta.content_encoding.as_deref()),
+        (
+            header::CONTENT_DISPOSITION,
+            meta.content_disposition.as_deref(),
+        ),
+        (header::CONTENT_LANGUAGE, meta.content_language.as_deref()),
+        (header::ETAG, meta.etag.as_deref()),
+        (header::LAST_MODIFIED, last_modified.as_deref()),
+    ] {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+            out.push((name, v));
+        }
+    }
+    out.push((header::ACCEPT_RANGES, HeaderValue::from_static("bytes")));
+    out
+}
+
+/// Whether `name` is a validator (what a `304` repeats).
+pub fn is_validator(name: &HeaderName) -> bool {
+    name == header::ETAG || name == header::LAST_MODIFIED
 }
 
 /// An object's `Cache-Control`/`Expires` as RFC 9111 asks a shared cache to read them.

@@ -23,7 +23,7 @@ use crate::auth::Tenant;
 use crate::config::{self, ProviderKind};
 use crate::error::{Error, Kind, Side};
 use crate::metrics::Metrics;
-use crate::object::{Directives, ObjectMeta};
+use crate::object::{Directives, EncodedHeaders, ObjectMeta, response_headers};
 use crate::origin::{Fetched, GetRequest, Origins, next_chunk};
 use crate::pattern::MediaRange;
 use crate::source::ObjectRef;
@@ -66,6 +66,8 @@ impl CacheKey {
 #[derive(Debug)]
 pub struct Cached {
     pub meta: Arc<ObjectMeta>,
+    /// [`response_headers`] of `meta`, encoded when the object was stored.
+    pub headers: Arc<EncodedHeaders>,
     pub body: Pieces,
     pub stored_at: Instant,
     /// The object's own caching rules, read when it arrived.
@@ -82,6 +84,7 @@ impl Cached {
     fn renewed(&self, stored_at: Instant, retry_at: Option<Instant>) -> Arc<Cached> {
         Arc::new(Cached {
             meta: self.meta.clone(),
+            headers: self.headers.clone(),
             body: self.body.clone(),
             stored_at,
             directives: self.directives,
@@ -652,6 +655,7 @@ impl FillTask {
         };
         let directives = loaded.meta.directives(loaded.stored);
         let c = Arc::new(Cached {
+            headers: Arc::new(response_headers(&loaded.meta)),
             meta: Arc::new(loaded.meta),
             body: loaded.body,
             stored_at: cache.clock.instant_of(loaded.stored),
@@ -687,6 +691,7 @@ impl FillTask {
     ) {
         let cached = Arc::new(Cached {
             meta: meta.clone(),
+            headers: Arc::new(response_headers(meta)),
             body: Pieces::new(pieces),
             stored_at: self.cache.clock.now(),
             directives,

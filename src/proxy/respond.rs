@@ -13,7 +13,7 @@ use crate::body::ProxyBody;
 use crate::cache::Cached;
 use crate::cache::fill::Fill;
 use crate::error::{Error, Kind, Side};
-use crate::object::ObjectMeta;
+use crate::object::{EncodedHeaders, ObjectMeta, is_validator, response_headers};
 use crate::origin::{OriginObject, next_chunk};
 
 /// How to answer a request for an object whose metadata is known.
@@ -55,12 +55,16 @@ fn plan(request: &HeaderMap, meta: &ObjectMeta) -> Plan {
     }
 }
 
-/// An object held whole in memory.
+/// An object held whole in memory (its headers encoded when it was stored).
 pub fn from_memory(request: &HeaderMap, head: bool, cached: &Cached) -> Response<ProxyBody> {
     let body = &cached.body;
-    build(request, head, &cached.meta, |start, len| {
-        ProxyBody::pieces(body.range(start, len))
-    })
+    build(
+        request,
+        head,
+        &cached.meta,
+        &cached.headers,
+        |start, len| ProxyBody::pieces(body.range(start, len)),
+    )
 }
 
 /// An object whose body is still arriving through a fill.
@@ -70,22 +74,30 @@ pub fn from_fill(
     meta: &ObjectMeta,
     fill: &Arc<Fill>,
 ) -> Response<ProxyBody> {
-    build(request, head, meta, |start, len| {
-        ProxyBody::stream(fill.reader(start, len), len)
-    })
+    build(
+        request,
+        head,
+        meta,
+        &response_headers(meta),
+        |start, len| ProxyBody::stream(fill.reader(start, len), len),
+    )
 }
 
 fn build(
     request: &HeaderMap,
     head: bool,
     meta: &ObjectMeta,
+    headers: &EncodedHeaders,
     body: impl FnOnce(u64, u64) -> ProxyBody,
 ) -> Response<ProxyBody> {
     match plan(request, meta) {
         Plan::NotModified => {
             let mut r = Response::new(ProxyBody::empty());
             *r.status_mut() = StatusCode::NOT_MODIFIED;
-            validators(r.headers_mut(), meta);
+            let h = r.headers_mut();
+            for (name, value) in headers.iter().filter(|(n, _)| is_validator(n)) {
+                h.insert(name.clone(), value.clone());
+            }
             r
         }
         Plan::Unsatisfiable => {
@@ -114,7 +126,9 @@ fn build(
                 body(start, len)
             });
             let h = r.headers_mut();
-            object_headers(h, meta);
+            for (name, value) in headers.iter() {
+                h.insert(name.clone(), value.clone());
+            }
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
             if partial {
                 *r.status_mut() = StatusCode::PARTIAL_CONTENT;
@@ -156,7 +170,9 @@ pub fn from_origin(head: bool, object: OriginObject, idle: Duration) -> Response
     };
     let mut r = Response::new(body);
     let h = r.headers_mut();
-    object_headers(h, &object.meta);
+    for (name, value) in response_headers(&object.meta) {
+        h.insert(name, value);
+    }
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if let Some(range) = object.content_range {
         *r.status_mut() = StatusCode::PARTIAL_CONTENT;
@@ -210,42 +226,6 @@ pub fn not_modified_passthrough() -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::empty());
     *r.status_mut() = StatusCode::NOT_MODIFIED;
     r
-}
-
-fn object_headers(h: &mut HeaderMap, meta: &ObjectMeta) {
-    if let Some(ct) = meta
-        .content_type
-        .as_deref()
-        .and_then(|v| HeaderValue::from_str(v).ok())
-    {
-        h.insert(header::CONTENT_TYPE, ct);
-    }
-    // Stored with the object, sent as stored: an encoded body stays encoded (and a
-    // range is a range of the encoded bytes).
-    for (name, value) in [
-        (header::CONTENT_ENCODING, &meta.content_encoding),
-        (header::CONTENT_DISPOSITION, &meta.content_disposition),
-        (header::CONTENT_LANGUAGE, &meta.content_language),
-    ] {
-        if let Some(v) = value.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
-            h.insert(name, v);
-        }
-    }
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    validators(h, meta);
-}
-
-fn validators(h: &mut HeaderMap, meta: &ObjectMeta) {
-    if let Some(etag) = meta
-        .etag
-        .as_deref()
-        .and_then(|v| HeaderValue::from_str(v).ok())
-    {
-        h.insert(header::ETAG, etag);
-    }
-    if let Some(lm) = meta.last_modified_http() {
-        insert(h, header::LAST_MODIFIED, lm);
-    }
 }
 
 fn insert(h: &mut HeaderMap, name: header::HeaderName, value: String) {
