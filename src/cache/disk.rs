@@ -15,9 +15,10 @@
 //! ```
 //!
 //! The index (which keys have a file, and its size) is a byte-weighted LRU: inserting
-//! past `max_size` evicts the least recently used, whose files a thread of the tier's own
-//! deletes. Files are read and written on tokio's blocking pool: the async workers never
-//! touch the disk. A failing disk (full, read-only, gone) turns the tier off for
+//! past `max_size` evicts the least recently used, whose files are deleted after the next
+//! write. Files are read, written and deleted on tokio's blocking pool, and indexed at start
+//! by a thread of their own: once serving, the async workers never touch the disk (only
+//! creating the directories at start runs on the caller). A failing disk (full, read-only, gone) turns the tier off for
 //! [`RETRY_AFTER`] at a time, with a log line and `bucketfront_disk_up 0`; requests are
 //! answered from memory and the origin meanwhile.
 
@@ -261,7 +262,6 @@ impl DiskTier {
         let index = moka::sync::Cache::builder()
             .max_capacity(cfg.max_size.0)
             .weigher(|_k: &CacheKey, blocks: &u32| *blocks)
-            // As the memory tier: the object just written is always kept.
             .eviction_listener(move |k: Arc<CacheKey>, _, cause| {
                 // Replaced: the same path holds the new file. Explicit: the purge deletes.
                 // Any thread may run moka's housekeeping, so the file is only noted here
@@ -272,6 +272,7 @@ impl DiskTier {
                     paths.push(object_path(&objects, &k));
                 }
             })
+            // As the memory tier: the object just written is always kept.
             .eviction_policy(moka::policy::EvictionPolicy::lru())
             .build();
         let (loaded, _) = watch::channel(false);
