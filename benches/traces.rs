@@ -10,9 +10,10 @@
 //! - `mixed`: the two interleaved (a dataset browser next to a labeling pass).
 //!
 //! Object sizes: log-normal around 600 KB, clamped to 0.2-5 MB, fixed per object.
-//! Policies: LRU, moka's TinyLFU (the memory tier's policy), S3-FIFO, W-TinyLFU, and MIN.
+//! Policies: LRU (both tiers' policy), moka's TinyLFU, S3-FIFO, W-TinyLFU with a fixed 1%
+//! window and with a window that climbs the hit-ratio hill, and MIN.
 //!
-//! `cargo bench --bench traces` (about a minute). Not run by CI.
+//! `cargo bench --bench traces` (about three minutes). Not run by CI.
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 
@@ -347,9 +348,24 @@ impl Sketch {
 /// probation, 80% protected); an object leaving the window enters the main space only if
 /// the sketch says it is used more often than the probation victim it would replace.
 fn wtinylfu(trace: &[u64], capacity: u64) -> Ratio {
-    let window_cap = capacity / 100;
-    let main_cap = capacity - window_cap;
-    let protected_cap = main_cap * 8 / 10;
+    wtinylfu_with(trace, capacity, false)
+}
+
+/// W-TinyLFU whose window size climbs the hit-ratio hill, as Caffeine's does: every
+/// period the window moves by a step (5% of the capacity, then smaller) in the direction
+/// that last raised the hit ratio, from 0% up to 80% of the capacity.
+fn wtinylfu_adaptive(trace: &[u64], capacity: u64) -> Ratio {
+    wtinylfu_with(trace, capacity, true)
+}
+
+fn wtinylfu_with(trace: &[u64], capacity: u64, adaptive: bool) -> Ratio {
+    let mut window_cap = capacity / 100;
+    let mut main_cap = capacity - window_cap;
+    let mut protected_cap = main_cap * 8 / 10;
+    // Hill climbing: the hit ratio of the last period, the step and its direction.
+    let period = (capacity / 600_000).max(1_000);
+    let (mut period_hit_bytes, mut period_bytes, mut last_rate) = (0u64, 0u64, None::<f64>);
+    let mut step = (capacity / 20) as i64;
     let entries = (capacity / 600_000).max(16);
     let mut sketch = Sketch::new(entries as usize * 4, entries * 10);
     let (mut window, mut probation, mut protected) =
@@ -357,16 +373,47 @@ fn wtinylfu(trace: &[u64], capacity: u64) -> Ratio {
     let mut ratio = Ratio::default();
     for (tick, &id) in trace.iter().enumerate() {
         let tick = tick as u64;
+        if adaptive && tick > 0 && tick.is_multiple_of(period) {
+            // Climbs the byte hit ratio, the measure.
+            let rate = period_hit_bytes as f64 / period_bytes.max(1) as f64;
+            if let Some(last) = last_rate
+                && rate < last
+            {
+                // Worse than before: turn around, with a smaller step.
+                step = -step * 9 / 10;
+            }
+            last_rate = Some(rate);
+            (period_hit_bytes, period_bytes) = (0, 0);
+            let max_window = (capacity * 8 / 10) as i64;
+            window_cap = (window_cap as i64 + step).clamp(0, max_window) as u64;
+            main_cap = capacity - window_cap;
+            protected_cap = main_cap * 8 / 10;
+            // The new sizes hold at once: the oldest of each space leave.
+            while window.bytes > window_cap {
+                let Some(old) = window.oldest() else { break };
+                window.remove(old);
+            }
+            while probation.bytes + protected.bytes > main_cap {
+                let Some(old) = probation.oldest().or_else(|| protected.oldest()) else {
+                    break;
+                };
+                probation.remove(old);
+                protected.remove(old);
+            }
+        }
         let size = size_of(id);
         sketch.add(id);
+        period_bytes += size;
         if window.contains(id) {
             window.touch(id, tick);
             ratio.record(true, size);
+            period_hit_bytes += size;
             continue;
         }
         if protected.contains(id) {
             protected.touch(id, tick);
             ratio.record(true, size);
+            period_hit_bytes += size;
             continue;
         }
         if probation.contains(id) {
@@ -378,6 +425,7 @@ fn wtinylfu(trace: &[u64], capacity: u64) -> Ratio {
                 probation.push(old, tick);
             }
             ratio.record(true, size);
+            period_hit_bytes += size;
             continue;
         }
         ratio.record(false, size);
@@ -436,9 +484,9 @@ fn main() {
         ("mixed", &mix),
     ];
     println!(
-        "| trace | cache (of distinct bytes) | LRU obj / byte | TinyLFU (moka) obj / byte | S3-FIFO obj / byte | W-TinyLFU obj / byte | MIN obj / byte | best / MIN (bytes) |"
+        "| trace | cache (of distinct bytes) | LRU obj / byte | TinyLFU (moka) obj / byte | S3-FIFO obj / byte | W-TinyLFU obj / byte | W-TinyLFU adaptive obj / byte | MIN obj / byte | best / MIN (bytes) |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (name, trace) in traces {
         let total = distinct_bytes(trace);
         for share in [0.01, 0.05, 0.10] {
@@ -448,12 +496,13 @@ fn main() {
                 tinylfu(trace, cap),
                 s3fifo(trace, cap),
                 wtinylfu(trace, cap),
+                wtinylfu_adaptive(trace, cap),
                 belady(trace, cap),
             ];
-            let best = results[..4].iter().map(|r| r.bytes()).fold(0.0, f64::max);
+            let best = results[..5].iter().map(|r| r.bytes()).fold(0.0, f64::max);
             let cell = |r: &Ratio| format!("{:.3} / {:.3}", r.objects(), r.bytes());
             println!(
-                "| {name} | {:.0}% ({} GB) | {} | {} | {} | {} | {} | {:.2} |",
+                "| {name} | {:.0}% ({} GB) | {} | {} | {} | {} | {} | {} | {:.2} |",
                 share * 100.0,
                 cap / 1_000_000_000,
                 cell(&results[0]),
@@ -461,7 +510,8 @@ fn main() {
                 cell(&results[2]),
                 cell(&results[3]),
                 cell(&results[4]),
-                best / results[4].bytes().max(1e-9)
+                cell(&results[5]),
+                best / results[5].bytes().max(1e-9)
             );
         }
     }
