@@ -35,7 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use support::{BUCKET, SECRET, free_port, seed, wait_listening};
+use support::{BUCKET, SECRET, accepting, free_port, seed};
 
 /// The proxy process, killed on drop.
 struct Proxy {
@@ -100,7 +100,7 @@ async fn start_proxy_with(dir: &Path, store: &str, extra: &str, tenants: &str) -
         .expect("bucketfront binary");
     // Owned from here, so that it is killed however this ends.
     let proxy = Proxy { child, port };
-    wait_listening(port).await;
+    accepting(port, "bucketfront").await;
     proxy
 }
 

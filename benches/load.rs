@@ -30,7 +30,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use support::{BUCKET, SECRET, free_port, seed, wait_listening};
+use support::{BUCKET, SECRET, accepting, free_port, seed};
 
 const SIZES: [(&str, usize); 4] = [
     ("4KiB", 4 << 10),
@@ -504,15 +504,13 @@ async fn run(seconds: u64, rounds: usize) -> String {
             (p, port, label)
         })
         .collect();
-    wait_listening(bf_port).await;
+    accepting(bf_port, "bucketfront").await;
     for (_, port, sendfile, knobs) in &nginxes {
-        eprintln!("waiting for nginx `{knobs}` on {port} and {sendfile}");
-        wait_listening(*port).await;
-        wait_listening(*sendfile).await;
+        accepting(*port, &format!("nginx `{knobs}` (proxy_cache)")).await;
+        accepting(*sendfile, &format!("nginx `{knobs}` (sendfile)")).await;
     }
     for (_, port, label) in &varnishes {
-        eprintln!("waiting for Varnish ({label}) on {port}");
-        wait_listening(*port).await;
+        accepting(*port, &format!("Varnish ({label})")).await;
     }
     let mut report = String::new();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -707,7 +705,7 @@ async fn fleet(seconds: u64, rounds: usize) -> String {
                 let (p, port) =
                     start_bucketfront_with(dir.path(), &store.endpoint, "single", "64MiB");
                 procs.push(p);
-                wait_listening(port).await;
+                accepting(port, "bucketfront").await;
                 port
             } else {
                 let shipped = std::fs::read_to_string(concat!(
@@ -725,7 +723,7 @@ async fn fleet(seconds: u64, rounds: usize) -> String {
                         "64MiB",
                     );
                     procs.push(p);
-                    wait_listening(port).await;
+                    accepting(port, "bucketfront").await;
                     conf = conf.replace(
                         &format!("127.0.0.1:{}", 8080 + 100 * i),
                         &format!("127.0.0.1:{port}"),
@@ -749,7 +747,7 @@ async fn fleet(seconds: u64, rounds: usize) -> String {
                     .spawn()
                     .expect("nginx");
                 procs.push(Proc(child));
-                wait_listening(listen).await;
+                accepting(listen, "nginx (packaging/nginx-fleet.conf)").await;
                 listen
             };
             let url = format!("http://127.0.0.1:{port}");
@@ -854,9 +852,8 @@ async fn disk(seconds: u64, rounds: usize) -> String {
         // The best knobs for 64 KiB and up in the hot-object runs.
         NGINX_KNOBS[1],
     );
-    for p in [bf_port, nginx_port] {
-        wait_listening(p).await;
-    }
+    accepting(bf_port, "bucketfront").await;
+    accepting(nginx_port, "nginx").await;
     let mut report = String::new();
     let _ = writeln!(
         report,
@@ -982,7 +979,7 @@ async fn stream_row(store: &Store, dir: &Path) -> String {
         .unwrap();
     let _ = std::fs::remove_file(&big);
     let (fresh, fresh_port) = start_bucketfront(dir, &store.endpoint, "stream");
-    wait_listening(fresh_port).await;
+    accepting(fresh_port, "bucketfront").await;
     let presigning =
         aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(3600)).unwrap();
     let direct_url = store
@@ -1169,8 +1166,8 @@ http {{
             .spawn()
             .expect("nginx"),
     );
-    wait_listening(bf_port).await;
-    wait_listening(nginx_port).await;
+    accepting(bf_port, "bucketfront (TLS)").await;
+    accepting(nginx_port, "nginx (TLS, h2)").await;
     let ktls = Path::new("/proc/net/tls_stat").exists();
     let mut report = format!(
         "## TLS + HTTP/2 hot objects (h2load -c10 -m10 -t2, {seconds}s x {rounds} alternating rounds)\n\nbucketfront: rustls (aws-lc-rs), ALPN h2; nginx 1.22: OpenSSL 3, `listen ... ssl http2`, TLS 1.3, `proxy_cache` on tmpfs. kTLS: {}.\n\n| size | server | req/s | p99 ms | bucketfront / this |\n|---|---|---:|---:|---:|\n",

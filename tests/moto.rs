@@ -29,7 +29,7 @@ struct Moto {
 fn moto() -> &'static Moto {
     static MOTO: OnceLock<Moto> = OnceLock::new();
     MOTO.get_or_init(|| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/moto_env.py");
         let mut child = Command::new("python3")
             .args([script, &port.to_string(), &TENANTS.to_string()])

@@ -23,6 +23,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+mod net;
+// Each test binary uses its own subset of the harness.
+#[allow(unused_imports)]
+pub use net::{accepting, free_port};
+
 pub const ALLOWED_ORIGIN: &str = "http://app.test:3000";
 pub const SIGNING_SECRET: &str = "test-signing-secret-0123456789";
 
@@ -528,30 +533,6 @@ pub fn fake_config(endpoint: &str) -> Config {
         Some(("AKIDFAKE", "fake-secret")),
     )];
     c
-}
-
-/// A loopback port the OS picked (free when this returns).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits until something accepts connections on loopback `port`; panics, naming `what`,
-/// after 10 s.
-pub async fn accepting(port: u16, what: &str) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what} did not start listening on port {port}");
 }
 
 /// An HTTP/1 keep-alive connection that has had one `GET path` answered 200: busy in
