@@ -80,6 +80,26 @@ pub struct Cached {
 }
 
 impl Cached {
+    /// An object that arrived (or was revalidated) at `stored_at`, with `directives` read
+    /// from `meta`: fresh for their lifetime, capped by `ttl`.
+    fn new(
+        meta: Arc<ObjectMeta>,
+        body: Pieces,
+        stored_at: Instant,
+        directives: Directives,
+        ttl: Duration,
+    ) -> Arc<Cached> {
+        Arc::new(Cached {
+            headers: Arc::new(response_headers(&meta)),
+            meta,
+            body,
+            stored_at,
+            directives,
+            lifetime: directives.lifetime(ttl),
+            retry_at: None,
+        })
+    }
+
     /// The same bytes and metadata with new freshness bookkeeping (no copy of the body).
     fn renewed(&self, stored_at: Instant, retry_at: Option<Instant>) -> Arc<Cached> {
         Arc::new(Cached {
@@ -654,15 +674,13 @@ impl FillTask {
             return FromDisk::None;
         };
         let directives = loaded.meta.directives(loaded.stored);
-        let c = Arc::new(Cached {
-            headers: Arc::new(response_headers(&loaded.meta)),
-            meta: Arc::new(loaded.meta),
-            body: loaded.body,
-            stored_at: cache.clock.instant_of(loaded.stored),
+        let c = Cached::new(
+            Arc::new(loaded.meta),
+            loaded.body,
+            cache.clock.instant_of(loaded.stored),
             directives,
-            lifetime: directives.lifetime(cache.cfg.ttl.0),
-            retry_at: None,
-        });
+            cache.cfg.ttl.0,
+        );
         let now = cache.clock.now();
         match freshness::lookup(&cache.lifetimes(), &c.stored(), now) {
             Lookup::Fresh => {
@@ -689,15 +707,13 @@ impl FillTask {
         directives: Directives,
         pieces: Vec<bytes::Bytes>,
     ) {
-        let cached = Arc::new(Cached {
-            meta: meta.clone(),
-            headers: Arc::new(response_headers(meta)),
-            body: Pieces::new(pieces),
-            stored_at: self.cache.clock.now(),
+        let cached = Cached::new(
+            meta.clone(),
+            Pieces::new(pieces),
+            self.cache.clock.now(),
             directives,
-            lifetime: directives.lifetime(self.cache.cfg.ttl.0),
-            retry_at: None,
-        });
+            self.cache.cfg.ttl.0,
+        );
         self.write_disk(&cached);
         self.cache
             .entries
