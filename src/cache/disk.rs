@@ -57,6 +57,8 @@ pub struct Loaded {
     pub body: Pieces,
     /// When it was fetched or last revalidated, on the cache's wall clock.
     pub stored: SystemTime,
+    /// The whole file's length (what the index weighs).
+    file_len: u64,
 }
 
 /// Why a file was not used.
@@ -394,8 +396,7 @@ impl DiskTier {
                 Ok(Some(loaded)) => {
                     // `get` marks the file recently used (`contains_key` would not).
                     if tier.index.get(&key).is_none() {
-                        let len = PRELUDE as u64 + loaded.body.len();
-                        tier.index.insert(key.clone(), on_disk(len));
+                        tier.index.insert(key.clone(), on_disk(loaded.file_len));
                     }
                 }
                 Ok(None) => tier.index.invalidate(&key),
@@ -640,6 +641,7 @@ fn read_object(
         meta: header.meta(prelude.body_len),
         body: Pieces::new(pieces),
         stored,
+        file_len: prelude.file_len(),
     }))
 }
 
