@@ -29,6 +29,7 @@ fn key(i: u64) -> CacheKey {
         provider: ProviderKind::S3,
         bucket: "bench-images".into(),
         key: format!("objects/{i}.jpg"),
+        variant: None,
     }
 }
 

@@ -73,6 +73,7 @@ fn signature_verify(c: &mut Criterion) {
             exp,
         )),
         kid: Some("k1".into()),
+        variant: None,
     };
     let mut g = c.benchmark_group("signature");
     g.bench_function("verify", |b| {

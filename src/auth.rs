@@ -114,32 +114,72 @@ pub struct SignatureParams {
     pub exp: Option<String>,
     pub sig: Option<String>,
     pub kid: Option<String>,
+    /// A variant's parameters as signed: `fit=cover&fmt=webp&w=256` (sorted by name).
+    pub variant: Option<String>,
 }
 
-/// The string that is signed: `v1\nbucket\nkey\nexp`.
-fn string_to_sign(bucket: &str, key: &str, exp: u64) -> String {
-    format!("v1\n{bucket}\n{key}\n{exp}")
+/// The string that is signed: `v1\nbucket\nkey\nexp`, and `\nvariant` for a variant.
+fn string_to_sign(bucket: &str, key: &str, exp: u64, variant: Option<&str>) -> String {
+    match variant {
+        Some(v) => format!("v1\n{bucket}\n{key}\n{exp}\n{v}"),
+        None => format!("v1\n{bucket}\n{key}\n{exp}"),
+    }
 }
 
 /// `base64url_nopad(HMAC-SHA256(secret, "v1\n" + bucket + "\n" + key + "\n" + exp))`.
 pub fn sign(secret: &[u8], bucket: &str, key: &str, exp: u64) -> String {
+    sign_variant(secret, bucket, key, exp, None)
+}
+
+/// [`sign`] for a variant: `variant` is its parameters sorted by name, `name=value`
+/// joined by `&` (the fifth line of the signed string).
+pub fn sign_variant(
+    secret: &[u8],
+    bucket: &str,
+    key: &str,
+    exp: u64,
+    variant: Option<&str>,
+) -> String {
     let mac = hmac::Key::new(hmac::HMAC_SHA256, secret);
     URL_SAFE_NO_PAD.encode(hmac::sign(
         &mac,
-        string_to_sign(bucket, key, exp).as_bytes(),
+        string_to_sign(bucket, key, exp, variant).as_bytes(),
     ))
 }
 
 /// The query of a signed URL: `exp=…&sig=…`, and `&kid=…` when given.
 pub fn signed_query(secret: &[u8], bucket: &str, key: &str, exp: u64, kid: Option<&str>) -> String {
-    let sig = sign(secret, bucket, key, exp);
-    match kid {
-        Some(kid) => format!(
-            "exp={exp}&sig={sig}&kid={}",
-            crate::source::encode_path(kid)
-        ),
+    signed_variant_query(secret, bucket, key, exp, kid, None)
+}
+
+/// The query of a signed variant URL: the variant's parameters (`w=256&fmt=auto`, in any
+/// order) followed by `exp`, `sig` and `kid`.
+pub fn signed_variant_query(
+    secret: &[u8],
+    bucket: &str,
+    key: &str,
+    exp: u64,
+    kid: Option<&str>,
+    variant: Option<&str>,
+) -> String {
+    let signed = variant.map(canonical_variant);
+    let sig = sign_variant(secret, bucket, key, exp, signed.as_deref());
+    let mut q = match variant {
+        Some(v) => format!("{v}&exp={exp}&sig={sig}"),
         None => format!("exp={exp}&sig={sig}"),
+    };
+    if let Some(kid) = kid {
+        q.push_str("&kid=");
+        q.push_str(&crate::source::encode_path(kid));
     }
+    q
+}
+
+/// `w=256&fmt=auto` → `fmt=auto&w=256`: the parameters sorted by name.
+fn canonical_variant(query: &str) -> String {
+    let mut pairs: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+    pairs.sort_by_key(|p| p.split_once('=').map_or(*p, |(k, _)| k));
+    pairs.join("&")
 }
 
 /// Whole seconds since the UNIX epoch (0 before it): the unit of `exp`.
@@ -219,7 +259,7 @@ pub fn verify(
     if exp_secs - now > tenant.config.max_signature_ttl.0.as_secs() {
         return Err(Refusal::TooFarAhead);
     }
-    let message = string_to_sign(bucket, key, exp_secs);
+    let message = string_to_sign(bucket, key, exp_secs, params.variant.as_deref());
     if let Some(kid) = &params.kid
         && !tenant.keys.iter().any(|k| &k.id == kid)
     {
@@ -268,6 +308,7 @@ mod tests {
             exp: Some(exp.into()),
             sig: Some(sig.into()),
             kid: kid.map(String::from),
+            variant: None,
         }
     }
 
@@ -276,6 +317,37 @@ mod tests {
     fn readme_test_vector() {
         let sig = sign(b"demo-secret", "acme-images", "cats/1.jpg", 1_900_000_000);
         assert_eq!(sig, "Bny-6dO5Wnq2XA9HKfn8xoSlHPLX8fz-yO46WPnoVDM");
+    }
+
+    #[test]
+    fn a_variant_is_signed_on_a_fifth_line() {
+        let t = tenant(&[("k1", "secret-one")]);
+        let with = |variant: Option<&str>, sig: &str| SignatureParams {
+            variant: variant.map(String::from),
+            ..params("2000", sig, None)
+        };
+        let thumb = sign_variant(b"secret-one", "b", "k", 2_000, Some("fmt=auto&w=256"));
+        let plain = sign(b"secret-one", "b", "k", 2_000);
+        assert_ne!(thumb, plain);
+        assert_eq!(
+            verify(&t, "b", "k", &with(Some("fmt=auto&w=256"), &thumb), 1_000),
+            Ok(())
+        );
+        // Another size, or the original, with the thumbnail's signature: refused.
+        for (variant, sig) in [
+            (Some("fmt=auto&w=2048"), &thumb),
+            (None, &thumb),
+            (Some("fmt=auto&w=256"), &plain),
+        ] {
+            assert_eq!(
+                verify(&t, "b", "k", &with(variant, sig), 1_000),
+                Err(Refusal::Mismatch),
+                "{variant:?}"
+            );
+        }
+        // The query builder sorts the signed line, whatever order the URL has.
+        let q = signed_variant_query(b"secret-one", "b", "k", 2_000, None, Some("w=256&fmt=auto"));
+        assert_eq!(q, format!("w=256&fmt=auto&exp=2000&sig={thumb}"));
     }
 
     #[test]

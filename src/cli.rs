@@ -11,6 +11,7 @@ use crate::auth::{self, Tenants};
 use crate::config::{Config, ProviderKind};
 use crate::source::encode_path;
 use crate::source::{ObjectRef, parse_source_url};
+use crate::variant::{Variant, params::NAMES};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -178,6 +179,9 @@ pub struct SignArgs {
     /// Public base URL of the proxy (default: http://[server] listen)
     #[arg(long)]
     pub base: Option<String>,
+    /// A variant to sign, as its query: "w=256&fmt=auto" (docs/variants.md)
+    #[arg(long)]
+    pub variant: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -295,7 +299,38 @@ pub fn sign(config: &Config, args: &SignArgs, now: SystemTime) -> Result<String,
         format!("{scheme}://{}", config.server.listen)
     });
     let base = base.trim_end_matches('/');
-    let query = auth::signed_query(secret, &obj.bucket, &obj.key, exp, Some(kid));
+    if let Some(v) = &args.variant {
+        let params: Vec<(String, String)> = v
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect();
+        let parsed = Variant::parse(&params).map_err(|e| format!("--variant: {}", e.message))?;
+        let variant =
+            parsed.ok_or("--variant: give w, h, fit, q or fmt, e.g. \"w=256&fmt=auto\"")?;
+        if params.len()
+            != NAMES
+                .iter()
+                .filter(|n| params.iter().any(|(k, _)| k == *n))
+                .count()
+        {
+            return Err("--variant: only w, h, fit, q and fmt belong there".into());
+        }
+        variant
+            .check_sizes(&config.variants.widths)
+            .map_err(|e| format!("--variant: {}", e.message))?;
+    }
+    let query = auth::signed_variant_query(
+        secret,
+        &obj.bucket,
+        &obj.key,
+        exp,
+        Some(kid),
+        args.variant.as_deref(),
+    );
     Ok(match &args.url {
         Some(url) => format!(
             "{base}/_/fetch?url={}&{query}",

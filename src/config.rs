@@ -44,9 +44,32 @@ pub struct Config {
     pub embedded_store: EmbeddedStore,
     pub gcs: Option<Gcs>,
     pub fleet: Fleet,
-    /// `[variants]` of the product contract: not built in this version. Read only so
-    /// that validation can say so (instead of "unknown field").
-    pub variants: Option<toml::Value>,
+    pub variants: Variants,
+}
+
+/// `[variants]`: resized and re-encoded images (docs/variants.md).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Variants {
+    /// The only values `w` and `h` may take (others 400); empty turns variants off.
+    pub widths: Vec<u32>,
+    /// Sources with more pixels are refused (422) before they are decoded.
+    pub max_source_pixels: u64,
+    /// Renders that run at once, each on a thread of the blocking pool.
+    pub max_concurrent_renders: usize,
+    /// A render (wait for a turn included) that takes longer answers 503.
+    pub render_timeout: Dur,
+}
+
+impl Default for Variants {
+    fn default() -> Self {
+        Variants {
+            widths: vec![64, 128, 256, 512, 1024, 2048],
+            max_source_pixels: 50_000_000,
+            max_concurrent_renders: 2,
+            render_timeout: Dur::secs(10),
+        }
+    }
 }
 
 /// `[fleet]`: the instances that share this config.

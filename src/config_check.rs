@@ -26,13 +26,7 @@ pub fn validate(c: &Config) -> Result<(), Failure> {
             );
         }
     }
-    if c.variants.is_some() {
-        return fail(
-            "variants",
-            "image variants are not built in this version of bucketfront; remove [variants] \
-             (w, h, fit, q and fmt are not accepted yet)",
-        );
-    }
+    validate_variants(&c.variants)?;
     if c.server.max_connections == 0 {
         return fail("server.max_connections", "must be at least 1");
     }
@@ -65,6 +59,32 @@ pub fn validate(c: &Config) -> Result<(), Failure> {
     validate_tenants(c)?;
     validate_buckets(c)
 }
+
+fn validate_variants(v: &crate::config::Variants) -> Result<(), Failure> {
+    if let Some(w) = v
+        .widths
+        .iter()
+        .find(|w| !(1..=MAX_VARIANT_SIDE).contains(*w))
+    {
+        return fail(
+            "variants.widths",
+            format!("{w} is not a width from 1 to {MAX_VARIANT_SIDE}"),
+        );
+    }
+    if v.max_source_pixels == 0 {
+        return fail("variants.max_source_pixels", "must be at least 1");
+    }
+    if v.max_concurrent_renders == 0 {
+        return fail("variants.max_concurrent_renders", "must be at least 1");
+    }
+    if v.render_timeout.0.is_zero() {
+        return fail("variants.render_timeout", "must be longer than 0s");
+    }
+    Ok(())
+}
+
+/// The largest `w`/`h` a config may allow: 8192² RGBA is 256 MiB of pixels.
+const MAX_VARIANT_SIDE: u32 = 8192;
 
 fn validate_tenants(c: &Config) -> Result<(), Failure> {
     let mut claimed: Vec<(&BucketPattern, &str)> = Vec::new();
@@ -236,12 +256,31 @@ mod tests {
         "[[tenants]]\nname = \"a\"\nbuckets = [\"a-img\"]\nrequire_signature = false\n";
 
     #[test]
-    fn sections_of_the_contract_not_built_yet_say_so() {
-        let err = parse(&format!("[variants]\nwidths = [64, 128]\n{TENANT}")).unwrap_err();
-        assert!(
-            err.contains("variants") && err.contains("not built"),
-            "{err}"
-        );
+    fn variants_have_the_contract_defaults_and_checked_limits() {
+        let ok = parse(TENANT).unwrap();
+        assert_eq!(ok.variants.widths, vec![64, 128, 256, 512, 1024, 2048]);
+        assert_eq!(ok.variants.max_concurrent_renders, 2);
+        let set = parse(&format!(
+            "[variants]\nwidths = [100, 200]\nmax_source_pixels = 1000\n\
+             max_concurrent_renders = 4\nrender_timeout = \"2s\"\n{TENANT}"
+        ))
+        .unwrap();
+        assert_eq!(set.variants.widths, vec![100, 200]);
+        assert_eq!(set.variants.render_timeout.0.as_secs(), 2);
+        for (text, key) in [
+            ("widths = [0]", "variants.widths"),
+            ("widths = [9000]", "variants.widths"),
+            ("max_source_pixels = 0", "variants.max_source_pixels"),
+            (
+                "max_concurrent_renders = 0",
+                "variants.max_concurrent_renders",
+            ),
+            ("render_timeout = \"0s\"", "variants.render_timeout"),
+            ("quality = 3", "quality"),
+        ] {
+            let err = parse(&format!("[variants]\n{text}\n{TENANT}")).unwrap_err();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The demo page, served on `[embedded_store] demo_listen`: a gallery of the sample
-//! images loaded through the proxy from another origin, so CORS works exactly as in
-//! production. URLs are signed here when the bucket's tenant requires it.
+//! The demo page, served on `[embedded_store] demo_listen`: a grid of thumbnails of the
+//! sample images (variants, `fmt=auto`) loaded through the proxy from another origin, so
+//! CORS works exactly as in production; a click opens the original. URLs are signed here
+//! when the bucket's tenant requires it.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -19,6 +20,14 @@ pub struct Demo {
     /// `(bucket, key, size)` of each sample object.
     pub objects: Vec<Seeded>,
     pub tenants: Arc<Tenants>,
+    /// The thumbnails' variant query ([`thumbnail_query`]); `None`: originals in the grid.
+    pub thumbnail: Option<String>,
+}
+
+/// A square `fmt=auto` thumbnail at 256 px, or at the allowed size nearest to it.
+pub fn thumbnail_query(widths: &[u32]) -> Option<String> {
+    let side = widths.iter().min_by_key(|w| w.abs_diff(256))?;
+    Some(format!("w={side}&h={side}&fit=cover&fmt=auto"))
 }
 
 impl Demo {
@@ -40,38 +49,45 @@ impl Demo {
         r
     }
 
-    /// The proxy URL of one object, signed for an hour when its tenant requires it.
-    pub fn url_for(&self, bucket: &str, key: &str) -> String {
+    /// The proxy URL of one object (or of its `variant`), signed for an hour when its
+    /// tenant requires it.
+    pub fn url_for(&self, bucket: &str, key: &str, variant: Option<&str>) -> String {
         let path = format!(
             "{}/{}/{}",
             self.proxy_base,
             bucket,
             crate::source::encode_path(key)
         );
-        let Some(tenant) = self.tenants.for_bucket(bucket) else {
-            return path;
-        };
-        match tenant.signing_key(None) {
-            Some((kid, secret)) if tenant.require_signature => {
+        let signing = self
+            .tenants
+            .for_bucket(bucket)
+            .filter(|t| t.require_signature)
+            .and_then(|t| t.signing_key(None));
+        match (signing, variant) {
+            (Some((kid, secret)), _) => {
                 let exp = crate::auth::unix_secs(SystemTime::now() + Duration::from_secs(3600));
-                let query = crate::auth::signed_query(secret, bucket, key, exp, Some(kid));
+                let query =
+                    crate::auth::signed_variant_query(secret, bucket, key, exp, Some(kid), variant);
                 format!("{path}?{query}")
             }
-            _ => path,
+            (None, Some(variant)) => format!("{path}?{variant}"),
+            (None, None) => path,
         }
     }
 
     fn page(&self) -> String {
         let mut cards = String::new();
         for Seeded { bucket, key, size } in &self.objects {
-            let url = self.url_for(bucket, key);
+            let original = self.url_for(bucket, key, None);
+            let thumb = self.url_for(bucket, key, self.thumbnail.as_deref());
             cards.push_str(&format!(
-                r#"<figure class="card"><div class="frame"><img crossorigin="anonymous" alt="{key}" data-src="{url}"></div>
-<figcaption><code>{bucket}/{key}</code><span class="meta"><span class="size">{size} B</span> · <span class="xcache">…</span> · <span class="time">…</span></span></figcaption></figure>
+                r#"<figure class="card"><a class="frame" href="{original}" target="_blank" rel="noopener"><img crossorigin="anonymous" alt="{key}" data-src="{thumb}"></a>
+<figcaption><code>{bucket}/{key}</code><span class="meta">original {size} B · thumbnail <span class="size">…</span> <span class="type"></span> · <span class="xcache">…</span> · <span class="time">…</span></span></figcaption></figure>
 "#,
                 key = html_escape(key),
                 bucket = html_escape(bucket),
-                url = html_escape(&url),
+                original = html_escape(&original),
+                thumb = html_escape(&thumb),
             ));
         }
         PAGE.replace("{{CARDS}}", &cards)
@@ -99,10 +115,10 @@ header { padding:28px 32px 8px; }
 h1 { margin:0; font-size:26px; letter-spacing:-0.02em; }
 h1 span { color:var(--accent); }
 p.lead { color:var(--muted); margin:6px 0 0; max-width:70ch; }
-main { display:grid; grid-template-columns:repeat(auto-fill, minmax(240px, 1fr)); gap:20px; padding:24px 32px; }
+main { display:grid; grid-template-columns:repeat(auto-fill, minmax(200px, 1fr)); gap:20px; padding:24px 32px; }
 .card { margin:0; background:var(--card); border-radius:12px; overflow:hidden; box-shadow:0 4px 20px rgba(0,0,0,.35); }
-.frame { aspect-ratio:4/3; display:flex; align-items:center; justify-content:center; background:#0b1222; }
-.frame img { max-width:100%; max-height:100%; object-fit:contain; display:block; }
+.frame { aspect-ratio:1/1; display:flex; align-items:center; justify-content:center; background:#0b1222; }
+.frame img { width:100%; height:100%; object-fit:cover; display:block; }
 figcaption { padding:10px 14px 12px; display:flex; flex-direction:column; gap:2px; }
 figcaption code { font-size:13px; word-break:break-all; }
 .meta { color:var(--muted); font-size:13px; }
@@ -113,7 +129,9 @@ footer code { background:#1e293b; padding:2px 6px; border-radius:4px; color:var(
 <body>
 <header><h1><span>bucketfront</span> demo</h1>
 <p class="lead">{{COUNT}} images from a private bucket, loaded by this page (another origin) through the proxy at
-<code>{{PROXY}}</code>. The proxy signs the upstream requests, caches hot bytes and writes the CORS headers itself.</p></header>
+<code>{{PROXY}}</code>. The proxy signs the upstream requests, caches hot bytes and writes the CORS headers itself.
+The grid shows thumbnails it renders once and caches (<code>w</code>, <code>h</code>, <code>fit=cover</code>,
+<code>fmt=auto</code>: WebP for this browser); click one for the original.</p></header>
 <main id="gallery">
 {{CARDS}}</main>
 <footer>To serve your own bucket: add a <code>[[tenants]]</code> entry naming it in <code>config.toml</code>, give the proxy's
@@ -124,12 +142,14 @@ for (const card of document.querySelectorAll('.card')) {
   const img = card.querySelector('img');
   const url = img.dataset.src;
   const t0 = performance.now();
-  fetch(url).then(async (r) => {
+  // The Accept an <img> sends, so that fmt=auto picks the same format for both loads.
+  fetch(url, {headers: {Accept: 'image/avif,image/webp,image/apng,image/*,*/*;q=0.8'}}).then(async (r) => {
     const xc = card.querySelector('.xcache');
     xc.textContent = r.ok ? (r.headers.get('X-Cache') || '?') : ('HTTP ' + r.status);
     xc.className = 'xcache ' + (r.ok ? r.headers.get('X-Cache') : 'error');
     const blob = await r.blob();
     card.querySelector('.size').textContent = (blob.size / 1024).toFixed(1) + ' KiB';
+    card.querySelector('.type').textContent = blob.type.replace('image/', '');
     card.querySelector('.time').textContent = (performance.now() - t0).toFixed(1) + ' ms';
     img.src = url;
   }).catch((e) => { card.querySelector('.xcache').textContent = 'failed: ' + e; });

@@ -38,6 +38,8 @@ pub enum Kind {
     BadGateway,
     Overloaded,
     GatewayTimeout,
+    /// A variant of a source that cannot be decoded, is too large or is animated.
+    Unprocessable,
 }
 
 impl Kind {
@@ -52,6 +54,7 @@ impl Kind {
             Kind::BadGateway => StatusCode::BAD_GATEWAY,
             Kind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Kind::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Kind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -66,6 +69,7 @@ impl Kind {
             Kind::BadGateway => "bad_gateway",
             Kind::Overloaded => "overloaded",
             Kind::GatewayTimeout => "gateway_timeout",
+            Kind::Unprocessable => "unprocessable",
         }
     }
 }

@@ -28,7 +28,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         "pure logic",
         &["auth", "config_check", "cors", "purge", "source"],
     ),
-    ("I/O", &["cache", "origin", "presign", "server", "store"]),
+    (
+        "I/O",
+        &["cache", "origin", "presign", "server", "store", "variant"],
+    ),
     ("request path", &["admin", "demo", "proxy"]),
     ("wiring and commands", &["app", "cli", "onboard", "systemd"]),
 ];

@@ -13,7 +13,8 @@
 //!    client settings), [`logging`], [`metrics`], [`config`] (the schema), `tls`.
 //! 2. Pure logic: [`source`] (source URLs), [`auth`] (tenants, signatures), `cors`,
 //!    `config_check` (validation, `Config::load`), [`purge`] (what a purge selects).
-//! 3. I/O: [`cache`] (memory tier, fills), `origin` (S3/GCS clients), `presign`,
+//! 3. I/O: [`cache`] (memory tier, fills, variants), [`variant`] (variant parameters,
+//!    renders and their bounded pool), `origin` (S3/GCS clients), `presign`,
 //!    [`server`] (the accept loop and connections of every listener), [`store`] (the
 //!    embedded S3-compatible store).
 //! 4. Request path: [`proxy`] (the phases), `admin`, [`demo`].
@@ -51,6 +52,7 @@ pub mod source;
 pub mod store;
 pub mod systemd;
 mod tls;
+pub mod variant;
 
 #[cfg(test)]
 mod layering;

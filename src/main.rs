@@ -190,12 +190,14 @@ async fn serve(config: Config, config_path: std::path::PathBuf) -> Result<(), St
     let public_addr = listeners.public.local_addr().map_err(|e| e.to_string())?;
     let limits = Limits::from_config(&config.server);
     let tenants = Arc::new(Tenants::from_config(&config));
+    let thumbnail = bucketfront::demo::thumbnail_query(&config.variants.widths);
     let app = App::build(config, embedded).await?;
     if let Some((listener, objects)) = demo {
         let page = Arc::new(Demo {
             proxy_base: format!("http://{public_addr}"),
             objects,
             tenants,
+            thumbnail,
         });
         tracing::info!(url = %format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?), "demo page");
         tokio::spawn(Listener::new(limits.with_max_connections(64)).serve(

@@ -170,10 +170,50 @@ impl TierMetrics {
     }
 }
 
+/// Image variant renders (`[variants]`).
+#[derive(Clone)]
+pub struct RenderMetrics {
+    renders: Family<OutcomeLabel, Counter>,
+    pub seconds: Histogram,
+    /// Requests waiting for a render ticket.
+    pub waiting: Gauge,
+}
+
+impl RenderMetrics {
+    fn register(registry: &mut Registry) -> RenderMetrics {
+        let m = RenderMetrics {
+            renders: Family::default(),
+            seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            waiting: Gauge::default(),
+        };
+        registry.register(
+            "variant_renders",
+            "Variant renders by outcome (rendered, unprocessable, overloaded, timed_out)",
+            m.renders.clone(),
+        );
+        registry.register(
+            "variant_render_seconds",
+            "CPU time of one render on the blocking pool",
+            m.seconds.clone(),
+        );
+        registry.register(
+            "variant_renders_waiting",
+            "Requests waiting for a render ticket",
+            m.waiting.clone(),
+        );
+        m
+    }
+
+    pub fn outcome(&self, outcome: &'static str) {
+        self.renders.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+}
+
 pub struct Metrics {
     /// The public listener's connections.
     pub conn: ConnMetrics,
     pub tiers: TierMetrics,
+    pub renders: RenderMetrics,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     cache_status: [Counter; 5],
@@ -216,6 +256,7 @@ impl Metrics {
                 .clone()
         });
         let tiers = TierMetrics::register(&mut registry);
+        let renders = RenderMetrics::register(&mut registry);
         let coalesced = Counter::default();
         registry.register(
             "cache_coalesced_waiters",
@@ -336,6 +377,7 @@ impl Metrics {
         Metrics {
             conn,
             tiers,
+            renders,
             reloads,
             log_lines_dropped,
             registry,

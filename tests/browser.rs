@@ -377,10 +377,12 @@ async fn a_browser_loads_images_through_the_proxy() {
     let demo_origin = format!("http://{}", demo_listener.local_addr().unwrap());
     let demo_config = demo_config(&env.store.endpoint, &demo_origin);
     let proxy2 = Proxy::start(demo_config.clone(), Some(&env.store)).await;
+    let thumbnail = bucketfront::demo::thumbnail_query(&demo_config.variants.widths);
     let demo = Arc::new(Demo {
         proxy_base: format!("http://{}", proxy2.addr),
-        objects,
+        objects: objects.clone(),
         tenants: Arc::new(Tenants::from_config(&demo_config)),
+        thumbnail: thumbnail.clone(),
     });
     tokio::spawn(
         Listener::new(page_limits()).serve(demo_listener, stop.clone(), move |req| {
@@ -404,6 +406,36 @@ async fn a_browser_loads_images_through_the_proxy() {
         "demo images loaded: {loaded}"
     );
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+
+    // 6. A `fmt=auto` variant (a size the demo page does not use) loaded by an <img>
+    // (Chromium's own Accept): its pixels can be read through CORS, and what Chromium
+    // got was WebP: the proxy now has the WebP variant (a HIT for a client that takes
+    // WebP), and not the JPEG one.
+    let photo = objects
+        .iter()
+        .find(|o| o.key.ends_with("sunset.jpg"))
+        .expect("a JPEG sample");
+    let auto = format!(
+        "http://{}/{}/{}?w=128&fmt=auto",
+        proxy2.addr,
+        photo.bucket,
+        bucketfront::source::encode_path(&photo.key),
+    );
+    let results = browser.run(CANVAS, json!([auto])).await;
+    assert_eq!(results[0]["ok"], true, "{results}");
+    assert_eq!(results[0]["width"], 128, "{results}");
+    let webp = get_with(&auto, &[("accept", "image/webp")]).await;
+    assert_eq!(
+        (webp.header("x-cache"), webp.header("content-type")),
+        (Some("HIT"), Some("image/webp")),
+        "Chromium's <img> got the WebP variant"
+    );
+    let legacy = get_with(&auto, &[("accept", "image/*")]).await;
+    assert_eq!(
+        (legacy.header("x-cache"), legacy.header("content-type")),
+        (Some("MISS"), Some("image/jpeg"))
+    );
+
     // Ending the browser ends every process it started (Chromium and its helpers carry
     // the profile directory on their command line).
     let profile = browser._profile.path().display().to_string();

@@ -661,15 +661,6 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// One line of the admin listener's metrics, by its exact series name.
-async fn metric(proxy: &Proxy, series: &str) -> f64 {
-    let text = get(&format!("http://{}/metrics", proxy.admin)).await;
-    let text = String::from_utf8_lossy(text.bytes()).to_string();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{series} not in metrics"))
-}
-
 /// What was cached before a stop is a HIT after the next start on the same path, with
 /// not one origin GET, and with the headers it was stored with.
 #[tokio::test]

@@ -30,6 +30,7 @@ fn params(exp: u64, sig: String) -> SignatureParams {
         exp: Some(exp.to_string()),
         sig: Some(sig),
         kid: None,
+        variant: None,
     }
 }
 

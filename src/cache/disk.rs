@@ -78,6 +78,9 @@ struct Header {
     provider: ProviderKind,
     bucket: String,
     key: String,
+    /// A variant's id; absent in files of objects (and in files written before variants).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    variant: Option<String>,
     stored_ms: u64,
     content_type: Option<String>,
     etag: Option<String>,
@@ -107,6 +110,7 @@ impl Header {
             provider: key.provider,
             bucket: key.bucket.clone(),
             key: key.key.clone(),
+            variant: key.variant.clone(),
             stored_ms: unix_ms(stored),
             content_type,
             etag,
@@ -124,6 +128,7 @@ impl Header {
             provider: self.provider,
             bucket: self.bucket.clone(),
             key: self.key.clone(),
+            variant: self.variant.clone(),
         }
     }
 
@@ -593,7 +598,12 @@ impl DiskTier {
 fn object_path(objects: &Path, key: &CacheKey) -> PathBuf {
     use aws_lc_rs::digest;
     let mut ctx = digest::Context::new(&digest::SHA256);
-    for part in [key.provider.as_str(), &key.bucket, &key.key] {
+    // A variant's id is hashed after the object's parts, so objects keep the paths
+    // they had before variants existed.
+    for part in [key.provider.as_str(), &key.bucket, &key.key]
+        .into_iter()
+        .chain(key.variant.as_deref())
+    {
         ctx.update(&(part.len() as u64).to_le_bytes());
         ctx.update(part.as_bytes());
     }

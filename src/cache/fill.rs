@@ -109,6 +109,22 @@ impl Fill {
         }
     }
 
+    /// The whole body once the fill has ended, if it arrived complete.
+    pub async fn whole(&self) -> Option<Vec<Bytes>> {
+        let mut rx = self.tx.subscribe();
+        loop {
+            {
+                let p = rx.borrow_and_update();
+                match p.end {
+                    End::Complete => return Some(p.chunks.clone()),
+                    End::Broken => return None,
+                    End::Open => {}
+                }
+            }
+            rx.changed().await.ok()?;
+        }
+    }
+
     /// The body bytes `[start, start + len)`, streamed as they arrive.
     pub fn reader(
         &self,

@@ -13,6 +13,7 @@ pub mod fill;
 mod freshness;
 mod inflight;
 pub mod pieces;
+mod variants;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -33,6 +34,7 @@ use inflight::{Inflight, Leader};
 use pieces::{PieceWriter, Pieces};
 
 pub use crate::cache_status::CacheStatus;
+pub use variants::VariantQuery;
 
 /// What the cache is keyed by: never the signature, the query or the origin.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -40,6 +42,9 @@ pub struct CacheKey {
     pub provider: ProviderKind,
     pub bucket: String,
     pub key: String,
+    /// A variant's [`Variant::cache_id`](crate::variant::Variant::cache_id); `None` for
+    /// the object itself.
+    pub variant: Option<String>,
 }
 
 impl CacheKey {
@@ -50,6 +55,7 @@ impl CacheKey {
             provider: ProviderKind::S3,
             bucket: "b".into(),
             key: k.into(),
+            variant: None,
         }
     }
 
@@ -58,6 +64,7 @@ impl CacheKey {
             provider: obj.provider,
             bucket: obj.bucket.clone(),
             key: obj.key.clone(),
+            variant: None,
         }
     }
 }
@@ -467,6 +474,44 @@ impl Cache {
     }
 }
 
+impl Cache {
+    /// `key` from the disk tier, if it has a good copy: fresh (now also in memory), or
+    /// expired (to revalidate).
+    async fn read_disk(&self, key: &CacheKey) -> FromDisk {
+        let Some(disk) = &self.disk else {
+            return FromDisk::None;
+        };
+        let Some(loaded) = disk.read(key, &self.fill_budget).await else {
+            return FromDisk::None;
+        };
+        let directives = loaded.meta.directives(loaded.stored);
+        let c = Cached::new(
+            Arc::new(loaded.meta),
+            loaded.body,
+            self.clock.instant_of(loaded.stored),
+            directives,
+            self.cfg.ttl.0,
+        );
+        let now = self.clock.now();
+        match freshness::lookup(&self.lifetimes(), &c.stored(), now) {
+            Lookup::Fresh => {
+                let entry = Entry::Object(c.clone());
+                self.entries.insert(key.clone(), entry).await;
+                FromDisk::Fresh(c)
+            }
+            _ => FromDisk::Expired(c),
+        }
+    }
+
+    /// Queues `c` for the disk tier, when there is one.
+    fn write_disk(&self, key: &CacheKey, c: &Cached) {
+        if let Some(disk) = &self.disk {
+            let stored = self.clock.wall_of(c.stored_at);
+            disk.offer(key, &c.meta, &c.body, stored);
+        }
+    }
+}
+
 /// Drops the entries of `cache` whose key `selected` picks; returns their keys.
 pub(crate) async fn invalidate_selected<K, V>(
     cache: &moka::future::Cache<K, V>,
@@ -514,7 +559,7 @@ impl FillTask {
         let cache = &self.cache;
         let stale = match &self.stale {
             Some(stale) => Some(stale.clone()),
-            None => match self.read_disk().await {
+            None => match cache.read_disk(&self.key).await {
                 FromDisk::Fresh(c) => {
                     cache.metrics.tiers.disk_hits.inc();
                     return self.fill.set_head(Head::Ready(c, CacheStatus::Hit));
@@ -548,7 +593,7 @@ impl FillTask {
                     .insert(self.key.clone(), Entry::Object(fresh.clone()))
                     .await;
                 // The file's freshness too, so that a restart does not revalidate again.
-                self.write_disk(&fresh);
+                cache.write_disk(&self.key, &fresh);
                 return self
                     .fill
                     .set_head(Head::Ready(fresh, CacheStatus::Revalidated));
@@ -663,43 +708,6 @@ impl FillTask {
         self.fill.finish(End::Complete);
     }
 
-    /// The object from the disk tier, if it has a good copy: fresh (now also in memory),
-    /// or expired (to revalidate with `If-None-Match`).
-    async fn read_disk(&self) -> FromDisk {
-        let cache = &self.cache;
-        let Some(disk) = &cache.disk else {
-            return FromDisk::None;
-        };
-        let Some(loaded) = disk.read(&self.key, &cache.fill_budget).await else {
-            return FromDisk::None;
-        };
-        let directives = loaded.meta.directives(loaded.stored);
-        let c = Cached::new(
-            Arc::new(loaded.meta),
-            loaded.body,
-            cache.clock.instant_of(loaded.stored),
-            directives,
-            cache.cfg.ttl.0,
-        );
-        let now = cache.clock.now();
-        match freshness::lookup(&cache.lifetimes(), &c.stored(), now) {
-            Lookup::Fresh => {
-                let entry = Entry::Object(c.clone());
-                cache.entries.insert(self.key.clone(), entry).await;
-                FromDisk::Fresh(c)
-            }
-            _ => FromDisk::Expired(c),
-        }
-    }
-
-    /// Queues `c` for the disk tier, when there is one.
-    fn write_disk(&self, c: &Cached) {
-        if let Some(disk) = &self.cache.disk {
-            let stored = self.cache.clock.wall_of(c.stored_at);
-            disk.offer(&self.key, &c.meta, &c.body, stored);
-        }
-    }
-
     /// Puts the whole object (these pieces, shared with the fill's readers) in the cache.
     async fn store(
         &self,
@@ -714,7 +722,7 @@ impl FillTask {
             directives,
             self.cache.cfg.ttl.0,
         );
-        self.write_disk(&cached);
+        self.cache.write_disk(&self.key, &cached);
         self.cache
             .entries
             .insert(self.key.clone(), Entry::Object(cached))

@@ -39,6 +39,15 @@ impl Pieces {
         self.len() == 0
     }
 
+    /// All the bytes in one buffer (a copy: for a decoder that needs them contiguous).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len() as usize);
+        for p in &self.pieces {
+            out.extend_from_slice(p);
+        }
+        out
+    }
+
     /// The bytes `[start, start + len)` as views of the pieces (no copy).
     pub fn range(&self, start: u64, len: u64) -> Vec<Bytes> {
         let end = start.saturating_add(len).min(self.len());

@@ -20,7 +20,7 @@ use http::{Response, StatusCode, request::Parts};
 use crate::activity::ConnInfo;
 use crate::auth::{self, Refusal, Tenant, Tenants};
 use crate::body::{self, ProxyBody};
-use crate::cache::{Cache, CacheStatus, Freshness, Served};
+use crate::cache::{Cache, CacheStatus, Freshness, Served, VariantQuery};
 use crate::config::{Config, ProviderKind};
 use crate::cors::Cors;
 use crate::error::{Error, Kind, Side};
@@ -29,6 +29,8 @@ use crate::object::downstream_cache_control;
 use crate::origin::{Fetched, GetRequest, Origins};
 use crate::presign::Presigner;
 use crate::source::{ObjectRef, parse_source_url};
+use crate::variant::Variant;
+use crate::variant::pool::RenderPool;
 use route::{Action, Route, RouteName, Target};
 
 /// Everything a request needs, built once per config.
@@ -40,6 +42,8 @@ pub struct State {
     pub origins: Arc<Origins>,
     pub presigner: Presigner,
     pub metrics: Arc<Metrics>,
+    /// Where variants render (`[variants]`; a reload makes a new pool).
+    pub renders: Arc<RenderPool>,
     cache_control: HeaderValue,
 }
 
@@ -54,6 +58,7 @@ impl State {
             tenants: Tenants::from_config(&config),
             cors: Cors::from_config(&config.cors),
             presigner: Presigner::new(&config.presign, metrics.clone()),
+            renders: RenderPool::new(&config.variants),
             cache_control: HeaderValue::from_str(&config.server.cache_control)
                 .unwrap_or(HeaderValue::from_static("private, max-age=3600")),
             config,
@@ -84,6 +89,8 @@ struct Ctx<'a> {
     tenant: Option<Arc<Tenant>>,
     /// How fresh the object answered is (for `Cache-Control` and `Age`).
     freshness: Option<Freshness>,
+    /// `fmt=auto`: the answer depends on `Accept`.
+    vary_accept: bool,
 }
 
 /// Answers one request on the public listener. Never fails: errors become responses.
@@ -101,6 +108,7 @@ pub async fn handle(state: Arc<State>, parts: Parts) -> Response<ProxyBody> {
         error: None,
         tenant: None,
         freshness: None,
+        vary_accept: false,
     };
     let mut response = match ctx.phases().await {
         Ok(r) => r,
@@ -132,7 +140,7 @@ impl Ctx<'_> {
             return Err(e.with_detail("max_connections reached"));
         }
         let action = route::route(&parts.method, parts.uri.path(), parts.uri.query())?;
-        let (route, head, sig) = match action {
+        let (route, head, sig, variant) = match action {
             Action::Preflight(_) => {
                 self.route = RouteName::Preflight;
                 let mut r = Response::new(ProxyBody::empty());
@@ -140,9 +148,18 @@ impl Ctx<'_> {
                 state.cors.preflight(&parts.headers, r.headers_mut());
                 return Ok(r);
             }
-            Action::Serve { route, head, sig } => (route, head, sig),
+            Action::Serve {
+                route,
+                head,
+                sig,
+                variant,
+            } => (route, head, sig, variant),
         };
         self.route = route.name();
+        if let Some(v) = &variant {
+            self.vary_accept = v.varies_by_accept();
+            v.check_sizes(&state.config.variants.widths)?;
+        }
         let target = match &route {
             Route::Object(t) | Route::Presign { target: t, .. } => t,
         };
@@ -185,24 +202,44 @@ impl Ctx<'_> {
                 self.cache = status;
                 Ok(presigned.response(redirect))
             }
-            Route::Object(_) => self.serve_object(head, tenant, &obj).await,
+            Route::Object(_) => {
+                self.serve_object(head, tenant, &obj, variant.as_ref())
+                    .await
+            }
         }
     }
 
-    /// Lookup, fetch and respond for an object route.
+    /// Lookup, fetch (or render) and respond for an object route.
     async fn serve_object(
         &mut self,
         head: bool,
         tenant: &Arc<Tenant>,
         obj: &ObjectRef,
+        variant: Option<&Variant>,
     ) -> Result<Response<ProxyBody>, Error> {
         let (state, request) = (self.state, &self.parts.headers);
         self.cache = CacheStatus::Miss;
         let allowed = &state.config.server.allowed_content_types;
-        let served = state
-            .cache
-            .serve(&state.origins, tenant, obj, allowed)
-            .await?;
+        let served = match variant {
+            None => {
+                state
+                    .cache
+                    .serve(&state.origins, tenant, obj, allowed)
+                    .await?
+            }
+            Some(variant) => {
+                let accept = request.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+                let query = VariantQuery {
+                    variant,
+                    output: variant.output(accept),
+                    pool: &state.renders,
+                };
+                state
+                    .cache
+                    .serve_variant(&state.origins, tenant, obj, allowed, &query)
+                    .await?
+            }
+        };
         match served {
             Served::NotFound => {
                 self.cache = CacheStatus::Hit;
@@ -268,6 +305,9 @@ impl Ctx<'_> {
             h.insert(header::AGE, HeaderValue::from(f.age.as_secs()));
         }
         h.insert(X_CACHE, HeaderValue::from_static(self.cache.as_str()));
+        if self.vary_accept {
+            h.append(header::VARY, HeaderValue::from_static("Accept"));
+        }
         if let Ok(v) = HeaderValue::from_str(&self.id) {
             h.insert(X_REQUEST_ID, v);
         }

@@ -6,6 +6,7 @@ use http::Method;
 use crate::auth::SignatureParams;
 use crate::error::{Error, Kind, Side};
 use crate::source::{decode_component, parse_path};
+use crate::variant::Variant;
 
 /// Where an object request names its object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,11 +63,13 @@ impl Route {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// GET or HEAD (`head` true) of a route.
+    /// GET or HEAD (`head` true) of a route; `variant` for an object route with variant
+    /// parameters (its signed line is in `sig`).
     Serve {
         route: Route,
         head: bool,
         sig: SignatureParams,
+        variant: Option<Variant>,
     },
     Preflight(Route),
 }
@@ -94,16 +97,7 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Action,
             )));
         }
     }
-    // The contract's image variants are not built yet: a thumbnail asked for must not
-    // quietly be answered with the original.
-    if let Some((name, _)) = params
-        .iter()
-        .find(|(k, _)| matches!(k.as_str(), "w" | "h" | "fit" | "q" | "fmt"))
-    {
-        return Err(Error::bad_request(format!(
-            "image variants ({name}=) are not supported by this version of bucketfront"
-        )));
-    }
+    let variant = Variant::parse(&params)?;
     let get = |name: &str| {
         params
             .iter()
@@ -135,12 +129,23 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Action,
     if *method == Method::OPTIONS {
         return Ok(Action::Preflight(route));
     }
+    if variant.is_some() && matches!(route, Route::Presign { .. }) {
+        return Err(Error::bad_request(
+            "presigned URLs are for originals: remove w, h, fit, q and fmt",
+        ));
+    }
     let sig = SignatureParams {
         exp: get("exp"),
         sig: get("sig"),
         kid: get("kid"),
+        variant: variant.as_ref().map(|v| v.signed.clone()),
     };
-    Ok(Action::Serve { route, head, sig })
+    Ok(Action::Serve {
+        route,
+        head,
+        sig,
+        variant,
+    })
 }
 
 pub fn not_found() -> Error {
@@ -172,6 +177,7 @@ mod tests {
             route,
             head: false,
             sig: SignatureParams::default(),
+            variant: None,
         }
     }
 
@@ -220,9 +226,17 @@ mod tests {
         let status =
             |m: &Method, p: &str, q: Option<&str>| route(m, p, q).unwrap_err().status().as_u16();
         assert_eq!(status(&get, "/", None), 404);
-        for variant in ["w=256", "h=10&x=1", "fit=cover", "q=80", "fmt=webp"] {
-            assert_eq!(status(&get, "/b-1/k", Some(variant)), 400, "{variant}");
+        let Action::Serve { sig, variant, .. } =
+            route(&get, "/b-1/k", Some("w=256&fmt=auto&exp=5&sig=x")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(sig.variant.as_deref(), Some("fmt=auto&w=256"));
+        assert_eq!(variant.unwrap().w, Some(256));
+        for bad in ["w=0", "w=1&w=1", "fit=fill", "q=0", "fmt=gif"] {
+            assert_eq!(status(&get, "/b-1/k", Some(bad)), 400, "{bad}");
         }
+        assert_eq!(status(&get, "/_/presign/b-1/k", Some("w=256")), 400);
         assert_eq!(status(&get, "/favicon.ico", None), 404);
         assert_eq!(status(&get, "/_/other", None), 404);
         assert_eq!(status(&get, "/_/fetch", None), 400);

@@ -328,6 +328,15 @@ pub fn signed_query(bucket: &str, key: &str, exp: u64) -> String {
     bucketfront::auth::signed_query(SIGNING_SECRET.as_bytes(), bucket, key, exp, None)
 }
 
+/// The value of one series (`name{labels}`) on the proxy's `/metrics`.
+pub async fn metric(proxy: &Proxy, series: &str) -> f64 {
+    let text = get(&format!("http://{}/metrics", proxy.admin)).await;
+    let text = String::from_utf8_lossy(text.bytes()).to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{series} not in metrics"))
+}
+
 pub fn in_an_hour() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,0 +1,333 @@
+//! Variants in the cache. A variant is an entry like any object, keyed by its object's
+//! key plus the variant's id, so purges and the disk tier treat it as they treat objects.
+//! Its fill renders instead of fetching: the source comes through [`Cache::serve`] (from
+//! memory, disk or the origin: one GET for all of an object's variants), the render runs
+//! on the [`RenderPool`], and concurrent requests for one variant wait for that one
+//! render.
+//!
+//! A variant is as fresh as the source it was made from (same `stored_at`, same rules)
+//! and its ETag is made from the source's. When it expires, the source is looked up again
+//! (revalidated once if it expired too); the same source ETag keeps the variant
+//! (`REVALIDATED`, no render), another one renders it again.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+
+use super::fill::{Fill, Head};
+use super::inflight::Leader;
+use super::pieces::Pieces;
+use super::{Cache, CacheKey, CacheStatus, Cached, Entry, Found, FromDisk, Served};
+use crate::auth::Tenant;
+use crate::error::{Error, Kind, Side};
+use crate::object::{Directives, ObjectMeta};
+use crate::origin::Origins;
+use crate::pattern::MediaRange;
+use crate::source::ObjectRef;
+use crate::variant::pool::{PoolError, RenderPool};
+use crate::variant::render::{self, RenderError};
+use crate::variant::{Output, Variant};
+
+/// A variant request as the cache needs it.
+pub struct VariantQuery<'a> {
+    pub variant: &'a Variant,
+    /// The format negotiated for this client.
+    pub output: Output,
+    pub pool: &'a Arc<RenderPool>,
+}
+
+impl Cache {
+    /// The variant of `obj` that `query` asks for, rendered once for all concurrent
+    /// requests and cached like an object.
+    pub async fn serve_variant(
+        self: &Arc<Self>,
+        origins: &Arc<Origins>,
+        tenant: &Arc<Tenant>,
+        obj: &ObjectRef,
+        allowed: &[MediaRange],
+        query: &VariantQuery<'_>,
+    ) -> Result<Served, Error> {
+        let key = CacheKey {
+            variant: Some(query.variant.cache_id(query.output)),
+            ..CacheKey::of(obj)
+        };
+        let task = |fill: Arc<Fill>, stale: Option<Arc<Cached>>| RenderTask {
+            cache: self.clone(),
+            origins: origins.clone(),
+            tenant: tenant.clone(),
+            obj: obj.clone(),
+            key: key.clone(),
+            fill,
+            stale,
+            allowed: allowed.to_vec(),
+            spec: render::Spec {
+                w: query.variant.w,
+                h: query.variant.h,
+                fit: query.variant.fit,
+                q: query.variant.q,
+                output: query.output,
+            },
+            pool: query.pool.clone(),
+        };
+        let stale = match self.look(&key, self.clock.now()).await {
+            Found::Served(served) => {
+                if let Served::Complete(_, CacheStatus::Hit) = served {
+                    self.metrics.tiers.memory_hits.inc();
+                }
+                return Ok(served);
+            }
+            Found::Revalidate(stale) => {
+                let (fill, leader) = self.inflight.join_or_lead(&key);
+                if let Some(leader) = leader {
+                    spawn(leader, task(fill, Some(stale.clone())));
+                }
+                return Ok(Served::Complete(stale, CacheStatus::Stale));
+            }
+            Found::Miss(stale) => stale,
+        };
+        let (fill, leader) = self.inflight.join_or_lead(&key);
+        match leader {
+            Some(leader) => spawn(leader, task(fill.clone(), stale)),
+            None => {
+                self.metrics.coalesced.inc();
+            }
+        }
+        match fill.head().await {
+            Head::Ready(c, status) => Ok(Served::Complete(c, status)),
+            Head::Failed(e) => Err(e),
+            Head::Pending | Head::Body(..) | Head::Bypass => Err(Error::new(
+                Kind::BadGateway,
+                Side::Internal,
+                "the render ended without an answer",
+            )),
+        }
+    }
+}
+
+/// Runs a render task in its own task (a client hanging up does not cancel it); the
+/// leader is held to its end, so a panic still releases the key.
+fn spawn(leader: Leader, task: RenderTask) {
+    tokio::spawn(async move {
+        let _leader = leader;
+        let head = match task.make().await {
+            Ok((c, status)) => Head::Ready(c, status),
+            Err(e) => Head::Failed(e),
+        };
+        task.fill.set_head(head);
+    });
+}
+
+/// The source a variant is made from.
+struct Source {
+    meta: Arc<ObjectMeta>,
+    body: Pieces,
+    stored_at: Instant,
+    directives: Directives,
+    /// `STALE` when the source is a stale copy; `BYPASS` when it may not be stored.
+    status: CacheStatus,
+}
+
+struct RenderTask {
+    cache: Arc<Cache>,
+    origins: Arc<Origins>,
+    tenant: Arc<Tenant>,
+    obj: ObjectRef,
+    key: CacheKey,
+    fill: Arc<Fill>,
+    stale: Option<Arc<Cached>>,
+    allowed: Vec<MediaRange>,
+    spec: render::Spec,
+    pool: Arc<RenderPool>,
+}
+
+impl RenderTask {
+    async fn make(&self) -> Result<(Arc<Cached>, CacheStatus), Error> {
+        let cache = &self.cache;
+        let stale = match &self.stale {
+            Some(stale) => Some(stale.clone()),
+            None => match cache.read_disk(&self.key).await {
+                FromDisk::Fresh(c) => {
+                    cache.metrics.tiers.disk_hits.inc();
+                    return Ok((c, CacheStatus::Hit));
+                }
+                FromDisk::Expired(c) => Some(c),
+                FromDisk::None => None,
+            },
+        };
+        let renders = &cache.metrics.renders;
+        renders.waiting.set(self.pool.waiting() as i64 + 1);
+        let ticket = self.pool.admit().await;
+        renders.waiting.set(self.pool.waiting() as i64);
+        let ticket = ticket.map_err(|e| self.pool_error(e))?;
+        let source = self.source().await?;
+        let etag = variant_etag(source.meta.etag.as_deref(), &self.key);
+        // Made from the same source: the old variant is good again, without a render.
+        if let Some(stale) = stale
+            && source.meta.etag.is_some()
+            && stale.meta.etag.as_deref() == Some(etag.as_str())
+        {
+            let status = match source.status {
+                CacheStatus::Stale => CacheStatus::Stale,
+                _ => CacheStatus::Revalidated,
+            };
+            let renewed = stale.renewed(source.stored_at, None);
+            self.store(&renewed, source.status).await;
+            return Ok((renewed, status));
+        }
+        let (spec, max_pixels, body) = (self.spec, self.pool.max_source_pixels, source.body);
+        let rendered = ticket
+            .render(move || {
+                let started = Instant::now();
+                let data = body.to_vec();
+                (render::render(&data, &spec, max_pixels), started.elapsed())
+            })
+            .await
+            .map_err(|e| self.pool_error(e))?;
+        let rendered = match rendered {
+            (Ok(r), took) => {
+                renders.seconds.observe(took.as_secs_f64());
+                renders.outcome("rendered");
+                r
+            }
+            (Err(e), _) => {
+                renders.outcome("unprocessable");
+                return Err(self.render_error(e));
+            }
+        };
+        let meta = ObjectMeta {
+            content_type: Some(rendered.format.content_type().to_string()),
+            size: rendered.bytes.len() as u64,
+            etag: Some(etag),
+            last_modified: source.meta.last_modified,
+            // Not passed on: the bytes are no longer the object's (its encoding, its
+            // download name, its language need not hold for them).
+            content_encoding: None,
+            content_disposition: None,
+            content_language: None,
+            cache_control: source.meta.cache_control.clone(),
+            expires: source.meta.expires,
+        };
+        let c = Cached::new(
+            Arc::new(meta),
+            Pieces::new(vec![Bytes::from(rendered.bytes)]),
+            source.stored_at,
+            source.directives,
+            cache.cfg.ttl.0,
+        );
+        self.store(&c, source.status).await;
+        let status = match source.status {
+            CacheStatus::Bypass | CacheStatus::Stale => source.status,
+            _ => CacheStatus::Miss,
+        };
+        Ok((c, status))
+    }
+
+    /// Keeps the variant in memory and on disk, unless its source may not be stored.
+    async fn store(&self, c: &Arc<Cached>, source: CacheStatus) {
+        if source == CacheStatus::Bypass {
+            return;
+        }
+        self.cache.write_disk(&self.key, c);
+        self.cache
+            .entries
+            .insert(self.key.clone(), Entry::Object(c.clone()))
+            .await;
+    }
+
+    /// The source, whole: from the cache, or from the fill that fetches it now.
+    async fn source(&self) -> Result<Source, Error> {
+        let cache = &self.cache;
+        let served = cache
+            .serve(&self.origins, &self.tenant, &self.obj, &self.allowed)
+            .await?;
+        let allowed = |meta: &ObjectMeta| {
+            if meta.content_type_allowed(&self.allowed) {
+                Ok(())
+            } else {
+                Err(Error::unsupported_media_type(meta.content_type.as_deref()))
+            }
+        };
+        match served {
+            Served::Complete(c, status) => {
+                allowed(&c.meta)?;
+                Ok(Source {
+                    meta: c.meta.clone(),
+                    body: c.body.clone(),
+                    stored_at: c.stored_at,
+                    directives: c.directives,
+                    status,
+                })
+            }
+            Served::Streaming(meta, fill, status) => {
+                allowed(&meta)?;
+                let pieces = fill.whole().await.ok_or_else(|| {
+                    Error::bad_gateway().with_detail("the source's body broke off")
+                })?;
+                Ok(Source {
+                    directives: meta.directives(SystemTime::now()),
+                    meta,
+                    body: Pieces::new(pieces),
+                    stored_at: cache.clock.now(),
+                    status,
+                })
+            }
+            Served::NotFound => Err(Error::not_found().with_detail("remembered 404")),
+            Served::Bypass if cache.large.contains_key(&CacheKey::of(&self.obj)) => {
+                Err(Error::new(
+                    Kind::Unprocessable,
+                    Side::Origin,
+                    "the image is larger than this proxy resizes (cache.max_object_size)",
+                ))
+            }
+            Served::Bypass => Err(Error::new(
+                Kind::Overloaded,
+                Side::Internal,
+                "the proxy is fetching too many images at once; retry shortly",
+            )
+            .with_detail("fill_memory exhausted")),
+        }
+    }
+
+    fn pool_error(&self, e: PoolError) -> Error {
+        let renders = &self.cache.metrics.renders;
+        match e {
+            PoolError::Panicked => {
+                renders.outcome("unprocessable");
+                tracing::warn!(bucket = %self.obj.bucket, key = %self.obj.key, "render panicked");
+                Error::new(Kind::Unprocessable, Side::Origin, e.to_string())
+                    .with_detail("render panicked")
+            }
+            PoolError::Busy => {
+                renders.outcome("overloaded");
+                Error::new(Kind::Overloaded, Side::Internal, e.to_string())
+                    .with_detail("render queue full")
+            }
+            PoolError::TimedOut => {
+                renders.outcome("timed_out");
+                Error::new(Kind::Overloaded, Side::Internal, e.to_string())
+                    .with_detail("render_timeout")
+            }
+        }
+    }
+
+    fn render_error(&self, e: RenderError) -> Error {
+        Error::new(Kind::Unprocessable, Side::Origin, e.to_string()).with_detail(e.detail())
+    }
+}
+
+/// A variant's ETag: a hash of its source's ETag and the variant's id. The same source
+/// and request give the same ETag on every instance of a fleet and after a restart.
+fn variant_etag(source: Option<&str>, key: &CacheKey) -> String {
+    use aws_lc_rs::digest;
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    for part in [source.unwrap_or(""), key.variant.as_deref().unwrap_or("")] {
+        ctx.update(&(part.len() as u64).to_le_bytes());
+        ctx.update(part.as_bytes());
+    }
+    let hex: String = ctx.finish().as_ref()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("\"v-{hex}\"")
+}

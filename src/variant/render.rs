@@ -1,0 +1,750 @@
+//! One render: source bytes → decoded (a JPEG at 1/2, 1/4 or 1/8 of its size when that is
+//! still large enough: the scaling happens in the DCT, before any pixel exists) → resized
+//! (fast_image_resize, Lanczos3, alpha premultiplied) → turned upright (EXIF orientation)
+//! → converted to sRGB (the source's ICC profile, qcms) → encoded. Pure CPU, synchronous:
+//! it runs on the blocking pool, never on an async worker (`cache::variants`).
+
+use std::io::Cursor;
+
+use fast_image_resize as fir;
+use image::metadata::Orientation;
+use image::{DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder, ImageFormat};
+
+use super::params::{Fit, Format, Output};
+
+/// What to make of the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spec {
+    pub w: Option<u32>,
+    pub h: Option<u32>,
+    pub fit: Fit,
+    pub q: Option<u8>,
+    pub output: Output,
+}
+
+/// An encoded variant.
+#[derive(Debug)]
+pub struct Rendered {
+    pub bytes: Vec<u8>,
+    pub format: Format,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Why a source has no variant; every one answers 422.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("the object is not an image that can be resized (JPEG, PNG, WebP or GIF)")]
+    NotAnImage,
+    #[error("the image has {pixels} pixels, more than this proxy resizes ({max})")]
+    TooLarge { pixels: u64, max: u64 },
+    #[error("animated images have no variants; ask for the original (without w, h, fit, q or fmt)")]
+    Animated,
+    #[error("the image is corrupt or truncated and cannot be resized")]
+    Corrupt(String),
+    #[error("the variant could not be encoded")]
+    Encode(String),
+}
+
+impl RenderError {
+    /// What the decoder or encoder said (for the log line, never the answer).
+    pub fn detail(&self) -> String {
+        match self {
+            RenderError::Corrupt(d) | RenderError::Encode(d) => d.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+fn corrupt(e: impl std::fmt::Display) -> RenderError {
+    RenderError::Corrupt(e.to_string())
+}
+
+/// Default qualities: what imgproxy and vipsthumbnail use for JPEG and WebP; AVIF's
+/// scale is steeper (60 looks like JPEG 80 at about half the bytes).
+fn quality(format: Format, q: Option<u8>) -> u8 {
+    q.unwrap_or(match format {
+        Format::Avif => 60,
+        _ => 80,
+    })
+}
+
+/// rav1e's speed (0 slowest … 10 fastest): 8 is within a few percent of 10's size at
+/// about two thirds of the time of 6 (BENCHMARKS.md, "Variants").
+const AVIF_SPEED: u8 = 8;
+
+/// Renders `source` as `spec` asks; refuses sources with more than `max_pixels` pixels
+/// before decoding them.
+pub fn render(source: &[u8], spec: &Spec, max_pixels: u64) -> Result<Rendered, RenderError> {
+    let kind = match image::guess_format(source) {
+        Ok(f @ (ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Gif)) => f,
+        _ => return Err(RenderError::NotAnImage),
+    };
+    let decoded = if kind == ImageFormat::Jpeg {
+        decode_jpeg(source, spec, max_pixels)?
+    } else {
+        decode_other(source, kind, max_pixels)?
+    };
+    let format = match spec.output {
+        Output::Fixed(f) => f,
+        Output::LikeSource => match kind {
+            ImageFormat::Jpeg => Format::Jpeg,
+            ImageFormat::WebP if !decoded.pixels.alpha => Format::Jpeg,
+            _ => Format::Png,
+        },
+    };
+    let Decoded {
+        pixels,
+        orientation,
+        icc,
+    } = decoded;
+    let (display_w, display_h) = upright(pixels.width, pixels.height, orientation);
+    let plan = plan(display_w, display_h, spec.w, spec.h, spec.fit);
+    let mut pixels = resize(pixels, &plan.in_stored(orientation))?;
+    if let Some(icc) = icc {
+        to_srgb(&mut pixels, &icc);
+    }
+    let pixels = orient(pixels, orientation);
+    let bytes = encode(&pixels, format, quality(format, spec.q))?;
+    Ok(Rendered {
+        bytes,
+        format,
+        width: pixels.width,
+        height: pixels.height,
+    })
+}
+
+/// 8-bit RGB or RGBA, rows packed.
+struct Pixels {
+    width: u32,
+    height: u32,
+    alpha: bool,
+    data: Vec<u8>,
+}
+
+struct Decoded {
+    pixels: Pixels,
+    orientation: Orientation,
+    icc: Option<Vec<u8>>,
+}
+
+fn check_pixels(w: u64, h: u64, max: u64) -> Result<(), RenderError> {
+    let pixels = w * h;
+    if pixels > max {
+        return Err(RenderError::TooLarge { pixels, max });
+    }
+    Ok(())
+}
+
+fn decode_jpeg(source: &[u8], spec: &Spec, max_pixels: u64) -> Result<Decoded, RenderError> {
+    let mut d = jpeg_decoder::Decoder::new(Cursor::new(source));
+    d.read_info().map_err(corrupt)?;
+    let info = d.info().ok_or_else(|| corrupt("no frame header"))?;
+    let (w, h) = (u32::from(info.width), u32::from(info.height));
+    check_pixels(w.into(), h.into(), max_pixels)?;
+    if info.pixel_format == jpeg_decoder::PixelFormat::L16 {
+        return Err(RenderError::NotAnImage);
+    }
+    // The orientation is known only after decoding: ask for a size that is enough either
+    // way the image turns out to stand.
+    let factor = plan(w, h, spec.w, spec.h, spec.fit)
+        .scale
+        .max(plan(h, w, spec.w, spec.h, spec.fit).scale);
+    let want = |side: u32| (f64::from(side) * factor).ceil().clamp(1.0, 65535.0) as u16;
+    d.scale(want(w), want(h)).map_err(corrupt)?;
+    let data = d.decode().map_err(corrupt)?;
+    let info = d.info().ok_or_else(|| corrupt("no frame header"))?;
+    let (w, h) = (u32::from(info.width), u32::from(info.height));
+    let data = match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => data,
+        jpeg_decoder::PixelFormat::L8 => data.iter().flat_map(|&l| [l, l, l]).collect(),
+        // jpeg-decoder has already undone Adobe's inversion.
+        jpeg_decoder::PixelFormat::CMYK32 => data
+            .chunks_exact(4)
+            .flat_map(|p| {
+                let k = u16::from(p[3]);
+                [0, 1, 2].map(|i| ((255 - u16::from(p[i])) * k / 255) as u8)
+            })
+            .collect(),
+        jpeg_decoder::PixelFormat::L16 => return Err(RenderError::NotAnImage),
+    };
+    if data.len() != (w * h * 3) as usize {
+        return Err(corrupt("pixel data of the wrong length"));
+    }
+    let orientation = d
+        .exif_data()
+        .and_then(Orientation::from_exif_chunk)
+        .unwrap_or(Orientation::NoTransforms);
+    // CMYK profiles are not converted (qcms takes RGB ones): the naive conversion stands.
+    let icc = (info.pixel_format == jpeg_decoder::PixelFormat::RGB24)
+        .then(|| d.icc_profile())
+        .flatten();
+    Ok(Decoded {
+        pixels: Pixels {
+            width: w,
+            height: h,
+            alpha: false,
+            data,
+        },
+        orientation,
+        icc,
+    })
+}
+
+fn decode_other(source: &[u8], kind: ImageFormat, max_pixels: u64) -> Result<Decoded, RenderError> {
+    let mut limits = image::Limits::default();
+    // Decoded pixels plus the decoders' own buffers: 16-bit RGBA is 8 bytes a pixel.
+    limits.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    let image = match kind {
+        ImageFormat::WebP => {
+            let d = image::codecs::webp::WebPDecoder::new(Cursor::new(source)).map_err(corrupt)?;
+            if d.has_animation() {
+                return Err(RenderError::Animated);
+            }
+            from_decoder(d, max_pixels, limits)?
+        }
+        ImageFormat::Gif => {
+            use image::AnimationDecoder;
+            let frames = image::codecs::gif::GifDecoder::new(Cursor::new(source))
+                .map_err(corrupt)?
+                .into_frames()
+                .take(2)
+                .count();
+            if frames > 1 {
+                return Err(RenderError::Animated);
+            }
+            let d = image::codecs::gif::GifDecoder::new(Cursor::new(source)).map_err(corrupt)?;
+            from_decoder(d, max_pixels, limits)?
+        }
+        _ => {
+            let d = image::codecs::png::PngDecoder::new(Cursor::new(source)).map_err(corrupt)?;
+            from_decoder(d, max_pixels, limits)?
+        }
+    };
+    Ok(image)
+}
+
+fn from_decoder(
+    mut d: impl ImageDecoder,
+    max_pixels: u64,
+    limits: image::Limits,
+) -> Result<Decoded, RenderError> {
+    let (w, h) = d.dimensions();
+    check_pixels(w.into(), h.into(), max_pixels)?;
+    d.set_limits(limits).map_err(corrupt)?;
+    let orientation = d.orientation().unwrap_or(Orientation::NoTransforms);
+    let icc = d.icc_profile().ok().flatten();
+    let image = DynamicImage::from_decoder(d).map_err(corrupt)?;
+    let alpha = image.color().has_alpha();
+    let data = if alpha {
+        image.into_rgba8().into_raw()
+    } else {
+        image.into_rgb8().into_raw()
+    };
+    Ok(Decoded {
+        pixels: Pixels {
+            width: w,
+            height: h,
+            alpha,
+            data,
+        },
+        orientation,
+        icc,
+    })
+}
+
+/// Whether an orientation turns the image a quarter.
+fn swaps_axes(o: Orientation) -> bool {
+    matches!(
+        o,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    )
+}
+
+fn upright(w: u32, h: u32, o: Orientation) -> (u32, u32) {
+    if swaps_axes(o) { (h, w) } else { (w, h) }
+}
+
+/// The output size and the part of the image it shows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Plan {
+    out_w: u32,
+    out_h: u32,
+    /// The shown part, centred: its width and height as fractions of the image's (so the
+    /// same plan fits a decode at 1/2, 1/4 or 1/8 of the size).
+    crop_w: f64,
+    crop_h: f64,
+    /// Output pixels per pixel of the full-size image.
+    scale: f64,
+}
+
+impl Plan {
+    /// The same plan for the image as stored, before `o` turns it upright (a centred
+    /// crop stays centred under every flip and turn).
+    fn in_stored(self, o: Orientation) -> Plan {
+        if swaps_axes(o) {
+            Plan {
+                out_w: self.out_h,
+                out_h: self.out_w,
+                crop_w: self.crop_h,
+                crop_h: self.crop_w,
+                scale: self.scale,
+            }
+        } else {
+            self
+        }
+    }
+}
+
+/// The plan for an image of `w`×`h` (upright). Never enlarges: a source smaller than
+/// asked stays its size (`cover` still crops it to the asked shape).
+fn plan(w: u32, h: u32, want_w: Option<u32>, want_h: Option<u32>, fit: Fit) -> Plan {
+    let (wf, hf) = (f64::from(w), f64::from(h));
+    let side = |v: f64| (v.round() as u32).max(1);
+    let whole = |s: f64| Plan {
+        out_w: side(wf * s),
+        out_h: side(hf * s),
+        crop_w: 1.0,
+        crop_h: 1.0,
+        scale: s,
+    };
+    match (want_w, want_h) {
+        (None, None) => whole(1.0),
+        (Some(ww), None) => whole((f64::from(ww) / wf).min(1.0)),
+        (None, Some(wh)) => whole((f64::from(wh) / hf).min(1.0)),
+        (Some(ww), Some(wh)) => {
+            let (bw, bh) = (f64::from(ww), f64::from(wh));
+            match fit {
+                Fit::Contain => whole((bw / wf).min(bh / hf).min(1.0)),
+                Fit::Cover => {
+                    // The largest centred part of the image with the box's shape, shown
+                    // at the box's size (or at its own, when it is smaller).
+                    let (crop_w, crop_h) = if wf / hf > bw / bh {
+                        (hf * bw / bh, hf)
+                    } else {
+                        (wf, wf * bh / bw)
+                    };
+                    let s = (bw / crop_w).min(1.0);
+                    Plan {
+                        out_w: side(crop_w * s),
+                        out_h: side(crop_h * s),
+                        crop_w: crop_w / wf,
+                        crop_h: crop_h / hf,
+                        scale: s,
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn pixel_type(alpha: bool) -> fir::PixelType {
+    if alpha {
+        fir::PixelType::U8x4
+    } else {
+        fir::PixelType::U8x3
+    }
+}
+
+/// `pixels` (the whole image, possibly decoded smaller than full size) cropped and
+/// resized as `plan` says.
+fn resize(pixels: Pixels, plan: &Plan) -> Result<Pixels, RenderError> {
+    let (pw, ph) = (f64::from(pixels.width), f64::from(pixels.height));
+    let (crop_w, crop_h) = (plan.crop_w * pw, plan.crop_h * ph);
+    let whole = plan.crop_w >= 1.0 && plan.crop_h >= 1.0;
+    if whole && plan.out_w == pixels.width && plan.out_h == pixels.height {
+        return Ok(pixels);
+    }
+    let pt = pixel_type(pixels.alpha);
+    let failed = |e: &dyn std::fmt::Display| RenderError::Encode(format!("resize: {e}"));
+    let src = fir::images::Image::from_vec_u8(pixels.width, pixels.height, pixels.data, pt)
+        .map_err(|e| failed(&e))?;
+    let mut dst = fir::images::Image::new(plan.out_w, plan.out_h, pt);
+    let options = fir::ResizeOptions::new()
+        .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::Lanczos3))
+        .crop((pw - crop_w) / 2.0, (ph - crop_h) / 2.0, crop_w, crop_h);
+    fir::Resizer::new()
+        .resize(&src, &mut dst, &options)
+        .map_err(|e| failed(&e))?;
+    Ok(Pixels {
+        width: plan.out_w,
+        height: plan.out_h,
+        alpha: pixels.alpha,
+        data: dst.into_vec(),
+    })
+}
+
+/// Converts pixels tagged with an ICC profile to sRGB, which is what untagged images
+/// mean to a browser (the encoders write no profile). An sRGB or unreadable profile
+/// leaves them as they are.
+fn to_srgb(pixels: &mut Pixels, icc: &[u8]) {
+    let Some(profile) = qcms::Profile::new_from_slice(icc, false) else {
+        return;
+    };
+    if profile.is_sRGB() {
+        return;
+    }
+    let ty = if pixels.alpha {
+        qcms::DataType::RGBA8
+    } else {
+        qcms::DataType::RGB8
+    };
+    let srgb = qcms::Profile::new_sRGB();
+    if let Some(t) = qcms::Transform::new(&profile, &srgb, ty, qcms::Intent::Perceptual) {
+        t.apply(&mut pixels.data);
+    }
+}
+
+/// Turns the image upright as its EXIF orientation says (the output carries no EXIF).
+fn orient(pixels: Pixels, o: Orientation) -> Pixels {
+    if o == Orientation::NoTransforms {
+        return pixels;
+    }
+    let Pixels {
+        width,
+        height,
+        alpha,
+        data,
+    } = pixels;
+    let image = if alpha {
+        image::RgbaImage::from_raw(width, height, data).map(DynamicImage::ImageRgba8)
+    } else {
+        image::RgbImage::from_raw(width, height, data).map(DynamicImage::ImageRgb8)
+    };
+    let Some(mut image) = image else {
+        // Cannot happen: the buffer was made for these dimensions.
+        return Pixels {
+            width,
+            height,
+            alpha,
+            data: Vec::new(),
+        };
+    };
+    image.apply_orientation(o);
+    let (width, height) = (image.width(), image.height());
+    let data = if alpha {
+        image.into_rgba8().into_raw()
+    } else {
+        image.into_rgb8().into_raw()
+    };
+    Pixels {
+        width,
+        height,
+        alpha,
+        data,
+    }
+}
+
+fn encode(pixels: &Pixels, format: Format, q: u8) -> Result<Vec<u8>, RenderError> {
+    let (w, h) = (pixels.width, pixels.height);
+    let color = if pixels.alpha {
+        ExtendedColorType::Rgba8
+    } else {
+        ExtendedColorType::Rgb8
+    };
+    let failed =
+        |e: &dyn std::fmt::Display| RenderError::Encode(format!("{}: {e}", format.as_str()));
+    let mut out = Vec::new();
+    match format {
+        Format::Jpeg => {
+            // JPEG has no transparency: composite over white, as browsers show it.
+            let flat;
+            let (data, color) = if pixels.alpha {
+                flat = over_white(&pixels.data);
+                (&flat, ExtendedColorType::Rgb8)
+            } else {
+                (&pixels.data, color)
+            };
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, q)
+                .write_image(data, w, h, color)
+                .map_err(|e| failed(&e))?;
+        }
+        Format::Png => {
+            image::codecs::png::PngEncoder::new_with_quality(
+                &mut out,
+                image::codecs::png::CompressionType::Default,
+                image::codecs::png::FilterType::Adaptive,
+            )
+            .write_image(&pixels.data, w, h, color)
+            .map_err(|e| failed(&e))?;
+        }
+        Format::Webp => {
+            let encoder = if pixels.alpha {
+                webp::Encoder::from_rgba(&pixels.data, w, h)
+            } else {
+                webp::Encoder::from_rgb(&pixels.data, w, h)
+            };
+            let encoded = encoder
+                .encode_simple(false, f32::from(q))
+                .map_err(|e| failed(&format!("{e:?}")))?;
+            out.extend_from_slice(&encoded);
+        }
+        Format::Avif => {
+            image::codecs::avif::AvifEncoder::new_with_speed_quality(&mut out, AVIF_SPEED, q)
+                .with_num_threads(Some(1))
+                .write_image(&pixels.data, w, h, color)
+                .map_err(|e| failed(&e))?;
+        }
+    }
+    Ok(out)
+}
+
+fn over_white(rgba: &[u8]) -> Vec<u8> {
+    rgba.chunks_exact(4)
+        .flat_map(|p| {
+            let a = u16::from(p[3]);
+            [0, 1, 2].map(|i| ((u16::from(p[i]) * a + 255 * (255 - a)) / 255) as u8)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::variant::samples;
+
+    const MAX: u64 = 50_000_000;
+
+    fn spec(w: Option<u32>, h: Option<u32>, fit: Fit, output: Output) -> Spec {
+        Spec {
+            w,
+            h,
+            fit,
+            q: None,
+            output,
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> DynamicImage {
+        image::load_from_memory(bytes).unwrap()
+    }
+
+    #[test]
+    fn plans_keep_the_aspect_and_never_enlarge() {
+        let p = plan(4000, 3000, Some(256), None, Fit::Contain);
+        assert_eq!((p.out_w, p.out_h), (256, 192));
+        let p = plan(4000, 3000, Some(256), Some(256), Fit::Contain);
+        assert_eq!((p.out_w, p.out_h), (256, 192));
+        let p = plan(4000, 3000, Some(256), Some(256), Fit::Cover);
+        assert_eq!((p.out_w, p.out_h), (256, 256));
+        assert!((p.crop_w - 0.75).abs() < 1e-9 && p.crop_h == 1.0);
+        let p = plan(100, 50, Some(256), None, Fit::Contain);
+        assert_eq!((p.out_w, p.out_h), (100, 50));
+        // Smaller than the box: cropped to its shape at the source's own scale.
+        let p = plan(100, 50, Some(256), Some(256), Fit::Cover);
+        assert_eq!((p.out_w, p.out_h), (50, 50));
+        let p = plan(300, 3000, None, Some(64), Fit::Contain);
+        assert_eq!((p.out_w, p.out_h), (6, 64));
+    }
+
+    #[test]
+    fn every_output_format_is_what_its_bytes_say() {
+        let src = samples::jpeg(&samples::picture(640, 480), 90, None, None);
+        for (format, sniffed) in [
+            (Format::Jpeg, ImageFormat::Jpeg),
+            (Format::Png, ImageFormat::Png),
+            (Format::Webp, ImageFormat::WebP),
+            (Format::Avif, ImageFormat::Avif),
+        ] {
+            let r = render(
+                &src,
+                &spec(Some(64), None, Fit::Contain, Output::Fixed(format)),
+                MAX,
+            )
+            .unwrap();
+            assert_eq!(r.format, format);
+            assert_eq!(
+                image::guess_format(&r.bytes).unwrap(),
+                sniffed,
+                "{format:?}"
+            );
+            assert_eq!((r.width, r.height), (64, 48));
+        }
+    }
+
+    #[test]
+    fn a_large_jpeg_is_decoded_scaled_and_resized_exactly() {
+        let src = samples::jpeg(&samples::picture(2400, 1600), 85, None, None);
+        let r = render(
+            &src,
+            &spec(
+                Some(256),
+                Some(256),
+                Fit::Cover,
+                Output::Fixed(Format::Jpeg),
+            ),
+            MAX,
+        )
+        .unwrap();
+        let img = decode(&r.bytes);
+        assert_eq!((img.width(), img.height()), (256, 256));
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        // Stored sideways: left half red, right half blue. Orientation 6 means "turn 90°
+        // clockwise to view": the left half ends up on top.
+        let stored = samples::halves(200, 100, [255, 0, 0], [0, 0, 255]);
+        let src = samples::jpeg(&stored, 95, Some(6), None);
+        let r = render(
+            &src,
+            &spec(Some(64), None, Fit::Contain, Output::Fixed(Format::Png)),
+            MAX,
+        )
+        .unwrap();
+        let img = decode(&r.bytes).into_rgb8();
+        assert_eq!((img.width(), img.height()), (64, 128));
+        let top = img.get_pixel(32, 10);
+        let bottom = img.get_pixel(32, 118);
+        assert!(top[0] > 200 && top[2] < 60, "top {top:?}");
+        assert!(bottom[2] > 200 && bottom[0] < 60, "bottom {bottom:?}");
+    }
+
+    #[test]
+    fn icc_profiles_are_converted_to_srgb() {
+        let red = image::RgbImage::from_pixel(32, 32, image::Rgb([255, 0, 0]));
+        for src in [
+            samples::png(&red, Some(samples::swapped_primaries_icc())),
+            samples::jpeg(&red, 95, None, Some(samples::swapped_primaries_icc())),
+        ] {
+            let r = render(
+                &src,
+                &spec(None, None, Fit::Contain, Output::Fixed(Format::Png)),
+                MAX,
+            )
+            .unwrap();
+            let px = *decode(&r.bytes).into_rgb8().get_pixel(16, 16);
+            // "Red" in that profile is sRGB's green.
+            assert!(px[1] > 180 && px[0] < 90, "{px:?}");
+        }
+        // Without the profile, red stays red.
+        let r = render(
+            &samples::png(&red, None),
+            &spec(None, None, Fit::Contain, Output::Fixed(Format::Png)),
+            MAX,
+        )
+        .unwrap();
+        assert_eq!(
+            *decode(&r.bytes).into_rgb8().get_pixel(16, 16),
+            image::Rgb([255, 0, 0])
+        );
+    }
+
+    #[test]
+    fn transparency_is_kept_where_the_format_has_it() {
+        let src = samples::png_half_transparent(128, 64);
+        for format in [Format::Png, Format::Webp] {
+            let r = render(
+                &src,
+                &spec(Some(64), None, Fit::Contain, Output::Fixed(format)),
+                MAX,
+            )
+            .unwrap();
+            let img = decode(&r.bytes);
+            assert!(img.color().has_alpha(), "{format:?}");
+            let img = img.into_rgba8();
+            assert!(img.get_pixel(5, 16)[3] > 240, "{format:?} opaque side");
+            assert!(img.get_pixel(58, 16)[3] < 15, "{format:?} transparent side");
+        }
+        // No AVIF decoder is built in (AVIF sources are not read): its alpha plane is
+        // an auxiliary image item of the container.
+        let r = render(
+            &src,
+            &spec(Some(64), None, Fit::Contain, Output::Fixed(Format::Avif)),
+            MAX,
+        )
+        .unwrap();
+        let urn = b"urn:mpeg:mpegB:cicp:systems:auxiliary:alpha";
+        assert!(
+            r.bytes.windows(urn.len()).any(|w| w == urn),
+            "an AVIF alpha plane"
+        );
+        // JPEG has none: the transparent half becomes white.
+        let r = render(
+            &src,
+            &spec(Some(64), None, Fit::Contain, Output::Fixed(Format::Jpeg)),
+            MAX,
+        )
+        .unwrap();
+        let px = *decode(&r.bytes).into_rgb8().get_pixel(58, 16);
+        assert!(px.0.iter().all(|&c| c > 235), "{px:?}");
+        // Like the source: a PNG stays a PNG (it may be transparent).
+        let r = render(
+            &src,
+            &spec(Some(64), None, Fit::Contain, Output::LikeSource),
+            MAX,
+        )
+        .unwrap();
+        assert_eq!(r.format, Format::Png);
+    }
+
+    #[test]
+    fn refusals_are_errors_not_panics() {
+        let png = samples::png(&samples::picture(400, 300), None);
+        let any = spec(Some(64), None, Fit::Contain, Output::Fixed(Format::Webp));
+        assert!(matches!(
+            render(&png, &any, 100_000),
+            Err(RenderError::TooLarge {
+                pixels: 120_000,
+                max: 100_000
+            })
+        ));
+        let jpeg = samples::jpeg(&samples::picture(400, 300), 90, None, None);
+        assert!(matches!(
+            render(&jpeg, &any, 1000),
+            Err(RenderError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            render(&jpeg[..jpeg.len() / 3], &any, MAX),
+            Err(RenderError::Corrupt(_))
+        ));
+        assert!(matches!(
+            render(&png[..png.len() / 2], &any, MAX),
+            Err(RenderError::Corrupt(_))
+        ));
+        assert!(matches!(
+            render(b"<svg></svg>", &any, MAX),
+            Err(RenderError::NotAnImage)
+        ));
+        assert!(matches!(
+            render(&samples::gif(16, 16, 3), &any, MAX),
+            Err(RenderError::Animated)
+        ));
+        assert!(render(&samples::gif(16, 16, 1), &any, MAX).is_ok());
+        assert!(render(&samples::webp(&samples::picture(80, 60)), &any, MAX).is_ok());
+    }
+
+    /// Damaged copies of every kind of source: each render ends with an answer (the
+    /// cargo-fuzz target in fuzz/ does the same without end).
+    #[test]
+    fn mutated_sources_never_panic() {
+        let seeds = [
+            samples::jpeg(&samples::picture(96, 64), 80, Some(6), None),
+            samples::png(
+                &samples::picture(64, 48),
+                Some(samples::swapped_primaries_icc()),
+            ),
+            samples::png_half_transparent(40, 30),
+            samples::webp(&samples::picture(50, 40)),
+            samples::gif(20, 20, 2),
+        ];
+        let any = spec(Some(64), Some(64), Fit::Cover, Output::Fixed(Format::Png));
+        let mut rng = fastrand::Rng::with_seed(7);
+        for seed in &seeds {
+            for _ in 0..150 {
+                let mut bytes = seed.clone();
+                for _ in 0..rng.usize(1..8) {
+                    let at = rng.usize(..bytes.len());
+                    bytes[at] = rng.u8(..);
+                }
+                if rng.bool() {
+                    bytes.truncate(rng.usize(1..bytes.len()));
+                }
+                let _ = render(&bytes, &any, 1_000_000);
+            }
+        }
+    }
+}

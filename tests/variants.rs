@@ -1,0 +1,257 @@
+//! Image variants through the proxy (docs/variants.md), against the embedded store:
+//! rendered once and cached like originals, negotiated by `Accept`, covered by the
+//! signature, refused with 422 for sources that cannot be rendered, and following their
+//! source through purges and changes.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bucketfront::variant::samples;
+use common::*;
+
+fn photo() -> Vec<u8> {
+    samples::jpeg(&samples::picture(1200, 800), 85, None, None)
+}
+
+fn dims(bytes: &[u8]) -> (u32, u32) {
+    let img = image::load_from_memory(bytes).expect("a decodable image");
+    (img.width(), img.height())
+}
+
+async fn renders(proxy: &Proxy) -> f64 {
+    metric(
+        proxy,
+        "bucketfront_variant_renders_total{outcome=\"rendered\"}",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_variant_is_rendered_once_for_concurrent_requests_and_then_cached() {
+    let env = Env::start().await;
+    env.put("test-images", "p.jpg", photo(), "image/jpeg").await;
+    let url = Arc::new(env.proxy.url("/test-images/p.jpg?w=256&fmt=webp"));
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    let mut bodies = Vec::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(r.header("content-type"), Some("image/webp"));
+        bodies.push(r.bytes().clone());
+    }
+    assert!(
+        bodies.iter().all(|b| b == &bodies[0]),
+        "one render, one answer"
+    );
+    assert_eq!(
+        image::guess_format(&bodies[0]).unwrap(),
+        image::ImageFormat::WebP
+    );
+    assert_eq!(dims(&bodies[0]), (256, 171));
+    assert_eq!(env.gets(), 1, "one origin GET");
+    assert_eq!(renders(&env.proxy).await, 1.0, "one render");
+
+    let hit = get(&url).await;
+    assert_eq!(hit.header("x-cache"), Some("HIT"));
+    assert!(hit.header("age").is_some());
+    assert_eq!(hit.bytes(), &bodies[0]);
+    // Another variant and the original: from the source already in the cache.
+    let small = get(&env.proxy.url("/test-images/p.jpg?w=64")).await;
+    assert_eq!(small.header("content-type"), Some("image/jpeg"));
+    assert_eq!(dims(small.bytes()), (64, 43));
+    let original = get(&env.proxy.url("/test-images/p.jpg")).await;
+    assert_eq!(original.header("x-cache"), Some("HIT"));
+    assert_eq!(original.bytes().as_ref(), photo().as_slice());
+    assert_eq!(env.gets(), 1, "still one origin GET");
+    // Ranges and HEAD work on variants as on objects.
+    let range = get_with(&url, &[("range", "bytes=0-9")]).await;
+    assert_eq!(range.status, 206);
+    assert_eq!(range.bytes().as_ref(), &bodies[0][..10]);
+    let head = request(http::Method::HEAD, &url, &[]).await;
+    assert_eq!(
+        head.header("content-length"),
+        Some(bodies[0].len().to_string().as_str())
+    );
+    assert!(head.bytes().is_empty());
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn fmt_auto_follows_accept_and_says_so_in_vary() {
+    let env = Env::start().await;
+    env.put("test-images", "a.jpg", photo(), "image/jpeg").await;
+    let url = env.proxy.url("/test-images/a.jpg?w=128&fmt=auto");
+    for (accept, want) in [
+        (
+            "image/avif,image/webp,image/apng,image/*,*/*;q=0.8",
+            "image/webp",
+        ),
+        ("image/avif,image/*;q=0.8", "image/avif"),
+        ("image/*,*/*;q=0.8", "image/jpeg"),
+    ] {
+        let r = get_with(&url, &[("accept", accept), ("origin", ALLOWED_ORIGIN)]).await;
+        assert_eq!(r.status, 200, "{accept}");
+        assert_eq!(r.header("content-type"), Some(want), "{accept}");
+        let vary: Vec<&str> = r
+            .headers
+            .get_all("vary")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        assert!(
+            vary.contains(&"Accept") && vary.contains(&"Origin"),
+            "{vary:?}"
+        );
+    }
+    // A fixed format does not depend on Accept.
+    let fixed = get(&env.proxy.url("/test-images/a.jpg?w=128&fmt=png")).await;
+    assert!(fixed.headers.get_all("vary").iter().all(|v| v != "Accept"));
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn the_signature_covers_the_variant() {
+    let env = Env::start().await;
+    env.put("sig-images", "s.jpg", photo(), "image/jpeg").await;
+    let exp = in_an_hour();
+    let signed = |variant: Option<&str>| {
+        bucketfront::auth::signed_variant_query(
+            SIGNING_SECRET.as_bytes(),
+            "sig-images",
+            "s.jpg",
+            exp,
+            None,
+            variant,
+        )
+    };
+    let thumb = signed(Some("w=256&fmt=webp"));
+    let ok = get(&env.proxy.url(&format!("/sig-images/s.jpg?{thumb}"))).await;
+    assert_eq!(ok.status, 200, "{:?}", ok.body);
+    assert_eq!(ok.header("content-type"), Some("image/webp"));
+    // The original's signature does not cover a variant, nor one size another's.
+    let plain = signed(None);
+    for query in [
+        format!("w=256&{plain}"),
+        thumb.replace("w=256", "w=512"),
+        thumb.replace("fmt=webp", "fmt=png"),
+    ] {
+        let r = get(&env.proxy.url(&format!("/sig-images/s.jpg?{query}"))).await;
+        assert_eq!(r.status, 403, "{query}");
+    }
+    // A size not allowed is malformed: 400 before the signature is looked at.
+    let r = get(&env.proxy.url("/sig-images/s.jpg?w=300")).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "bad_request");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn sources_without_a_variant_are_422_with_json() {
+    let env = Env::with(|c, _| c.variants.max_source_pixels = 1_000_000).await;
+    let mut corrupt = photo();
+    corrupt.truncate(corrupt.len() / 3);
+    env.put("test-images", "corrupt.jpg", corrupt.clone(), "image/jpeg")
+        .await;
+    env.put(
+        "test-images",
+        "anim.gif",
+        samples::gif(32, 32, 3),
+        "image/gif",
+    )
+    .await;
+    let big = samples::jpeg(&samples::picture(1500, 1000), 70, None, None);
+    env.put("test-images", "big.jpg", big, "image/jpeg").await;
+    env.put("test-images", "icon.svg", "<svg/>", "image/svg+xml")
+        .await;
+    for key in ["corrupt.jpg", "anim.gif", "big.jpg", "icon.svg"] {
+        let r = get(&env.proxy.url(&format!("/test-images/{key}?w=64"))).await;
+        assert_eq!(r.status, 422, "{key}");
+        assert_eq!(r.json()["error"], "unprocessable", "{key}");
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+    }
+    // The originals are still served as they are.
+    let r = get(&env.proxy.url("/test-images/corrupt.jpg")).await;
+    assert_eq!((r.status.as_u16(), r.bytes().len()), (200, corrupt.len()));
+    let failed = "bucketfront_variant_renders_total{outcome=\"unprocessable\"}";
+    assert_eq!(metric(&env.proxy, failed).await, 4.0);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_variant_follows_its_source_through_changes_and_purges() {
+    let env = Env::start().await;
+    let red = samples::jpeg(
+        &image::RgbImage::from_pixel(400, 300, image::Rgb([250, 0, 0])),
+        90,
+        None,
+        None,
+    );
+    let blue = samples::jpeg(
+        &image::RgbImage::from_pixel(400, 300, image::Rgb([0, 0, 250])),
+        90,
+        None,
+        None,
+    );
+    let url = env.proxy.url("/test-images/c.jpg?w=64&fmt=png");
+    let center = |bytes: &[u8]| {
+        *image::load_from_memory(bytes)
+            .unwrap()
+            .into_rgb8()
+            .get_pixel(32, 24)
+    };
+    env.put("test-images", "c.jpg", red.clone(), "image/jpeg")
+        .await;
+    let first = get(&url).await;
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    assert!(center(first.bytes())[0] > 200);
+    let etag = first.header("etag").unwrap().to_string();
+
+    // Expired, source unchanged: the source is revalidated, the variant kept (no render).
+    let clock = env.proxy.state.cache.clock();
+    clock.advance(Duration::from_secs(3601));
+    let again = get(&url).await;
+    assert_eq!(again.header("x-cache"), Some("REVALIDATED"));
+    assert_eq!(again.header("etag"), Some(etag.as_str()));
+    assert_eq!(renders(&env.proxy).await, 1.0);
+    assert_eq!(
+        env.gets(),
+        2,
+        "one more GET: the conditional one (answered 304)"
+    );
+
+    // Expired, source changed: rendered again from the new source.
+    env.put("test-images", "c.jpg", blue, "image/jpeg").await;
+    clock.advance(Duration::from_secs(3601));
+    let changed = get(&url).await;
+    assert_eq!(changed.header("x-cache"), Some("MISS"));
+    assert_ne!(changed.header("etag"), Some(etag.as_str()));
+    assert!(center(changed.bytes())[2] > 200);
+
+    // A purge of the object takes its variants with it.
+    env.put("test-images", "c.jpg", red, "image/jpeg").await;
+    let admin = format!("http://{}/purge", env.proxy.admin);
+    let (status, body) = post_json(&admin, r#"{"bucket": "test-images", "key": "c.jpg"}"#).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["purged"], 2, "the object and its variant");
+    let after = get(&url).await;
+    assert_eq!(after.header("x-cache"), Some("MISS"));
+    assert!(center(after.bytes())[0] > 200);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn variants_can_be_turned_off() {
+    let env = Env::with(|c, _| c.variants.widths.clear()).await;
+    env.put("test-images", "p.jpg", photo(), "image/jpeg").await;
+    let r = get(&env.proxy.url("/test-images/p.jpg?fmt=webp")).await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["message"].as_str().unwrap().contains("turned off"));
+    env.stop().await;
+}
