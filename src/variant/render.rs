@@ -69,9 +69,10 @@ fn quality(format: Format, q: Option<u8>) -> u8 {
     })
 }
 
-/// rav1e's speed (0 slowest … 10 fastest): 8 is within a few percent of 10's size at
-/// about two thirds of the time of 6 (BENCHMARKS.md, "Variants").
-const AVIF_SPEED: u8 = 8;
+/// rav1e's speed (0 slowest … 10 fastest). Without rav1e's assembly (it needs nasm),
+/// 10 renders a 1024 px AVIF in about the time libvips (libaom) takes and 8 in 2.4× that,
+/// for files ~20% smaller (BENCHMARKS.md, "Variants"); AVIF is only made when asked for.
+const AVIF_SPEED: u8 = 10;
 
 /// Renders `source` as `spec` asks; refuses sources with more than `max_pixels` pixels
 /// before decoding them.
@@ -196,13 +197,7 @@ fn decode_other(source: &[u8], kind: ImageFormat, max_pixels: u64) -> Result<Dec
     // Decoded pixels plus the decoders' own buffers: 16-bit RGBA is 8 bytes a pixel.
     limits.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(64 << 20));
     let image = match kind {
-        ImageFormat::WebP => {
-            let d = image::codecs::webp::WebPDecoder::new(Cursor::new(source)).map_err(corrupt)?;
-            if d.has_animation() {
-                return Err(RenderError::Animated);
-            }
-            from_decoder(d, max_pixels, limits)?
-        }
+        ImageFormat::WebP => decode_webp(source, max_pixels)?,
         ImageFormat::Gif => {
             use image::AnimationDecoder;
             let frames = image::codecs::gif::GifDecoder::new(Cursor::new(source))
@@ -222,6 +217,35 @@ fn decode_other(source: &[u8], kind: ImageFormat, max_pixels: u64) -> Result<Dec
         }
     };
     Ok(image)
+}
+
+/// WebP: the metadata (animation, orientation, ICC) from image's parser, the pixels from
+/// libwebp.
+fn decode_webp(source: &[u8], max_pixels: u64) -> Result<Decoded, RenderError> {
+    let mut meta = image::codecs::webp::WebPDecoder::new(Cursor::new(source)).map_err(corrupt)?;
+    if meta.has_animation() {
+        return Err(RenderError::Animated);
+    }
+    let (w, h) = meta.dimensions();
+    check_pixels(w.into(), h.into(), max_pixels)?;
+    let orientation = meta.orientation().unwrap_or(Orientation::NoTransforms);
+    let icc = meta.icc_profile().ok().flatten();
+    let image = webp::Decoder::new(source)
+        .decode()
+        .ok_or_else(|| corrupt("libwebp could not decode it"))?;
+    if (image.width(), image.height()) != (w, h) {
+        return Err(corrupt("libwebp and the header disagree on the size"));
+    }
+    Ok(Decoded {
+        pixels: Pixels {
+            width: w,
+            height: h,
+            alpha: image.is_alpha(),
+            data: image.to_vec(),
+        },
+        orientation,
+        icc,
+    })
 }
 
 fn from_decoder(
@@ -452,20 +476,29 @@ fn encode(pixels: &Pixels, format: Format, q: u8) -> Result<Vec<u8>, RenderError
         Format::Jpeg => {
             // JPEG has no transparency: composite over white, as browsers show it.
             let flat;
-            let (data, color) = if pixels.alpha {
+            let data = if pixels.alpha {
                 flat = over_white(&pixels.data);
-                (&flat, ExtendedColorType::Rgb8)
+                &flat
             } else {
-                (&pixels.data, color)
+                &pixels.data
             };
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, q)
-                .write_image(data, w, h, color)
+            let (w, h) = (
+                u16::try_from(w).map_err(|e| failed(&e))?,
+                u16::try_from(h).map_err(|e| failed(&e))?,
+            );
+            let mut encoder = jpeg_encoder::Encoder::new(&mut out, q);
+            encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_2_0);
+            // Standard Huffman tables: with optimised ones, a flat image (a logo on white)
+            // comes out as a file zune-jpeg 0.5 (the image crate's decoder) misreads,
+            // though libjpeg-turbo reads it right; a few percent of size is not worth it.
+            encoder
+                .encode(data, w, h, jpeg_encoder::ColorType::Rgb)
                 .map_err(|e| failed(&e))?;
         }
         Format::Png => {
             image::codecs::png::PngEncoder::new_with_quality(
                 &mut out,
-                image::codecs::png::CompressionType::Default,
+                image::codecs::png::CompressionType::Fast,
                 image::codecs::png::FilterType::Adaptive,
             )
             .write_image(&pixels.data, w, h, color)

@@ -7,16 +7,34 @@ use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::PngEncoder;
 use image::{ExtendedColorType, Frame, ImageEncoder, Rgb, RgbImage, Rgba, RgbaImage};
 
-/// A `w`×`h` picture with detail everywhere (gradients and a grid), so that JPEG and
-/// resampling do real work.
+/// A `w`×`h` picture that compresses and resamples like a photo: smooth gradients,
+/// soft-edged discs, thin dark lines (sharp edges) and a little sensor-like noise.
 pub fn picture(w: u32, h: u32) -> RgbImage {
+    let (wf, hf) = (w.max(1) as f32, h.max(1) as f32);
+    let discs = [
+        (0.30, 0.40, 0.18, [230.0, 200.0, 80.0]),
+        (0.70, 0.62, 0.25, [40.0, 120.0, 60.0]),
+        (0.55, 0.22, 0.10, [200.0, 60.0, 60.0]),
+    ];
+    let step = (w / 12).max(4);
     RgbImage::from_fn(w, h, |x, y| {
-        let grid = if (x / 16 + y / 16) % 2 == 0 { 40 } else { 0 };
-        Rgb([
-            ((x * 255) / w.max(1)) as u8 / 2 + grid,
-            ((y * 255) / h.max(1)) as u8 / 2 + grid,
-            (((x ^ y) & 0xff) as u8) / 2,
-        ])
+        let (fx, fy) = (x as f32 / wf, y as f32 / hf);
+        let mut c = [60.0 + 150.0 * fy, 90.0 + 100.0 * fx, 200.0 - 120.0 * fy];
+        for (cx, cy, r, color) in discs {
+            let d = ((fx - cx).powi(2) * (wf / hf).powi(2) + (fy - cy).powi(2)).sqrt();
+            let t = ((r - d) / 0.01).clamp(0.0, 1.0);
+            for i in 0..3 {
+                c[i] = c[i] * (1.0 - t) + color[i] * t;
+            }
+        }
+        if x % step < 2 || y % step < 2 {
+            c = c.map(|v| v * 0.55);
+        }
+        let mut n = x.wrapping_mul(0x9E37_79B1) ^ y.wrapping_mul(0x85EB_CA77);
+        n ^= n >> 15;
+        n = n.wrapping_mul(0x2C1B_3C6D);
+        let noise = ((n >> 24) % 13) as f32 - 6.0;
+        Rgb(c.map(|v| (v + noise).clamp(0.0, 255.0) as u8))
     })
 }
 
