@@ -11,7 +11,8 @@
 //! `proxy_cache` on the same disk, page cache warm and dropped (root, for
 //! `/proc/sys/vm/drop_caches`); `-- stream` only the 1 GiB stream against a direct GET;
 //! `-- h2` only the TLS + HTTP/2 table (`h2load`, Debian's nghttp2-client): bucketfront's
-//! rustls against nginx with OpenSSL.
+//! rustls against nginx with OpenSSL; `-- variants` only the image variants: hits of a
+//! 256 px WebP variant against hits of its original, and cold renders per second.
 
 mod support;
 
@@ -382,8 +383,11 @@ fn main() {
     let disk_only = std::env::args().any(|a| a == "disk");
     let stream_only_row = std::env::args().any(|a| a == "stream");
     let h2_only = std::env::args().any(|a| a == "h2");
+    let variants_only = std::env::args().any(|a| a == "variants");
     let tools: &[&str] = if h2_only {
         &["nginx", "h2load"]
+    } else if variants_only {
+        &["wrk"]
     } else if fleet_only || disk_only || stream_only_row {
         &["nginx", "wrk"]
     } else {
@@ -412,6 +416,8 @@ fn main() {
         rt.block_on(stream_only())
     } else if h2_only {
         rt.block_on(h2(seconds, rounds))
+    } else if variants_only {
+        rt.block_on(variants(seconds, rounds))
     } else {
         rt.block_on(run(seconds, rounds))
     };
@@ -821,6 +827,167 @@ fn random_paths_script(dir: &Path, name: &str, paths: &[String]) -> PathBuf {
     );
     std::fs::write(&script, lua).unwrap();
     script
+}
+
+/// GETs every path of `paths` from `base`, `concurrency` at a time; the time it took and
+/// how many answers were `200` with `X-Cache: want`.
+async fn get_all(
+    base: &str,
+    paths: &[String],
+    concurrency: usize,
+    want: &str,
+) -> (Duration, usize) {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let gate = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in paths {
+        let (client, gate, url, want) = (
+            client.clone(),
+            gate.clone(),
+            format!("{base}{p}"),
+            want.to_string(),
+        );
+        tasks.spawn(async move {
+            let _turn = gate.acquire().await.unwrap();
+            let r = client.get(url.parse().unwrap()).await.unwrap();
+            let ok = r.status() == 200 && r.headers().get("x-cache").is_some_and(|v| v == &want);
+            let _ = r.into_body().collect().await.unwrap();
+            ok
+        });
+    }
+    let mut ok = 0;
+    while let Some(r) = tasks.join_next().await {
+        ok += usize::from(r.unwrap());
+    }
+    (started.elapsed(), ok)
+}
+
+/// Image variants: a 256 px WebP variant's hits against its original's (same run,
+/// alternating), and cold renders per second on this machine, from sources already in the
+/// cache and from sources fetched for the render.
+async fn variants(seconds: u64, rounds: usize) -> String {
+    use bucketfront::variant::samples;
+    const SOURCES: usize = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let store = start_store(&stop).await;
+    let photo = Bytes::from(samples::jpeg(&samples::picture(1600, 1200), 85, None, None));
+    for i in 0..SOURCES {
+        store
+            .put(
+                BUCKET,
+                &format!("photos/{i}.jpg"),
+                photo.clone().into(),
+                "image/jpeg",
+            )
+            .await
+            .unwrap();
+    }
+    let original = |i: usize| signed_path(&format!("photos/{i}.jpg"));
+    let variant = |i: usize, q: &str| {
+        let key = format!("photos/{i}.jpg");
+        let query = bucketfront::auth::signed_variant_query(
+            SECRET.as_bytes(),
+            BUCKET,
+            &key,
+            exp_far(),
+            None,
+            Some(q),
+        );
+        format!("/{BUCKET}/{key}?{query}")
+    };
+    let originals: Vec<String> = (0..SOURCES).map(original).collect();
+    let thumbs: Vec<String> = (0..SOURCES).map(|i| variant(i, "w=256&fmt=webp")).collect();
+    let kinds = [
+        "w=256&fmt=webp",
+        "w=512&fmt=webp",
+        "w=256&fmt=jpeg",
+        "w=1024&fmt=webp",
+    ];
+    let others: Vec<String> = (0..SOURCES)
+        .flat_map(|i| kinds[1..].iter().map(move |q| (i, *q)))
+        .map(|(i, q)| variant(i, q))
+        .collect();
+    let mut out = format!(
+        "\n## Variants ({SOURCES} sources: 1600×1200 JPEG q85, {} KB each; `[variants]` defaults: 2 renders at once)\n\n",
+        photo.len() / 1000
+    );
+
+    // Cold renders, sources fetched for them: one instance, an empty cache.
+    let (cold, cold_port) = start_bucketfront(dir.path(), &store.endpoint, "variants-cold");
+    accepting(cold_port, "bucketfront (cold)").await;
+    let base = format!("http://127.0.0.1:{cold_port}");
+    let (took, ok) = get_all(&base, &thumbs, 16, "MISS").await;
+    let fetched_rate = ok as f64 / took.as_secs_f64();
+    drop(cold);
+
+    // Cold renders, sources in the cache; then hits.
+    let (bf, port) = start_bucketfront(dir.path(), &store.endpoint, "variants");
+    accepting(port, "bucketfront").await;
+    let base = format!("http://127.0.0.1:{port}");
+    let (_, warm) = get_all(&base, &originals, 8, "MISS").await;
+    assert_eq!(warm, SOURCES, "every original fetched");
+    let rss_before = proc_status(bf.0.id(), "VmRSS");
+    let (took, ok) = get_all(&base, &thumbs, 16, "MISS").await;
+    let thumb_rate = ok as f64 / took.as_secs_f64();
+    let (took_others, ok_others) = get_all(&base, &others, 16, "MISS").await;
+    let others_rate = ok_others as f64 / took_others.as_secs_f64();
+    let hwm = proc_status(bf.0.id(), "VmHWM");
+    let _ = writeln!(
+        out,
+        "| cold renders | renders | per second (2 cores) |\n|---|---:|---:|\n\
+         | 256 px WebP, source fetched from the store for the render | {SOURCES} | {fetched_rate:.1} |\n\
+         | 256 px WebP, source in the cache | {ok} | {thumb_rate:.1} |\n\
+         | 512 px WebP, 256 px JPEG, 1024 px WebP, sources in the cache | {ok_others} | {others_rate:.1} |\n\n\
+         16 requests at a time. bucketfront's RSS before the renders {} MiB, peak (VmHWM) after them {} MiB.\n",
+        rss_before / 1024,
+        hwm / 1024,
+    );
+
+    // Hits: the variant against the original, alternating.
+    let thumb_script = random_paths_script(dir.path(), "thumbs", &thumbs);
+    let original_script = random_paths_script(dir.path(), "originals", &originals);
+    let (mut thumb_runs, mut original_runs) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for is_thumb in order {
+            let script = if is_thumb {
+                &thumb_script
+            } else {
+                &original_script
+            };
+            let run = wrk_with(&base, seconds, Some(script));
+            if is_thumb {
+                thumb_runs.push(run);
+            } else {
+                original_runs.push(run);
+            }
+        }
+    }
+    let (t, o) = (mean(&thumb_runs), mean(&original_runs));
+    let _ = writeln!(
+        out,
+        "| hits ({CONNECTIONS} connections, wrk, {seconds}s x {rounds} alternating) | req/s | MB/s | p99 |\n|---|---:|---:|---:|\n\
+         | original ({} KB JPEG) | {:.0} | {:.1} | {:.2} ms |\n\
+         | 256 px WebP variant | {:.0} | {:.1} | {:.2} ms |\n\n\
+         variant hits / original hits: {:.2} (req/s).\n",
+        photo.len() / 1000,
+        o.rps,
+        o.mb_s,
+        o.p99_ms,
+        t.rps,
+        t.mb_s,
+        t.p99_ms,
+        t.rps / o.rps,
+    );
+    drop(bf);
+    stop.cancel();
+    out
 }
 
 /// Drops the kernel's page cache (needs root); whether it could.

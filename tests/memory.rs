@@ -13,6 +13,7 @@ async fn memory_stays_bounded() {
     hostile_readers_stay_within_the_documented_bound().await;
     cached_bytes_never_exceed_max_memory().await;
     a_300_mib_object_streams_in_bounded_memory().await;
+    renders_stay_within_the_documented_bound().await;
 }
 
 /// Peak resident memory (VmHWM) of this process.
@@ -171,5 +172,60 @@ async fn a_300_mib_object_streams_in_bounded_memory() {
         "RSS grew by {} MiB while streaming 300 MiB",
         peak >> 20
     );
+    env.stop().await;
+}
+
+/// 16 distinct cold sources (1.5 MP PNGs, about 4.5 MiB of pixels each) asked for as
+/// thumbnails at once, with two render slots: the peak stays within the bound of
+/// docs/variants.md ("Limits and memory") plus max_memory and fill_memory, although the
+/// sources and their pixels add up to ~130 MiB. `fill_memory` is smaller than the eight
+/// sources fetched at once, so some renders fetch their source outside the cache (and
+/// still answer 200).
+async fn renders_stay_within_the_documented_bound() {
+    use bucketfront::variant::samples;
+    const SOURCES: usize = 16;
+    let env = Env::with(|c, _| {
+        c.cache.max_memory = Size(32 << 20);
+        c.cache.fill_memory = Size(16 << 20);
+        c.cache.max_object_size = Size(8 << 20);
+        c.variants.max_concurrent_renders = 2;
+        c.variants.max_source_pixels = 2_000_000;
+    })
+    .await;
+    let png = Bytes::from(samples::png(&samples::picture(1500, 1000), None));
+    for i in 0..SOURCES {
+        env.put(
+            "test-images",
+            &format!("r/{i}.png"),
+            png.clone(),
+            "image/png",
+        )
+        .await;
+    }
+    reset_peak_rss();
+    let base = rss();
+    let tasks: Vec<_> = (0..SOURCES)
+        .map(|i| {
+            let url = env
+                .proxy
+                .url(&format!("/test-images/r/{i}.png?w=256&fmt=webp"));
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(r.header("content-type"), Some("image/webp"));
+    }
+    let peak = peak_rss().saturating_sub(base);
+    let (slots, object, pixels) = (2u64, 8u64 << 20, 2_000_000u64);
+    let bound =
+        (32 << 20) + (16 << 20) + slots * (object + 8 * pixels + (64 << 20)) + 4 * slots * object;
+    eprintln!(
+        "renders: VmHWM grew by {} MiB (bound {} MiB)",
+        peak >> 20,
+        bound >> 20
+    );
+    assert!(peak < bound, "VmHWM grew by {} MiB", peak >> 20);
     env.stop().await;
 }

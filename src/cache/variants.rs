@@ -22,7 +22,7 @@ use super::{Cache, CacheKey, CacheStatus, Cached, Entry, Found, FromDisk, Served
 use crate::auth::Tenant;
 use crate::error::{Error, Kind, Side};
 use crate::object::{Directives, ObjectMeta};
-use crate::origin::Origins;
+use crate::origin::{Fetched, GetRequest, OriginObject, Origins, next_chunk};
 use crate::pattern::MediaRange;
 use crate::source::ObjectRef;
 use crate::variant::pool::{PoolError, RenderPool};
@@ -274,19 +274,67 @@ impl RenderTask {
             }
             Served::NotFound => Err(Error::not_found().with_detail("remembered 404")),
             Served::Bypass if cache.large.contains_key(&CacheKey::of(&self.obj)) => {
-                Err(Error::new(
-                    Kind::Unprocessable,
-                    Side::Origin,
-                    "the image is larger than this proxy resizes (cache.max_object_size)",
-                ))
+                Err(too_large())
             }
-            Served::Bypass => Err(Error::new(
-                Kind::Overloaded,
-                Side::Internal,
-                "the proxy is fetching too many images at once; retry shortly",
-            )
-            .with_detail("fill_memory exhausted")),
+            // fill_memory is in use: this render fetches its source itself. Its bytes
+            // are held under the render's ticket (docs/variants.md, "Limits and memory").
+            Served::Bypass => self.fetch_source().await,
         }
+    }
+
+    /// The source straight from the origin, not through the cache.
+    async fn fetch_source(&self) -> Result<Source, Error> {
+        let cache = &self.cache;
+        let fetched = self
+            .origins
+            .get(&self.tenant, &self.obj, &GetRequest::default())
+            .await
+            .map_err(|e| e.into_error())?;
+        let Fetched::Object(object) = fetched else {
+            return Err(Error::bad_gateway().with_detail("unexpected 304"));
+        };
+        // `_slot`: the tenant's origin slot, held until the body has been read.
+        let OriginObject {
+            meta,
+            content_length,
+            mut body,
+            slot: _slot,
+            ..
+        } = *object;
+        if !meta.content_type_allowed(&self.allowed) {
+            return Err(Error::unsupported_media_type(meta.content_type.as_deref()));
+        }
+        if content_length > cache.cfg.max_object_size.0 {
+            return Err(too_large());
+        }
+        let idle = self.origins.idle_timeout();
+        let mut pieces = Vec::new();
+        let mut received = 0u64;
+        while let Some(chunk) = next_chunk(&mut body, idle)
+            .await
+            .map_err(|e| e.into_error())?
+        {
+            received += chunk.len() as u64;
+            if received > content_length {
+                break;
+            }
+            pieces.push(chunk);
+        }
+        if received != content_length {
+            return Err(Error::bad_gateway().with_detail("the source's body broke off"));
+        }
+        let directives = meta.directives(SystemTime::now());
+        Ok(Source {
+            status: if directives.storable() {
+                CacheStatus::Miss
+            } else {
+                CacheStatus::Bypass
+            },
+            directives,
+            meta: Arc::new(meta),
+            body: Pieces::new(pieces),
+            stored_at: cache.clock.now(),
+        })
     }
 
     fn pool_error(&self, e: PoolError) -> Error {
@@ -314,6 +362,14 @@ impl RenderTask {
     fn render_error(&self, e: RenderError) -> Error {
         Error::new(Kind::Unprocessable, Side::Origin, e.to_string()).with_detail(e.detail())
     }
+}
+
+fn too_large() -> Error {
+    Error::new(
+        Kind::Unprocessable,
+        Side::Origin,
+        "the image is larger than this proxy resizes (cache.max_object_size)",
+    )
 }
 
 /// A variant's ETag: a hash of its source's ETag and the variant's id. The same source

@@ -200,19 +200,22 @@ fn decode_other(source: &[u8], kind: ImageFormat, max_pixels: u64) -> Result<Dec
         ImageFormat::WebP => decode_webp(source, max_pixels)?,
         ImageFormat::Gif => {
             use image::AnimationDecoder;
-            let frames = image::codecs::gif::GifDecoder::new(Cursor::new(source))
-                .map_err(corrupt)?
-                .into_frames()
-                .take(2)
-                .count();
-            if frames > 1 {
+            let open = || image::codecs::gif::GifDecoder::new(Cursor::new(source)).map_err(corrupt);
+            // The size first: a frame is allocated at the full (logical screen) size.
+            let (w, h) = open()?.dimensions();
+            check_pixels(w.into(), h.into(), max_pixels)?;
+            let mut probe = open()?;
+            probe.set_limits(limits.clone()).map_err(corrupt)?;
+            if probe.into_frames().take(2).count() > 1 {
                 return Err(RenderError::Animated);
             }
-            let d = image::codecs::gif::GifDecoder::new(Cursor::new(source)).map_err(corrupt)?;
-            from_decoder(d, max_pixels, limits)?
+            from_decoder(open()?, max_pixels, limits)?
         }
         _ => {
             let d = image::codecs::png::PngDecoder::new(Cursor::new(source)).map_err(corrupt)?;
+            if d.is_apng().map_err(corrupt)? {
+                return Err(RenderError::Animated);
+            }
             from_decoder(d, max_pixels, limits)?
         }
     };
@@ -747,6 +750,14 @@ mod tests {
             Err(RenderError::Animated)
         ));
         assert!(render(&samples::gif(16, 16, 1), &any, MAX).is_ok());
+        // A small animated GIF on a huge logical screen (found by the fuzzer: every frame
+        // is allocated at the screen's size): refused for its size, before any frame.
+        let mut bomb = samples::gif(16, 16, 2);
+        bomb[6..10].copy_from_slice(&[0x02, 0x89, 0x50, 0x4e]);
+        assert!(matches!(
+            render(&bomb, &any, MAX),
+            Err(RenderError::TooLarge { .. })
+        ));
         assert!(render(&samples::webp(&samples::picture(80, 60)), &any, MAX).is_ok());
     }
 
@@ -778,6 +789,37 @@ mod tests {
                 }
                 let _ = render(&bytes, &any, 1_000_000);
             }
+        }
+    }
+
+    /// Writes the fuzzer's seed corpus (docs/fuzzing.md): every kind of source, each
+    /// behind a first byte that picks the output.
+    #[test]
+    #[ignore = "writes fuzz/corpus/render; run by hand"]
+    fn write_fuzz_seeds() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/render");
+        std::fs::create_dir_all(&dir).unwrap();
+        let seeds = [
+            samples::jpeg(&samples::picture(64, 48), 80, Some(6), None),
+            samples::jpeg(
+                &samples::picture(40, 30),
+                90,
+                None,
+                Some(samples::swapped_primaries_icc()),
+            ),
+            samples::png(
+                &samples::picture(48, 36),
+                Some(samples::swapped_primaries_icc()),
+            ),
+            samples::png_half_transparent(40, 30),
+            samples::webp(&samples::picture(50, 40)),
+            samples::gif(20, 20, 1),
+            samples::gif(20, 20, 2),
+        ];
+        for (i, seed) in seeds.iter().enumerate() {
+            let mut bytes = vec![i as u8];
+            bytes.extend_from_slice(seed);
+            std::fs::write(dir.join(format!("seed-{i}")), bytes).unwrap();
         }
     }
 }
