@@ -941,8 +941,8 @@ async fn variants(seconds: u64, rounds: usize) -> String {
          | 256 px WebP, source in the cache | {ok} | {thumb_rate:.1} |\n\
          | 512 px WebP, 256 px JPEG, 1024 px WebP, sources in the cache | {ok_others} | {others_rate:.1} |\n\n\
          16 requests at a time. bucketfront's RSS before the renders {} MiB, peak (VmHWM) after them {} MiB.\n",
-        rss_before / 1024,
-        hwm / 1024,
+        rss_before >> 20,
+        hwm >> 20,
     );
 
     // Hits: the variant against the original, alternating.

@@ -86,6 +86,9 @@ pub fn render(source: &[u8], spec: &Spec, max_pixels: u64) -> Result<Rendered, R
     } else {
         decode_other(source, kind, max_pixels)?
     };
+    if decoded.pixels.width == 0 || decoded.pixels.height == 0 {
+        return Err(corrupt("the image has no pixels"));
+    }
     let format = match spec.output {
         Output::Fixed(f) => f,
         Output::LikeSource => match kind {
