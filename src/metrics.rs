@@ -191,6 +191,10 @@ impl RenderMetrics {
             "Variant renders by outcome (rendered, unprocessable, overloaded, timed_out)",
             m.renders.clone(),
         );
+        // Every outcome from the start, at 0: a dashboard's rate() needs the series.
+        for outcome in ["rendered", "unprocessable", "overloaded", "timed_out"] {
+            let _ = m.renders.get_or_create(&OutcomeLabel { outcome });
+        }
         registry.register(
             "variant_render_seconds",
             "CPU time of one render on the blocking pool",

@@ -636,17 +636,6 @@ async fn stale_while_revalidate_serves_at_once_and_refreshes_in_the_background()
     proxy.stop().await;
 }
 
-/// `[cache.disk]` at `dir`, room for 1 GiB.
-fn with_disk(dir: &std::path::Path) -> impl FnOnce(&mut bucketfront::config::Config, &str) {
-    let path = dir.to_path_buf();
-    move |c, _| {
-        c.cache.disk = Some(bucketfront::config::DiskConfig {
-            path,
-            max_size: Size(1 << 30),
-        })
-    }
-}
-
 /// The files under `dir`, recursively.
 fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();

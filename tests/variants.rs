@@ -255,3 +255,74 @@ async fn variants_can_be_turned_off() {
     assert!(r.json()["message"].as_str().unwrap().contains("turned off"));
     env.stop().await;
 }
+
+#[tokio::test]
+async fn bucketfront_sign_makes_variant_urls() {
+    let env = Env::start().await;
+    env.put("sig-images", "s.jpg", photo(), "image/jpeg").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[[tenants]]\nname = \"signed\"\nbuckets = [\"sig-*\"]\nsigning_keys = [{{ id = \"k1\", secret = \"{SIGNING_SECRET}\" }}]\n"
+        ),
+    )
+    .unwrap();
+    let sign = |variant: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_bucketfront"))
+            .args(["sign", "-c", config_path.to_str().unwrap()])
+            .args([
+                "--tenant",
+                "signed",
+                "--bucket",
+                "sig-images",
+                "--key",
+                "s.jpg",
+            ])
+            .args(["--variant", variant, "--base", &env.proxy.url("")])
+            .output()
+            .unwrap()
+    };
+    let out = sign("w=256&fmt=webp");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let r = get(&url).await;
+    assert_eq!(r.status, 200, "{url}: {:?}", r.body);
+    assert_eq!(r.header("content-type"), Some("image/webp"));
+    for (bad, says) in [
+        ("w=300", "allowed"),
+        ("w=256&x=1", "only w, h"),
+        ("", "give"),
+    ] {
+        let out = sign(bad);
+        assert!(!out.status.success(), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{bad}: {err}");
+    }
+    env.stop().await;
+}
+
+/// A variant on disk is a HIT after a restart: no origin GET, no render.
+#[tokio::test]
+async fn variants_survive_a_restart_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = Env::with(with_disk(dir.path())).await;
+    env.put("test-images", "d.jpg", photo(), "image/jpeg").await;
+    let path = "/test-images/d.jpg?w=128&fmt=webp";
+    let first = get(&env.proxy.url(path)).await;
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    env.restart_proxy().await;
+    let gets = env.gets();
+    let again = get(&env.proxy.url(path)).await;
+    assert_eq!(again.header("x-cache"), Some("HIT"));
+    assert_eq!(again.bytes(), first.bytes());
+    assert_eq!(again.header("etag"), first.header("etag"));
+    assert_eq!(env.gets(), gets, "no origin GET");
+    assert_eq!(renders(&env.proxy).await, 0.0, "no render");
+    env.stop().await;
+}

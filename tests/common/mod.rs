@@ -328,6 +328,17 @@ pub fn signed_query(bucket: &str, key: &str, exp: u64) -> String {
     bucketfront::auth::signed_query(SIGNING_SECRET.as_bytes(), bucket, key, exp, None)
 }
 
+/// `[cache.disk]` at `dir`, room for 1 GiB.
+pub fn with_disk(dir: &std::path::Path) -> impl FnOnce(&mut bucketfront::config::Config, &str) {
+    let path = dir.to_path_buf();
+    move |c, _| {
+        c.cache.disk = Some(bucketfront::config::DiskConfig {
+            path,
+            max_size: bucketfront::config::Size(1 << 30),
+        })
+    }
+}
+
 /// The value of one series (`name{labels}`) on the proxy's `/metrics`.
 pub async fn metric(proxy: &Proxy, series: &str) -> f64 {
     let text = get(&format!("http://{}/metrics", proxy.admin)).await;
