@@ -300,14 +300,8 @@ pub fn sign(config: &Config, args: &SignArgs, now: SystemTime) -> Result<String,
     });
     let base = base.trim_end_matches('/');
     if let Some(v) = &args.variant {
-        let params: Vec<(String, String)> = v
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                (k.to_string(), v.to_string())
-            })
-            .collect();
+        let params =
+            crate::proxy::route::parse_query(v).map_err(|e| format!("--variant: {}", e.message))?;
         let parsed = Variant::parse(&params).map_err(|e| format!("--variant: {}", e.message))?;
         let variant =
             parsed.ok_or("--variant: give w, h, fit, q or fmt, e.g. \"w=256&fmt=auto\"")?;

@@ -596,21 +596,10 @@ impl DiskTier {
 
 /// `objects/<2 hex>/<30 hex>` of SHA-256 over the key's parts.
 fn object_path(objects: &Path, key: &CacheKey) -> PathBuf {
-    use aws_lc_rs::digest;
-    let mut ctx = digest::Context::new(&digest::SHA256);
     // A variant's id is hashed after the object's parts, so objects keep the paths
     // they had before variants existed.
-    for part in [key.provider.as_str(), &key.bucket, &key.key]
-        .into_iter()
-        .chain(key.variant.as_deref())
-    {
-        ctx.update(&(part.len() as u64).to_le_bytes());
-        ctx.update(part.as_bytes());
-    }
-    let hex: String = ctx.finish().as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let parts = [key.provider.as_str(), &key.bucket, &key.key];
+    let hex = super::digest_hex(parts.into_iter().chain(key.variant.as_deref()), 16);
     objects.join(&hex[..2]).join(&hex[2..])
 }
 

@@ -532,6 +532,21 @@ where
     keys
 }
 
+/// The first `bytes` bytes of SHA-256 over `parts` (each length-prefixed, so that parts
+/// cannot run into each other), in hex.
+fn digest_hex<'a>(parts: impl IntoIterator<Item = &'a str>, bytes: usize) -> String {
+    use aws_lc_rs::digest;
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    for part in parts {
+        ctx.update(&(part.len() as u64).to_le_bytes());
+        ctx.update(part.as_bytes());
+    }
+    ctx.finish().as_ref()[..bytes]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn kib(bytes: u64) -> u64 {
     bytes.div_ceil(1024)
 }

@@ -375,15 +375,6 @@ fn too_large() -> Error {
 /// A variant's ETag: a hash of its source's ETag and the variant's id. The same source
 /// and request give the same ETag on every instance of a fleet and after a restart.
 fn variant_etag(source: Option<&str>, key: &CacheKey) -> String {
-    use aws_lc_rs::digest;
-    let mut ctx = digest::Context::new(&digest::SHA256);
-    for part in [source.unwrap_or(""), key.variant.as_deref().unwrap_or("")] {
-        ctx.update(&(part.len() as u64).to_le_bytes());
-        ctx.update(part.as_bytes());
-    }
-    let hex: String = ctx.finish().as_ref()[..12]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("\"v-{hex}\"")
+    let parts = [source.unwrap_or(""), key.variant.as_deref().unwrap_or("")];
+    format!("\"v-{}\"", super::digest_hex(parts, 12))
 }

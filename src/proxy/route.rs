@@ -157,7 +157,7 @@ fn is_true(v: Option<String>) -> bool {
 }
 
 /// `a=1&b=2` → pairs, values percent-decoded once (`+` literal, as in paths).
-fn parse_query(query: &str) -> Result<Vec<(String, String)>, Error> {
+pub fn parse_query(query: &str) -> Result<Vec<(String, String)>, Error> {
     query
         .split('&')
         .filter(|p| !p.is_empty())
