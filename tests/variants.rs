@@ -326,3 +326,35 @@ async fn variants_survive_a_restart_on_disk() {
     assert_eq!(renders(&env.proxy).await, 0.0, "no render");
     env.stop().await;
 }
+
+/// A source that may not be stored (`no-store`) gives variants that are not stored either:
+/// `BYPASS`, rendered again for each request, and `no-store` downstream. The `url=` form
+/// asks for variants as the path form does.
+#[tokio::test]
+async fn a_source_that_may_not_be_stored_gives_unstored_variants() {
+    let env = Env::start().await;
+    env.store
+        .client()
+        .put_object()
+        .bucket("test-images")
+        .key("ns.jpg")
+        .body(bytes::Bytes::from(photo()).into())
+        .content_type("image/jpeg")
+        .cache_control("no-store")
+        .send()
+        .await
+        .unwrap();
+    let url = env
+        .proxy
+        .url("/_/fetch?url=s3%3A%2F%2Ftest-images%2Fns.jpg&w=64&fmt=png");
+    for _ in 0..2 {
+        let r = get(&url).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(r.header("x-cache"), Some("BYPASS"));
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+        assert_eq!(r.header("content-type"), Some("image/png"));
+    }
+    assert_eq!(renders(&env.proxy).await, 2.0);
+    assert_eq!(env.gets(), 2);
+    env.stop().await;
+}
