@@ -84,7 +84,7 @@ pub fn render(source: &[u8], spec: &Spec, max_pixels: u64) -> Result<Rendered, R
     let decoded = if kind == ImageFormat::Jpeg {
         decode_jpeg(source, spec, max_pixels)?
     } else {
-        decode_other(source, kind, max_pixels)?
+        decode_other(source, kind, spec, max_pixels)?
     };
     if decoded.pixels.width == 0 || decoded.pixels.height == 0 {
         return Err(corrupt("the image has no pixels"));
@@ -195,12 +195,17 @@ fn decode_jpeg(source: &[u8], spec: &Spec, max_pixels: u64) -> Result<Decoded, R
     })
 }
 
-fn decode_other(source: &[u8], kind: ImageFormat, max_pixels: u64) -> Result<Decoded, RenderError> {
+fn decode_other(
+    source: &[u8],
+    kind: ImageFormat,
+    spec: &Spec,
+    max_pixels: u64,
+) -> Result<Decoded, RenderError> {
     let mut limits = image::Limits::default();
     // Decoded pixels plus the decoders' own buffers: 16-bit RGBA is 8 bytes a pixel.
     limits.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(64 << 20));
     let image = match kind {
-        ImageFormat::WebP => decode_webp(source, max_pixels)?,
+        ImageFormat::WebP => decode_webp(source, spec, max_pixels)?,
         ImageFormat::Gif => {
             use image::AnimationDecoder;
             let open = || image::codecs::gif::GifDecoder::new(Cursor::new(source)).map_err(corrupt);
@@ -226,8 +231,9 @@ fn decode_other(source: &[u8], kind: ImageFormat, max_pixels: u64) -> Result<Dec
 }
 
 /// WebP: the metadata (animation, orientation, ICC) from image's parser, the pixels from
-/// libwebp.
-fn decode_webp(source: &[u8], max_pixels: u64) -> Result<Decoded, RenderError> {
+/// libwebp, scaled while decoding (its area-averaging rescaler) when the output needs at
+/// most half the width: what libvips' shrink-on-load does.
+fn decode_webp(source: &[u8], spec: &Spec, max_pixels: u64) -> Result<Decoded, RenderError> {
     let mut meta = image::codecs::webp::WebPDecoder::new(Cursor::new(source)).map_err(corrupt)?;
     if meta.has_animation() {
         return Err(RenderError::Animated);
@@ -236,22 +242,58 @@ fn decode_webp(source: &[u8], max_pixels: u64) -> Result<Decoded, RenderError> {
     check_pixels(w.into(), h.into(), max_pixels)?;
     let orientation = meta.orientation().unwrap_or(Orientation::NoTransforms);
     let icc = meta.icc_profile().ok().flatten();
-    let image = webp::Decoder::new(source)
-        .decode()
+    let alpha = meta.color_type().has_alpha();
+    // Enough pixels whichever way the image turns out to stand (as for JPEG).
+    let factor = plan(w, h, spec.w, spec.h, spec.fit)
+        .scale
+        .max(plan(h, w, spec.w, spec.h, spec.fit).scale);
+    let (dw, dh) = if factor <= 0.5 {
+        let side = |v: u32| ((f64::from(v) * factor).ceil() as u32).clamp(1, v);
+        (side(w), side(h))
+    } else {
+        (w, h)
+    };
+    let data = webp_decode(source, (dw, dh), alpha)
         .ok_or_else(|| corrupt("libwebp could not decode it"))?;
-    if (image.width(), image.height()) != (w, h) {
-        return Err(corrupt("libwebp and the header disagree on the size"));
-    }
     Ok(Decoded {
         pixels: Pixels {
-            width: w,
-            height: h,
-            alpha: image.is_alpha(),
-            data: image.to_vec(),
+            width: dw,
+            height: dh,
+            alpha,
+            data,
         },
         orientation,
         icc,
     })
+}
+
+/// libwebp's advanced decoding API, into a buffer of ours of exactly `size` pixels.
+fn webp_decode(source: &[u8], size: (u32, u32), alpha: bool) -> Option<Vec<u8>> {
+    use libwebp_sys as sys;
+    let bpp = if alpha { 4 } else { 3 };
+    let (w, h) = (i32::try_from(size.0).ok()?, i32::try_from(size.1).ok()?);
+    let stride = w.checked_mul(bpp)?;
+    let mut out = vec![0u8; usize::try_from(stride).ok()? * usize::try_from(h).ok()?];
+    let mut config = sys::WebPDecoderConfig::new().ok()?;
+    config.options.use_scaling = 1;
+    config.options.scaled_width = w;
+    config.options.scaled_height = h;
+    config.output.colorspace = if alpha {
+        sys::WEBP_CSP_MODE::MODE_RGBA
+    } else {
+        sys::WEBP_CSP_MODE::MODE_RGB
+    };
+    config.output.is_external_memory = 1;
+    config.output.u.RGBA = sys::WebPRGBABuffer {
+        rgba: out.as_mut_ptr(),
+        stride,
+        size: out.len(),
+    };
+    // SAFETY: `config.output` points into `out`, which outlives the call and has room for
+    // `stride × h` bytes; libwebp writes no more than that (it checks `size`) and keeps
+    // no pointer to it once the call returns (external memory is never freed by it).
+    let status = unsafe { sys::WebPDecode(source.as_ptr(), source.len(), &mut config) };
+    (status == sys::VP8StatusCode::VP8_STATUS_OK).then_some(out)
 }
 
 fn from_decoder(
