@@ -301,12 +301,7 @@ impl Cache {
         let now = self.clock.now();
         let key = CacheKey::of(obj);
         match self.look(&key, now).await {
-            Found::Served(served) => {
-                if let Served::Complete(_, CacheStatus::Hit) = served {
-                    self.metrics.tiers.memory_hits.inc();
-                }
-                return Ok(served);
-            }
+            Found::Served(served) => return Ok(self.counted(served)),
             Found::Revalidate(stale) => {
                 // The old copy at once; one revalidation in the background (a request
                 // that finds one running leaves it be).
@@ -380,6 +375,14 @@ impl Cache {
             let _leader = leader;
             task.fetch().await;
         });
+    }
+
+    /// An answer found in memory, counted as a memory-tier hit when it is one.
+    fn counted(&self, served: Served) -> Served {
+        if let Served::Complete(_, CacheStatus::Hit) = served {
+            self.metrics.tiers.memory_hits.inc();
+        }
+        served
     }
 
     /// The clock freshness is decided by.

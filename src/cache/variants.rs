@@ -71,12 +71,7 @@ impl Cache {
             pool: query.pool.clone(),
         };
         let stale = match self.look(&key, self.clock.now()).await {
-            Found::Served(served) => {
-                if let Served::Complete(_, CacheStatus::Hit) = served {
-                    self.metrics.tiers.memory_hits.inc();
-                }
-                return Ok(served);
-            }
+            Found::Served(served) => return Ok(self.counted(served)),
             Found::Revalidate(stale) => {
                 let (fill, leader) = self.inflight.join_or_lead(&key);
                 if let Some(leader) = leader {
