@@ -358,3 +358,49 @@ async fn a_source_that_may_not_be_stored_gives_unstored_variants() {
     assert_eq!(env.gets(), 2);
     env.stop().await;
 }
+
+/// An expired variant whose source has left the cache is served `STALE` while the origin
+/// is down (as the object itself would be), not turned into an error.
+#[tokio::test]
+async fn a_stale_variant_is_served_while_the_origin_is_down() {
+    use bucketfront::config::Size;
+    let env = Env::with(|c, _| {
+        c.cache.max_memory = Size(2 << 20);
+        c.cache.max_object_size = Size(2 << 20);
+    })
+    .await;
+    let big = samples::jpeg(&samples::picture(2400, 1800), 95, None, None);
+    assert!(big.len() > 700 << 10, "{}", big.len());
+    env.put("test-images", "src.jpg", big, "image/jpeg").await;
+    let url = env.proxy.url("/test-images/src.jpg?w=64&fmt=webp");
+    let first = get(&url).await;
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    // Newer objects push the source (least recently used) out of the 2 MiB cache; the
+    // small variant, used after it, stays.
+    let filler = bytes::Bytes::from(pattern(700 << 10, 1));
+    for i in 0..2 {
+        let key = format!("filler-{i}.png");
+        env.put("test-images", &key, filler.clone(), "image/png")
+            .await;
+        assert_eq!(
+            get(&env.proxy.url(&format!("/test-images/{key}")))
+                .await
+                .status,
+            200
+        );
+    }
+    let cache = &env.proxy.state.cache;
+    cache.maintain().await;
+    assert_eq!(
+        cache.entry_count(),
+        3,
+        "the source was evicted, the variant kept"
+    );
+    cache.clock().advance(Duration::from_secs(3601));
+    env.stop_store();
+    let stale = get(&url).await;
+    assert_eq!(stale.status, 200, "{:?}", stale.body);
+    assert_eq!(stale.header("x-cache"), Some("STALE"));
+    assert_eq!(stale.bytes(), first.bytes());
+    env.stop().await;
+}

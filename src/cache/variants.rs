@@ -18,7 +18,10 @@ use bytes::Bytes;
 use super::fill::{Fill, Head};
 use super::inflight::Leader;
 use super::pieces::Pieces;
-use super::{Cache, CacheKey, CacheStatus, Cached, Entry, Found, FromDisk, Served};
+use super::{
+    Cache, CacheKey, CacheStatus, Cached, Entry, Found, FromDisk, REVALIDATION_BACKOFF, Served,
+    freshness,
+};
 use crate::auth::Tenant;
 use crate::error::{Error, Kind, Side};
 use crate::object::{Directives, ObjectMeta};
@@ -155,7 +158,10 @@ impl RenderTask {
         let ticket = self.pool.admit().await;
         renders.waiting.set(self.pool.waiting() as i64);
         let ticket = ticket.map_err(|e| self.pool_error(e))?;
-        let source = self.source().await?;
+        let source = match self.source().await {
+            Ok(source) => source,
+            Err(e) => return self.stale_or(stale, e).await,
+        };
         let etag = variant_etag(source.meta.etag.as_deref(), &self.key);
         // Made from the same source: the old variant is good again, without a render.
         if let Some(stale) = stale
@@ -216,6 +222,36 @@ impl RenderTask {
             _ => CacheStatus::Miss,
         };
         Ok((c, status))
+    }
+
+    /// The source could not be had: the expired variant is served `STALE` where the
+    /// object's would be (a transient failure, within `stale_if_error`, not
+    /// `must-revalidate`), so a source evicted from the cache does not turn an origin
+    /// outage into errors for variants that are still there.
+    async fn stale_or(
+        &self,
+        stale: Option<Arc<Cached>>,
+        e: Error,
+    ) -> Result<(Arc<Cached>, CacheStatus), Error> {
+        let cache = &self.cache;
+        let transient = e.side != Side::Client
+            && matches!(
+                e.kind,
+                Kind::BadGateway | Kind::GatewayTimeout | Kind::Overloaded
+            );
+        let now = cache.clock.now();
+        match stale {
+            Some(stale)
+                if transient
+                    && freshness::may_serve_stale(&cache.lifetimes(), &stale.stored(), now) =>
+            {
+                tracing::warn!(bucket = %self.obj.bucket, error = %e, "source failing; serving the stale variant");
+                let backing_off = stale.renewed(stale.stored_at, Some(now + REVALIDATION_BACKOFF));
+                self.store(&backing_off, CacheStatus::Miss).await;
+                Ok((backing_off, CacheStatus::Stale))
+            }
+            _ => Err(e),
+        }
     }
 
     /// Keeps the variant in memory and on disk, unless its source may not be stored.

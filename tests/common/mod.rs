@@ -243,6 +243,11 @@ impl Env {
         self.proxy = Proxy::start(config, Some(&self.store)).await;
     }
 
+    /// Stops the store (the origin goes away; the proxy keeps running).
+    pub fn stop_store(&self) {
+        self.store_stop.cancel();
+    }
+
     pub fn gets(&self) -> u64 {
         self.store.stats.gets.load(Ordering::SeqCst)
     }
