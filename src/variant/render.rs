@@ -253,7 +253,7 @@ fn decode_webp(source: &[u8], spec: &Spec, max_pixels: u64) -> Result<Decoded, R
     } else {
         (w, h)
     };
-    let data = webp_decode(source, (dw, dh), alpha)
+    let data = webp_decode(source, (dw, dh), (dw, dh) != (w, h), alpha)
         .ok_or_else(|| corrupt("libwebp could not decode it"))?;
     Ok(Decoded {
         pixels: Pixels {
@@ -267,15 +267,16 @@ fn decode_webp(source: &[u8], spec: &Spec, max_pixels: u64) -> Result<Decoded, R
     })
 }
 
-/// libwebp's advanced decoding API, into a buffer of ours of exactly `size` pixels.
-fn webp_decode(source: &[u8], size: (u32, u32), alpha: bool) -> Option<Vec<u8>> {
+/// libwebp's advanced decoding API, into a buffer of ours of exactly `size` pixels
+/// (`scaled`: smaller than the image, through libwebp's rescaler).
+fn webp_decode(source: &[u8], size: (u32, u32), scaled: bool, alpha: bool) -> Option<Vec<u8>> {
     use libwebp_sys as sys;
     let bpp = if alpha { 4 } else { 3 };
     let (w, h) = (i32::try_from(size.0).ok()?, i32::try_from(size.1).ok()?);
     let stride = w.checked_mul(bpp)?;
     let mut out = vec![0u8; usize::try_from(stride).ok()? * usize::try_from(h).ok()?];
     let mut config = sys::WebPDecoderConfig::new().ok()?;
-    config.options.use_scaling = 1;
+    config.options.use_scaling = i32::from(scaled);
     config.options.scaled_width = w;
     config.options.scaled_height = h;
     config.output.colorspace = if alpha {
@@ -662,6 +663,23 @@ mod tests {
         .unwrap();
         let img = decode(&r.bytes);
         assert_eq!((img.width(), img.height()), (256, 256));
+    }
+
+    #[test]
+    fn a_large_webp_is_decoded_scaled_by_libwebp() {
+        let left_red = samples::halves(800, 600, [250, 0, 0], [0, 0, 250]);
+        let src = samples::webp(&left_red);
+        let r = render(
+            &src,
+            &spec(Some(128), None, Fit::Contain, Output::Fixed(Format::Png)),
+            MAX,
+        )
+        .unwrap();
+        let img = decode(&r.bytes).into_rgb8();
+        assert_eq!((img.width(), img.height()), (128, 96));
+        let (left, right) = (img.get_pixel(10, 48), img.get_pixel(118, 48));
+        assert!(left[0] > 230 && left[2] < 25, "{left:?}");
+        assert!(right[2] > 230 && right[0] < 25, "{right:?}");
     }
 
     #[test]
