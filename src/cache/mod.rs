@@ -478,14 +478,27 @@ impl Cache {
 }
 
 impl Cache {
+    /// The copy a fill starts from: the expired one from memory if the lookup found one,
+    /// else the disk tier's (a fresh one there is the answer, counted as a disk hit).
+    async fn earlier(&self, key: &CacheKey, in_memory: Option<&Arc<Cached>>) -> Earlier {
+        if let Some(stale) = in_memory {
+            return Earlier::Expired(stale.clone());
+        }
+        let found = self.read_disk(key).await;
+        if let Earlier::Fresh(_) = found {
+            self.metrics.tiers.disk_hits.inc();
+        }
+        found
+    }
+
     /// `key` from the disk tier, if it has a good copy: fresh (now also in memory), or
     /// expired (to revalidate).
-    async fn read_disk(&self, key: &CacheKey) -> FromDisk {
+    async fn read_disk(&self, key: &CacheKey) -> Earlier {
         let Some(disk) = &self.disk else {
-            return FromDisk::None;
+            return Earlier::None;
         };
         let Some(loaded) = disk.read(key, &self.fill_budget).await else {
-            return FromDisk::None;
+            return Earlier::None;
         };
         let directives = loaded.meta.directives(loaded.stored);
         let c = Cached::new(
@@ -500,9 +513,9 @@ impl Cache {
             Lookup::Fresh => {
                 let entry = Entry::Object(c.clone());
                 self.entries.insert(key.clone(), entry).await;
-                FromDisk::Fresh(c)
+                Earlier::Fresh(c)
             }
-            _ => FromDisk::Expired(c),
+            _ => Earlier::Expired(c),
         }
     }
 
@@ -575,16 +588,10 @@ struct FillTask {
 impl FillTask {
     async fn fetch(&self) {
         let cache = &self.cache;
-        let stale = match &self.stale {
-            Some(stale) => Some(stale.clone()),
-            None => match cache.read_disk(&self.key).await {
-                FromDisk::Fresh(c) => {
-                    cache.metrics.tiers.disk_hits.inc();
-                    return self.fill.set_head(Head::Ready(c, CacheStatus::Hit));
-                }
-                FromDisk::Expired(c) => Some(c),
-                FromDisk::None => None,
-            },
+        let stale = match cache.earlier(&self.key, self.stale.as_ref()).await {
+            Earlier::Fresh(c) => return self.fill.set_head(Head::Ready(c, CacheStatus::Hit)),
+            Earlier::Expired(c) => Some(c),
+            Earlier::None => None,
         };
         let req = GetRequest {
             if_none_match: stale.as_ref().and_then(|s| s.meta.etag.clone()),
@@ -748,8 +755,8 @@ impl FillTask {
     }
 }
 
-/// What the disk tier has for a fill.
-enum FromDisk {
+/// An earlier copy of a key, as a fill finds it.
+enum Earlier {
     Fresh(Arc<Cached>),
     Expired(Arc<Cached>),
     None,

@@ -19,7 +19,7 @@ use super::fill::{Fill, Head};
 use super::inflight::Leader;
 use super::pieces::Pieces;
 use super::{
-    Cache, CacheKey, CacheStatus, Cached, Entry, Found, FromDisk, REVALIDATION_BACKOFF, Served,
+    Cache, CacheKey, CacheStatus, Cached, Earlier, Entry, Found, REVALIDATION_BACKOFF, Served,
     freshness,
 };
 use crate::auth::Tenant;
@@ -142,16 +142,10 @@ struct RenderTask {
 impl RenderTask {
     async fn make(&self) -> Result<(Arc<Cached>, CacheStatus), Error> {
         let cache = &self.cache;
-        let stale = match &self.stale {
-            Some(stale) => Some(stale.clone()),
-            None => match cache.read_disk(&self.key).await {
-                FromDisk::Fresh(c) => {
-                    cache.metrics.tiers.disk_hits.inc();
-                    return Ok((c, CacheStatus::Hit));
-                }
-                FromDisk::Expired(c) => Some(c),
-                FromDisk::None => None,
-            },
+        let stale = match cache.earlier(&self.key, self.stale.as_ref()).await {
+            Earlier::Fresh(c) => return Ok((c, CacheStatus::Hit)),
+            Earlier::Expired(c) => Some(c),
+            Earlier::None => None,
         };
         let renders = &cache.metrics.renders;
         renders.waiting.set(self.pool.waiting() as i64 + 1);

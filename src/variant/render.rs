@@ -132,6 +132,13 @@ struct Decoded {
     icc: Option<Vec<u8>>,
 }
 
+/// The scale a `w`×`h` image may be decoded at and still cover `spec`'s output, whichever
+/// way its orientation turns out to stand it (a decoder that scales while decoding).
+fn needed_scale(w: u32, h: u32, spec: &Spec) -> f64 {
+    let upright = plan(w, h, spec.w, spec.h, spec.fit).scale;
+    upright.max(plan(h, w, spec.w, spec.h, spec.fit).scale)
+}
+
 fn check_pixels(w: u64, h: u64, max: u64) -> Result<(), RenderError> {
     let pixels = w * h;
     if pixels > max {
@@ -149,11 +156,8 @@ fn decode_jpeg(source: &[u8], spec: &Spec, max_pixels: u64) -> Result<Decoded, R
     if info.pixel_format == jpeg_decoder::PixelFormat::L16 {
         return Err(RenderError::NotAnImage);
     }
-    // The orientation is known only after decoding: ask for a size that is enough either
-    // way the image turns out to stand.
-    let factor = plan(w, h, spec.w, spec.h, spec.fit)
-        .scale
-        .max(plan(h, w, spec.w, spec.h, spec.fit).scale);
+    // The orientation is known only after decoding.
+    let factor = needed_scale(w, h, spec);
     let want = |side: u32| (f64::from(side) * factor).ceil().clamp(1.0, 65535.0) as u16;
     d.scale(want(w), want(h)).map_err(corrupt)?;
     let data = d.decode().map_err(corrupt)?;
@@ -243,10 +247,7 @@ fn decode_webp(source: &[u8], spec: &Spec, max_pixels: u64) -> Result<Decoded, R
     let orientation = meta.orientation().unwrap_or(Orientation::NoTransforms);
     let icc = meta.icc_profile().ok().flatten();
     let alpha = meta.color_type().has_alpha();
-    // Enough pixels whichever way the image turns out to stand (as for JPEG).
-    let factor = plan(w, h, spec.w, spec.h, spec.fit)
-        .scale
-        .max(plan(h, w, spec.w, spec.h, spec.fit).scale);
+    let factor = needed_scale(w, h, spec);
     let (dw, dh) = if factor <= 0.5 {
         let side = |v: u32| ((f64::from(v) * factor).ceil() as u32).clamp(1, v);
         (side(w), side(h))
