@@ -305,12 +305,7 @@ pub fn sign(config: &Config, args: &SignArgs, now: SystemTime) -> Result<String,
         let parsed = Variant::parse(&params).map_err(|e| format!("--variant: {}", e.message))?;
         let variant =
             parsed.ok_or("--variant: give w, h, fit, q or fmt, e.g. \"w=256&fmt=auto\"")?;
-        if params.len()
-            != NAMES
-                .iter()
-                .filter(|n| params.iter().any(|(k, _)| k == *n))
-                .count()
-        {
+        if params.iter().any(|(k, _)| !NAMES.contains(&k.as_str())) {
             return Err("--variant: only w, h, fit, q and fmt belong there".into());
         }
         variant
