@@ -148,10 +148,7 @@ impl RenderTask {
             Earlier::None => None,
         };
         let renders = &cache.metrics.renders;
-        renders.waiting.set(self.pool.waiting() as i64 + 1);
-        let ticket = self.pool.admit().await;
-        renders.waiting.set(self.pool.waiting() as i64);
-        let ticket = ticket.map_err(|e| self.pool_error(e))?;
+        let ticket = self.pool.admit().await.map_err(|e| self.pool_error(e))?;
         let source = match self.source().await {
             Ok(source) => source,
             Err(e) => return self.stale_or(stale, e).await,

@@ -58,7 +58,7 @@ impl State {
             tenants: Tenants::from_config(&config),
             cors: Cors::from_config(&config.cors),
             presigner: Presigner::new(&config.presign, metrics.clone()),
-            renders: RenderPool::new(&config.variants),
+            renders: RenderPool::new(&config.variants, metrics.renders.waiting.clone()),
             cache_control: HeaderValue::from_str(&config.server.cache_control)
                 .unwrap_or(HeaderValue::from_static("private, max-age=3600")),
             config,

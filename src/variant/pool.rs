@@ -13,6 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::config;
+use prometheus_client::metrics::gauge::Gauge;
 
 /// Requests that may wait for a ticket (each one a task and its request, nothing more).
 pub const MAX_WAITING: usize = 1024;
@@ -34,31 +35,30 @@ pub struct RenderPool {
     tickets: Arc<Semaphore>,
     slots: Arc<Semaphore>,
     waiting: AtomicUsize,
+    /// `bucketfront_variant_renders_waiting`: follows `waiting`.
+    waiting_gauge: Gauge,
     timeout: Duration,
     pub max_source_pixels: u64,
 }
 
 impl RenderPool {
-    pub fn new(cfg: &config::Variants) -> Arc<RenderPool> {
+    /// A pool for `cfg`, reporting its queue in `waiting_gauge`.
+    pub fn new(cfg: &config::Variants, waiting_gauge: Gauge) -> Arc<RenderPool> {
         let slots = cfg.max_concurrent_renders.max(1);
         Arc::new(RenderPool {
             tickets: Arc::new(Semaphore::new(slots * TICKETS_PER_SLOT)),
             slots: Arc::new(Semaphore::new(slots)),
             waiting: AtomicUsize::new(0),
+            waiting_gauge,
             timeout: cfg.render_timeout.0,
             max_source_pixels: cfg.max_source_pixels,
         })
     }
 
-    /// Requests waiting for a ticket now.
-    pub fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::Relaxed)
-    }
-
     /// A ticket to fetch a source and render it, within `render_timeout` from now.
     pub async fn admit(self: &Arc<Self>) -> Result<Ticket, PoolError> {
         let deadline = Instant::now() + self.timeout;
-        let queued = Waiting::enter(&self.waiting);
+        let queued = Waiting::enter(&self.waiting, &self.waiting_gauge);
         if queued.position >= MAX_WAITING {
             return Err(PoolError::Busy);
         }
@@ -74,22 +74,29 @@ impl RenderPool {
     }
 }
 
-/// Counts a request in the queue until it leaves it.
+/// Counts a request in the queue (and in its gauge) until it leaves it.
 struct Waiting<'a> {
     count: &'a AtomicUsize,
+    gauge: &'a Gauge,
     position: usize,
 }
 
 impl<'a> Waiting<'a> {
-    fn enter(count: &'a AtomicUsize) -> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize, gauge: &'a Gauge) -> Waiting<'a> {
         let position = count.fetch_add(1, Ordering::Relaxed);
-        Waiting { count, position }
+        gauge.inc();
+        Waiting {
+            count,
+            gauge,
+            position,
+        }
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.count.fetch_sub(1, Ordering::Relaxed);
+        self.gauge.dec();
     }
 }
 
@@ -130,11 +137,14 @@ mod tests {
     use crate::config::{Dur, Variants};
 
     fn pool(slots: usize, timeout: Duration) -> Arc<RenderPool> {
-        RenderPool::new(&Variants {
-            max_concurrent_renders: slots,
-            render_timeout: Dur(timeout),
-            ..Variants::default()
-        })
+        RenderPool::new(
+            &Variants {
+                max_concurrent_renders: slots,
+                render_timeout: Dur(timeout),
+                ..Variants::default()
+            },
+            Gauge::default(),
+        )
     }
 
     #[tokio::test]
@@ -196,8 +206,20 @@ mod tests {
                 .into_iter()
                 .map(Result::unwrap)
                 .collect();
-        let waited = pool.admit().await;
-        assert_eq!(waited.err(), Some(PoolError::TimedOut));
+        let waiting = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.admit().await.err() }
+        });
+        // The waiting request is counted in the gauge while it waits, and only then.
+        for _ in 0..10_000 {
+            if pool.waiting_gauge.get() != 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(pool.waiting_gauge.get(), 1);
+        assert_eq!(waiting.await.unwrap(), Some(PoolError::TimedOut));
+        assert_eq!(pool.waiting_gauge.get(), 0);
         drop(held);
         assert!(pool.admit().await.is_ok());
     }
