@@ -12,7 +12,9 @@
 //! `/proc/sys/vm/drop_caches`); `-- stream` only the 1 GiB stream against a direct GET;
 //! `-- h2` only the TLS + HTTP/2 table (`h2load`, Debian's nghttp2-client): bucketfront's
 //! rustls against nginx with OpenSSL; `-- variants` only the image variants: hits of a
-//! 256 px WebP variant against hits of its original, and cold renders per second.
+//! 256 px WebP variant against hits of its original, and cold renders per second;
+//! `BUCKETFRONT_B=<binary> ... -- ab` this build against another build of bucketfront
+//! (before/after a change), hot hits over h1 and TLS + h2, alternating rounds.
 
 mod support;
 
@@ -99,6 +101,20 @@ fn start_bucketfront_full(
     cache_extra: &str,
     server_extra: &str,
 ) -> (Proc, u16) {
+    let bin = Path::new(env!("CARGO_BIN_EXE_bucketfront"));
+    start_binary(bin, dir, store, name, max_memory, cache_extra, server_extra)
+}
+
+/// [`start_bucketfront_full`] with another build of bucketfront (the `ab` mode).
+fn start_binary(
+    bin: &Path,
+    dir: &Path,
+    store: &str,
+    name: &str,
+    max_memory: &str,
+    cache_extra: &str,
+    server_extra: &str,
+) -> (Proc, u16) {
     let (port, admin) = (free_port(), free_port());
     let config = format!(
         r#"
@@ -125,7 +141,7 @@ secret_key = "bench-secret-key"
     );
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_bucketfront"))
+    let child = Command::new(bin)
         .args(["serve", "-c", path.to_str().unwrap()])
         .env("BUCKETFRONT_LOG", "warn")
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -384,7 +400,10 @@ fn main() {
     let stream_only_row = std::env::args().any(|a| a == "stream");
     let h2_only = std::env::args().any(|a| a == "h2");
     let variants_only = std::env::args().any(|a| a == "variants");
-    let tools: &[&str] = if h2_only {
+    let ab_only = std::env::args().any(|a| a == "ab");
+    let tools: &[&str] = if ab_only {
+        &["wrk", "h2load"]
+    } else if h2_only {
         &["nginx", "h2load"]
     } else if variants_only {
         &["wrk"]
@@ -418,6 +437,14 @@ fn main() {
         rt.block_on(h2(seconds, rounds))
     } else if variants_only {
         rt.block_on(variants(seconds, rounds))
+    } else if ab_only {
+        let Some(other) = std::env::var_os("BUCKETFRONT_B") else {
+            eprintln!(
+                "`-- ab` compares this build with BUCKETFRONT_B=/path/to/another/bucketfront"
+            );
+            std::process::exit(1);
+        };
+        rt.block_on(ab(PathBuf::from(other), seconds, rounds))
     } else {
         rt.block_on(run(seconds, rounds))
     };
@@ -1436,6 +1463,116 @@ http {{
         }
     }
     let _ = std::fs::remove_dir_all(&cache);
+    stop.cancel();
+    report
+}
+
+/// A self-signed certificate for 127.0.0.1 in `dir`, as the `[server] tls` line.
+fn tls_config(dir: &Path) -> String {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_pem, key_pem) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+    std::fs::write(&key_pem, cert.key_pair.serialize_pem()).unwrap();
+    format!(
+        "tls = {{ cert = \"{}\", key = \"{}\" }}",
+        cert_pem.display(),
+        key_pem.display()
+    )
+}
+
+/// Before/after: this build (A) against `other` (B) on the same store and objects, hot
+/// hits over plain HTTP/1.1 (`wrk`, 64 connections) and over TLS + h2 (`h2load`, 10
+/// connections × 10 streams), alternating which runs first in each round. Each row gives
+/// the per-round ratios, so that a difference smaller than the noise shows as such.
+async fn ab(other: PathBuf, seconds: u64, rounds: usize) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let store = start_store(&stop).await;
+    let tls = tls_config(dir.path());
+    let this = Path::new(env!("CARGO_BIN_EXE_bucketfront"));
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let (_a_h1, a_h1) = start_binary(this, &a, &store.endpoint, "h1", "1GiB", "", "");
+    let (_b_h1, b_h1) = start_binary(&other, &b, &store.endpoint, "h1", "1GiB", "", "");
+    let (_a_h2, a_h2) = start_binary(this, &a, &store.endpoint, "h2", "1GiB", "", &tls);
+    let (_b_h2, b_h2) = start_binary(&other, &b, &store.endpoint, "h2", "1GiB", "", &tls);
+    for (port, what) in [
+        (a_h1, "A"),
+        (b_h1, "B"),
+        (a_h2, "A (TLS)"),
+        (b_h2, "B (TLS)"),
+    ] {
+        accepting(port, what).await;
+    }
+    let mut report = format!(
+        "## This build (A) against {} (B)\n\n{seconds}s × {rounds} alternating rounds. h1: wrk -t2 -c{CONNECTIONS}; h2: TLS + h2, h2load -c10 -m10 -t2.\n\n| size | protocol | A req/s | B req/s | A p99 ms | B p99 ms | A / B (per round) | A / B |\n|---|---|---:|---:|---:|---:|---|---:|\n",
+        other.display()
+    );
+    let log = dir.path().join("h2load.log");
+    for (name, size) in [
+        ("4KiB", 4usize << 10),
+        ("64KiB", 64 << 10),
+        ("200KiB", 200 << 10),
+        ("1MiB", 1 << 20),
+    ] {
+        let key = format!("ab/{name}.png");
+        let body: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+        store
+            .put(BUCKET, &key, body.into(), "image/png")
+            .await
+            .unwrap();
+        for (protocol, ports) in [("h1", [a_h1, b_h1]), ("TLS + h2", [a_h2, b_h2])] {
+            let urls = ports.map(|port| match protocol {
+                "h1" => format!("http://127.0.0.1:{port}{}", signed_path(&key)),
+                _ => format!("https://127.0.0.1:{port}{}", signed_path(&key)),
+            });
+            for url in &urls {
+                match protocol {
+                    "h1" => drop(ttfb(url).await),
+                    _ => drop(h2load(url, 1, &log)),
+                }
+            }
+            let mut runs: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+            for round in 0..rounds {
+                let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+                for i in order {
+                    let (url, log) = (urls[i].clone(), log.clone());
+                    let h1 = protocol == "h1";
+                    let run = tokio::task::spawn_blocking(move || {
+                        if h1 {
+                            let r = wrk(&url, seconds);
+                            (r.rps, r.p99_ms)
+                        } else {
+                            let r = h2load(&url, seconds, &log);
+                            (r.rps, r.p99_ms)
+                        }
+                    })
+                    .await
+                    .unwrap();
+                    runs[i].push(run);
+                }
+            }
+            let avg = |r: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| {
+                r.iter().map(f).sum::<f64>() / r.len() as f64
+            };
+            let per_round: Vec<String> = runs[0]
+                .iter()
+                .zip(&runs[1])
+                .map(|(a, b)| format!("{:.2}", a.0 / b.0))
+                .collect();
+            let (a_rps, b_rps) = (avg(&runs[0], |r| r.0), avg(&runs[1], |r| r.0));
+            let _ = writeln!(
+                report,
+                "| {name} | {protocol} | {a_rps:.0} | {b_rps:.0} | {:.2} | {:.2} | {} | {:.2} |",
+                avg(&runs[0], |r| r.1),
+                avg(&runs[1], |r| r.1),
+                per_round.join(" / "),
+                a_rps / b_rps
+            );
+        }
+    }
     stop.cancel();
     report
 }
