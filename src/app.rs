@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::origin::{Embedded, Origins};
 use crate::proxy::{self, State};
-use crate::server::{Limits, Listener};
+use crate::server::{Limits, Listener, Workers};
 use crate::tls;
 
 /// The certificate named by `[server] tls`, read and checked; `None` without TLS.
@@ -129,9 +129,16 @@ impl App {
         let state = self.state();
         let limits = Limits::from_config(&state.config.server);
         let app = self.clone();
-        let public = Listener::new(limits)
+        // Without its worker runtimes the listener still serves, on this runtime.
+        let workers = Workers::per_core()
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot start worker runtimes"))
+            .ok();
+        let mut public = Listener::new(limits)
             .tls(self.tls.clone().map(tls::acceptor))
             .metrics(state.metrics.conn.clone());
+        if let Some(workers) = &workers {
+            public = public.on(workers);
+        }
         let public = tokio::spawn(public.serve(
             listeners.public,
             shutdown.clone(),
@@ -175,6 +182,7 @@ impl App {
         state.cache.flush().await;
         admin_stop.cancel();
         let _ = admin_task.await;
+        drop(workers);
         tracing::info!("stopped");
     }
 }

@@ -1,20 +1,25 @@
 //! The accept loop shared by every listener (public, admin, demo, the embedded store):
 //! connection permits, eviction at the limit, an overflow pool that answers 503, and
-//! graceful drain. One connection's life (protocol, deadlines) is in [`connection`].
+//! graceful drain. One connection's life (protocol, deadlines) is in [`connection`]. The
+//! public listener hands each connection to one of the per-core runtimes of [`workers`],
+//! the one with the fewest open connections.
 //!
 //! The library never binds sockets or installs signal handlers: callers pass a bound
 //! listener and a cancellation token, so tests run real servers on port 0.
 
 mod connection;
+mod workers;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +28,7 @@ use tokio_util::task::TaskTracker;
 use crate::activity::Deadlines;
 use crate::metrics::ConnMetrics;
 pub use connection::MAX_HEAD_BYTES;
+pub use workers::Workers;
 
 /// The bounds of one listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +77,8 @@ pub struct Listener {
     limits: Limits,
     tls: Option<TlsAcceptor>,
     metrics: ConnMetrics,
+    /// Runtimes to accept and serve on; empty: the caller's.
+    workers: Vec<tokio::runtime::Handle>,
 }
 
 impl Listener {
@@ -79,6 +87,7 @@ impl Listener {
             limits,
             tls: None,
             metrics: ConnMetrics::default(),
+            workers: Vec::new(),
         }
     }
 
@@ -91,6 +100,12 @@ impl Listener {
 
     pub fn metrics(mut self, metrics: ConnMetrics) -> Listener {
         self.metrics = metrics;
+        self
+    }
+
+    /// Serves connections on the worker runtimes (one per core) instead of the caller's.
+    pub fn on(mut self, workers: &Workers) -> Listener {
+        self.workers = workers.handles().to_vec();
         self
     }
 
@@ -109,73 +124,149 @@ impl Listener {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let limits = self.limits;
-        let shared = Arc::new(connection::Shared::new(
-            limits.deadlines,
-            self.tls,
-            self.metrics,
-            shutdown.clone(),
-        ));
-        let permits = Arc::new(Semaphore::new(limits.max_connections));
-        let overflow = Arc::new(Semaphore::new(overflow_connections(limits.max_connections)));
-        let waiting = Arc::new(Waiting::default());
-        let tasks = TaskTracker::new();
-        loop {
-            let (stream, peer) = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break,
-                r = listener.accept() => match r {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning, and say once
-                        // per occurrence what to raise.
-                        tracing::warn!(error = %e, "accept failed (raise LimitNOFILE or lower max_connections)");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            // At the limit, the oldest connection that has not sent a request head yet
-            // makes room; when every connection is busy, a small pool answers 503.
-            let admitted = match permits.clone().try_acquire_owned() {
-                Ok(p) => Some((p, false)),
-                Err(_) if waiting.evict_oldest() => {
-                    // The evicted task gives its permit back as soon as it runs.
-                    let permit = permits.clone().acquire_owned();
-                    match tokio::time::timeout(Duration::from_secs(1), permit).await {
-                        Ok(Ok(p)) => Some((p, false)),
-                        _ => overflow.clone().try_acquire_owned().ok().map(|p| (p, true)),
-                    }
-                }
-                Err(_) => overflow.clone().try_acquire_owned().ok().map(|p| (p, true)),
-            };
-            let Some((permit, is_overflow)) = admitted else {
-                drop(stream);
-                continue;
-            };
-            // Overflow connections hold no permit that eviction could free.
-            let slot = (!is_overflow).then(|| WaitingSlot::new(&waiting));
-            let conn = connection::Connection {
-                shared: shared.clone(),
-                peer,
-                overflow: is_overflow,
-                slot,
-            };
-            let handler = handler.clone();
-            tasks.spawn(async move {
-                conn.run(stream, handler).await;
-                drop(permit);
-            });
-        }
-        drop(listener);
-        tasks.close();
-        if tokio::time::timeout(limits.deadlines.drain_timeout, tasks.wait())
+        let gate = Gate {
+            shared: Arc::new(connection::Shared::new(
+                limits.deadlines,
+                self.tls,
+                self.metrics,
+                shutdown.clone(),
+            )),
+            permits: Arc::new(Semaphore::new(limits.max_connections)),
+            overflow: Arc::new(Semaphore::new(overflow_connections(limits.max_connections))),
+            waiting: Arc::new(Waiting::default()),
+            tasks: TaskTracker::new(),
+            workers: (self.workers.into_iter())
+                .map(|h| (h, Arc::default()))
+                .collect(),
+        };
+        accept_loop(&gate, listener, shutdown, handler).await;
+        gate.tasks.close();
+        if tokio::time::timeout(limits.deadlines.drain_timeout, gate.tasks.wait())
             .await
             .is_err()
         {
             tracing::warn!(drain_timeout = ?limits.deadlines.drain_timeout, "drain timeout reached; closing remaining connections");
-            shared.hard_stop.cancel();
-            tasks.wait().await;
+            gate.shared.hard_stop.cancel();
+            gate.tasks.wait().await;
         }
+    }
+}
+
+/// What the connections of one listener share.
+struct Gate {
+    shared: Arc<connection::Shared>,
+    /// One per connection up to `max_connections`.
+    permits: Arc<Semaphore>,
+    /// Connections beyond the limit, accepted just to be told 503.
+    overflow: Arc<Semaphore>,
+    waiting: Arc<Waiting>,
+    tasks: TaskTracker,
+    /// The runtimes connections are served on (none: the accept loop's), with the
+    /// connections each has open.
+    workers: Vec<(tokio::runtime::Handle, Arc<AtomicUsize>)>,
+}
+
+/// Accepts connections until `shutdown`, each served by a task on the worker runtime
+/// with the fewest open connections (or on this runtime without workers).
+async fn accept_loop<F, Fut, B>(
+    gate: &Gate,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    handler: F,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning, and say once
+                    // per occurrence what to raise.
+                    tracing::warn!(error = %e, "accept failed (raise LimitNOFILE or lower max_connections)");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // At the limit, the oldest connection that has not sent a request head yet
+        // makes room; when every connection is busy, a small pool answers 503.
+        let admitted = match gate.permits.clone().try_acquire_owned() {
+            Ok(p) => Some((p, false)),
+            Err(_) if gate.waiting.evict_oldest() => {
+                // The evicted task gives its permit back as soon as it runs.
+                let permit = gate.permits.clone().acquire_owned();
+                match tokio::time::timeout(Duration::from_secs(1), permit).await {
+                    Ok(Ok(p)) => Some((p, false)),
+                    _ => gate
+                        .overflow
+                        .clone()
+                        .try_acquire_owned()
+                        .ok()
+                        .map(|p| (p, true)),
+                }
+            }
+            Err(_) => gate
+                .overflow
+                .clone()
+                .try_acquire_owned()
+                .ok()
+                .map(|p| (p, true)),
+        };
+        let Some((permit, is_overflow)) = admitted else {
+            drop(stream);
+            continue;
+        };
+        // Overflow connections hold no permit that eviction could free.
+        let slot = (!is_overflow).then(|| WaitingSlot::new(&gate.waiting));
+        let conn = connection::Connection {
+            shared: gate.shared.clone(),
+            peer,
+            overflow: is_overflow,
+            slot,
+        };
+        let handler = handler.clone();
+        let Some((runtime, open)) = gate.workers.iter().min_by_key(|w| w.1.load(Relaxed)) else {
+            gate.tasks.spawn(async move {
+                conn.run(stream, handler).await;
+                drop(permit);
+            });
+            continue;
+        };
+        // The socket moves to the worker's reactor: deregistered here, registered there.
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        let open = OpenOn::new(open);
+        runtime.spawn(gate.tasks.track_future(async move {
+            let _open = open;
+            match TcpStream::from_std(stream) {
+                Ok(stream) => conn.run(stream, handler).await,
+                Err(e) => tracing::warn!(error = %e, "a worker cannot take a connection"),
+            }
+            drop(permit);
+        }));
+    }
+}
+
+/// One connection open on a worker runtime, counted while it lives.
+struct OpenOn(Arc<AtomicUsize>);
+
+impl OpenOn {
+    fn new(count: &Arc<AtomicUsize>) -> OpenOn {
+        count.fetch_add(1, Relaxed);
+        OpenOn(count.clone())
+    }
+}
+
+impl Drop for OpenOn {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 
