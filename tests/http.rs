@@ -647,3 +647,19 @@ async fn purge_by_object_prefix_and_tenant() {
     }
     env.stop().await;
 }
+
+/// hyper moves a request's future into a task of its own (h2) or its dispatcher (h1):
+/// the miss, pass-through, presign and variant paths are boxed so that a hit does not
+/// copy their state. Unboxed it was 15 KB and its copies took ~8% of the CPU of 4 KiB
+/// hits over h2 (BENCHMARKS.md, "Per-core runtimes").
+#[tokio::test]
+async fn the_request_future_stays_small() {
+    let env = Env::start().await;
+    let (parts, ()) = http::Request::get("/test-images/a.png")
+        .body(())
+        .unwrap()
+        .into_parts();
+    let request = bucketfront::proxy::handle(env.proxy.app.state(), parts);
+    let size = std::mem::size_of_val(&request);
+    assert!(size <= 4096, "proxy::handle's future is {size} bytes");
+}

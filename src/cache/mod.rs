@@ -307,7 +307,7 @@ impl Cache {
                 // that finds one running leaves it be).
                 let (_fill, leader) = self.inflight.join_or_lead(&key);
                 if let Some(leader) = leader {
-                    self.lead(leader, origins, tenant, obj, allowed, now).await;
+                    Box::pin(self.lead(leader, origins, tenant, obj, allowed, now)).await;
                 }
                 return Ok(Served::Complete(stale, CacheStatus::Stale));
             }
@@ -321,7 +321,7 @@ impl Cache {
             None => {
                 self.metrics.coalesced.inc();
             }
-            Some(leader) => self.lead(leader, origins, tenant, obj, allowed, now).await,
+            Some(leader) => Box::pin(self.lead(leader, origins, tenant, obj, allowed, now)).await,
         }
         match fill.head().await {
             Head::Pending => Err(Error::new(

@@ -188,17 +188,15 @@ impl Ctx<'_> {
                     .and_then(|e| e.parse::<u64>().ok())
                     .filter(|_| tenant.require_signature)
                     .map(|e| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(e));
-                let (presigned, status) = state
-                    .presigner
-                    .get(
-                        &state.origins,
-                        tenant,
-                        &obj,
-                        SystemTime::now(),
-                        not_after,
-                        &state.config.server.allowed_content_types,
-                    )
-                    .await?;
+                let (presigned, status) = Box::pin(state.presigner.get(
+                    &state.origins,
+                    tenant,
+                    &obj,
+                    SystemTime::now(),
+                    not_after,
+                    &state.config.server.allowed_content_types,
+                ))
+                .await?;
                 self.cache = status;
                 Ok(presigned.response(redirect))
             }
@@ -234,10 +232,12 @@ impl Ctx<'_> {
                     output: variant.output(accept),
                     pool: &state.renders,
                 };
-                state
-                    .cache
-                    .serve_variant(&state.origins, tenant, obj, allowed, &query)
-                    .await?
+                Box::pin(
+                    state
+                        .cache
+                        .serve_variant(&state.origins, tenant, obj, allowed, &query),
+                )
+                .await?
             }
         };
         match served {
@@ -262,10 +262,12 @@ impl Ctx<'_> {
             }
             Served::Bypass => {
                 self.cache = CacheStatus::Bypass;
-                let fetched = state
-                    .origins
-                    .get(tenant, obj, &passthrough_request(request))
-                    .await;
+                let fetched = Box::pin(state.origins.get(
+                    tenant,
+                    obj,
+                    &passthrough_request(request),
+                ))
+                .await;
                 match fetched.map_err(|e| e.into_error())? {
                     Fetched::NotModified => Ok(respond::not_modified_passthrough()),
                     Fetched::Object(o) if !o.meta.content_type_allowed(allowed) => Err(
