@@ -404,3 +404,59 @@ async fn a_stale_variant_is_served_while_the_origin_is_down() {
     assert_eq!(stale.bytes(), first.bytes());
     env.stop().await;
 }
+
+/// A render holds a ticket from before its source is fetched, `max_concurrent_renders`
+/// × 4 of them, and `render_timeout` runs from when it gets one. The origin here answers
+/// only when the test lets it, so the four ticket holders are certainly still waiting on
+/// their source when the fifth gives up (503), and past their own deadline once it
+/// arrives (503 without a render): no timing luck either way. The source they waited for
+/// is cached, so a retry would not wait again.
+#[tokio::test]
+async fn renders_that_wait_past_render_timeout_are_503_and_the_source_is_kept() {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let origin = FakeOrigin::start(vec![Behaviour::Gated {
+        gate: gate.clone(),
+        body: photo().into(),
+    }])
+    .await;
+    let mut config = fake_config(&origin.endpoint);
+    config.origin.first_byte_timeout = bucketfront::config::Dur::secs(60);
+    config.variants.max_concurrent_renders = 1;
+    config.variants.render_timeout = bucketfront::config::Dur::secs(1);
+    let proxy = Proxy::start(config, None).await;
+    // Five variants of one object: one source GET, four tickets, one waiter.
+    let mut tasks: Vec<_> = [64, 128, 256, 512, 1024]
+        .into_iter()
+        .map(|w| {
+            let url = proxy.url(&format!("/test-fake/p.jpg?w={w}&fmt=png"));
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    let (first, _, rest) = futures_util::future::select_all(tasks.drain(..)).await;
+    let first = first.unwrap();
+    assert_eq!(first.status, 503, "{:?}", first.body);
+    assert_eq!(first.json()["error"], "overloaded");
+    assert_eq!(origin.count(), 1, "one source GET for every variant");
+    gate.notify_one();
+    for t in rest {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 503, "{:?}", r.body);
+    }
+    let outcome = |o: &'static str| {
+        let proxy = &proxy;
+        async move {
+            let series = format!("bucketfront_variant_renders_total{{outcome=\"{o}\"}}");
+            metric(proxy, &series).await
+        }
+    };
+    assert_eq!(outcome("timed_out").await, 5.0);
+    assert_eq!(
+        outcome("rendered").await,
+        0.0,
+        "no render past its deadline"
+    );
+    let source = get(&proxy.url("/test-fake/p.jpg")).await;
+    assert_eq!(source.header("x-cache"), Some("HIT"));
+    assert_eq!(origin.count(), 1);
+    proxy.stop().await;
+}

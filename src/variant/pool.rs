@@ -108,9 +108,11 @@ pub struct Ticket {
 }
 
 impl Ticket {
-    /// Runs `job` on the blocking pool once a render slot is free. A job still running at
-    /// the deadline keeps its slot until it ends (a thread cannot be stopped), so the
-    /// bound on concurrent renders holds even then.
+    /// Runs `job` on the blocking pool once a render slot is free, unless the deadline has
+    /// passed by then (a source that took all of `render_timeout` to arrive is not
+    /// rendered for an answer that is already a 503). A job still running at the deadline
+    /// keeps its slot until it ends (a thread cannot be stopped), so the bound on
+    /// concurrent renders holds even then.
     pub async fn render<T: Send + 'static>(
         self,
         job: impl FnOnce() -> T + Send + 'static,
@@ -119,6 +121,9 @@ impl Ticket {
             .await
             .map_err(|_| PoolError::TimedOut)?
             .map_err(|_| PoolError::Busy)?;
+        if Instant::now() >= self.deadline {
+            return Err(PoolError::TimedOut);
+        }
         let handle = tokio::task::spawn_blocking(move || {
             let _slot = slot;
             job()
@@ -222,5 +227,24 @@ mod tests {
         assert_eq!(pool.waiting_gauge.get(), 0);
         drop(held);
         assert!(pool.admit().await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ticket_past_its_deadline_renders_nothing() {
+        let pool = pool(1, Duration::from_secs(1));
+        let ticket = pool.admit().await.unwrap();
+        // Its source took longer than render_timeout to arrive.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let job = {
+            let ran = ran.clone();
+            move || ran.store(true, Ordering::SeqCst)
+        };
+        assert_eq!(ticket.render(job).await.err(), Some(PoolError::TimedOut));
+        // A job that had started would hold the slot until it ended: once the slot is
+        // back, whatever ran has run.
+        let _slot = pool.slots.acquire().await.unwrap();
+        assert!(!ran.load(Ordering::SeqCst));
+        assert_eq!(pool.tickets.available_permits(), TICKETS_PER_SLOT);
     }
 }
