@@ -89,23 +89,16 @@ fn start_bucketfront_cache(
     max_memory: &str,
     cache_extra: &str,
 ) -> (Proc, u16) {
-    start_bucketfront_full(dir, store, name, max_memory, cache_extra, "")
+    start_binary(this_build(), dir, store, name, max_memory, cache_extra, "")
 }
 
-/// bucketfront with `server_extra` appended to `[server]` and `cache_extra` to `[cache]`.
-fn start_bucketfront_full(
-    dir: &Path,
-    store: &str,
-    name: &str,
-    max_memory: &str,
-    cache_extra: &str,
-    server_extra: &str,
-) -> (Proc, u16) {
-    let bin = Path::new(env!("CARGO_BIN_EXE_bucketfront"));
-    start_binary(bin, dir, store, name, max_memory, cache_extra, server_extra)
+/// This build of bucketfront.
+fn this_build() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_bucketfront"))
 }
 
-/// [`start_bucketfront_full`] with another build of bucketfront (the `ab` mode).
+/// The bucketfront binary `bin` (this build, or another in the `ab` mode), with
+/// `server_extra` appended to `[server]` and `cache_extra` to `[cache]`.
 fn start_binary(
     bin: &Path,
     dir: &Path,
@@ -493,12 +486,8 @@ async fn run(seconds: u64, rounds: usize) -> String {
         Path::new("/dev/shm").join(format!("bucketfront-bench-files-{}", std::process::id()));
     std::fs::create_dir_all(files.join(BUCKET)).unwrap();
     for (name, size) in SIZES {
-        let body: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+        let body = put_pattern(&store, &format!("{name}.png"), size).await;
         std::fs::write(files.join(BUCKET).join(format!("{name}.png")), &body).unwrap();
-        store
-            .put(BUCKET, &format!("{name}.png"), body.into(), "image/png")
-            .await
-            .unwrap();
     }
     let (_bf, bf_port) = start_bucketfront(dir.path(), &store.endpoint, "hot");
     // Every peer in each of its configurations; per size, a short probe picks the best.
@@ -1353,8 +1342,15 @@ async fn h2(seconds: u64, rounds: usize) -> String {
         cert_pem.display(),
         key_pem.display()
     );
-    let (_bf, bf_port) =
-        start_bucketfront_full(dir.path(), &store.endpoint, "h2", "1GiB", "", &tls);
+    let (_bf, bf_port) = start_binary(
+        this_build(),
+        dir.path(),
+        &store.endpoint,
+        "h2",
+        "1GiB",
+        "",
+        &tls,
+    );
     let nginx_port = free_port();
     let cache = Path::new("/dev/shm").join(format!("bucketfront-bench-h2-{}", std::process::id()));
     std::fs::create_dir_all(&cache).unwrap();
@@ -1415,11 +1411,7 @@ http {{
         ("1MiB", 1 << 20),
     ] {
         let key = format!("h2/{name}.png");
-        let body: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
-        store
-            .put(BUCKET, &key, body.into(), "image/png")
-            .await
-            .unwrap();
+        put_pattern(&store, &key, size).await;
         let targets = [
             (
                 "bucketfront",
@@ -1467,6 +1459,16 @@ http {{
     report
 }
 
+/// Stores `size` bytes of a fixed pattern under `key` in [`BUCKET`].
+async fn put_pattern(store: &Store, key: &str, size: usize) -> Vec<u8> {
+    let body: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+    store
+        .put(BUCKET, key, body.clone().into(), "image/png")
+        .await
+        .unwrap();
+    body
+}
+
 /// A self-signed certificate for 127.0.0.1 in `dir`, as the `[server] tls` line.
 fn tls_config(dir: &Path) -> String {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
@@ -1495,7 +1497,7 @@ async fn ab(other: PathBuf, seconds: u64, rounds: usize) -> String {
     // BUCKETFRONT_A: another A than this build (an A/A run measures the harness's bias).
     let this = std::env::var_os("BUCKETFRONT_A")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_bucketfront")));
+        .unwrap_or_else(|| this_build().to_path_buf());
     // (is A, protocol, process, port), in the order started.
     let mut instances = Vec::new();
     for (protocol, server_extra) in [("h1", ""), ("TLS + h2", tls.as_str())] {
@@ -1525,11 +1527,7 @@ async fn ab(other: PathBuf, seconds: u64, rounds: usize) -> String {
         ("1MiB", 1 << 20),
     ] {
         let key = format!("ab/{name}.png");
-        let body: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
-        store
-            .put(BUCKET, &key, body.into(), "image/png")
-            .await
-            .unwrap();
+        put_pattern(&store, &key, size).await;
         for protocol in ["h1", "TLS + h2"] {
             let h1 = protocol == "h1";
             let targets: Vec<(bool, String)> = instances

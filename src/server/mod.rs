@@ -20,7 +20,7 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -139,7 +139,59 @@ impl Listener {
                 .map(|h| (h, Arc::default()))
                 .collect(),
         };
-        accept_loop(&gate, listener, shutdown, handler).await;
+        // Each connection is served by a task on the worker runtime with the fewest open
+        // connections (or on this runtime without workers).
+        loop {
+            let (stream, peer) = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning, and say once
+                        // per occurrence what to raise.
+                        tracing::warn!(error = %e, "accept failed (raise LimitNOFILE or lower max_connections)");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let Some((permit, is_overflow)) = gate.admit().await else {
+                drop(stream);
+                continue;
+            };
+            // Overflow connections hold no permit that eviction could free.
+            let slot = (!is_overflow).then(|| WaitingSlot::new(&gate.waiting));
+            let conn = connection::Connection {
+                shared: gate.shared.clone(),
+                peer,
+                overflow: is_overflow,
+                slot,
+            };
+            let handler = handler.clone();
+            let Some((runtime, open)) = gate.workers.iter().min_by_key(|w| w.1.load(Relaxed))
+            else {
+                gate.tasks.spawn(async move {
+                    conn.run(stream, handler).await;
+                    drop(permit);
+                });
+                continue;
+            };
+            // The socket moves to the worker's reactor: deregistered here, registered there.
+            let Ok(stream) = stream.into_std() else {
+                continue;
+            };
+            let open = OpenOn::new(open);
+            runtime.spawn(gate.tasks.track_future(async move {
+                let _open = open;
+                match TcpStream::from_std(stream) {
+                    Ok(stream) => conn.run(stream, handler).await,
+                    Err(e) => tracing::warn!(error = %e, "a worker cannot take a connection"),
+                }
+                drop(permit);
+            }));
+        }
+        drop(listener);
         gate.tasks.close();
         if tokio::time::timeout(limits.deadlines.drain_timeout, gate.tasks.wait())
             .await
@@ -166,91 +218,30 @@ struct Gate {
     workers: Vec<(tokio::runtime::Handle, Arc<AtomicUsize>)>,
 }
 
-/// Accepts connections until `shutdown`, each served by a task on the worker runtime
-/// with the fewest open connections (or on this runtime without workers).
-async fn accept_loop<F, Fut, B>(
-    gate: &Gate,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-    handler: F,
-) where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<B>> + Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    loop {
-        let (stream, peer) = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning, and say once
-                    // per occurrence what to raise.
-                    tracing::warn!(error = %e, "accept failed (raise LimitNOFILE or lower max_connections)");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        // At the limit, the oldest connection that has not sent a request head yet
-        // makes room; when every connection is busy, a small pool answers 503.
-        let admitted = match gate.permits.clone().try_acquire_owned() {
-            Ok(p) => Some((p, false)),
-            Err(_) if gate.waiting.evict_oldest() => {
-                // The evicted task gives its permit back as soon as it runs.
-                let permit = gate.permits.clone().acquire_owned();
-                match tokio::time::timeout(Duration::from_secs(1), permit).await {
-                    Ok(Ok(p)) => Some((p, false)),
-                    _ => gate
-                        .overflow
-                        .clone()
-                        .try_acquire_owned()
-                        .ok()
-                        .map(|p| (p, true)),
-                }
-            }
-            Err(_) => gate
-                .overflow
+impl Gate {
+    /// A permit for a new connection, and whether it is an overflow one (told 503). At
+    /// the limit, the oldest connection that has not sent a request head yet makes room;
+    /// when every connection is busy, a small pool answers 503; beyond it, `None`.
+    async fn admit(&self) -> Option<(OwnedSemaphorePermit, bool)> {
+        let overflow = || {
+            self.overflow
                 .clone()
                 .try_acquire_owned()
                 .ok()
-                .map(|p| (p, true)),
+                .map(|p| (p, true))
         };
-        let Some((permit, is_overflow)) = admitted else {
-            drop(stream);
-            continue;
-        };
-        // Overflow connections hold no permit that eviction could free.
-        let slot = (!is_overflow).then(|| WaitingSlot::new(&gate.waiting));
-        let conn = connection::Connection {
-            shared: gate.shared.clone(),
-            peer,
-            overflow: is_overflow,
-            slot,
-        };
-        let handler = handler.clone();
-        let Some((runtime, open)) = gate.workers.iter().min_by_key(|w| w.1.load(Relaxed)) else {
-            gate.tasks.spawn(async move {
-                conn.run(stream, handler).await;
-                drop(permit);
-            });
-            continue;
-        };
-        // The socket moves to the worker's reactor: deregistered here, registered there.
-        let Ok(stream) = stream.into_std() else {
-            continue;
-        };
-        let open = OpenOn::new(open);
-        runtime.spawn(gate.tasks.track_future(async move {
-            let _open = open;
-            match TcpStream::from_std(stream) {
-                Ok(stream) => conn.run(stream, handler).await,
-                Err(e) => tracing::warn!(error = %e, "a worker cannot take a connection"),
+        match self.permits.clone().try_acquire_owned() {
+            Ok(p) => Some((p, false)),
+            Err(_) if self.waiting.evict_oldest() => {
+                // The evicted task gives its permit back as soon as it runs.
+                let permit = self.permits.clone().acquire_owned();
+                match tokio::time::timeout(Duration::from_secs(1), permit).await {
+                    Ok(Ok(p)) => Some((p, false)),
+                    _ => overflow(),
+                }
             }
-            drop(permit);
-        }));
+            Err(_) => overflow(),
+        }
     }
 }
 
