@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::WaitingSlot;
+use super::{Open, WaitingSlot};
 use crate::activity::{Activity, ConnInfo, Deadlines, EndReason, Verdict, verdict};
 use crate::body::FRAME;
 use crate::metrics::ConnMetrics;
@@ -101,7 +101,7 @@ impl Connection {
         let shared = self.shared.clone();
         let peer = self.peer;
         // Counted open until this function returns, however it returns.
-        let _open = OpenGauge::inc(&shared.metrics.connections);
+        let _open = Open::inc(&shared.metrics.connections);
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new(Instant::now()));
         if self.overflow {
@@ -227,22 +227,6 @@ impl Connection {
                 () = shared.hard_stop.cancelled() => return Err("drain timeout".into()),
             }
         }
-    }
-}
-
-/// One open connection in a gauge, taken back when dropped.
-struct OpenGauge<'a>(&'a prometheus_client::metrics::gauge::Gauge);
-
-impl<'a> OpenGauge<'a> {
-    fn inc(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> OpenGauge<'a> {
-        gauge.inc();
-        OpenGauge(gauge)
-    }
-}
-
-impl Drop for OpenGauge<'_> {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 

@@ -11,14 +11,13 @@ mod connection;
 mod workers;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -77,7 +76,8 @@ pub struct Listener {
     limits: Limits,
     tls: Option<TlsAcceptor>,
     metrics: ConnMetrics,
-    /// Runtimes to accept and serve on; empty: the caller's.
+    /// Runtimes to serve connections on (the accept loop stays on the caller's); empty:
+    /// the caller's.
     workers: Vec<tokio::runtime::Handle>,
 }
 
@@ -136,7 +136,7 @@ impl Listener {
             waiting: Arc::new(Waiting::default()),
             tasks: TaskTracker::new(),
             workers: (self.workers.into_iter())
-                .map(|h| (h, Arc::default()))
+                .map(|h| (h, Gauge::default()))
                 .collect(),
         };
         // Each connection is served by a task on the worker runtime with the fewest open
@@ -169,8 +169,7 @@ impl Listener {
                 slot,
             };
             let handler = handler.clone();
-            let Some((runtime, open)) = gate.workers.iter().min_by_key(|w| w.1.load(Relaxed))
-            else {
+            let Some((runtime, open)) = gate.workers.iter().min_by_key(|w| w.1.get()) else {
                 gate.tasks.spawn(async move {
                     conn.run(stream, handler).await;
                     drop(permit);
@@ -181,7 +180,7 @@ impl Listener {
             let Ok(stream) = stream.into_std() else {
                 continue;
             };
-            let open = OpenOn::new(open);
+            let open = Open::inc(open);
             runtime.spawn(gate.tasks.track_future(async move {
                 let _open = open;
                 match TcpStream::from_std(stream) {
@@ -215,7 +214,7 @@ struct Gate {
     tasks: TaskTracker,
     /// The runtimes connections are served on (none: the accept loop's), with the
     /// connections each has open.
-    workers: Vec<(tokio::runtime::Handle, Arc<AtomicUsize>)>,
+    workers: Vec<(tokio::runtime::Handle, Gauge)>,
 }
 
 impl Gate {
@@ -245,19 +244,19 @@ impl Gate {
     }
 }
 
-/// One connection open on a worker runtime, counted while it lives.
-struct OpenOn(Arc<AtomicUsize>);
+/// One open connection in a gauge (the listener's, a worker's), taken back when dropped.
+struct Open(Gauge);
 
-impl OpenOn {
-    fn new(count: &Arc<AtomicUsize>) -> OpenOn {
-        count.fetch_add(1, Relaxed);
-        OpenOn(count.clone())
+impl Open {
+    fn inc(gauge: &Gauge) -> Open {
+        gauge.inc();
+        Open(gauge.clone())
     }
 }
 
-impl Drop for OpenOn {
+impl Drop for Open {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
+        self.0.dec();
     }
 }
 

@@ -6,7 +6,6 @@
 //! blocking pool (each runtime has its own, bounded).
 
 use std::io;
-use std::thread::JoinHandle;
 
 use tokio::runtime::{Builder, Handle};
 use tokio_util::sync::CancellationToken;
@@ -20,7 +19,6 @@ const BLOCKING_THREADS: usize = 32;
 pub struct Workers {
     handles: Vec<Handle>,
     stop: CancellationToken,
-    threads: Vec<JoinHandle<()>>,
 }
 
 impl Workers {
@@ -30,7 +28,6 @@ impl Workers {
         let mut workers = Workers {
             handles: Vec::new(),
             stop: stop.clone(),
-            threads: Vec::new(),
         };
         for i in 0..n.max(1) {
             let runtime = Builder::new_current_thread()
@@ -39,7 +36,9 @@ impl Workers {
                 .build()?;
             workers.handles.push(runtime.handle().clone());
             let stop = stop.clone();
-            let thread = std::thread::Builder::new()
+            // Detached: joining at drop, from inside a runtime, would block its worker;
+            // the thread ends by itself right after `stop`.
+            std::thread::Builder::new()
                 .name(format!("bucketfront-worker-{i}"))
                 .spawn(move || {
                     runtime.block_on(stop.cancelled());
@@ -47,7 +46,6 @@ impl Workers {
                     // own; nothing waits for it.
                     runtime.shutdown_background();
                 })?;
-            workers.threads.push(thread);
         }
         Ok(workers)
     }
@@ -65,9 +63,6 @@ impl Workers {
 impl Drop for Workers {
     fn drop(&mut self) {
         self.stop.cancel();
-        // Joining from inside a runtime would block its worker: the threads end by
-        // themselves right after `stop`, detached.
-        self.threads.clear();
     }
 }
 
