@@ -1333,15 +1333,7 @@ async fn h2(seconds: u64, rounds: usize) -> String {
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
     let (store, mirror_port) = start_store_and_mirror(&stop).await;
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let (cert_pem, key_pem) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
-    std::fs::write(&key_pem, cert.key_pair.serialize_pem()).unwrap();
-    let tls = format!(
-        "tls = {{ cert = \"{}\", key = \"{}\" }}",
-        cert_pem.display(),
-        key_pem.display()
-    );
+    let (tls, cert_pem, key_pem) = tls_config(dir.path());
     let (_bf, bf_port) = start_binary(
         this_build(),
         dir.path(),
@@ -1469,17 +1461,19 @@ async fn put_pattern(store: &Store, key: &str, size: usize) -> Vec<u8> {
     body
 }
 
-/// A self-signed certificate for 127.0.0.1 in `dir`, as the `[server] tls` line.
-fn tls_config(dir: &Path) -> String {
+/// A self-signed certificate for 127.0.0.1 in `dir`: the `[server] tls` line, and the
+/// certificate's and key's files.
+fn tls_config(dir: &Path) -> (String, PathBuf, PathBuf) {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let (cert_pem, key_pem) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
     std::fs::write(&key_pem, cert.key_pair.serialize_pem()).unwrap();
-    format!(
+    let line = format!(
         "tls = {{ cert = \"{}\", key = \"{}\" }}",
         cert_pem.display(),
         key_pem.display()
-    )
+    );
+    (line, cert_pem, key_pem)
 }
 
 /// Before/after: this build (A) against `other` (B) on the same store and objects, hot
@@ -1493,7 +1487,7 @@ async fn ab(other: PathBuf, seconds: u64, rounds: usize) -> String {
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
     let store = start_store(&stop).await;
-    let tls = tls_config(dir.path());
+    let (tls, _, _) = tls_config(dir.path());
     // BUCKETFRONT_A: another A than this build (an A/A run measures the harness's bias).
     let this = std::env::var_os("BUCKETFRONT_A")
         .map(PathBuf::from)
