@@ -347,4 +347,57 @@ mod tests {
         assert!(w.evict_oldest());
         assert!(!w.evict_oldest());
     }
+
+    /// One GET on a keep-alive connection; the response body.
+    async fn get(conn: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    return body.to_string();
+                }
+            }
+        }
+    }
+
+    /// Each connection is served on the worker with the fewest open connections: the
+    /// first on worker 0, a second opened while the first stays open on worker 1.
+    #[tokio::test]
+    async fn connections_go_to_the_worker_with_the_fewest_open() {
+        let workers = Workers::start(2).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let limits = Limits::from_config(&crate::config::Server::default());
+        let serving = tokio::spawn(Listener::new(limits).on(&workers).serve(
+            listener,
+            stop.clone(),
+            |_req| async {
+                let thread = std::thread::current().name().unwrap_or("").to_string();
+                Response::new(http_body_util::Full::new(Bytes::from(thread)))
+            },
+        ));
+        let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert_eq!(get(&mut first).await, "bucketfront-worker-0");
+        let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert_eq!(get(&mut second).await, "bucketfront-worker-1");
+        assert_eq!(get(&mut first).await, "bucketfront-worker-0");
+        drop((first, second));
+        stop.cancel();
+        serving.await.unwrap();
+    }
 }
