@@ -1,5 +1,5 @@
-//! One render: source bytes → decoded (a JPEG at 1/2, 1/4 or 1/8 of its size when that is
-//! still large enough: the scaling happens in the DCT, before any pixel exists) → resized
+//! One render: source bytes → decoded (a JPEG at 1/2, 1/4 or 1/8 of its size by libjpeg-turbo
+//! when that is still large enough: the scaling happens in the DCT, before any pixel exists) → resized
 //! (fast_image_resize, Lanczos3, alpha premultiplied) → turned upright (EXIF orientation)
 //! → converted to sRGB (the source's ICC profile, qcms) → encoded. Pure CPU, synchronous:
 //! it runs on the blocking pool, never on an async worker (`cache::variants`).
@@ -147,56 +147,160 @@ fn check_pixels(w: u64, h: u64, max: u64) -> Result<(), RenderError> {
     Ok(())
 }
 
+/// JPEG: libjpeg-turbo (mozjpeg's build of it) decodes at 1/2, 1/4 or 1/8 scale in the
+/// DCT; its entropy decoding is about twice as fast as jpeg-decoder's (BENCHMARKS.md,
+/// "Variants"). libjpeg reports errors by unwinding out of C (`jpeg_error`), caught here.
 fn decode_jpeg(source: &[u8], spec: &Spec, max_pixels: u64) -> Result<Decoded, RenderError> {
-    let mut d = jpeg_decoder::Decoder::new(Cursor::new(source));
-    d.read_info().map_err(corrupt)?;
-    let info = d.info().ok_or_else(|| corrupt("no frame header"))?;
-    let (w, h) = (u32::from(info.width), u32::from(info.height));
+    std::panic::catch_unwind(|| decode_jpeg_unwinding(source, spec, max_pixels)).unwrap_or_else(
+        |payload| {
+            let detail = payload.downcast_ref::<String>().cloned();
+            Err(corrupt(detail.unwrap_or_else(|| "libjpeg failed".into())))
+        },
+    )
+}
+
+/// Markers kept while decoding: EXIF (APP1), ICC profile chunks (APP2), Adobe (APP14).
+const JPEG_MARKERS: &[mozjpeg::Marker] = &[
+    mozjpeg::Marker::APP(1),
+    mozjpeg::Marker::APP(2),
+    mozjpeg::Marker::APP(14),
+];
+
+fn decode_jpeg_unwinding(
+    source: &[u8],
+    spec: &Spec,
+    max_pixels: u64,
+) -> Result<Decoded, RenderError> {
+    let mut d = mozjpeg::Decompress::with_markers(JPEG_MARKERS)
+        .with_err(jpeg_error::strict())
+        .from_mem(source)
+        .map_err(corrupt)?;
+    let (w, h) = (d.width() as u32, d.height() as u32);
     check_pixels(w.into(), h.into(), max_pixels)?;
-    if info.pixel_format == jpeg_decoder::PixelFormat::L16 {
-        return Err(RenderError::NotAnImage);
-    }
-    // The orientation is known only after decoding.
+    // The orientation is in the EXIF marker, read below; `needed_scale` covers both.
     let factor = needed_scale(w, h, spec);
-    let want = |side: u32| (f64::from(side) * factor).ceil().clamp(1.0, 65535.0) as u16;
-    d.scale(want(w), want(h)).map_err(corrupt)?;
-    let data = d.decode().map_err(corrupt)?;
-    let info = d.info().ok_or_else(|| corrupt("no frame header"))?;
-    let (w, h) = (u32::from(info.width), u32::from(info.height));
-    let data = match info.pixel_format {
-        jpeg_decoder::PixelFormat::RGB24 => data,
-        jpeg_decoder::PixelFormat::L8 => data.iter().flat_map(|&l| [l, l, l]).collect(),
-        // jpeg-decoder has already undone Adobe's inversion.
-        jpeg_decoder::PixelFormat::CMYK32 => data
-            .chunks_exact(4)
-            .flat_map(|p| {
-                let k = u16::from(p[3]);
-                [0, 1, 2].map(|i| ((255 - u16::from(p[i])) * k / 255) as u8)
-            })
-            .collect(),
-        jpeg_decoder::PixelFormat::L16 => return Err(RenderError::NotAnImage),
+    let eighths = [1u8, 2, 4]
+        .into_iter()
+        .find(|&n| f64::from(n) / 8.0 >= factor)
+        .unwrap_or(8);
+    d.scale(eighths);
+    let mut orientation = Orientation::NoTransforms;
+    let mut icc_chunks: Vec<(u8, &[u8])> = Vec::new();
+    let mut adobe = false;
+    for m in d.markers() {
+        match m.marker {
+            mozjpeg::Marker::APP(1) if m.data.starts_with(b"Exif\0\0") => {
+                orientation = Orientation::from_exif_chunk(&m.data[6..]).unwrap_or(orientation);
+            }
+            mozjpeg::Marker::APP(2)
+                if m.data.len() > 14 && m.data.starts_with(b"ICC_PROFILE\0") =>
+            {
+                icc_chunks.push((m.data[12], &m.data[14..]));
+            }
+            mozjpeg::Marker::APP(14) if m.data.starts_with(b"Adobe") => adobe = true,
+            _ => {}
+        }
+    }
+    icc_chunks.sort_by_key(|&(seq, _)| seq);
+    let icc: Vec<u8> = icc_chunks
+        .into_iter()
+        .flat_map(|(_, c)| c.iter().copied())
+        .collect();
+    let (data, rgb, out_w, out_h) = match d.image().map_err(corrupt)? {
+        mozjpeg::Format::RGB(s) => {
+            let (data, ow, oh) = read_scanlines(s)?;
+            (data, true, ow, oh)
+        }
+        mozjpeg::Format::Gray(s) => {
+            let (data, ow, oh) = read_scanlines(s)?;
+            (
+                data.iter().flat_map(|&l| [l, l, l]).collect(),
+                false,
+                ow,
+                oh,
+            )
+        }
+        mozjpeg::Format::CMYK(s) => {
+            let (data, ow, oh) = read_scanlines(s)?;
+            (cmyk_to_rgb(&data, adobe), false, ow, oh)
+        }
     };
-    if data.len() != (w * h * 3) as usize {
+    if data.len() != (out_w * out_h * 3) as usize {
         return Err(corrupt("pixel data of the wrong length"));
     }
-    let orientation = d
-        .exif_data()
-        .and_then(Orientation::from_exif_chunk)
-        .unwrap_or(Orientation::NoTransforms);
-    // CMYK profiles are not converted (qcms takes RGB ones): the naive conversion stands.
-    let icc = (info.pixel_format == jpeg_decoder::PixelFormat::RGB24)
-        .then(|| d.icc_profile())
-        .flatten();
+    // CMYK and grey profiles are not converted (qcms takes RGB ones): the naive
+    // conversion stands.
+    let icc = (rgb && !icc.is_empty()).then_some(icc);
     Ok(Decoded {
         pixels: Pixels {
-            width: w,
-            height: h,
+            width: out_w,
+            height: out_h,
             alpha: false,
             data,
         },
         orientation,
         icc,
     })
+}
+
+/// Every row, then the end of the file (where a truncation is noticed).
+fn read_scanlines(
+    mut s: mozjpeg::decompress::DecompressStarted<&[u8]>,
+) -> Result<(Vec<u8>, u32, u32), RenderError> {
+    let data = s.read_scanlines::<u8>().map_err(corrupt)?;
+    let (w, h) = (s.width() as u32, s.height() as u32);
+    s.finish().map_err(corrupt)?;
+    Ok((data, w, h))
+}
+
+/// Naive CMYK → RGB. Adobe's files (an APP14 "Adobe" marker) store every ink inverted,
+/// which is what nearly every CMYK JPEG is.
+fn cmyk_to_rgb(data: &[u8], adobe_inverted: bool) -> Vec<u8> {
+    data.chunks_exact(4)
+        .flat_map(|p| {
+            let ink = |v: u8| if adobe_inverted { 255 - v } else { v };
+            let k = 255 - u16::from(ink(p[3]));
+            [0, 1, 2].map(|i| ((255 - u16::from(ink(p[i]))) * k / 255) as u8)
+        })
+        .collect()
+}
+
+/// libjpeg's error manager: a fatal error unwinds out of C (mozjpeg-sys is built with
+/// "C-unwind" callbacks for this) to `decode_jpeg`'s `catch_unwind`, without the panic
+/// hook (so the fuzzer's abort-on-panic hook sees only real panics). Of the warnings,
+/// the two a truncated or damaged scan gives are fatal too: such a file is a 422, not a
+/// picture with a grey bottom. Others (extra bytes between markers, common in camera
+/// files) are tolerated, as libvips does.
+mod jpeg_error {
+    use mozjpeg_sys::{JWRN_HIT_MARKER, JWRN_JPEG_EOF, jpeg_common_struct, jpeg_error_mgr};
+    use std::os::raw::c_int;
+
+    pub fn strict() -> jpeg_error_mgr {
+        // SAFETY: jpeg_std_error fills in every field of a zeroed manager.
+        let mut err: jpeg_error_mgr = unsafe { std::mem::zeroed() };
+        unsafe { mozjpeg_sys::jpeg_std_error(&mut err) };
+        err.error_exit = Some(fail);
+        err.emit_message = Some(message);
+        err
+    }
+
+    fn code(cinfo: &jpeg_common_struct) -> c_int {
+        // SAFETY: libjpeg calls back with `err` pointing at the manager it was given.
+        unsafe { cinfo.err.as_ref() }.map_or(-1, |e| e.msg_code)
+    }
+
+    extern "C-unwind" fn fail(cinfo: &mut jpeg_common_struct) {
+        let msg = format!("libjpeg error (message code {})", code(cinfo));
+        std::panic::resume_unwind(Box::new(msg));
+    }
+
+    extern "C-unwind" fn message(cinfo: &mut jpeg_common_struct, level: c_int) {
+        let code = code(cinfo);
+        if level < 0 && (code == JWRN_JPEG_EOF as c_int || code == JWRN_HIT_MARKER as c_int) {
+            let msg = format!("libjpeg: truncated or damaged data (message code {code})");
+            std::panic::resume_unwind(Box::new(msg));
+        }
+    }
 }
 
 fn decode_other(
@@ -779,6 +883,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.format, Format::Png);
+    }
+
+    /// A JPEG written by libjpeg in `space` from `pixels` (one value per component).
+    fn jpeg_in(space: mozjpeg::ColorSpace, w: usize, h: usize, pixel: &[u8]) -> Vec<u8> {
+        let mut c = mozjpeg::Compress::new(space);
+        c.set_size(w, h);
+        c.set_quality(95.0);
+        let mut c = c.start_compress(Vec::new()).unwrap();
+        c.write_scanlines(&pixel.repeat(w * h)).unwrap();
+        c.finish().unwrap()
+    }
+
+    #[test]
+    fn grey_and_cmyk_jpegs_become_rgb() {
+        let out = spec(Some(64), None, Fit::Contain, Output::Fixed(Format::Png));
+        let grey = jpeg_in(mozjpeg::ColorSpace::JCS_GRAYSCALE, 96, 64, &[128]);
+        let img = decode(&render(&grey, &out, MAX).unwrap().bytes).into_rgb8();
+        let p = img.get_pixel(32, 20).0;
+        assert!(p.iter().all(|&v| v.abs_diff(128) <= 2), "{p:?}");
+        // libjpeg writes CMYK with Adobe's marker, inks inverted: this is pure red
+        // (no cyan, full magenta and yellow, no black).
+        let red = jpeg_in(mozjpeg::ColorSpace::JCS_CMYK, 96, 64, &[255, 0, 0, 255]);
+        let img = decode(&render(&red, &out, MAX).unwrap().bytes).into_rgb8();
+        let p = img.get_pixel(32, 20).0;
+        assert!(p[0] >= 250 && p[1] <= 5 && p[2] <= 5, "{p:?}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Three variant pipelines on the same sources, sizes and formats (BENCHMARKS.md,
 //! "Variants: which pipeline"):
 //!
-//! - `ours`: `bucketfront::variant::render` (jpeg-decoder scaled in the DCT, image's
+//! - `ours`: `bucketfront::variant::render` (libjpeg-turbo scaled in the DCT, image's
 //!   PNG/WebP decoders, fast_image_resize Lanczos3, libwebp, rav1e);
 //! - `libvips`: libvips 8.14 through the `libvips` crate (`thumbnail_buffer`, which shrinks
 //!   JPEGs on load too), one thread (`concurrency_set(1)`), as one render slot would run it;
