@@ -11,7 +11,8 @@
 //!
 //! Object sizes: log-normal around 600 KB, clamped to 0.2-5 MB, fixed per object.
 //! Policies: LRU (both tiers' policy), moka's TinyLFU, S3-FIFO, W-TinyLFU with a fixed 1%
-//! window and with a window that climbs the hit-ratio hill, and MIN.
+//! window and with a window that climbs the hit-ratio hill; the online bound (a policy
+//! told the generator's probabilities, not the future: `oracle`), and MIN.
 //!
 //! `cargo bench --bench traces` (about three minutes). Not run by CI.
 
@@ -54,10 +55,10 @@ fn labeler(dataset: u64, window: u64, seed: u64) -> Vec<u64> {
         .map(|_| {
             if next > 0 && r.f64() < 0.2 {
                 let back = r.u64(0..window.min(next));
-                10_000_000 + (next - 1 - back) % dataset
+                LABELER_BASE + (next - 1 - back) % dataset
             } else {
                 next += 1;
-                10_000_000 + (next - 1) % dataset
+                LABELER_BASE + (next - 1) % dataset
             }
         })
         .collect()
@@ -259,6 +260,101 @@ fn belady(trace: &[u64], capacity: u64) -> Ratio {
                 cached.remove(&victim);
                 used -= size_of(victim);
             }
+        }
+    }
+    ratio
+}
+
+/// What the generator of a trace says of its requests: the share of them that are Zipf(α)
+/// draws, and the share that are the labeler's.
+#[derive(Clone, Copy)]
+struct Model {
+    zipf_share: f64,
+    alpha: f64,
+    labeler_share: f64,
+}
+
+const DATASET: u64 = 400_000;
+const WINDOW: u64 = 20_000;
+const LABELER_BASE: u64 = 10_000_000;
+
+/// The online bound: a policy told the trace's generator (not its future). Each cached
+/// object is worth its expected requests per request: a Zipf object `share × p(rank)`, a
+/// labeler image `share × 0.2 / window` while it is among the last `window` images of
+/// the pass, 0 after. For byte hit ratio that rate is the worth per byte, so it keeps the
+/// highest rates that fit: it admits an object only if the bytes it evicts all have a
+/// lower rate. On Zipf traffic this is the optimal online policy (A0, the independent
+/// reference model); no policy that learns rates from the past can do better on average.
+/// Its gap to MIN is what knowing the future is worth, which no online policy can close.
+fn oracle(trace: &[u64], capacity: u64, model: Model) -> Ratio {
+    use std::collections::BTreeSet;
+    let norm: f64 = (1..=1_000_000u64)
+        .map(|k| (k as f64).powf(-model.alpha))
+        .sum();
+    let in_window = model.labeler_share * 0.2 / WINDOW as f64;
+    // Rates as ordered integers (their order is all that matters).
+    let key = |rate: f64| (rate * 1e18) as u64;
+    let mut by_rate: BTreeSet<(u64, u64)> = BTreeSet::new();
+    let mut cached: HashMap<u64, u64> = HashMap::new(); // id → its rate key
+    let mut window: VecDeque<(u64, u64)> = VecDeque::new(); // (pass position, id), cached labeler images
+    let mut position: HashMap<u64, u64> = HashMap::new(); // labeler id → its newest pass position
+    let mut passed = 0u64; // new images the labeler has asked for
+    let mut used = 0u64;
+    let mut ratio = Ratio::default();
+    for &id in trace {
+        let size = size_of(id);
+        let labeler = id >= LABELER_BASE;
+        if labeler && id == LABELER_BASE + passed % DATASET {
+            position.insert(id, passed);
+            passed += 1;
+        }
+        // Images that left the window are worth nothing now.
+        while let Some(&(pos, old)) = window.front() {
+            if passed - 1 - pos < WINDOW {
+                break;
+            }
+            window.pop_front();
+            if position.get(&old) == Some(&pos)
+                && let Some(k) = cached.get_mut(&old)
+                && *k != 0
+            {
+                by_rate.remove(&(*k, old));
+                *k = 0;
+                by_rate.insert((0, old));
+            }
+        }
+        let hit = cached.contains_key(&id);
+        ratio.record(hit, size);
+        if hit || size > capacity {
+            continue;
+        }
+        let rate = if labeler {
+            in_window
+        } else {
+            model.zipf_share * ((id + 1) as f64).powf(-model.alpha) / norm
+        };
+        let k = key(rate);
+        let mut freed = 0u64;
+        let mut victims = Vec::new();
+        for &(vk, v) in &by_rate {
+            if used - freed + size <= capacity || vk >= k {
+                break;
+            }
+            freed += size_of(v);
+            victims.push((vk, v));
+        }
+        if used - freed + size > capacity {
+            continue;
+        }
+        for v in victims {
+            by_rate.remove(&v);
+            cached.remove(&v.1);
+        }
+        used = used - freed + size;
+        cached.insert(id, k);
+        by_rate.insert((k, id));
+        if labeler {
+            window.push_back((position[&id], id));
         }
     }
     ratio
@@ -474,20 +570,41 @@ fn main() {
     let z7 = zipf(0.7, 1_000_000, 7);
     let z9 = zipf(0.9, 1_000_000, 9);
     let z10 = zipf(1.0, 1_000_000, 10);
-    let lab = labeler(400_000, 20_000, 11);
+    let lab = labeler(DATASET, WINDOW, 11);
     let mix = mixed(&z9, &lab, 12);
-    let traces: [(&str, &Vec<u64>); 5] = [
-        ("zipf-0.7", &z7),
-        ("zipf-0.9", &z9),
-        ("zipf-1.0", &z10),
-        ("labeler", &lab),
-        ("mixed", &mix),
+    let zipf_model = |alpha| Model {
+        zipf_share: 1.0,
+        alpha,
+        labeler_share: 0.0,
+    };
+    let traces: [(&str, &Vec<u64>, Model); 5] = [
+        ("zipf-0.7", &z7, zipf_model(0.7)),
+        ("zipf-0.9", &z9, zipf_model(0.9)),
+        ("zipf-1.0", &z10, zipf_model(1.0)),
+        (
+            "labeler",
+            &lab,
+            Model {
+                zipf_share: 0.0,
+                alpha: 1.0,
+                labeler_share: 1.0,
+            },
+        ),
+        (
+            "mixed",
+            &mix,
+            Model {
+                zipf_share: 0.5,
+                alpha: 0.9,
+                labeler_share: 0.5,
+            },
+        ),
     ];
     println!(
-        "| trace | cache (of distinct bytes) | LRU obj / byte | TinyLFU (moka) obj / byte | S3-FIFO obj / byte | W-TinyLFU obj / byte | W-TinyLFU adaptive obj / byte | MIN obj / byte | best / MIN (bytes) |"
+        "| trace | cache (of distinct bytes) | LRU obj / byte | TinyLFU (moka) obj / byte | S3-FIFO obj / byte | W-TinyLFU obj / byte | W-TinyLFU adaptive obj / byte | online bound obj / byte | MIN obj / byte | best / MIN (bytes) | online bound / MIN (bytes) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for (name, trace) in traces {
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for (name, trace, model) in traces {
         let total = distinct_bytes(trace);
         for share in [0.01, 0.05, 0.10] {
             let cap = (total as f64 * share) as u64;
@@ -497,12 +614,13 @@ fn main() {
                 s3fifo(trace, cap),
                 wtinylfu(trace, cap),
                 wtinylfu_adaptive(trace, cap),
+                oracle(trace, cap, model),
                 belady(trace, cap),
             ];
             let best = results[..5].iter().map(|r| r.bytes()).fold(0.0, f64::max);
             let cell = |r: &Ratio| format!("{:.3} / {:.3}", r.objects(), r.bytes());
             println!(
-                "| {name} | {:.0}% ({} GB) | {} | {} | {} | {} | {} | {} | {:.2} |",
+                "| {name} | {:.0}% ({} GB) | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} |",
                 share * 100.0,
                 cap / 1_000_000_000,
                 cell(&results[0]),
@@ -511,7 +629,9 @@ fn main() {
                 cell(&results[3]),
                 cell(&results[4]),
                 cell(&results[5]),
-                best / results[5].bytes().max(1e-9)
+                cell(&results[6]),
+                best / results[6].bytes().max(1e-9),
+                results[5].bytes() / results[6].bytes().max(1e-9)
             );
         }
     }
