@@ -1,7 +1,7 @@
-//! One render: source bytes → decoded (a JPEG at 1/2, 1/4 or 1/8 of its size by libjpeg-turbo
-//! when that is still large enough: the scaling happens in the DCT, before any pixel exists) → resized
-//! (fast_image_resize, Lanczos3, alpha premultiplied) → turned upright (EXIF orientation)
-//! → converted to sRGB (the source's ICC profile, qcms) → encoded. Pure CPU, synchronous:
+//! One render: source bytes → decoded (a JPEG by libjpeg-turbo at 1/2, 1/4 or 1/8 of its
+//! size when that is still large enough: the scaling happens in the DCT, before any pixel
+//! exists) → resized (fast_image_resize, Lanczos3, alpha premultiplied) → turned upright
+//! (EXIF orientation) → converted to sRGB (the source's ICC profile, qcms) → encoded. Pure CPU, synchronous:
 //! it runs on the blocking pool, never on an async worker (`cache::variants`).
 
 use std::io::Cursor;
@@ -206,24 +206,17 @@ fn decode_jpeg_unwinding(
         .into_iter()
         .flat_map(|(_, c)| c.iter().copied())
         .collect();
-    let (data, rgb, out_w, out_h) = match d.image().map_err(corrupt)? {
-        mozjpeg::Format::RGB(s) => {
-            let (data, ow, oh) = read_scanlines(s)?;
-            (data, true, ow, oh)
-        }
-        mozjpeg::Format::Gray(s) => {
-            let (data, ow, oh) = read_scanlines(s)?;
-            (
-                data.iter().flat_map(|&l| [l, l, l]).collect(),
-                false,
-                ow,
-                oh,
-            )
-        }
-        mozjpeg::Format::CMYK(s) => {
-            let (data, ow, oh) = read_scanlines(s)?;
-            (cmyk_to_rgb(&data, adobe), false, ow, oh)
-        }
+    let (started, space) = match d.image().map_err(corrupt)? {
+        mozjpeg::Format::RGB(s) => (s, mozjpeg::ColorSpace::JCS_RGB),
+        mozjpeg::Format::Gray(s) => (s, mozjpeg::ColorSpace::JCS_GRAYSCALE),
+        mozjpeg::Format::CMYK(s) => (s, mozjpeg::ColorSpace::JCS_CMYK),
+    };
+    let (raw, out_w, out_h) = read_scanlines(started)?;
+    let rgb = space == mozjpeg::ColorSpace::JCS_RGB;
+    let data = match space {
+        mozjpeg::ColorSpace::JCS_GRAYSCALE => raw.iter().flat_map(|&l| [l, l, l]).collect(),
+        mozjpeg::ColorSpace::JCS_CMYK => cmyk_to_rgb(&raw, adobe),
+        _ => raw,
     };
     if data.len() != (out_w * out_h * 3) as usize {
         return Err(corrupt("pixel data of the wrong length"));
