@@ -85,7 +85,7 @@ async fn main() {
     let t = Instant::now();
     let mut hits = 0;
     for i in 0..n {
-        if let Some(got) = tier.read(&key(i), &budget).await {
+        if let Some(got) = tier.load(&key(i), &budget).await {
             assert!(got.body.range(0, got.body.len()).concat() == body(i, size));
             hits += 1;
         }
@@ -112,7 +112,7 @@ async fn main() {
     }
     let (mut ok, mut wrong, mut miss) = (0, 0, 0);
     for i in 0..n {
-        match tier.read(&key(i), &budget).await {
+        match tier.load(&key(i), &budget).await {
             Some(got) if got.body.range(0, got.body.len()).concat() == body(i, size) => ok += 1,
             Some(_) => wrong += 1,
             None => miss += 1,

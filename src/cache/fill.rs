@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::watch;
 
-use super::{CacheStatus, Cached};
+use super::{CacheStatus, Cached, Stamp};
 use crate::error::Error;
 use crate::object::ObjectMeta;
 
@@ -22,9 +22,10 @@ use crate::object::ObjectMeta;
 #[derive(Clone)]
 pub enum Head {
     Pending,
-    /// Headers arrived; the body follows in `chunks`. `MISS`, or `BYPASS` for an object
-    /// that will not be stored.
-    Body(Arc<ObjectMeta>, CacheStatus),
+    /// Headers arrived; the body follows in `chunks`. `MISS` (from the origin), `HIT`
+    /// (from a disk file, block by block), or `BYPASS` for an object that will not be
+    /// stored.
+    Body(Arc<ObjectMeta>, CacheStatus, Stamp),
     /// A complete object without a body download (revalidated or stale).
     Ready(Arc<Cached>, CacheStatus),
     Failed(Error),
@@ -86,6 +87,11 @@ impl Fill {
             }
             changed
         });
+    }
+
+    /// Whether the body broke (a reader can only fail).
+    pub fn is_broken(&self) -> bool {
+        self.tx.borrow().end == End::Broken
     }
 
     /// The pieces received so far (the whole object once `Complete`).

@@ -40,10 +40,12 @@ impl Inflight {
     }
 
     /// Joins the fill for `key`, or starts one: then the caller is its leader and must
-    /// run it (or drop the guard, which fails the fill).
+    /// run it (or drop the guard, which fails the fill). A fill whose body broke is not
+    /// joined, even in the moment before its task removes it: it has nothing whole to
+    /// give a newcomer.
     pub fn join_or_lead(self: &Arc<Self>, key: &CacheKey) -> (Arc<Fill>, Option<Leader>) {
         let mut shard = self.shard(key);
-        if let Some(fill) = shard.get(key) {
+        if let Some(fill) = shard.get(key).filter(|f| !f.is_broken()) {
             return (fill.clone(), None);
         }
         let fill = Fill::new();
@@ -143,6 +145,19 @@ mod tests {
         assert!(inflight.is_empty());
         let (_, again) = inflight.join_or_lead(&key("k"));
         assert!(again.is_some(), "a new fill starts for the key");
+    }
+
+    #[tokio::test]
+    async fn a_broken_fill_is_not_joined() {
+        let inflight = Arc::new(Inflight::default());
+        let (broken, first) = inflight.join_or_lead(&key("k"));
+        broken.finish(crate::cache::fill::End::Broken);
+        let (fresh, second) = inflight.join_or_lead(&key("k"));
+        assert!(second.is_some() && !Arc::ptr_eq(&broken, &fresh));
+        // The old leader's guard leaves the new fill's entry alone.
+        drop(first);
+        let (joined, third) = inflight.join_or_lead(&key("k"));
+        assert!(third.is_none() && Arc::ptr_eq(&fresh, &joined));
     }
 
     #[tokio::test]

@@ -6,7 +6,8 @@
 //! [`fill::Fill`] in its own task (so a client hanging up does not cancel it) and every
 //! request for that key until it ends joins it and streams from it. Only a body that
 //! arrived whole goes into the cache. With `[cache.disk]`, objects are also written to a
-//! [`disk::DiskTier`], which a fill reads (checked) before it asks the origin.
+//! [`disk::DiskTier`], which a fill reads (checked) before it asks the origin: a large
+//! file streams into the fill block by block, as an origin body does.
 
 pub mod disk;
 pub mod fill;
@@ -161,6 +162,36 @@ impl Freshness {
     }
 }
 
+/// When a copy that streams through a fill was fetched (or last revalidated), and the
+/// rules it came with: what an answer's `Age` and `Cache-Control` are computed from.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp {
+    pub stored_at: Instant,
+    pub directives: Directives,
+    /// Fresh for this long after `stored_at`.
+    pub lifetime: Duration,
+}
+
+impl Stamp {
+    fn new(meta: &ObjectMeta, fetched: SystemTime, stored_at: Instant, ttl: Duration) -> Stamp {
+        let directives = meta.directives(fetched);
+        Stamp {
+            stored_at,
+            directives,
+            lifetime: directives.lifetime(ttl),
+        }
+    }
+
+    /// How fresh this copy is at `now`.
+    pub fn freshness(&self, now: Instant) -> Freshness {
+        Freshness {
+            directives: self.directives,
+            lifetime: self.lifetime,
+            age: now.saturating_duration_since(self.stored_at),
+        }
+    }
+}
+
 /// How long a failed revalidation is not retried (the stale copy is served meanwhile).
 const REVALIDATION_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -177,9 +208,10 @@ const ENTRY_OVERHEAD: u64 = 512;
 pub enum Served {
     /// A complete object from memory.
     Complete(Arc<Cached>, CacheStatus),
-    /// Headers are known; the body streams from an in-flight fill. `MISS`, or `BYPASS`
-    /// when the object's own rules forbid storing it (`no-store`, `private`).
-    Streaming(Arc<ObjectMeta>, Arc<Fill>, CacheStatus),
+    /// Headers are known; the body streams from an in-flight fill. `MISS`, `HIT` (a
+    /// large object from disk), or `BYPASS` when the object's own rules forbid storing
+    /// it (`no-store`, `private`).
+    Streaming(Arc<ObjectMeta>, Arc<Fill>, CacheStatus, Stamp),
     /// Not cacheable (too large): stream from the origin directly.
     Bypass,
     /// A 404 remembered for `negative_ttl`.
@@ -329,7 +361,7 @@ impl Cache {
                 Side::Internal,
                 "fill ended without a head",
             )),
-            Head::Body(meta, status) => Ok(Served::Streaming(meta, fill, status)),
+            Head::Body(meta, status, stamp) => Ok(Served::Streaming(meta, fill, status, stamp)),
             Head::Ready(c, status) => Ok(Served::Complete(c, status)),
             Head::Failed(e) => Err(e),
             Head::Bypass => Ok(Served::Bypass),
@@ -479,44 +511,64 @@ impl Cache {
 
 impl Cache {
     /// The copy a fill starts from: the expired one from memory if the lookup found one,
-    /// else the disk tier's (a fresh one there is the answer, counted as a disk hit).
-    async fn earlier(&self, key: &CacheKey, in_memory: Option<&Arc<Cached>>) -> Earlier {
+    /// else the disk tier's. A fresh one there is the answer, counted as a disk hit: in
+    /// memory at once, or, where the caller can `stream` it and it is larger than one
+    /// block, still being read.
+    async fn earlier(
+        &self,
+        key: &CacheKey,
+        in_memory: Option<&Arc<Cached>>,
+        stream: bool,
+    ) -> Earlier {
         if let Some(stale) = in_memory {
             return Earlier::Expired(stale.clone());
         }
-        let found = self.read_disk(key).await;
-        if let Earlier::Fresh(_) = found {
+        let found = self.read_disk(key, stream).await;
+        if let Earlier::Fresh(_) | Earlier::Streaming(..) = found {
             self.metrics.tiers.disk_hits.inc();
         }
         found
     }
 
-    /// `key` from the disk tier, if it has a good copy: fresh (now also in memory), or
-    /// expired (to revalidate).
-    async fn read_disk(&self, key: &CacheKey) -> Earlier {
+    /// `key` from the disk tier, if it has a good copy: fresh (in memory now, or
+    /// streaming), or expired (read whole, to revalidate).
+    async fn read_disk(&self, key: &CacheKey, stream: bool) -> Earlier {
         let Some(disk) = &self.disk else {
             return Earlier::None;
         };
-        let Some(loaded) = disk.read(key, &self.fill_budget).await else {
+        let Some(reading) = disk.read(key, &self.fill_budget).await else {
             return Earlier::None;
         };
-        let directives = loaded.meta.directives(loaded.stored);
+        let stored_at = self.clock.instant_of(reading.stored);
+        let stamp = Stamp::new(&reading.meta, reading.stored, stored_at, self.cfg.ttl.0);
+        let stored = Stored {
+            at: stored_at,
+            lifetime: stamp.lifetime,
+            strict: stamp.directives.must_revalidate,
+            retry_at: None,
+        };
+        let fresh =
+            freshness::lookup(&self.lifetimes(), &stored, self.clock.now()) == Lookup::Fresh;
+        if fresh && stream && reading.rest.is_some() {
+            return Earlier::Streaming(Box::new(reading), stamp);
+        }
+        let Some(loaded) = reading.whole().await else {
+            return Earlier::None;
+        };
         let c = Cached::new(
             Arc::new(loaded.meta),
             loaded.body,
-            self.clock.instant_of(loaded.stored),
-            directives,
+            stored_at,
+            stamp.directives,
             self.cfg.ttl.0,
         );
-        let now = self.clock.now();
-        match freshness::lookup(&self.lifetimes(), &c.stored(), now) {
-            Lookup::Fresh => {
-                let entry = Entry::Object(c.clone());
-                self.entries.insert(key.clone(), entry).await;
-                Earlier::Fresh(c)
-            }
-            _ => Earlier::Expired(c),
+        if !fresh {
+            return Earlier::Expired(c);
         }
+        self.entries
+            .insert(key.clone(), Entry::Object(c.clone()))
+            .await;
+        Earlier::Fresh(c)
     }
 
     /// Queues `c` for the disk tier, when there is one.
@@ -588,8 +640,9 @@ struct FillTask {
 impl FillTask {
     async fn fetch(&self) {
         let cache = &self.cache;
-        let stale = match cache.earlier(&self.key, self.stale.as_ref()).await {
+        let stale = match cache.earlier(&self.key, self.stale.as_ref(), true).await {
             Earlier::Fresh(c) => return self.fill.set_head(Head::Ready(c, CacheStatus::Hit)),
+            Earlier::Streaming(reading, stamp) => return self.stream_disk(reading, stamp).await,
             Earlier::Expired(c) => Some(c),
             Earlier::None => None,
         };
@@ -659,7 +712,13 @@ impl FillTask {
             tracing::debug!(bucket = %self.obj.bucket, size = object.content_length, "fill_memory exhausted; streaming uncached");
             return self.fill.set_head(Head::Bypass);
         };
-        let directives = object.meta.directives(SystemTime::now());
+        let stamp = Stamp::new(
+            &object.meta,
+            SystemTime::now(),
+            cache.clock.now(),
+            cache.cfg.ttl.0,
+        );
+        let directives = stamp.directives;
         let meta = Arc::new(object.meta);
         // `no-store` and `private` objects stream through the fill (concurrent requests
         // still share the one GET) and are never stored.
@@ -669,10 +728,93 @@ impl FillTask {
         } else {
             CacheStatus::Bypass
         };
-        self.fill.set_head(Head::Body(meta.clone(), status));
+        self.fill.set_head(Head::Body(meta.clone(), status, stamp));
         self.pump(meta, keep, object.content_length, object.body)
             .await;
         drop(budget);
+    }
+
+    /// Streams a fresh object from its disk file into the fill, block by block, and puts
+    /// it in memory once it is whole. A block found bad mid-body is replaced by the
+    /// origin's bytes: the rest of the same version is fetched and streamed on
+    /// ([`FillTask::resume`]), so readers get the right bytes either way.
+    async fn stream_disk(&self, reading: Box<disk::Reading>, stamp: Stamp) {
+        let disk::Reading {
+            meta,
+            first,
+            rest,
+            budget,
+            ..
+        } = *reading;
+        let meta = Arc::new(meta);
+        self.fill
+            .set_head(Head::Body(meta.clone(), CacheStatus::Hit, stamp));
+        let streamed = match rest {
+            Some(rest) => {
+                self.fill.push(first);
+                let fill = self.fill.clone();
+                rest.stream(move |block| fill.push(block)).await
+            }
+            None => Ok(first),
+        };
+        match streamed {
+            Ok(last) => {
+                // Stored before the last block is released, as a fill from the origin is.
+                let mut pieces = self.fill.pieces();
+                pieces.push(last.clone());
+                let cached = Cached::new(
+                    meta,
+                    Pieces::new(pieces),
+                    stamp.stored_at,
+                    stamp.directives,
+                    self.cache.cfg.ttl.0,
+                );
+                self.cache
+                    .entries
+                    .insert(self.key.clone(), Entry::Object(cached))
+                    .await;
+                self.fill.push(last);
+                self.fill.finish(End::Complete);
+            }
+            Err(disk::Cut::BadBlock { good }) => self.resume(meta, stamp, good).await,
+            Err(disk::Cut::Lost) => self.fill.finish(End::Broken),
+        }
+        drop(budget);
+    }
+
+    /// The body from byte `good` on, from the origin, after the disk copy went bad there:
+    /// only the same version (`If-Match` its ETag), and exactly that range, or the
+    /// transfer breaks (never a byte of another version).
+    async fn resume(&self, meta: Arc<ObjectMeta>, stamp: Stamp, good: u64) {
+        let Some(etag) = meta.etag.clone() else {
+            return self.fill.finish(End::Broken);
+        };
+        let expected = meta.size.saturating_sub(good);
+        let range = format!("bytes {good}-{}/{}", meta.size.saturating_sub(1), meta.size);
+        let req = GetRequest {
+            range: Some(format!("bytes={good}-")),
+            if_match: Some(etag.clone()),
+            ..GetRequest::default()
+        };
+        match self.origins.get(&self.tenant, &self.obj, &req).await {
+            Ok(Fetched::Object(o))
+                if o.meta.etag.as_deref() == Some(etag.as_str())
+                    && o.content_length == expected
+                    && o.content_range.as_deref() == Some(range.as_str()) =>
+            {
+                tracing::info!(bucket = %self.obj.bucket, from = good, "disk copy bad mid-body; rest from the origin");
+                self.pump(meta, Some(stamp.directives), expected, o.body)
+                    .await;
+            }
+            Ok(_) => {
+                tracing::warn!(bucket = %self.obj.bucket, "disk copy bad mid-body and the origin has another version; transfer cut");
+                self.fill.finish(End::Broken);
+            }
+            Err(e) => {
+                tracing::warn!(bucket = %self.obj.bucket, error = %e, "disk copy bad mid-body and the origin failing; transfer cut");
+                self.fill.finish(End::Broken);
+            }
+        }
     }
 
     /// Copies the body into the fill; caches it (when `keep` has the object's rules) only
@@ -758,6 +900,8 @@ impl FillTask {
 /// An earlier copy of a key, as a fill finds it.
 enum Earlier {
     Fresh(Arc<Cached>),
+    /// Fresh on disk and larger than one block: its first block is read and checked.
+    Streaming(Box<disk::Reading>, Stamp),
     Expired(Arc<Cached>),
     None,
 }

@@ -142,10 +142,10 @@ struct RenderTask {
 impl RenderTask {
     async fn make(&self) -> Result<(Arc<Cached>, CacheStatus), Error> {
         let cache = &self.cache;
-        let stale = match cache.earlier(&self.key, self.stale.as_ref()).await {
+        let stale = match cache.earlier(&self.key, self.stale.as_ref(), false).await {
             Earlier::Fresh(c) => return Ok((c, CacheStatus::Hit)),
             Earlier::Expired(c) => Some(c),
-            Earlier::None => None,
+            Earlier::None | Earlier::Streaming(..) => None,
         };
         let renders = &cache.metrics.renders;
         let ticket = self.pool.admit().await.map_err(|e| self.pool_error(e))?;
@@ -281,16 +281,16 @@ impl RenderTask {
                     status,
                 })
             }
-            Served::Streaming(meta, fill, status) => {
+            Served::Streaming(meta, fill, status, stamp) => {
                 allowed(&meta)?;
                 let pieces = fill.whole().await.ok_or_else(|| {
                     Error::bad_gateway().with_detail("the source's body broke off")
                 })?;
                 Ok(Source {
-                    directives: meta.directives(SystemTime::now()),
+                    directives: stamp.directives,
                     meta,
                     body: Pieces::new(pieces),
-                    stored_at: cache.clock.now(),
+                    stored_at: stamp.stored_at,
                     status,
                 })
             }

@@ -40,6 +40,8 @@ pub struct GetRequest {
     pub range: Option<String>,
     pub if_none_match: Option<String>,
     pub if_modified_since: Option<SystemTime>,
+    /// Only this version (the rest of an object whose disk copy went bad mid-body).
+    pub if_match: Option<String>,
 }
 
 /// An object's headers and its body, still streaming from the origin.
@@ -411,6 +413,7 @@ impl Origins {
             .key(&obj.key)
             .set_range(req.range.clone())
             .set_if_none_match(req.if_none_match.clone())
+            .set_if_match(req.if_match.clone())
             .set_if_modified_since(
                 req.if_modified_since
                     .map(aws_sdk_s3::primitives::DateTime::from),

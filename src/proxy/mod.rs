@@ -255,9 +255,9 @@ impl Ctx<'_> {
                 }
                 Ok(respond::from_memory(request, head, &cached))
             }
-            Served::Streaming(meta, fill, status) => {
+            Served::Streaming(meta, fill, status, stamp) => {
                 self.cache = status;
-                self.freshness = Some(Freshness::arriving(&meta, state.config.cache.ttl.0));
+                self.freshness = Some(stamp.freshness(state.cache.clock().now()));
                 Ok(respond::from_fill(request, head, &meta, &fill))
             }
             Served::Bypass => {
@@ -441,5 +441,6 @@ fn passthrough_request(h: &HeaderMap) -> GetRequest {
         if_none_match: get(header::IF_NONE_MATCH),
         if_modified_since: get(header::IF_MODIFIED_SINCE)
             .and_then(|v| httpdate::parse_http_date(&v).ok()),
+        if_match: None,
     }
 }

@@ -1,236 +1,157 @@
 //! The disk tier (`[cache.disk]`): complete objects as one file each, under the memory
-//! tier. Every read is checked against the CRC32C written with the file, so a flipped
-//! byte or a truncated file is a miss (the object is fetched again and rewritten), never
-//! wrong bytes. Files outlive the process: at start a loader thread indexes what is
-//! there, so a restart finds the cache warm.
+//! tier. Every read is checked against the CRC32C written with the file, block by block
+//! ([`file`]), so a flipped byte or a truncated file is a miss (the object is fetched
+//! again and rewritten), never wrong bytes; a large object streams from its file, a block
+//! at a time. Files outlive the process: at start a loader thread indexes what is there,
+//! so a restart finds the cache warm.
 //!
 //! Layout: `<path>/objects/<2 hex>/<30 hex>`, named by SHA-256 of the cache key (the key
 //! itself is in the file's header and compared on every read); `<path>/tmp/` holds files
 //! being written, renamed into place once complete, so no half-written file ever carries
-//! an object's name. File format (little-endian):
-//!
-//! ```text
-//! "BFDISK01" | header length u32 | header CRC32C u32 | body length u64 | body CRC32C u32
-//! | 4 bytes reserved | header (JSON: key, metadata, when stored) | body
-//! ```
+//! an object's name.
 //!
 //! The index (which keys have a file, and its size) is a byte-weighted LRU: inserting
 //! past `max_size` evicts the least recently used, whose files are deleted after the next
 //! write. Files are read, written and deleted on tokio's blocking pool, and indexed at start
 //! by a thread of their own: once serving, the async workers never touch the disk (only
-//! creating the directories at start runs on the caller). A failing disk (full, read-only, gone) turns the tier off for
-//! [`RETRY_AFTER`] at a time, with a log line and `bucketfront_disk_up 0`; requests are
-//! answered from memory and the origin meanwhile.
+//! creating the directories at start runs on the caller). A failing disk (full, read-only,
+//! gone) turns the tier off for [`RETRY_AFTER`] at a time, with a log line and
+//! `bucketfront_disk_up 0`; requests are answered from memory and the origin meanwhile.
 
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
+mod file;
+
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::pieces::Pieces;
 use super::{CacheKey, kib, kib_permit};
-use crate::config::{DiskConfig, ProviderKind};
+use crate::config::DiskConfig;
 use crate::metrics::TierMetrics;
 use crate::object::ObjectMeta;
+use file::{Header, Opened, ReadError};
 
-const MAGIC: &[u8; 8] = b"BFDISK01";
-const PRELUDE: usize = 32;
-/// A header is a key and a few headers; anything longer is not a file of ours.
-const MAX_HEADER: u32 = 64 << 10;
+pub use file::BLOCK;
+
 /// Bytes of objects queued for writing at once; past it, new objects are not written
 /// (counted in `bucketfront_disk_writes_skipped`).
 const WRITE_BUDGET: u64 = 64 << 20;
 /// How long a failing disk is left alone before the next write tries it again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(10);
-/// Pieces a file is read in: the memory tier's allocation size.
-const READ_BLOCK: usize = 1 << 20;
 
-/// An object read back from disk.
+/// An object read back from disk whole.
 pub struct Loaded {
     pub meta: ObjectMeta,
     pub body: Pieces,
     /// When it was fetched or last revalidated, on the cache's wall clock.
     pub stored: SystemTime,
-    /// The whole file's length (what the index weighs).
-    file_len: u64,
 }
 
-/// Why a file was not used.
-#[derive(Debug, thiserror::Error)]
-enum ReadError {
-    #[error("corrupt: {0}")]
-    Corrupt(&'static str),
-    #[error("{0}")]
-    Io(#[from] io::Error),
-    #[error("fill_memory is in use")]
-    NoBudget,
+/// An object being read from disk: its header and first block are checked, the rest of
+/// the body follows from [`Rest`].
+pub struct Reading {
+    pub meta: ObjectMeta,
+    /// When it was fetched or last revalidated, on the cache's wall clock.
+    pub stored: SystemTime,
+    /// The body's first block, checked (the whole body when `rest` is `None`).
+    pub first: Bytes,
+    pub rest: Option<Rest>,
+    /// The whole body's share of `fill_memory`, taken before its first byte was read.
+    pub budget: OwnedSemaphorePermit,
 }
 
-/// The part of a file that says what it holds.
-#[derive(Serialize, Deserialize)]
-struct Header {
-    provider: ProviderKind,
-    bucket: String,
-    key: String,
-    /// A variant's id; absent in files of objects (and in files written before variants).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    variant: Option<String>,
-    stored_ms: u64,
-    content_type: Option<String>,
-    etag: Option<String>,
-    last_modified_ms: Option<u64>,
-    content_encoding: Option<String>,
-    content_disposition: Option<String>,
-    content_language: Option<String>,
-    cache_control: Option<String>,
-    expires_ms: Option<u64>,
-}
-
-impl Header {
-    fn new(key: &CacheKey, meta: &ObjectMeta, stored: SystemTime) -> Header {
-        // Exhaustive: a new metadata field does not compile until it is stored here.
-        let ObjectMeta {
-            content_type,
-            size: _,
-            etag,
-            last_modified,
-            content_encoding,
-            content_disposition,
-            content_language,
-            cache_control,
-            expires,
-        } = meta.clone();
-        Header {
-            provider: key.provider,
-            bucket: key.bucket.clone(),
-            key: key.key.clone(),
-            variant: key.variant.clone(),
-            stored_ms: unix_ms(stored),
-            content_type,
-            etag,
-            last_modified_ms: last_modified.map(unix_ms),
-            content_encoding,
-            content_disposition,
-            content_language,
-            cache_control,
-            expires_ms: expires.map(unix_ms),
+impl Reading {
+    /// The rest of the body read too (for a copy that is revalidated or rendered, not
+    /// streamed); `None` if a block of it is bad.
+    pub async fn whole(self) -> Option<Loaded> {
+        let mut pieces = vec![self.first];
+        if let Some(rest) = self.rest {
+            pieces.extend(rest.collect().await?);
         }
-    }
-
-    fn key(&self) -> CacheKey {
-        CacheKey {
-            provider: self.provider,
-            bucket: self.bucket.clone(),
-            key: self.key.clone(),
-            variant: self.variant.clone(),
-        }
-    }
-
-    fn meta(self, size: u64) -> ObjectMeta {
-        ObjectMeta {
-            content_type: self.content_type,
-            size,
-            etag: self.etag,
-            last_modified: self.last_modified_ms.map(from_unix_ms),
-            content_encoding: self.content_encoding,
-            content_disposition: self.content_disposition,
-            content_language: self.content_language,
-            cache_control: self.cache_control,
-            expires: self.expires_ms.map(from_unix_ms),
-        }
+        Some(Loaded {
+            meta: self.meta,
+            body: Pieces::new(pieces),
+            stored: self.stored,
+        })
     }
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// How a streamed read ended early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// A block failed its check: the body's first `good` bytes were handed on.
+    BadBlock { good: u64 },
+    /// The reading thread died, after handing on an unknown number of bytes.
+    Lost,
 }
 
-fn from_unix_ms(ms: u64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+/// The blocks of a file after the first, still to be read.
+pub struct Rest {
+    opened: Opened,
+    tier: Arc<DiskTier>,
+    key: CacheKey,
 }
 
-/// The fixed-size start of a file.
-struct Prelude {
-    header_len: u32,
-    header_crc: u32,
-    body_len: u64,
-    body_crc: u32,
-}
-
-impl Prelude {
-    fn encode(&self) -> [u8; PRELUDE] {
-        let mut b = [0u8; PRELUDE];
-        b[..8].copy_from_slice(MAGIC);
-        b[8..12].copy_from_slice(&self.header_len.to_le_bytes());
-        b[12..16].copy_from_slice(&self.header_crc.to_le_bytes());
-        b[16..24].copy_from_slice(&self.body_len.to_le_bytes());
-        b[24..28].copy_from_slice(&self.body_crc.to_le_bytes());
-        b
+impl Rest {
+    /// Reads the remaining blocks on the blocking pool, handing each to `each` as soon as
+    /// it is checked, except the last, which is returned (so that the caller can store
+    /// the object before its readers have every byte). A bad block ends the read, and the
+    /// file is removed.
+    pub async fn stream(self, mut each: impl FnMut(Bytes) + Send + 'static) -> Result<Bytes, Cut> {
+        let read = tokio::task::spawn_blocking(move || {
+            let Rest {
+                mut opened,
+                tier,
+                key,
+            } = self;
+            let mut last = Bytes::new();
+            loop {
+                let good = opened.position();
+                let Some(block) = opened.next_block() else {
+                    return Ok(last);
+                };
+                match block {
+                    Ok(b) if opened.done() => last = b,
+                    Ok(b) => each(b),
+                    Err(e) => {
+                        tier.unusable(&key, &e);
+                        return Err(Cut::BadBlock { good });
+                    }
+                }
+            }
+        });
+        read.await.unwrap_or(Err(Cut::Lost))
     }
 
-    fn decode(b: &[u8; PRELUDE]) -> Result<Prelude, ReadError> {
-        if &b[..8] != MAGIC {
-            return Err(ReadError::Corrupt("not a bucketfront cache file"));
-        }
-        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        let mut len = [0u8; 8];
-        len.copy_from_slice(&b[16..24]);
-        let p = Prelude {
-            header_len: u32_at(8),
-            header_crc: u32_at(12),
-            body_len: u64::from_le_bytes(len),
-            body_crc: u32_at(24),
-        };
-        if p.header_len > MAX_HEADER {
-            return Err(ReadError::Corrupt("header length out of range"));
-        }
-        Ok(p)
-    }
-
-    fn file_len(&self) -> u64 {
-        PRELUDE as u64 + u64::from(self.header_len) + self.body_len
+    /// Every remaining block; `None` if one is bad (the file is then removed).
+    async fn collect(self) -> Option<Vec<Bytes>> {
+        let read = tokio::task::spawn_blocking(move || {
+            let Rest {
+                mut opened,
+                tier,
+                key,
+            } = self;
+            let mut blocks = Vec::new();
+            while let Some(block) = opened.next_block() {
+                match block {
+                    Ok(b) => blocks.push(b),
+                    Err(e) => {
+                        tier.unusable(&key, &e);
+                        return None;
+                    }
+                }
+            }
+            Some(blocks)
+        });
+        read.await.ok().flatten()
     }
 }
-
-/// Opens `path` and reads its prelude and header; checks the header's checksum and that
-/// the file is exactly as long as they say (a truncated file is corrupt).
-fn open_header(path: &Path) -> Result<Option<(File, Prelude, Header)>, ReadError> {
-    let mut file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let mut prelude = [0u8; PRELUDE];
-    read_exact_or_corrupt(&mut file, &mut prelude)?;
-    let p = Prelude::decode(&prelude)?;
-    let mut header = vec![0u8; p.header_len as usize];
-    read_exact_or_corrupt(&mut file, &mut header)?;
-    if crc32c::crc32c(&header) != p.header_crc {
-        return Err(ReadError::Corrupt("header checksum mismatch"));
-    }
-    if file.metadata()?.len() != p.file_len() {
-        return Err(ReadError::Corrupt("file length does not match its header"));
-    }
-    let h: Header =
-        serde_json::from_slice(&header).map_err(|_| ReadError::Corrupt("unreadable header"))?;
-    Ok(Some((file, p, h)))
-}
-
-fn read_exact_or_corrupt(file: &mut File, buf: &mut [u8]) -> Result<(), ReadError> {
-    file.read_exact(buf).map_err(|e| match e.kind() {
-        io::ErrorKind::UnexpectedEof => ReadError::Corrupt("file shorter than its header says"),
-        _ => ReadError::Io(e),
-    })
-}
-
 /// 4 KiB blocks: what a file takes on disk, as `max_size` counts it.
 fn on_disk(file_len: u64) -> u32 {
     u32::try_from(file_len.div_ceil(4096) * 4096).unwrap_or(u32::MAX)
@@ -350,11 +271,11 @@ impl DiskTier {
         for dir in dirs {
             for file in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
                 let path = file.path();
-                match open_header(&path) {
-                    Ok(Some((_, prelude, header))) => {
-                        let key = header.key();
+                match file::open(&path) {
+                    Ok(Some(opened)) => {
+                        let key = opened.header.key();
                         if object_path(&self.objects(), &key) == path {
-                            self.index.insert(key, on_disk(prelude.file_len()));
+                            self.index.insert(key, on_disk(opened.file_len()));
                             found += 1;
                             continue;
                         }
@@ -387,39 +308,97 @@ impl DiskTier {
         let _ = loaded.wait_for(|done| *done).await;
     }
 
-    /// `key`'s object from disk, checked; `None` when there is none, when its file is
-    /// corrupt (then removed) or when `budget` (`fill_memory`) has no room for it.
-    pub async fn read(self: &Arc<Self>, key: &CacheKey, budget: &Arc<Semaphore>) -> Option<Loaded> {
+    /// `key`'s object from disk: header and first block read and checked. `None` when
+    /// there is no file, when it is corrupt (then removed) or when `budget`
+    /// (`fill_memory`) has no room for its body.
+    pub async fn read(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        budget: &Arc<Semaphore>,
+    ) -> Option<Reading> {
         if *self.loaded.borrow() && !self.index.contains_key(key) {
             return None;
         }
         let (tier, key, budget) = (self.clone(), key.clone(), budget.clone());
         let read = tokio::task::spawn_blocking(move || {
             let path = object_path(&tier.objects(), &key);
-            let result = read_object(&path, &key, &budget);
-            match &result {
-                Ok(Some(loaded)) => {
-                    // `get` marks the file recently used (`contains_key` would not).
-                    if tier.index.get(&key).is_none() {
-                        tier.index.insert(key.clone(), on_disk(loaded.file_len));
-                    }
-                }
-                Ok(None) => tier.index.invalidate(&key),
-                Err(ReadError::Corrupt(why)) => {
-                    tracing::warn!(bucket = %key.bucket, key = %key.key, reason = why, "disk tier: corrupt file removed; fetching from the origin");
-                    tier.metrics.disk_corrupt.inc();
+            let opened = match file::open(&path) {
+                Ok(Some(opened)) => opened,
+                Ok(None) => {
                     tier.index.invalidate(&key);
-                    let _ = fs::remove_file(&path);
+                    return None;
                 }
-                Err(ReadError::Io(e)) => {
-                    tracing::warn!(bucket = %key.bucket, key = %key.key, error = %e, "disk tier: read failed; fetching from the origin");
-                    tier.metrics.disk_read_errors.inc();
+                Err(e) => {
+                    tier.unusable(&key, &e);
+                    return None;
                 }
-                Err(ReadError::NoBudget) => {}
+            };
+            if opened.header.key() != key {
+                // Another key with the same name prefix (2^-128): not ours to serve.
+                return None;
             }
-            result.ok().flatten()
+            let budget = kib_permit(&budget, opened.body_len()).ok()?;
+            // `get` marks the file recently used (`contains_key` would not).
+            if tier.index.get(&key).is_none() {
+                tier.index.insert(key.clone(), on_disk(opened.file_len()));
+            }
+            tier.first_block(opened, key, budget)
         });
         read.await.ok().flatten()
+    }
+
+    /// `key`'s object read whole and checked (for the benches; the cache streams a
+    /// large one instead).
+    pub async fn load(self: &Arc<Self>, key: &CacheKey, budget: &Arc<Semaphore>) -> Option<Loaded> {
+        self.read(key, budget).await?.whole().await
+    }
+
+    /// Reads and checks `opened`'s first block (blocking).
+    fn first_block(
+        self: Arc<Self>,
+        mut opened: Opened,
+        key: CacheKey,
+        budget: OwnedSemaphorePermit,
+    ) -> Option<Reading> {
+        let first = match opened.next_block() {
+            None => Bytes::new(),
+            Some(Ok(b)) => b,
+            Some(Err(e)) => {
+                self.unusable(&key, &e);
+                return None;
+            }
+        };
+        let meta = opened.header.meta(opened.body_len());
+        let stored = opened.header.stored();
+        let rest = (!opened.done()).then(|| Rest {
+            opened,
+            tier: self,
+            key,
+        });
+        Some(Reading {
+            meta,
+            stored,
+            first,
+            rest,
+            budget,
+        })
+    }
+
+    /// A file that could not be used: a corrupt one is removed (the object is fetched
+    /// again and rewritten); a read error is only counted.
+    fn unusable(&self, key: &CacheKey, e: &ReadError) {
+        match e {
+            ReadError::Corrupt(why) => {
+                tracing::warn!(bucket = %key.bucket, key = %key.key, reason = why, "disk tier: corrupt file removed; fetching from the origin");
+                self.metrics.disk_corrupt.inc();
+                self.index.invalidate(key);
+                let _ = fs::remove_file(object_path(&self.objects(), key));
+            }
+            ReadError::Io(e) => {
+                tracing::warn!(bucket = %key.bucket, key = %key.key, error = %e, "disk tier: read failed; fetching from the origin");
+                self.metrics.disk_read_errors.inc();
+            }
+        }
     }
 
     /// Queues `meta` and `body` to be written as `key`'s file, unless the write budget
@@ -457,39 +436,22 @@ impl DiskTier {
 
     /// Writes the file under `tmp/`, then renames it into place.
     fn write(&self, key: &CacheKey, header: &Header, body: &Pieces) -> io::Result<u64> {
-        let header = serde_json::to_vec(header)?;
-        let pieces = body.range(0, body.len());
-        let body_crc = pieces
-            .iter()
-            .fold(0, |crc, p| crc32c::crc32c_append(crc, p));
-        let prelude = Prelude {
-            header_len: u32::try_from(header.len()).map_err(io::Error::other)?,
-            header_crc: crc32c::crc32c(&header),
-            body_len: body.len(),
-            body_crc,
-        };
         let target = object_path(&self.objects(), key);
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let tmp = self.tmp().join(format!("{}.{seq}", std::process::id()));
         let written = (|| {
             fs::create_dir_all(self.tmp())?;
-            let mut file = File::create(&tmp)?;
-            file.write_all(&prelude.encode())?;
-            file.write_all(&header)?;
-            for p in &pieces {
-                file.write_all(p)?;
-            }
-            drop(file);
+            let len = file::write(&tmp, header, body)?;
             if let Some(dir) = target.parent() {
                 fs::create_dir_all(dir)?;
             }
-            fs::rename(&tmp, &target)
+            fs::rename(&tmp, &target)?;
+            Ok(len)
         })();
-        if let Err(e) = written {
+        if written.is_err() {
             let _ = fs::remove_file(&tmp);
-            return Err(e);
         }
-        Ok(prelude.file_len())
+        written
     }
 
     fn may_write(&self) -> bool {
@@ -603,47 +565,6 @@ fn object_path(objects: &Path, key: &CacheKey) -> PathBuf {
     objects.join(&hex[..2]).join(&hex[2..])
 }
 
-/// Reads and checks the whole file for `key` (blocking).
-fn read_object(
-    path: &Path,
-    key: &CacheKey,
-    budget: &Arc<Semaphore>,
-) -> Result<Option<Loaded>, ReadError> {
-    let Some((mut file, prelude, header)) = open_header(path)? else {
-        return Ok(None);
-    };
-    if header.key() != *key {
-        // Another key with the same name prefix (2^-128): not ours to serve.
-        return Ok(None);
-    }
-    let _permit = kib_permit(budget, prelude.body_len).map_err(|()| ReadError::NoBudget)?;
-    let mut pieces = Vec::new();
-    let mut crc = 0;
-    let mut left = prelude.body_len;
-    while left > 0 {
-        let n = READ_BLOCK.min(usize::try_from(left).unwrap_or(READ_BLOCK));
-        // Not zeroed first: `take` + `read_to_end` fill exactly the capacity.
-        let mut block = Vec::with_capacity(n);
-        (&mut file).take(n as u64).read_to_end(&mut block)?;
-        if block.len() != n {
-            return Err(ReadError::Corrupt("file shorter than its header says"));
-        }
-        crc = crc32c::crc32c_append(crc, &block);
-        pieces.push(Bytes::from(block));
-        left -= n as u64;
-    }
-    if crc != prelude.body_crc {
-        return Err(ReadError::Corrupt("body checksum mismatch"));
-    }
-    let stored = from_unix_ms(header.stored_ms);
-    Ok(Some(Loaded {
-        meta: header.meta(prelude.body_len),
-        body: Pieces::new(pieces),
-        stored,
-        file_len: prelude.file_len(),
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -681,6 +602,10 @@ mod tests {
         Arc::new(Semaphore::new(1 << 20))
     }
 
+    async fn load(t: &Arc<DiskTier>, k: &str) -> Option<Loaded> {
+        t.load(&key(k), &budget()).await
+    }
+
     #[tokio::test]
     async fn objects_survive_a_new_tier_on_the_same_path_and_corruption_is_a_miss() {
         let dir = tempfile::tempdir().unwrap();
@@ -691,16 +616,13 @@ mod tests {
         drop(t);
 
         let t = tier(dir.path(), 1 << 30);
-        let got = t
-            .read(&key("a"), &budget())
-            .await
-            .expect("found after reopen");
+        let got = load(&t, "a").await.expect("found after reopen");
         let bytes: Vec<u8> = got.body.range(0, got.body.len()).concat();
         assert_eq!(bytes, body);
         assert_eq!(got.meta.content_encoding.as_deref(), Some("gzip"));
         assert_eq!(got.meta.size, body.len() as u64);
         assert_eq!(got.stored, stored);
-        assert!(t.read(&key("b"), &budget()).await.is_none());
+        assert!(load(&t, "b").await.is_none());
 
         // A flipped byte in the body: a miss, and the file is gone.
         let path = t.path_of(&key("a"));
@@ -708,7 +630,7 @@ mod tests {
         let at = raw.len() - 1000;
         raw[at] ^= 1;
         fs::write(&path, &raw).unwrap();
-        assert!(t.read(&key("a"), &budget()).await.is_none());
+        assert!(load(&t, "a").await.is_none());
         assert!(!path.exists());
         assert_eq!(t.metrics.disk_corrupt.get(), 1);
 
@@ -716,8 +638,53 @@ mod tests {
         write(&t, "a", &body, stored).await;
         let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(raw.len() as u64 / 2).unwrap();
-        assert!(t.read(&key("a"), &budget()).await.is_none());
+        assert!(load(&t, "a").await.is_none());
         assert_eq!(t.metrics.disk_corrupt.get(), 2);
+    }
+
+    /// A large object streams block by block; a bad block ends the stream after the
+    /// good ones, says where, and removes the file.
+    #[tokio::test]
+    async fn a_large_object_streams_and_a_bad_block_cuts_it_where_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let block = BLOCK as usize;
+        let body: Vec<u8> = (0..3 * block + 10).map(|i| (i % 249) as u8).collect();
+        let t = tier(dir.path(), 1 << 30);
+        let stored = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        write(&t, "big", &body, stored).await;
+
+        let streamed = |t: Arc<DiskTier>| async move {
+            let reading = t.read(&key("big"), &budget()).await.expect("on disk");
+            assert_eq!(reading.first.len(), block);
+            let (tx, rx) = std::sync::mpsc::channel();
+            let end = reading
+                .rest
+                .expect("more blocks")
+                .stream(move |b| tx.send(b).unwrap())
+                .await;
+            let handed: Vec<u8> = rx.try_iter().flat_map(|b| b.to_vec()).collect();
+            (reading.first, handed, end)
+        };
+        let (first, handed, end) = streamed(t.clone()).await;
+        let last = end.expect("every block good");
+        assert_eq!([&first[..], &handed, &last].concat(), body);
+        assert_eq!(last.len(), 10, "the last block is returned, not handed on");
+
+        let path = t.path_of(&key("big"));
+        let mut raw = fs::read(&path).unwrap();
+        let at = raw.len() - 10 - block + 7;
+        raw[at] ^= 4;
+        fs::write(&path, &raw).unwrap();
+        let (first, handed, end) = streamed(t.clone()).await;
+        assert_eq!(
+            end,
+            Err(Cut::BadBlock {
+                good: 2 * block as u64
+            })
+        );
+        assert_eq!([&first[..], &handed].concat(), body[..2 * block]);
+        assert!(!path.exists());
+        assert_eq!(t.metrics.disk_corrupt.get(), 1);
     }
 
     #[tokio::test]
@@ -738,8 +705,8 @@ mod tests {
             .sum();
         assert_eq!(files as u64, t.index.entry_count());
         assert!(files <= 10, "{files} files");
-        assert!(t.read(&key("29"), &budget()).await.is_some());
-        assert!(t.read(&key("0"), &budget()).await.is_none());
+        assert!(load(&t, "29").await.is_some());
+        assert!(load(&t, "0").await.is_none());
     }
 
     #[tokio::test]
@@ -751,7 +718,7 @@ mod tests {
         assert_eq!(t.metrics.disk_up.get(), 0);
         t.offer(&key("a"), &meta(), &Pieces::default(), SystemTime::now());
         t.flush().await;
-        assert!(t.read(&key("a"), &budget()).await.is_none());
+        assert!(load(&t, "a").await.is_none());
         assert_eq!(t.metrics.disk_writes_skipped.get(), 1);
     }
 

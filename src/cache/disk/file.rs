@@ -1,0 +1,508 @@
+//! One disk-tier file: its format, writing it, and reading it back checked block by
+//! block (all blocking I/O: the tier runs these on the blocking pool).
+//!
+//! ```text
+//! "BFDISK02" | header length u32 | block size u32 | body length u64 | reserved u32 | CRC32C u32
+//! | header (JSON: key, metadata, when stored) | one CRC32C per body block, u32 each | body
+//! ```
+//!
+//! Integers are little-endian. The prelude's CRC32C covers its first 28 bytes, the header
+//! and the block table, so a wrong length, key or checksum is found before any of the body
+//! is used. Each body block ([`BLOCK`] bytes, the last one shorter) has a CRC32C of its
+//! own: a read hands a block on only once it has checked it, so a large object streams
+//! from disk without ever passing on a wrong byte. Files of the first format (`BFDISK01`:
+//! the header's and the whole body's CRC32C in the prelude) are read as one block, so
+//! the upgrade keeps a warm cache warm.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::super::CacheKey;
+use super::super::pieces::Pieces;
+use crate::config::ProviderKind;
+use crate::object::ObjectMeta;
+
+const MAGIC_V1: &[u8; 8] = b"BFDISK01";
+const MAGIC: &[u8; 8] = b"BFDISK02";
+const PRELUDE: usize = 32;
+/// A header is a key and a few headers; anything longer is not a file of ours.
+const MAX_HEADER: u32 = 64 << 10;
+/// The body block each checksum covers, in files this version writes: the most a read
+/// holds before it can hand bytes on, and the least it reads at once.
+pub const BLOCK: u32 = 256 << 10;
+/// Block sizes a file may declare (the first format's one block is the whole body).
+const MIN_BLOCK: u64 = 4 << 10;
+const MAX_BLOCKS: u64 = 1 << 20;
+
+/// Why a file was not used.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("corrupt: {0}")]
+    Corrupt(&'static str),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// The part of a file that says what it holds.
+#[derive(Serialize, Deserialize)]
+pub struct Header {
+    provider: ProviderKind,
+    bucket: String,
+    key: String,
+    /// A variant's id; absent in files of objects (and in files written before variants).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    variant: Option<String>,
+    stored_ms: u64,
+    content_type: Option<String>,
+    etag: Option<String>,
+    last_modified_ms: Option<u64>,
+    content_encoding: Option<String>,
+    content_disposition: Option<String>,
+    content_language: Option<String>,
+    cache_control: Option<String>,
+    expires_ms: Option<u64>,
+}
+
+impl Header {
+    pub fn new(key: &CacheKey, meta: &ObjectMeta, stored: SystemTime) -> Header {
+        // Exhaustive: a new metadata field does not compile until it is stored here.
+        let ObjectMeta {
+            content_type,
+            size: _,
+            etag,
+            last_modified,
+            content_encoding,
+            content_disposition,
+            content_language,
+            cache_control,
+            expires,
+        } = meta.clone();
+        Header {
+            provider: key.provider,
+            bucket: key.bucket.clone(),
+            key: key.key.clone(),
+            variant: key.variant.clone(),
+            stored_ms: unix_ms(stored),
+            content_type,
+            etag,
+            last_modified_ms: last_modified.map(unix_ms),
+            content_encoding,
+            content_disposition,
+            content_language,
+            cache_control,
+            expires_ms: expires.map(unix_ms),
+        }
+    }
+
+    pub fn key(&self) -> CacheKey {
+        CacheKey {
+            provider: self.provider,
+            bucket: self.bucket.clone(),
+            key: self.key.clone(),
+            variant: self.variant.clone(),
+        }
+    }
+
+    /// When the object was fetched or last revalidated.
+    pub fn stored(&self) -> SystemTime {
+        from_unix_ms(self.stored_ms)
+    }
+
+    pub fn meta(&self, size: u64) -> ObjectMeta {
+        ObjectMeta {
+            content_type: self.content_type.clone(),
+            size,
+            etag: self.etag.clone(),
+            last_modified: self.last_modified_ms.map(from_unix_ms),
+            content_encoding: self.content_encoding.clone(),
+            content_disposition: self.content_disposition.clone(),
+            content_language: self.content_language.clone(),
+            cache_control: self.cache_control.clone(),
+            expires: self.expires_ms.map(from_unix_ms),
+        }
+    }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn from_unix_ms(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// Where a file's parts are, from its prelude.
+struct Layout {
+    header_len: u32,
+    /// Bytes per body block (the whole body, at least 1, for the first format).
+    block: u64,
+    body_len: u64,
+    /// CRC32C of the first format's header (the new format's CRC covers the table too,
+    /// so it is checked after the table is read).
+    v1_header_crc: Option<u32>,
+    prelude_crc: u32,
+    /// The first format's one body CRC (its "table").
+    v1_body_crc: Option<u32>,
+}
+
+fn u32_at(b: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+}
+
+fn u64_at(b: &[u8], i: usize) -> u64 {
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&b[i..i + 8]);
+    u64::from_le_bytes(v)
+}
+
+impl Layout {
+    fn decode(b: &[u8; PRELUDE]) -> Result<Layout, ReadError> {
+        let layout = if &b[..8] == MAGIC {
+            let block = u64::from(u32_at(b, 12));
+            Layout {
+                header_len: u32_at(b, 8),
+                block,
+                body_len: u64_at(b, 16),
+                v1_header_crc: None,
+                prelude_crc: u32_at(b, 28),
+                v1_body_crc: None,
+            }
+        } else if &b[..8] == MAGIC_V1 {
+            let body_len = u64_at(b, 16);
+            Layout {
+                header_len: u32_at(b, 8),
+                block: body_len.max(1),
+                body_len,
+                v1_header_crc: Some(u32_at(b, 12)),
+                prelude_crc: 0,
+                v1_body_crc: Some(u32_at(b, 24)),
+            }
+        } else {
+            return Err(ReadError::Corrupt("not a bucketfront cache file"));
+        };
+        if layout.header_len > MAX_HEADER {
+            return Err(ReadError::Corrupt("header length out of range"));
+        }
+        if layout.v1_body_crc.is_none()
+            && (layout.block < MIN_BLOCK || layout.blocks() > MAX_BLOCKS)
+        {
+            return Err(ReadError::Corrupt("block size out of range"));
+        }
+        Ok(layout)
+    }
+
+    fn blocks(&self) -> u64 {
+        self.body_len.div_ceil(self.block)
+    }
+
+    /// Bytes of the block table (none in the first format).
+    fn table_len(&self) -> u64 {
+        if self.v1_body_crc.is_some() {
+            0
+        } else {
+            self.blocks() * 4
+        }
+    }
+
+    fn body_at(&self) -> u64 {
+        PRELUDE as u64 + u64::from(self.header_len) + self.table_len()
+    }
+
+    fn file_len(&self) -> u64 {
+        self.body_at() + self.body_len
+    }
+}
+
+/// A file opened for reading: prelude, header and block table read and checked; the
+/// body is read block by block with [`Opened::next_block`].
+pub struct Opened {
+    file: File,
+    pub header: Header,
+    layout: Layout,
+    crcs: Vec<u32>,
+    /// The next block [`Opened::next_block`] reads.
+    next: u64,
+}
+
+impl Opened {
+    pub fn body_len(&self) -> u64 {
+        self.layout.body_len
+    }
+
+    /// The whole file's length (what the index weighs).
+    pub fn file_len(&self) -> u64 {
+        self.layout.file_len()
+    }
+
+    /// Where in the body the next block starts.
+    pub fn position(&self) -> u64 {
+        (self.next * self.layout.block).min(self.layout.body_len)
+    }
+
+    /// Whether every block has been read.
+    pub fn done(&self) -> bool {
+        self.next >= self.layout.blocks()
+    }
+
+    /// The next block of the body, checked against its CRC32C; `None` after the last.
+    pub fn next_block(&mut self) -> Option<Result<Bytes, ReadError>> {
+        if self.done() {
+            return None;
+        }
+        let start = self.position();
+        let n = self.layout.block.min(self.layout.body_len - start);
+        let crc = self.crcs[self.next as usize];
+        self.next += 1;
+        Some(read_block(&mut self.file, n, crc))
+    }
+}
+
+/// Reads `n` bytes at the file's position and checks them against `crc`.
+fn read_block(file: &mut File, n: u64, crc: u32) -> Result<Bytes, ReadError> {
+    let len = usize::try_from(n).map_err(|_| ReadError::Corrupt("block too large"))?;
+    // Not zeroed first: `take` + `read_to_end` fill exactly the capacity.
+    let mut block = Vec::with_capacity(len);
+    file.take(n).read_to_end(&mut block)?;
+    if block.len() != len {
+        return Err(ReadError::Corrupt("file shorter than its header says"));
+    }
+    if crc32c::crc32c(&block) != crc {
+        return Err(ReadError::Corrupt("body checksum mismatch"));
+    }
+    Ok(Bytes::from(block))
+}
+
+/// Opens `path` and reads its prelude, header and block table, checked; `None` when
+/// there is no such file. A file whose length is not what its prelude says is corrupt
+/// (truncated, or written over).
+pub fn open(path: &Path) -> Result<Option<Opened>, ReadError> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut prelude = [0u8; PRELUDE];
+    read_exact_or_corrupt(&mut file, &mut prelude)?;
+    let layout = Layout::decode(&prelude)?;
+    // Before anything is allocated from the prelude's lengths.
+    if file.metadata()?.len() != layout.file_len() {
+        return Err(ReadError::Corrupt("file length does not match its header"));
+    }
+    let mut header = vec![0u8; layout.header_len as usize];
+    read_exact_or_corrupt(&mut file, &mut header)?;
+    let mut table = vec![0u8; layout.table_len() as usize];
+    read_exact_or_corrupt(&mut file, &mut table)?;
+    let crcs = match (layout.v1_header_crc, layout.v1_body_crc) {
+        (Some(header_crc), Some(body_crc)) => {
+            if crc32c::crc32c(&header) != header_crc {
+                return Err(ReadError::Corrupt("header checksum mismatch"));
+            }
+            vec![body_crc]
+        }
+        _ => {
+            let crc = [&prelude[..28], &header, &table]
+                .iter()
+                .fold(0, |crc, part| crc32c::crc32c_append(crc, part));
+            if crc != layout.prelude_crc {
+                return Err(ReadError::Corrupt("header checksum mismatch"));
+            }
+            table.chunks_exact(4).map(|c| u32_at(c, 0)).collect()
+        }
+    };
+    let header: Header =
+        serde_json::from_slice(&header).map_err(|_| ReadError::Corrupt("unreadable header"))?;
+    Ok(Some(Opened {
+        file,
+        header,
+        layout,
+        crcs,
+        next: 0,
+    }))
+}
+
+fn read_exact_or_corrupt(file: &mut File, buf: &mut [u8]) -> Result<(), ReadError> {
+    file.read_exact(buf).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => ReadError::Corrupt("file shorter than its header says"),
+        _ => ReadError::Io(e),
+    })
+}
+
+/// The CRC32C of each [`BLOCK`] of `body` (the pieces do not follow block boundaries).
+fn block_crcs(body: &Pieces) -> Vec<u32> {
+    let block = BLOCK as usize;
+    let mut crcs = Vec::with_capacity(body.len().div_ceil(u64::from(BLOCK)) as usize);
+    let (mut crc, mut filled) = (0u32, 0usize);
+    for piece in body.range(0, body.len()) {
+        let mut rest: &[u8] = &piece;
+        while !rest.is_empty() {
+            let n = (block - filled).min(rest.len());
+            crc = crc32c::crc32c_append(crc, &rest[..n]);
+            filled += n;
+            rest = &rest[n..];
+            if filled == block {
+                crcs.push(crc);
+                (crc, filled) = (0, 0);
+            }
+        }
+    }
+    if filled > 0 {
+        crcs.push(crc);
+    }
+    crcs
+}
+
+/// Writes a complete file for `header` and `body` at `path` (a temporary name: the
+/// tier renames it into place); returns its length.
+pub fn write(path: &Path, header: &Header, body: &Pieces) -> io::Result<u64> {
+    let header = serde_json::to_vec(header)?;
+    let header_len = u32::try_from(header.len()).map_err(io::Error::other)?;
+    let table: Vec<u8> = block_crcs(body)
+        .iter()
+        .flat_map(|c| c.to_le_bytes())
+        .collect();
+    let mut prelude = [0u8; PRELUDE];
+    prelude[..8].copy_from_slice(MAGIC);
+    prelude[8..12].copy_from_slice(&header_len.to_le_bytes());
+    prelude[12..16].copy_from_slice(&BLOCK.to_le_bytes());
+    prelude[16..24].copy_from_slice(&body.len().to_le_bytes());
+    let crc = [&prelude[..28], &header, &table]
+        .iter()
+        .fold(0, |crc, part| crc32c::crc32c_append(crc, part));
+    prelude[28..32].copy_from_slice(&crc.to_le_bytes());
+
+    let mut file = io::BufWriter::with_capacity(64 << 10, File::create(path)?);
+    file.write_all(&prelude)?;
+    file.write_all(&header)?;
+    file.write_all(&table)?;
+    for piece in body.range(0, body.len()) {
+        file.write_all(&piece)?;
+    }
+    file.flush()?;
+    Ok((PRELUDE + header.len() + table.len()) as u64 + body.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> Header {
+        let meta = ObjectMeta {
+            content_type: Some("image/png".into()),
+            etag: Some("\"e\"".into()),
+            ..ObjectMeta::default()
+        };
+        Header::new(&CacheKey::test("k"), &meta, SystemTime::UNIX_EPOCH)
+    }
+
+    fn body(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    /// Reads every block of `path`; the bytes, or the first error.
+    fn read_all(path: &Path) -> Result<Vec<u8>, ReadError> {
+        let mut opened = open(path)?.expect("file exists");
+        let mut out = Vec::new();
+        while let Some(block) = opened.next_block() {
+            out.extend_from_slice(&block?);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn bodies_of_every_length_round_trip_in_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let block = BLOCK as usize;
+        for len in [0, 1, 4095, block - 1, block, block + 1, 3 * block + 17] {
+            let data = body(len);
+            // Pieces that straddle block boundaries, as a fill cuts them.
+            let pieces: Vec<Bytes> = data.chunks(70_001).map(Bytes::copy_from_slice).collect();
+            let written = write(&path, &header(), &Pieces::new(pieces)).unwrap();
+            assert_eq!(written, std::fs::metadata(&path).unwrap().len());
+            let opened = open(&path).unwrap().unwrap();
+            assert_eq!(opened.body_len(), len as u64);
+            assert_eq!(opened.layout.blocks(), len.div_ceil(block) as u64, "{len}");
+            assert_eq!(read_all(&path).unwrap(), data, "{len}");
+        }
+    }
+
+    /// A flipped byte anywhere is found: in the prelude, header or table when the file is
+    /// opened; in the body by the block that holds it, and not before.
+    #[test]
+    fn a_flipped_byte_is_found_where_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data = body(3 * BLOCK as usize + 100);
+        write(&path, &header(), &Pieces::new(vec![Bytes::from(data)])).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        let body_at = good.len() - (3 * BLOCK as usize + 100);
+        for at in [0, 9, 13, 17, 29, 40, body_at - 3] {
+            let mut raw = good.clone();
+            raw[at] ^= 0x10;
+            std::fs::write(&path, &raw).unwrap();
+            assert!(open(&path).is_err(), "byte {at} of the head");
+        }
+        let mut raw = good.clone();
+        raw[body_at + 2 * BLOCK as usize + 5] ^= 0x10;
+        std::fs::write(&path, &raw).unwrap();
+        let mut opened = open(&path).unwrap().unwrap();
+        assert!(opened.next_block().unwrap().is_ok());
+        assert!(opened.next_block().unwrap().is_ok());
+        assert_eq!(opened.position(), 2 * u64::from(BLOCK));
+        assert!(matches!(
+            opened.next_block(),
+            Some(Err(ReadError::Corrupt(_)))
+        ));
+    }
+
+    #[test]
+    fn a_truncated_or_extended_file_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        write(
+            &path,
+            &header(),
+            &Pieces::new(vec![Bytes::from(body(5000))]),
+        )
+        .unwrap();
+        let good = std::fs::read(&path).unwrap();
+        for raw in [&good[..good.len() - 1], &[&good[..], b"x"].concat()[..]] {
+            std::fs::write(&path, raw).unwrap();
+            assert!(matches!(open(&path), Err(ReadError::Corrupt(_))));
+        }
+    }
+
+    /// A file of the first format (one CRC over the whole body) still reads, as one block.
+    #[test]
+    fn first_format_files_read_as_one_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data = body(600_000);
+        let header_json = serde_json::to_vec(&header()).unwrap();
+        let mut raw = Vec::new();
+        raw.extend_from_slice(MAGIC_V1);
+        raw.extend_from_slice(&(header_json.len() as u32).to_le_bytes());
+        raw.extend_from_slice(&crc32c::crc32c(&header_json).to_le_bytes());
+        raw.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        raw.extend_from_slice(&crc32c::crc32c(&data).to_le_bytes());
+        raw.extend_from_slice(&[0; 4]);
+        raw.extend_from_slice(&header_json);
+        raw.extend_from_slice(&data);
+        std::fs::write(&path, &raw).unwrap();
+        let opened = open(&path).unwrap().unwrap();
+        assert_eq!(opened.layout.blocks(), 1);
+        assert_eq!(opened.file_len(), raw.len() as u64);
+        assert_eq!(read_all(&path).unwrap(), data);
+        let last = raw.len() - 1;
+        raw[last] ^= 1;
+        std::fs::write(&path, &raw).unwrap();
+        assert!(read_all(&path).is_err());
+    }
+}

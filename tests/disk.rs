@@ -1,0 +1,423 @@
+//! The disk tier (`[cache.disk]`, docs/http.md "The disk tier") end to end: a warm cache
+//! after a restart, files that went bad (a miss, or the rest of the body from the origin,
+//! never a wrong byte), a disk that cannot be used, revalidation and purge.
+
+mod common;
+
+use std::time::Duration;
+
+use bucketfront::cache::disk::BLOCK;
+use bucketfront::config::Dur;
+use bytes::Bytes;
+use common::*;
+
+/// The files under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// What was cached before a stop is a HIT after the next start on the same path, with
+/// not one origin GET, and with the headers it was stored with.
+#[tokio::test]
+async fn the_disk_tier_keeps_the_cache_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = Env::with(with_disk(dir.path())).await;
+    let body = Bytes::from(pattern(300_000, 3));
+    env.store
+        .client()
+        .put_object()
+        .bucket("test-images")
+        .key("a.svgz")
+        .body(body.clone().into())
+        .content_type("image/svg+xml")
+        .content_encoding("gzip")
+        .content_disposition("inline; filename=\"a.svgz\"")
+        .cache_control("public, max-age=600")
+        .send()
+        .await
+        .unwrap();
+    for i in 0..20 {
+        env.put(
+            "test-images",
+            &format!("k/{i}.png"),
+            pattern(1000 + i, 4),
+            "image/png",
+        )
+        .await;
+    }
+    let url = |p: &Proxy, k: &str| p.url(&format!("/test-images/{k}"));
+    let miss = get(&url(&env.proxy, "a.svgz")).await;
+    assert_eq!(miss.header("x-cache"), Some("MISS"));
+    for i in 0..20 {
+        assert_eq!(
+            get(&url(&env.proxy, &format!("k/{i}.png"))).await.status,
+            200
+        );
+    }
+    let gets = env.gets();
+
+    env.restart_proxy().await;
+    let hit = get(&url(&env.proxy, "a.svgz")).await;
+    assert_eq!(hit.header("x-cache"), Some("HIT"));
+    assert_eq!(hit.bytes(), &body);
+    for name in [
+        "content-type",
+        "content-encoding",
+        "content-disposition",
+        "etag",
+        "last-modified",
+        "cache-control",
+    ] {
+        assert_eq!(hit.header(name), miss.header(name), "{name}");
+    }
+    for i in 0..20 {
+        let r = get(&url(&env.proxy, &format!("k/{i}.png"))).await;
+        assert_eq!(r.header("x-cache"), Some("HIT"));
+        assert_eq!(r.bytes().as_ref(), pattern(1000 + i, 4));
+    }
+    assert_eq!(env.gets(), gets, "no origin GET after the restart");
+    assert_eq!(
+        metric(
+            &env.proxy,
+            "bucketfront_cache_tier_hits_total{tier=\"disk\"}"
+        )
+        .await,
+        21.0
+    );
+    // Now in memory too.
+    assert_eq!(
+        get(&url(&env.proxy, "a.svgz")).await.header("x-cache"),
+        Some("HIT")
+    );
+    assert_eq!(
+        metric(
+            &env.proxy,
+            "bucketfront_cache_tier_hits_total{tier=\"memory\"}"
+        )
+        .await,
+        1.0
+    );
+    env.stop().await;
+}
+
+/// A flipped byte or a truncated file on disk: the client gets the origin's bytes and
+/// the file is written again (a HIT from disk after the next restart).
+#[tokio::test]
+async fn a_corrupt_or_truncated_disk_file_is_a_miss_and_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = Env::with(with_disk(dir.path())).await;
+    let body = Bytes::from(pattern(200_000, 5));
+    env.put("test-images", "c.png", body.clone(), "image/png")
+        .await;
+    let url = |env: &Env| env.proxy.url("/test-images/c.png");
+    assert_eq!(get(&url(&env)).await.header("x-cache"), Some("MISS"));
+    env.restart_proxy().await;
+    let files = files_under(&dir.path().join("objects"));
+    assert_eq!(files.len(), 1);
+    let file = &files[0];
+    let good = std::fs::read(file).unwrap();
+
+    let mut flipped = good.clone();
+    let at = flipped.len() - 50_000;
+    flipped[at] ^= 0x20;
+    std::fs::write(file, &flipped).unwrap();
+    let r = get(&url(&env)).await;
+    assert_eq!(
+        r.bytes(),
+        &body,
+        "the origin's bytes, never the flipped ones"
+    );
+    assert_eq!(r.header("x-cache"), Some("MISS"));
+    assert_eq!(env.gets(), 2);
+    assert_eq!(
+        metric(&env.proxy, "bucketfront_disk_corrupt_total").await,
+        1.0
+    );
+    env.restart_proxy().await;
+    let rewritten = std::fs::read(file).unwrap();
+    assert!(
+        rewritten.len() == good.len() && rewritten.ends_with(&body),
+        "rewritten whole (new fetch time, same bytes)"
+    );
+    assert_eq!(get(&url(&env)).await.header("x-cache"), Some("HIT"));
+    assert_eq!(env.gets(), 2);
+
+    env.restart_proxy().await;
+    let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    f.set_len(good.len() as u64 - 1).unwrap();
+    let r = get(&url(&env)).await;
+    assert_eq!(r.bytes(), &body);
+    assert_eq!(env.gets(), 3);
+    env.stop().await;
+}
+
+/// A disk path that cannot be used (here: a file where the directory should be) leaves
+/// the proxy serving from memory, says so in a metric, and fails no request.
+#[tokio::test]
+async fn an_unusable_disk_path_degrades_to_memory_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, b"in the way").unwrap();
+    let env = Env::with(with_disk(&not_a_dir)).await;
+    env.put("test-images", "m.png", pattern(5000, 1), "image/png")
+        .await;
+    let url = env.proxy.url("/test-images/m.png");
+    assert_eq!(get(&url).await.header("x-cache"), Some("MISS"));
+    assert_eq!(get(&url).await.header("x-cache"), Some("HIT"));
+    assert_eq!(metric(&env.proxy, "bucketfront_disk_up").await, 0.0);
+    assert!(metric(&env.proxy, "bucketfront_disk_errors_total{op=\"write\"}").await >= 1.0);
+    assert_eq!(env.gets(), 1);
+    env.stop().await;
+}
+
+/// An object found on disk after its `ttl` is revalidated with `If-None-Match`: a 304,
+/// no body download, and the copy from disk is served.
+#[tokio::test]
+async fn an_expired_disk_entry_is_revalidated_not_refetched() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = Bytes::from(pattern(50_000, 8));
+    let origin = FakeOrigin::start(vec![
+        Behaviour::Raw {
+            head: format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {}\r\nETag: \"r1\"",
+                body.len()
+            ),
+            body: body.clone(),
+        },
+        Behaviour::Raw {
+            head: "HTTP/1.1 304 Not Modified\r\nETag: \"r1\"".into(),
+            body: Bytes::new(),
+        },
+    ])
+    .await;
+    let mut config = fake_config(&origin.endpoint);
+    with_disk(dir.path())(&mut config, "");
+    config.cache.ttl = Dur::secs(60);
+    config.cache.stale_while_revalidate = Dur::secs(0);
+    let proxy = Proxy::start(config.clone(), None).await;
+    let url = |p: &Proxy| p.url("/test-fake/r.png");
+    assert_eq!(get(&url(&proxy)).await.header("x-cache"), Some("MISS"));
+    proxy.stop().await;
+
+    let proxy = Proxy::start(config, None).await;
+    proxy.state.cache.clock().advance(Duration::from_secs(61));
+    let r = get(&url(&proxy)).await;
+    assert_eq!(r.header("x-cache"), Some("REVALIDATED"));
+    assert_eq!(r.bytes(), &body);
+    assert_eq!(origin.count(), 2, "one conditional GET");
+    assert!(
+        origin.heads.lock().unwrap()[1]
+            .to_lowercase()
+            .contains("if-none-match: \"r1\"")
+    );
+    assert_eq!(get(&url(&proxy)).await.header("x-cache"), Some("HIT"));
+    proxy.stop().await;
+}
+
+/// The disk failing while the proxy runs (here: its `tmp/` replaced by a file, so every
+/// write fails): `bucketfront_disk_up` turns 0, errors are counted, and every request is
+/// still answered, from memory and the origin.
+#[tokio::test]
+async fn a_disk_failing_at_run_time_fails_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::with(with_disk(dir.path())).await;
+    for k in ["a.png", "b.png"] {
+        env.put("test-images", k, pattern(20_000, 2), "image/png")
+            .await;
+    }
+    let url = |k: &str| env.proxy.url(&format!("/test-images/{k}"));
+    assert_eq!(get(&url("a.png")).await.header("x-cache"), Some("MISS"));
+    assert_eq!(metric(&env.proxy, "bucketfront_disk_up").await, 1.0);
+    env.proxy.state.cache.flush().await;
+    let tmp = dir.path().join("tmp");
+    std::fs::remove_dir_all(&tmp).unwrap();
+    std::fs::write(&tmp, b"in the way").unwrap();
+
+    let r = get(&url("b.png")).await;
+    assert_eq!(
+        (r.status.as_u16(), r.header("x-cache")),
+        (200, Some("MISS"))
+    );
+    env.proxy.state.cache.flush().await;
+    assert_eq!(metric(&env.proxy, "bucketfront_disk_up").await, 0.0);
+    assert_eq!(
+        metric(&env.proxy, "bucketfront_disk_errors_total{op=\"write\"}").await,
+        1.0
+    );
+    for k in ["a.png", "b.png"] {
+        let r = get(&url(k)).await;
+        assert_eq!((r.status.as_u16(), r.header("x-cache")), (200, Some("HIT")));
+        assert_eq!(r.bytes().as_ref(), pattern(20_000, 2));
+    }
+    assert_eq!(env.gets(), 2);
+    env.stop().await;
+}
+
+/// A purged object's file goes with it: after a restart it is fetched again, while an
+/// object that was not purged is still a HIT from disk.
+#[tokio::test]
+async fn a_purged_object_does_not_come_back_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = Env::with(with_disk(dir.path())).await;
+    for k in ["cats/1.png", "dogs/1.png"] {
+        env.put("test-images", k, pattern(3000, 7), "image/png")
+            .await;
+        assert_eq!(
+            get(&env.proxy.url(&format!("/test-images/{k}")))
+                .await
+                .header("x-cache"),
+            Some("MISS")
+        );
+    }
+    env.proxy.state.cache.flush().await;
+    let admin = format!("http://{}/purge", env.proxy.admin);
+    let (status, body) = post_json(&admin, r#"{"bucket": "test-images", "prefix": "cats/"}"#).await;
+    assert_eq!((status, body["purged"].as_u64()), (200, Some(1)));
+    env.restart_proxy().await;
+    let url = |k: &str| env.proxy.url(&format!("/test-images/{k}"));
+    assert_eq!(get(&url("dogs/1.png")).await.header("x-cache"), Some("HIT"));
+    assert_eq!(
+        get(&url("cats/1.png")).await.header("x-cache"),
+        Some("MISS")
+    );
+    assert_eq!(env.gets(), 3);
+    env.stop().await;
+}
+
+/// A `200` from a [`FakeOrigin`] with ETag `etag` and `body`.
+fn full(etag: &str, body: &Bytes) -> Behaviour {
+    Behaviour::Raw {
+        head: format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {}\r\nETag: \"{etag}\"",
+            body.len()
+        ),
+        body: body.clone(),
+    }
+}
+
+/// Flips one byte of the body block `block` in the only file under `dir`'s objects.
+fn flip_in_block(dir: &std::path::Path, body_len: usize, block: usize) {
+    let files = files_under(&dir.join("objects"));
+    assert_eq!(files.len(), 1);
+    let mut raw = std::fs::read(&files[0]).unwrap();
+    let at = raw.len() - body_len + block * BLOCK as usize + 100;
+    raw[at] ^= 0x08;
+    std::fs::write(&files[0], raw).unwrap();
+}
+
+/// A large object streams from its disk file block by block; a block found bad half-way
+/// (after the headers and the good blocks were sent) is replaced by the origin's bytes:
+/// the rest of the same version, asked for with `Range` and `If-Match`. The client gets
+/// the right bytes, whole, and the file is written again.
+#[tokio::test]
+async fn a_bad_block_mid_body_is_replaced_by_the_rest_from_the_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = Bytes::from(pattern((1 << 20) + 1000, 9));
+    let good = 2 * BLOCK as usize;
+    let origin = FakeOrigin::start(vec![
+        full("v1", &body),
+        Behaviour::Raw {
+            head: format!(
+                "HTTP/1.1 206 Partial Content\r\nContent-Type: image/png\r\nContent-Length: {}\r\nContent-Range: bytes {good}-{}/{}\r\nETag: \"v1\"",
+                body.len() - good,
+                body.len() - 1,
+                body.len()
+            ),
+            body: body.slice(good..),
+        },
+    ])
+    .await;
+    let mut config = fake_config(&origin.endpoint);
+    with_disk(dir.path())(&mut config, "");
+    let proxy = Proxy::start(config.clone(), None).await;
+    let url = |p: &Proxy| p.url("/test-fake/big.png");
+    assert_eq!(get(&url(&proxy)).await.header("x-cache"), Some("MISS"));
+    proxy.stop().await;
+
+    flip_in_block(dir.path(), body.len(), 2);
+    let proxy = Proxy::start(config.clone(), None).await;
+    let r = get(&url(&proxy)).await;
+    assert_eq!(r.header("x-cache"), Some("HIT"), "headers sent from disk");
+    assert!(r.bytes() == &body, "the origin's bytes after the bad block");
+    assert_eq!(origin.count(), 2);
+    let resumed = origin.heads.lock().unwrap()[1].to_lowercase();
+    assert!(
+        resumed.contains(&format!("range: bytes={good}-")),
+        "{resumed}"
+    );
+    assert!(resumed.contains("if-match: \"v1\""), "{resumed}");
+    assert_eq!(metric(&proxy, "bucketfront_disk_corrupt_total").await, 1.0);
+    assert_eq!(get(&url(&proxy)).await.header("x-cache"), Some("HIT"));
+    proxy.stop().await;
+
+    // Written again whole: the next start serves it from disk with no origin request.
+    let proxy = Proxy::start(config, None).await;
+    let r = get(&url(&proxy)).await;
+    assert_eq!(r.header("x-cache"), Some("HIT"));
+    assert!(r.bytes() == &body);
+    assert_eq!(origin.count(), 2);
+    proxy.stop().await;
+}
+
+/// When the origin cannot give the rest of the same version (it answers 412 to
+/// `If-Match`, or a store that ignores `If-Match` sends another version's bytes), the
+/// transfer is cut: the client never gets a body made of two versions. The file is gone,
+/// so the next request is an ordinary miss.
+#[tokio::test]
+async fn a_bad_block_mid_body_without_the_same_version_upstream_cuts_the_transfer() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = Bytes::from(pattern(700_000, 10));
+    let good = 2 * BLOCK as usize;
+    let origin = FakeOrigin::start(vec![
+        full("v1", &body),
+        Behaviour::Raw {
+            head: "HTTP/1.1 412 Precondition Failed\r\nContent-Length: 0".into(),
+            body: Bytes::new(),
+        },
+        full("v1", &body),
+        Behaviour::Raw {
+            head: format!(
+                "HTTP/1.1 206 Partial Content\r\nContent-Type: image/png\r\nContent-Length: {}\r\nContent-Range: bytes {good}-{}/{}\r\nETag: \"v2\"",
+                body.len() - good,
+                body.len() - 1,
+                body.len()
+            ),
+            body: Bytes::from(pattern(body.len() - good, 11)),
+        },
+    ])
+    .await;
+    let mut config = fake_config(&origin.endpoint);
+    with_disk(dir.path())(&mut config, "");
+    let url = |p: &Proxy| p.url("/test-fake/v.png");
+    let proxy = Proxy::start(config.clone(), None).await;
+    assert_eq!(get(&url(&proxy)).await.header("x-cache"), Some("MISS"));
+    proxy.stop().await;
+
+    for (attempt, refetch) in [(1, true), (3, false)] {
+        flip_in_block(dir.path(), body.len(), 2);
+        let proxy = Proxy::start(config.clone(), None).await;
+        let r = get(&url(&proxy)).await;
+        assert_eq!(r.status, 200, "headers were sent before the bad block");
+        assert!(
+            r.body.is_err(),
+            "attempt {attempt}: a cut transfer, not a mixed body"
+        );
+        assert_eq!(origin.count(), attempt + 1);
+        if refetch {
+            // No file, nothing in memory: fetched again, whole.
+            let r = get(&url(&proxy)).await;
+            assert_eq!(r.header("x-cache"), Some("MISS"));
+            assert!(r.bytes() == &body);
+        }
+        proxy.stop().await;
+    }
+}
