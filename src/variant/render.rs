@@ -178,9 +178,10 @@ fn decode_jpeg_unwinding(
     let (w, h) = (d.width() as u32, d.height() as u32);
     check_pixels(w.into(), h.into(), max_pixels)?;
     // The orientation is in the EXIF marker, read below; `needed_scale` covers both.
+    // libjpeg-turbo's IDCT scales by any M/8 (its reduced-size IDCTs): the smallest that
+    // still covers the output, e.g. 6/8 for a 1600 px photo made 1024 px.
     let factor = needed_scale(w, h, spec);
-    let eighths = [1u8, 2, 4]
-        .into_iter()
+    let eighths = (1u8..8)
         .find(|&n| f64::from(n) / 8.0 >= factor)
         .unwrap_or(8);
     d.scale(eighths);
@@ -761,6 +762,29 @@ mod tests {
         .unwrap();
         let img = decode(&r.bytes);
         assert_eq!((img.width(), img.height()), (256, 256));
+    }
+
+    /// The DCT scales by the smallest M/8 that still covers the output (not only 1/2,
+    /// 1/4, 1/8): a 1600 px photo for a 1024 px box is decoded 1200 px wide.
+    #[test]
+    fn jpegs_decode_at_the_smallest_eighth_that_covers_the_output() {
+        let src = samples::jpeg(&samples::picture(1600, 1200), 85, None, None);
+        for (size, width) in [
+            (1024, 1200),
+            (512, 600),
+            (256, 400),
+            (128, 200),
+            (2048, 1600),
+        ] {
+            let s = spec(
+                Some(size),
+                Some(size),
+                Fit::Contain,
+                Output::Fixed(Format::Png),
+            );
+            let decoded = decode_jpeg(&src, &s, MAX).unwrap();
+            assert_eq!(decoded.pixels.width, width, "box {size}");
+        }
     }
 
     #[test]

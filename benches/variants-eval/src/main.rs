@@ -41,7 +41,9 @@ fn main() {
     }
 }
 
-/// The sources: a 12-megapixel JPEG, a 4K PNG and a lossy WebP, made in code.
+/// The sources: a 12-megapixel JPEG, a 4K PNG and a lossy WebP, made in code (the issue's
+/// three), and a 2-megapixel JPEG, the size of many datasets' images, which a 1024 px
+/// output cannot decode at 1/2.
 fn inputs(dir: &Path) -> Vec<(&'static str, PathBuf)> {
     std::fs::create_dir_all(dir).unwrap();
     let photo = samples::picture(4000, 3000);
@@ -53,7 +55,14 @@ fn inputs(dir: &Path) -> Vec<(&'static str, PathBuf)> {
     let webp = dir.join("3mp.webp");
     let encoded = webp::Encoder::from_rgb(webp_src.as_raw(), 2048, 1536).encode(85.0);
     std::fs::write(&webp, &*encoded).unwrap();
-    vec![("12 MP JPEG", jpeg), ("4K PNG", png), ("3 MP WebP", webp)]
+    let small = dir.join("2mp.jpg");
+    std::fs::write(&small, samples::jpeg(&samples::picture(1600, 1200), 85, None, None)).unwrap();
+    vec![
+        ("12 MP JPEG", jpeg),
+        ("4K PNG", png),
+        ("3 MP WebP", webp),
+        ("2 MP JPEG", small),
+    ]
 }
 
 fn ext(f: Format) -> &'static str {
