@@ -9,7 +9,7 @@
 //! only the fleet row: one instance vs three behind nginx (`packaging/nginx-fleet.conf`);
 //! `-- disk` only the disk-tier row: hits from bucketfront's `[cache.disk]` against nginx
 //! `proxy_cache` on the same disk, page cache warm and dropped (root, for
-//! `/proc/sys/vm/drop_caches`); `-- stream` only the 1 GiB stream against a direct GET;
+//! `/proc/sys/vm/drop_caches`), with `BUCKETFRONT_B=<binary>` another build beside them; `-- stream` only the 1 GiB stream against a direct GET;
 //! `-- h2` only the TLS + HTTP/2 table (`h2load`, Debian's nghttp2-client): bucketfront's
 //! rustls against nginx with OpenSSL; `-- variants` only the image variants: hits of a
 //! 256 px WebP variant against hits of its original, and cold renders per second;
@@ -1053,7 +1053,8 @@ fn drop_page_cache() -> bool {
 /// Disk-tier hits: bucketfront with a 16 MiB memory tier and `[cache.disk]`, against
 /// nginx `proxy_cache` on the same file system, both warmed with every key, then asked
 /// for keys at random (far more bytes than the memory tier holds, so nearly every
-/// bucketfront hit is a disk read: file read whole, CRC32C checked, put in memory).
+/// bucketfront hit is a disk read: checked block by block, put in memory). With
+/// `BUCKETFRONT_B`, that build runs beside them with the same settings (before/after).
 async fn disk(seconds: u64, rounds: usize) -> String {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let stop = CancellationToken::new();
@@ -1064,6 +1065,20 @@ async fn disk(seconds: u64, rounds: usize) -> String {
     );
     let (_bf, bf_port) =
         start_bucketfront_cache(dir.path(), &store.endpoint, "disk", "16MiB", &disk_cfg);
+    let other = std::env::var_os("BUCKETFRONT_B").map(|bin| {
+        let cfg = disk_cfg.replace("bf-disk", "bf-disk-b");
+        let bin = PathBuf::from(bin);
+        let (proc, port) = start_binary(
+            &bin,
+            dir.path(),
+            &store.endpoint,
+            "disk-b",
+            "16MiB",
+            &cfg,
+            "",
+        );
+        (proc, port, bin)
+    });
     let files = dir.path().join("files");
     let (_nginx, nginx_port, _) = start_nginx_cache(
         dir.path(),
@@ -1075,6 +1090,9 @@ async fn disk(seconds: u64, rounds: usize) -> String {
     );
     accepting(bf_port, "bucketfront").await;
     accepting(nginx_port, "nginx").await;
+    if let Some((_, port, _)) = &other {
+        accepting(*port, "bucketfront B").await;
+    }
     let mut report = String::new();
     let _ = writeln!(
         report,
@@ -1093,34 +1111,43 @@ async fn disk(seconds: u64, rounds: usize) -> String {
         let nginx_paths: Vec<String> = (0..keys)
             .map(|i| format!("/{BUCKET}/d{name}/{i}.png"))
             .collect();
-        for (port, paths) in [(bf_port, &bf_paths), (nginx_port, &nginx_paths)] {
+        let mut warm = vec![(bf_port, &bf_paths), (nginx_port, &nginx_paths)];
+        warm.extend(other.iter().map(|(_, port, _)| (*port, &bf_paths)));
+        for (port, paths) in warm {
             for p in paths.iter() {
                 ttfb(&format!("http://127.0.0.1:{port}{p}")).await;
             }
         }
         // bucketfront writes files in the background: let them land before measuring.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let targets = [
+        let mut targets = vec![
             (
-                "bucketfront",
+                "bucketfront".to_string(),
                 random_paths_script(dir.path(), "bf", &bf_paths),
                 bf_port,
             ),
             (
-                "nginx proxy_cache",
+                "nginx proxy_cache".to_string(),
                 random_paths_script(dir.path(), "nginx", &nginx_paths),
                 nginx_port,
             ),
         ];
+        if let Some((_, port, bin)) = &other {
+            let name = format!("bucketfront B ({})", bin.display());
+            targets.push((
+                name,
+                random_paths_script(dir.path(), "bf", &bf_paths),
+                *port,
+            ));
+        }
         for cache in ["warm", "dropped"] {
             let mut results: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
             let mut dropped = true;
             for round in 0..rounds {
-                let order: Vec<usize> = if round % 2 == 0 {
-                    vec![0, 1]
-                } else {
-                    vec![1, 0]
-                };
+                let mut order: Vec<usize> = (0..targets.len()).collect();
+                if round % 2 == 1 {
+                    order.reverse();
+                }
                 for i in order {
                     if cache == "dropped" {
                         dropped &= drop_page_cache();
