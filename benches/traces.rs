@@ -157,19 +157,54 @@ fn tinylfu(trace: &[u64], capacity: u64) -> Ratio {
 /// S3-FIFO (Yang et al., SOSP'23): a small FIFO (10%) for new objects, a main FIFO, and a
 /// ghost FIFO of ids recently evicted from the small one; 2-bit access counts.
 fn s3fifo(trace: &[u64], capacity: u64) -> Ratio {
-    let small_cap = capacity / 10;
-    let main_cap = capacity - small_cap;
+    s3fifo_with(trace, capacity, 10)
+}
+
+/// S3-FIFO with a small FIFO of `small_percent` of the capacity.
+fn s3fifo_with(trace: &[u64], capacity: u64, small_percent: u64) -> Ratio {
+    s3fifo_sized(trace, capacity, small_percent, false)
+}
+
+/// S3-FIFO whose small FIFO climbs the byte-hit-ratio hill, as the adaptive W-TinyLFU's
+/// window does: from 10% of the capacity, every `capacity / 600 KB` requests it moves by
+/// 5% of the capacity in the direction that last raised the ratio (9/10 of the step after
+/// each turn), between 5% and 80%.
+fn s3fifo_adaptive(trace: &[u64], capacity: u64) -> Ratio {
+    s3fifo_sized(trace, capacity, 10, true)
+}
+
+fn s3fifo_sized(trace: &[u64], capacity: u64, small_percent: u64, adaptive: bool) -> Ratio {
+    let mut small_cap = capacity * small_percent / 100;
+    let mut main_cap = capacity - small_cap;
+    let period = (capacity / 600_000).max(1_000);
+    let (mut period_hit_bytes, mut period_bytes, mut last_rate) = (0u64, 0u64, None::<f64>);
+    let mut step = (capacity / 20) as i64;
     let (mut small, mut main, mut ghost) = (VecDeque::new(), VecDeque::new(), VecDeque::new());
     let (mut small_used, mut main_used) = (0u64, 0u64);
     let mut freq: HashMap<u64, u8> = HashMap::new();
     let mut in_ghost: HashMap<u64, ()> = HashMap::new();
     let ghost_len = 100_000;
     let mut ratio = Ratio::default();
-    for &id in trace {
+    for (tick, &id) in trace.iter().enumerate() {
+        if adaptive && tick > 0 && (tick as u64).is_multiple_of(period) {
+            let rate = period_hit_bytes as f64 / period_bytes.max(1) as f64;
+            if let Some(last) = last_rate
+                && rate < last
+            {
+                step = -step * 9 / 10;
+            }
+            last_rate = Some(rate);
+            (period_hit_bytes, period_bytes) = (0, 0);
+            let (low, high) = ((capacity / 20) as i64, (capacity * 8 / 10) as i64);
+            small_cap = (small_cap as i64 + step).clamp(low, high) as u64;
+            main_cap = capacity - small_cap;
+        }
         let size = size_of(id);
+        period_bytes += size;
         if let Some(f) = freq.get_mut(&id) {
             *f = (*f + 1).min(3);
             ratio.record(true, size);
+            period_hit_bytes += size;
             continue;
         }
         ratio.record(false, size);
@@ -394,6 +429,83 @@ impl Lru {
     }
 }
 
+/// ARC (Megiddo and Modha, FAST'03), by bytes: T1 holds objects seen once recently, T2
+/// objects seen again; B1 and B2 remember what each evicted, and a hit there moves the
+/// target size of T1 (`p`) towards the list that would have kept it.
+#[derive(Default)]
+struct ArcLists {
+    t1: Lru,
+    t2: Lru,
+    b1: Lru,
+    b2: Lru,
+    p: f64,
+}
+
+impl ArcLists {
+    /// Evicts from T1 or T2, into its ghost list, until `size` more bytes fit.
+    fn make_room(&mut self, size: u64, capacity: u64, from_b2: bool, tick: u64) {
+        while self.t1.bytes + self.t2.bytes + size > capacity {
+            let t1 = self.t1.bytes as f64;
+            let t1_over = t1 > self.p || (from_b2 && t1 >= self.p);
+            let (from, ghost) = if (self.t1.bytes > 0 && t1_over) || self.t2.bytes == 0 {
+                (&mut self.t1, &mut self.b1)
+            } else {
+                (&mut self.t2, &mut self.b2)
+            };
+            let Some(old) = from.oldest() else { break };
+            from.remove(old);
+            ghost.push(old, tick);
+        }
+    }
+}
+
+fn arc(trace: &[u64], capacity: u64) -> Ratio {
+    let mut a = ArcLists::default();
+    let c = capacity as f64;
+    let mut ratio = Ratio::default();
+    for (tick, &id) in trace.iter().enumerate() {
+        let tick = tick as u64;
+        let size = size_of(id);
+        if a.t1.contains(id) || a.t2.contains(id) {
+            a.t1.remove(id);
+            a.t2.remove(id);
+            a.t2.push(id, tick);
+            ratio.record(true, size);
+            continue;
+        }
+        ratio.record(false, size);
+        if size > capacity {
+            continue;
+        }
+        if a.b1.contains(id) {
+            let delta = (a.b2.bytes as f64 / a.b1.bytes.max(1) as f64).max(1.0) * size as f64;
+            a.p = (a.p + delta).min(c);
+            a.b1.remove(id);
+            a.make_room(size, capacity, false, tick);
+            a.t2.push(id, tick);
+        } else if a.b2.contains(id) {
+            let delta = (a.b1.bytes as f64 / a.b2.bytes.max(1) as f64).max(1.0) * size as f64;
+            a.p = (a.p - delta).max(0.0);
+            a.b2.remove(id);
+            a.make_room(size, capacity, true, tick);
+            a.t2.push(id, tick);
+        } else {
+            // The ghost lists stay within the cache's size (T1 + B1) and twice it (all).
+            while a.t1.bytes + a.b1.bytes + size > capacity {
+                let Some(old) = a.b1.oldest() else { break };
+                a.b1.remove(old);
+            }
+            while a.t1.bytes + a.t2.bytes + a.b1.bytes + a.b2.bytes + size > 2 * capacity {
+                let Some(old) = a.b2.oldest() else { break };
+                a.b2.remove(old);
+            }
+            a.make_room(size, capacity, false, tick);
+            a.t1.push(id, tick);
+        }
+    }
+    ratio
+}
+
 /// A count-min sketch of 4-bit counters, halved every `sample` increments (TinyLFU).
 struct Sketch {
     rows: [Vec<u8>; 4],
@@ -567,6 +679,9 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
     }
+    if std::env::args().any(|a| a == "sweep") {
+        return sweep();
+    }
     let z7 = zipf(0.7, 1_000_000, 7);
     let z9 = zipf(0.9, 1_000_000, 9);
     let z10 = zipf(1.0, 1_000_000, 10);
@@ -633,6 +748,41 @@ fn main() {
                 best / results[6].bytes().max(1e-9),
                 results[5].bytes() / results[6].bytes().max(1e-9)
             );
+        }
+    }
+}
+
+/// `-- sweep`: ARC and S3-FIFO with small queues of 10-50% against LRU and MIN, byte hit
+/// ratios, on the Zipf-0.9, labeler and mixed traces.
+fn sweep() {
+    let z9 = zipf(0.9, 1_000_000, 9);
+    let lab = labeler(DATASET, WINDOW, 11);
+    let mix = mixed(&z9, &lab, 12);
+    let shares = [10, 20, 30, 40, 50];
+    print!("| trace | cache | LRU | ARC |");
+    for s in shares {
+        print!(" S3-FIFO {s}% |");
+    }
+    println!(" S3-FIFO adaptive | MIN |");
+    println!(
+        "|---|---|---:|---:|{}---:|---:|",
+        "---:|".repeat(shares.len())
+    );
+    for (name, trace) in [("zipf-0.9", &z9), ("labeler", &lab), ("mixed", &mix)] {
+        let total = distinct_bytes(trace);
+        for share in [0.01, 0.05, 0.10] {
+            let cap = (total as f64 * share) as u64;
+            print!(
+                "| {name} | {:.0}% | {:.3} | {:.3} |",
+                share * 100.0,
+                lru(trace, cap).bytes(),
+                arc(trace, cap).bytes()
+            );
+            for s in shares {
+                print!(" {:.3} |", s3fifo_with(trace, cap, s).bytes());
+            }
+            print!(" {:.3} |", s3fifo_adaptive(trace, cap).bytes());
+            println!(" {:.3} |", belady(trace, cap).bytes());
         }
     }
 }

@@ -1,5 +1,5 @@
-//! One render: source bytes → decoded (a JPEG by libjpeg-turbo at 1/2, 1/4 or 1/8 of its
-//! size when that is still large enough: the scaling happens in the DCT, before any pixel
+//! One render: source bytes → decoded (a JPEG by libjpeg-turbo at the smallest M/8 of its
+//! size that is still large enough: the scaling happens in the DCT, before any pixel
 //! exists) → resized (fast_image_resize, Lanczos3, alpha premultiplied) → turned upright
 //! (EXIF orientation) → converted to sRGB (the source's ICC profile, qcms) → encoded. Pure CPU, synchronous:
 //! it runs on the blocking pool, never on an async worker (`cache::variants`).
@@ -147,8 +147,7 @@ fn check_pixels(w: u64, h: u64, max: u64) -> Result<(), RenderError> {
     Ok(())
 }
 
-/// JPEG: libjpeg-turbo (mozjpeg's build of it) decodes at 1/2, 1/4 or 1/8 scale in the
-/// DCT; its entropy decoding is about twice as fast as jpeg-decoder's (BENCHMARKS.md,
+/// JPEG: libjpeg-turbo (mozjpeg's build of it) decodes at M/8 scale in the DCT; its entropy decoding is about twice as fast as jpeg-decoder's (BENCHMARKS.md,
 /// "Variants"). libjpeg reports errors by unwinding out of C (`jpeg_error`), caught here.
 fn decode_jpeg(source: &[u8], spec: &Spec, max_pixels: u64) -> Result<Decoded, RenderError> {
     std::panic::catch_unwind(|| decode_jpeg_unwinding(source, spec, max_pixels)).unwrap_or_else(
@@ -446,7 +445,7 @@ struct Plan {
     out_w: u32,
     out_h: u32,
     /// The shown part, centred: its width and height as fractions of the image's (so the
-    /// same plan fits a decode at 1/2, 1/4 or 1/8 of the size).
+    /// same plan fits a decode at any M/8 of the size).
     crop_w: f64,
     crop_h: f64,
     /// Output pixels per pixel of the full-size image.
