@@ -421,3 +421,89 @@ async fn a_bad_block_mid_body_without_the_same_version_upstream_cuts_the_transfe
         proxy.stop().await;
     }
 }
+
+/// The real binary as a service manager runs it: what it cached before SIGTERM is a HIT
+/// after a new start on the same disk path, and the origin sees no GET for it (small
+/// objects and ones that stream from disk block by block).
+#[tokio::test]
+async fn after_sigterm_and_a_new_start_cached_objects_are_hits_without_an_origin_get() {
+    let env = Env::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let objects: Vec<(String, Bytes)> = [(3_000, 1), (300_000, 2), (700_000, 3)]
+        .into_iter()
+        .map(|(len, seed)| (format!("svc/{len}.png"), Bytes::from(pattern(len, seed))))
+        .collect();
+    for (key, body) in &objects {
+        env.put("test-images", key, body.clone(), "image/png").await;
+    }
+    let start = || {
+        let (port, admin) = (free_port(), free_port());
+        let config = format!(
+            r#"
+[server]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin}"
+drain_timeout = "2s"
+[cache.disk]
+path = "{}"
+max_size = "1GiB"
+[[tenants]]
+name = "t"
+buckets = ["test-images"]
+require_signature = false
+[[buckets]]
+name = "test-images"
+endpoint = "{}"
+path_style = true
+access_key = "TESTACCESSKEY"
+secret_key = "test-secret-key"
+"#,
+            dir.path().join("cache").display(),
+            env.store.endpoint
+        );
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, config).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_bucketfront"))
+            .args(["serve", "-c", path.to_str().unwrap()])
+            .env_remove("NOTIFY_SOCKET")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map(Reaped::new)
+            .unwrap();
+        (child, port)
+    };
+    let stop = |child: Reaped| async move {
+        let pid = child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        assert!(sent.unwrap().success());
+        let status = tokio::task::spawn_blocking(move || child.take().wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success(), "exit 0 after SIGTERM: {status:?}");
+    };
+
+    let (child, port) = start();
+    accepting(port, "bucketfront").await;
+    for (key, body) in &objects {
+        let r = get(&format!("http://127.0.0.1:{port}/test-images/{key}")).await;
+        assert_eq!(r.header("x-cache"), Some("MISS"));
+        assert!(r.bytes() == body);
+    }
+    stop(child).await;
+    let gets = env.gets();
+
+    let (child, port) = start();
+    accepting(port, "bucketfront").await;
+    for (key, body) in &objects {
+        let r = get(&format!("http://127.0.0.1:{port}/test-images/{key}")).await;
+        assert_eq!(r.header("x-cache"), Some("HIT"), "{key}");
+        assert!(r.bytes() == body, "{key}");
+    }
+    assert_eq!(env.gets(), gets, "no origin GET after the restart");
+    stop(child).await;
+    env.stop().await;
+}
