@@ -160,6 +160,51 @@ fn s3fifo(trace: &[u64], capacity: u64) -> Ratio {
     s3fifo_with(trace, capacity, 10)
 }
 
+/// Hill climbing on the byte hit ratio (Caffeine's adaptive window): every `period`
+/// requests a size moves by `step` (5% of the capacity at first) in the direction that
+/// last raised the ratio, turning around with 9/10 of the step when it fell.
+struct HillClimb {
+    period: u64,
+    hit_bytes: u64,
+    bytes: u64,
+    last_rate: Option<f64>,
+    step: i64,
+}
+
+impl HillClimb {
+    fn new(capacity: u64) -> HillClimb {
+        HillClimb {
+            period: (capacity / 600_000).max(1_000),
+            hit_bytes: 0,
+            bytes: 0,
+            last_rate: None,
+            step: (capacity / 20) as i64,
+        }
+    }
+
+    fn record(&mut self, hit: bool, size: u64) {
+        self.bytes += size;
+        if hit {
+            self.hit_bytes += size;
+        }
+    }
+
+    /// At the end of a period (request `tick`), `size` moved by the step, within
+    /// `low..=high`; `None` between ends of periods.
+    fn adjust(&mut self, tick: u64, size: u64, low: u64, high: u64) -> Option<u64> {
+        if tick == 0 || !tick.is_multiple_of(self.period) {
+            return None;
+        }
+        let rate = self.hit_bytes as f64 / self.bytes.max(1) as f64;
+        if self.last_rate.is_some_and(|last| rate < last) {
+            self.step = -self.step * 9 / 10;
+        }
+        self.last_rate = Some(rate);
+        (self.hit_bytes, self.bytes) = (0, 0);
+        Some((size as i64 + self.step).clamp(low as i64, high as i64) as u64)
+    }
+}
+
 /// S3-FIFO with a small FIFO of `small_percent` of the capacity.
 fn s3fifo_with(trace: &[u64], capacity: u64, small_percent: u64) -> Ratio {
     s3fifo_sized(trace, capacity, small_percent, false)
@@ -176,9 +221,7 @@ fn s3fifo_adaptive(trace: &[u64], capacity: u64) -> Ratio {
 fn s3fifo_sized(trace: &[u64], capacity: u64, small_percent: u64, adaptive: bool) -> Ratio {
     let mut small_cap = capacity * small_percent / 100;
     let mut main_cap = capacity - small_cap;
-    let period = (capacity / 600_000).max(1_000);
-    let (mut period_hit_bytes, mut period_bytes, mut last_rate) = (0u64, 0u64, None::<f64>);
-    let mut step = (capacity / 20) as i64;
+    let mut climb = HillClimb::new(capacity);
     let (mut small, mut main, mut ghost) = (VecDeque::new(), VecDeque::new(), VecDeque::new());
     let (mut small_used, mut main_used) = (0u64, 0u64);
     let mut freq: HashMap<u64, u8> = HashMap::new();
@@ -186,28 +229,21 @@ fn s3fifo_sized(trace: &[u64], capacity: u64, small_percent: u64, adaptive: bool
     let ghost_len = 100_000;
     let mut ratio = Ratio::default();
     for (tick, &id) in trace.iter().enumerate() {
-        if adaptive && tick > 0 && (tick as u64).is_multiple_of(period) {
-            let rate = period_hit_bytes as f64 / period_bytes.max(1) as f64;
-            if let Some(last) = last_rate
-                && rate < last
-            {
-                step = -step * 9 / 10;
-            }
-            last_rate = Some(rate);
-            (period_hit_bytes, period_bytes) = (0, 0);
-            let (low, high) = ((capacity / 20) as i64, (capacity * 8 / 10) as i64);
-            small_cap = (small_cap as i64 + step).clamp(low, high) as u64;
+        if adaptive
+            && let Some(new) =
+                climb.adjust(tick as u64, small_cap, capacity / 20, capacity * 8 / 10)
+        {
+            small_cap = new;
             main_cap = capacity - small_cap;
         }
         let size = size_of(id);
-        period_bytes += size;
+        let hit = freq.contains_key(&id);
+        ratio.record(hit, size);
+        climb.record(hit, size);
         if let Some(f) = freq.get_mut(&id) {
             *f = (*f + 1).min(3);
-            ratio.record(true, size);
-            period_hit_bytes += size;
             continue;
         }
-        ratio.record(false, size);
         if size > main_cap {
             continue;
         }
@@ -570,10 +606,7 @@ fn wtinylfu_with(trace: &[u64], capacity: u64, adaptive: bool) -> Ratio {
     let mut window_cap = capacity / 100;
     let mut main_cap = capacity - window_cap;
     let mut protected_cap = main_cap * 8 / 10;
-    // Hill climbing: the hit ratio of the last period, the step and its direction.
-    let period = (capacity / 600_000).max(1_000);
-    let (mut period_hit_bytes, mut period_bytes, mut last_rate) = (0u64, 0u64, None::<f64>);
-    let mut step = (capacity / 20) as i64;
+    let mut climb = HillClimb::new(capacity);
     let entries = (capacity / 600_000).max(16);
     let mut sketch = Sketch::new(entries as usize * 4, entries * 10);
     let (mut window, mut probation, mut protected) =
@@ -581,19 +614,9 @@ fn wtinylfu_with(trace: &[u64], capacity: u64, adaptive: bool) -> Ratio {
     let mut ratio = Ratio::default();
     for (tick, &id) in trace.iter().enumerate() {
         let tick = tick as u64;
-        if adaptive && tick > 0 && tick.is_multiple_of(period) {
-            // Climbs the byte hit ratio, the measure.
-            let rate = period_hit_bytes as f64 / period_bytes.max(1) as f64;
-            if let Some(last) = last_rate
-                && rate < last
-            {
-                // Worse than before: turn around, with a smaller step.
-                step = -step * 9 / 10;
-            }
-            last_rate = Some(rate);
-            (period_hit_bytes, period_bytes) = (0, 0);
-            let max_window = (capacity * 8 / 10) as i64;
-            window_cap = (window_cap as i64 + step).clamp(0, max_window) as u64;
+        // Climbs the byte hit ratio, the measure.
+        if adaptive && let Some(new) = climb.adjust(tick, window_cap, 0, capacity * 8 / 10) {
+            window_cap = new;
             main_cap = capacity - window_cap;
             protected_cap = main_cap * 8 / 10;
             // The new sizes hold at once: the oldest of each space leave.
@@ -611,17 +634,15 @@ fn wtinylfu_with(trace: &[u64], capacity: u64, adaptive: bool) -> Ratio {
         }
         let size = size_of(id);
         sketch.add(id);
-        period_bytes += size;
+        let hit = window.contains(id) || protected.contains(id) || probation.contains(id);
+        ratio.record(hit, size);
+        climb.record(hit, size);
         if window.contains(id) {
             window.touch(id, tick);
-            ratio.record(true, size);
-            period_hit_bytes += size;
             continue;
         }
         if protected.contains(id) {
             protected.touch(id, tick);
-            ratio.record(true, size);
-            period_hit_bytes += size;
             continue;
         }
         if probation.contains(id) {
@@ -632,11 +653,8 @@ fn wtinylfu_with(trace: &[u64], capacity: u64, adaptive: bool) -> Ratio {
                 protected.remove(old);
                 probation.push(old, tick);
             }
-            ratio.record(true, size);
-            period_hit_bytes += size;
             continue;
         }
-        ratio.record(false, size);
         if size > main_cap {
             continue;
         }

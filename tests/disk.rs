@@ -304,6 +304,18 @@ fn full(etag: &str, body: &Bytes) -> Behaviour {
     }
 }
 
+/// A `206` from a [`FakeOrigin`]: `body` from byte `from` on, as ETag `etag`.
+fn partial(etag: &str, from: usize, total: usize, body: Bytes) -> Behaviour {
+    Behaviour::Raw {
+        head: format!(
+            "HTTP/1.1 206 Partial Content\r\nContent-Type: image/png\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{total}\r\nETag: \"{etag}\"",
+            body.len(),
+            total - 1
+        ),
+        body,
+    }
+}
+
 /// Flips one byte of the body block `block` in the only file under `dir`'s objects.
 fn flip_in_block(dir: &std::path::Path, body_len: usize, block: usize) {
     let files = files_under(&dir.join("objects"));
@@ -325,15 +337,7 @@ async fn a_bad_block_mid_body_is_replaced_by_the_rest_from_the_origin() {
     let good = 2 * BLOCK as usize;
     let origin = FakeOrigin::start(vec![
         full("v1", &body),
-        Behaviour::Raw {
-            head: format!(
-                "HTTP/1.1 206 Partial Content\r\nContent-Type: image/png\r\nContent-Length: {}\r\nContent-Range: bytes {good}-{}/{}\r\nETag: \"v1\"",
-                body.len() - good,
-                body.len() - 1,
-                body.len()
-            ),
-            body: body.slice(good..),
-        },
+        partial("v1", good, body.len(), body.slice(good..)),
     ])
     .await;
     let mut config = fake_config(&origin.endpoint);
@@ -384,15 +388,12 @@ async fn a_bad_block_mid_body_without_the_same_version_upstream_cuts_the_transfe
             body: Bytes::new(),
         },
         full("v1", &body),
-        Behaviour::Raw {
-            head: format!(
-                "HTTP/1.1 206 Partial Content\r\nContent-Type: image/png\r\nContent-Length: {}\r\nContent-Range: bytes {good}-{}/{}\r\nETag: \"v2\"",
-                body.len() - good,
-                body.len() - 1,
-                body.len()
-            ),
-            body: Bytes::from(pattern(body.len() - good, 11)),
-        },
+        partial(
+            "v2",
+            good,
+            body.len(),
+            Bytes::from(pattern(body.len() - good, 11)),
+        ),
     ])
     .await;
     let mut config = fake_config(&origin.endpoint);

@@ -131,25 +131,16 @@ impl Rest {
 
     /// Every remaining block; `None` if one is bad (the file is then removed).
     async fn collect(self) -> Option<Vec<Bytes>> {
-        let read = tokio::task::spawn_blocking(move || {
-            let Rest {
-                mut opened,
-                tier,
-                key,
-            } = self;
-            let mut blocks = Vec::new();
-            while let Some(block) = opened.next_block() {
-                match block {
-                    Ok(b) => blocks.push(b),
-                    Err(e) => {
-                        tier.unusable(&key, &e);
-                        return None;
-                    }
-                }
-            }
-            Some(blocks)
-        });
-        read.await.ok().flatten()
+        let (tx, rx) = std::sync::mpsc::channel();
+        let last = self
+            .stream(move |block| {
+                let _ = tx.send(block);
+            })
+            .await
+            .ok()?;
+        let mut blocks: Vec<Bytes> = rx.try_iter().collect();
+        blocks.push(last);
+        Some(blocks)
     }
 }
 /// 4 KiB blocks: what a file takes on disk, as `max_size` counts it.
