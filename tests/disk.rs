@@ -508,3 +508,44 @@ secret_key = "test-secret-key"
     stop(child).await;
     env.stop().await;
 }
+
+/// A disk that hangs (here the object's file replaced by a named pipe nobody writes:
+/// opening it blocks, as a read from a stalled volume does) fails no request: the read is
+/// given up after its deadline and the origin answers; reads pause, and the metrics say so.
+#[tokio::test]
+async fn a_hung_disk_fails_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = Env::with(with_disk(dir.path())).await;
+    let body = Bytes::from(pattern(20_000, 12));
+    env.put("test-images", "h.png", body.clone(), "image/png")
+        .await;
+    let url = |env: &Env| env.proxy.url("/test-images/h.png");
+    assert_eq!(get(&url(&env)).await.header("x-cache"), Some("MISS"));
+    env.restart_proxy().await;
+    env.proxy.state.cache.disk_ready().await;
+    let files = files_under(&dir.path().join("objects"));
+    assert_eq!(files.len(), 1);
+    let pipe = files[0].clone();
+    std::fs::remove_file(&pipe).unwrap();
+    let made = std::process::Command::new("mkfifo").arg(&pipe).status();
+    assert!(made.unwrap().success());
+
+    let r = get(&url(&env)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-cache"), Some("MISS"), "from the origin");
+    assert!(r.bytes() == &body);
+    assert_eq!(env.gets(), 2);
+    assert_eq!(metric(&env.proxy, "bucketfront_disk_up").await, 0.0);
+    assert_eq!(
+        metric(&env.proxy, "bucketfront_disk_errors_total{op=\"read\"}").await,
+        1.0
+    );
+    // The disk answers at last; the thread blocked on it ends. (Non-blocking: with no
+    // reader left, this open fails instead of waiting for one.)
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&pipe);
+    env.stop().await;
+}

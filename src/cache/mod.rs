@@ -468,6 +468,13 @@ impl Cache {
             .set(self.entries.entry_count() as i64);
     }
 
+    /// Waits until the disk tier (if any) has indexed the files it found at start.
+    pub async fn disk_ready(&self) {
+        if let Some(disk) = &self.disk {
+            disk.indexed().await;
+        }
+    }
+
     /// Waits (up to 10 s) for queued disk writes to end: called at shutdown.
     pub async fn flush(&self) {
         if let Some(disk) = &self.disk {
@@ -735,8 +742,8 @@ impl FillTask {
     }
 
     /// Streams a fresh object from its disk file into the fill, block by block, and puts
-    /// it in memory once it is whole. A block found bad mid-body is replaced by the
-    /// origin's bytes: the rest of the same version is fetched and streamed on
+    /// it in memory once it is whole. A block found bad mid-body, or one a hung disk does
+    /// not give within its deadline, is replaced by the origin's bytes: the rest of the same version is fetched and streamed on
     /// ([`FillTask::resume`]), so readers get the right bytes either way.
     async fn stream_disk(&self, reading: Box<disk::Reading>, stamp: Stamp) {
         let disk::Reading {
@@ -776,13 +783,14 @@ impl FillTask {
                 self.fill.push(last);
                 self.fill.finish(End::Complete);
             }
-            Err(disk::Cut::BadBlock { good }) => self.resume(meta, stamp, good).await,
+            Err(disk::Cut::At { good }) => self.resume(meta, stamp, good).await,
             Err(disk::Cut::Lost) => self.fill.finish(End::Broken),
         }
         drop(budget);
     }
 
-    /// The body from byte `good` on, from the origin, after the disk copy went bad there:
+    /// The body from byte `good` on, from the origin, after the disk copy went bad (or
+    /// the disk hung) there:
     /// only the same version (`If-Match` its ETag), and exactly that range, or the
     /// transfer breaks (never a byte of another version).
     async fn resume(&self, meta: Arc<ObjectMeta>, stamp: Stamp, good: u64) {
@@ -802,16 +810,16 @@ impl FillTask {
                     && o.content_length == expected
                     && o.content_range.as_deref() == Some(range.as_str()) =>
             {
-                tracing::info!(bucket = %self.obj.bucket, from = good, "disk copy bad mid-body; rest from the origin");
+                tracing::info!(bucket = %self.obj.bucket, from = good, "disk copy bad or hung mid-body; rest from the origin");
                 self.pump(meta, Some(stamp.directives), expected, o.body)
                     .await;
             }
             Ok(_) => {
-                tracing::warn!(bucket = %self.obj.bucket, "disk copy bad mid-body and the origin has another version; transfer cut");
+                tracing::warn!(bucket = %self.obj.bucket, "disk copy bad or hung mid-body and the origin has another version; transfer cut");
                 self.fill.finish(End::Broken);
             }
             Err(e) => {
-                tracing::warn!(bucket = %self.obj.bucket, error = %e, "disk copy bad mid-body and the origin failing; transfer cut");
+                tracing::warn!(bucket = %self.obj.bucket, error = %e, "disk copy bad or hung mid-body and the origin failing; transfer cut");
                 self.fill.finish(End::Broken);
             }
         }

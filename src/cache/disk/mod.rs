@@ -15,10 +15,14 @@
 //! write. Files are read, written and deleted on tokio's blocking pool, and indexed at start
 //! by a thread of their own: once serving, the async workers never touch the disk (only
 //! creating the directories at start runs on the caller). A failing disk (full, read-only,
-//! gone) turns the tier off for [`RETRY_AFTER`] at a time, with a log line and
-//! `bucketfront_disk_up 0`; requests are answered from memory and the origin meanwhile.
+//! gone) turns writes off for [`RETRY_AFTER`] at a time, with a log line and
+//! `bucketfront_disk_up 0`. A hung one (a stalled network volume, a dying drive) is
+//! bounded too: at most [`READ_SLOTS`] reads at once, each block within [`READ_DEADLINE`],
+//! else the read is given up (a miss, or the rest of the body from the origin) and reads
+//! pause for [`RETRY_AFTER`]; requests are answered from memory and the origin meanwhile.
 
 mod file;
+mod health;
 
 use std::fs;
 use std::io;
@@ -36,14 +40,20 @@ use crate::config::DiskConfig;
 use crate::metrics::TierMetrics;
 use crate::object::ObjectMeta;
 use file::{Header, Opened, ReadError};
+use health::Health;
 
 pub use file::BLOCK;
+pub use health::RETRY_AFTER;
 
 /// Bytes of objects queued for writing at once; past it, new objects are not written
 /// (counted in `bucketfront_disk_writes_skipped`).
 const WRITE_BUDGET: u64 = 64 << 20;
-/// How long a failing disk is left alone before the next write tries it again.
-pub const RETRY_AFTER: Duration = Duration::from_secs(10);
+/// Disk reads in progress at once (each on a blocking thread); more wait, up to
+/// [`READ_DEADLINE`], then are misses. A hung disk holds at most this many threads.
+pub const READ_SLOTS: usize = 32;
+/// How long a read may take to open a file or to bring its next block (a busy disk
+/// takes milliseconds); past it the disk is taken to be hung.
+pub const READ_DEADLINE: Duration = Duration::from_secs(2);
 
 /// An object read back from disk whole.
 pub struct Loaded {
@@ -62,7 +72,7 @@ pub struct Reading {
     /// The body's first block, checked (the whole body when `rest` is `None`).
     pub first: Bytes,
     pub rest: Option<Rest>,
-    /// The whole body's share of `fill_memory`, taken before its first byte was read.
+    /// The whole body's share of `fill_memory`, taken before its first block was read.
     pub budget: OwnedSemaphorePermit,
 }
 
@@ -85,8 +95,9 @@ impl Reading {
 /// How a streamed read ended early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cut {
-    /// A block failed its check: the body's first `good` bytes were handed on.
-    BadBlock { good: u64 },
+    /// A block failed its check, or did not come within [`READ_DEADLINE`]: the body's
+    /// first `good` bytes were handed on, and no more will be.
+    At { good: u64 },
     /// The reading thread died, after handing on an unknown number of bytes.
     Lost,
 }
@@ -96,19 +107,43 @@ pub struct Rest {
     opened: Opened,
     tier: Arc<DiskTier>,
     key: CacheKey,
+    /// One of [`READ_SLOTS`], held until the file is read to its end.
+    _slot: OwnedSemaphorePermit,
+}
+
+/// How far a streamed read got, shared by its thread and its watchdog.
+struct Handed {
+    /// Bytes of the body handed on so far.
+    good: u64,
+    /// The watchdog gave up: the thread hands nothing more on.
+    abandoned: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Each critical section is one push and two assignments: a poisoned state is whole.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Rest {
     /// Reads the remaining blocks on the blocking pool, handing each to `each` as soon as
     /// it is checked, except the last, which is returned (so that the caller can store
-    /// the object before its readers have every byte). A bad block ends the read, and the
-    /// file is removed.
+    /// the object before its readers have every byte). A bad block ends the read (the
+    /// file is removed), and so does a block that does not come within
+    /// [`READ_DEADLINE`] (reads then pause: the disk is taken to be hung).
     pub async fn stream(self, mut each: impl FnMut(Bytes) + Send + 'static) -> Result<Bytes, Cut> {
-        let read = tokio::task::spawn_blocking(move || {
+        let (tier, key) = (self.tier.clone(), self.key.clone());
+        let start = self.opened.position();
+        let handed = Arc::new(Mutex::new(Handed {
+            good: start,
+            abandoned: false,
+        }));
+        let shared = handed.clone();
+        let mut read = tokio::task::spawn_blocking(move || {
             let Rest {
                 mut opened,
                 tier,
                 key,
+                _slot,
             } = self;
             let mut last = Bytes::new();
             loop {
@@ -118,15 +153,39 @@ impl Rest {
                 };
                 match block {
                     Ok(b) if opened.done() => last = b,
-                    Ok(b) => each(b),
+                    Ok(b) => {
+                        // Under the lock, so that nothing is handed on once the
+                        // watchdog has said where the body was cut.
+                        let mut h = lock(&shared);
+                        if h.abandoned {
+                            return Err(Cut::Lost);
+                        }
+                        each(b);
+                        h.good = opened.position();
+                    }
                     Err(e) => {
                         tier.unusable(&key, &e);
-                        return Err(Cut::BadBlock { good });
+                        return Err(Cut::At { good });
                     }
                 }
             }
         });
-        read.await.unwrap_or(Err(Cut::Lost))
+        // The watchdog: a deadline that passes without a block handed on ends the read.
+        let mut seen = start;
+        loop {
+            match tokio::time::timeout(READ_DEADLINE, &mut read).await {
+                Ok(joined) => return joined.unwrap_or(Err(Cut::Lost)),
+                Err(_) => {
+                    let mut h = lock(&handed);
+                    if h.good == seen {
+                        h.abandoned = true;
+                        tier.read_stalled(&key);
+                        return Err(Cut::At { good: h.good });
+                    }
+                    seen = h.good;
+                }
+            }
+        }
     }
 
     /// Every remaining block; `None` if one is bad (the file is then removed).
@@ -148,13 +207,6 @@ fn on_disk(file_len: u64) -> u32 {
     u32::try_from(file_len.div_ceil(4096) * 4096).unwrap_or(u32::MAX)
 }
 
-/// Whether the tier may write now, and since when it has been failing.
-#[derive(Default)]
-struct Health {
-    failing_since: Option<Instant>,
-    retry_at: Option<Instant>,
-}
-
 pub struct DiskTier {
     root: PathBuf,
     /// Keys with a file, weighted by the file's blocks.
@@ -166,7 +218,10 @@ pub struct DiskTier {
     loaded: watch::Sender<bool>,
     /// In KiB, like `fill_memory`.
     write_budget: Arc<Semaphore>,
-    health: Mutex<Health>,
+    /// [`READ_SLOTS`] reads at once.
+    read_slots: Arc<Semaphore>,
+    writes: Health,
+    reads: Health,
     tmp_seq: AtomicU64,
     metrics: TierMetrics,
 }
@@ -201,7 +256,9 @@ impl DiskTier {
             unlink,
             loaded,
             write_budget: Arc::new(Semaphore::new(kib(WRITE_BUDGET) as usize)),
-            health: Mutex::new(Health::default()),
+            read_slots: Arc::new(Semaphore::new(READ_SLOTS)),
+            writes: Health::default(),
+            reads: Health::default(),
             tmp_seq: AtomicU64::new(0),
             metrics,
         });
@@ -300,8 +357,9 @@ impl DiskTier {
     }
 
     /// `key`'s object from disk: header and first block read and checked. `None` when
-    /// there is no file, when it is corrupt (then removed) or when `budget`
-    /// (`fill_memory`) has no room for its body.
+    /// there is no file, when it is corrupt (then removed), when `budget`
+    /// (`fill_memory`) has no room for its body, or when the disk does not answer in
+    /// time (no slot within [`READ_DEADLINE`], or no first block: then reads pause).
     pub async fn read(
         self: &Arc<Self>,
         key: &CacheKey,
@@ -310,8 +368,16 @@ impl DiskTier {
         if *self.loaded.borrow() && !self.index.contains_key(key) {
             return None;
         }
-        let (tier, key, budget) = (self.clone(), key.clone(), budget.clone());
+        if !self.reads.may_try() {
+            return None;
+        }
+        let slot = tokio::time::timeout(READ_DEADLINE, self.read_slots.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()?;
+        let (tier, owned_key, budget) = (self.clone(), key.clone(), budget.clone());
         let read = tokio::task::spawn_blocking(move || {
+            let key = owned_key;
             let path = object_path(&tier.objects(), &key);
             let opened = match file::open(&path) {
                 Ok(Some(opened)) => opened,
@@ -328,14 +394,23 @@ impl DiskTier {
                 // Another key with the same name prefix (2^-128): not ours to serve.
                 return None;
             }
-            let budget = kib_permit(&budget, opened.body_len()).ok()?;
             // `get` marks the file recently used (`contains_key` would not).
             if tier.index.get(&key).is_none() {
                 tier.index.insert(key.clone(), on_disk(opened.file_len()));
             }
-            tier.first_block(opened, key, budget)
+            tier.first_block(opened, key, &budget, slot)
         });
-        read.await.ok().flatten()
+        match tokio::time::timeout(READ_DEADLINE, read).await {
+            Ok(joined) => {
+                self.read_answered();
+                joined.ok().flatten()
+            }
+            Err(_) => {
+                // The thread stays blocked in the kernel; it holds its slot, nothing else.
+                self.read_stalled(key);
+                None
+            }
+        }
     }
 
     /// `key`'s object read whole and checked (for the benches; the cache streams a
@@ -344,13 +419,16 @@ impl DiskTier {
         self.read(key, budget).await?.whole().await
     }
 
-    /// Reads and checks `opened`'s first block (blocking).
+    /// Takes the body's share of `budget`, then reads and checks `opened`'s first block
+    /// (blocking). A read stuck on a hung disk keeps its share until the disk answers.
     fn first_block(
         self: Arc<Self>,
         mut opened: Opened,
         key: CacheKey,
-        budget: OwnedSemaphorePermit,
+        budget: &Arc<Semaphore>,
+        slot: OwnedSemaphorePermit,
     ) -> Option<Reading> {
+        let budget = kib_permit(budget, opened.body_len()).ok()?;
         let first = match opened.next_block() {
             None => Bytes::new(),
             Some(Ok(b)) => b,
@@ -365,6 +443,7 @@ impl DiskTier {
             opened,
             tier: self,
             key,
+            _slot: slot,
         });
         Some(Reading {
             meta,
@@ -373,6 +452,30 @@ impl DiskTier {
             rest,
             budget,
         })
+    }
+
+    /// A read that took longer than [`READ_DEADLINE`]: the disk is taken to be hung, and
+    /// reads pause for [`RETRY_AFTER`] (memory and the origin answer meanwhile).
+    fn read_stalled(&self, key: &CacheKey) {
+        self.metrics.disk_read_errors.inc();
+        if self.reads.failed() {
+            tracing::warn!(path = %self.root.display(), bucket = %key.bucket, key = %key.key, deadline_ms = READ_DEADLINE.as_millis() as u64, retry_in_s = RETRY_AFTER.as_secs(), "disk tier: a read did not finish in time; reads paused, answering from memory and the origin");
+        }
+        self.show_health();
+    }
+
+    /// A read that finished in time (found or not).
+    fn read_answered(&self) {
+        if let Some(failed_for) = self.reads.recovered() {
+            tracing::info!(path = %self.root.display(), failed_for_s = failed_for.as_secs(), "disk tier readable again");
+            self.show_health();
+        }
+    }
+
+    /// `bucketfront_disk_up`: 1 while both reads and writes work.
+    fn show_health(&self) {
+        let up = !self.reads.is_failing() && !self.writes.is_failing();
+        self.metrics.disk_up.set(i64::from(up));
     }
 
     /// A file that could not be used: a corrupt one is removed (the object is fetched
@@ -446,42 +549,23 @@ impl DiskTier {
     }
 
     fn may_write(&self) -> bool {
-        let Ok(mut h) = self.health.lock() else {
-            return false;
-        };
-        match h.retry_at {
-            Some(at) if Instant::now() < at => false,
-            Some(_) => {
-                // One write tries the disk again; the others wait for its outcome.
-                h.retry_at = Some(Instant::now() + RETRY_AFTER);
-                true
-            }
-            None => true,
-        }
+        self.writes.may_try()
     }
 
+    /// A write (or the directory at start) failed: writes pause for [`RETRY_AFTER`].
     fn failed(&self, op: &'static str, e: &io::Error) {
         self.metrics.disk_write_errors.inc();
-        self.metrics.disk_up.set(0);
-        let Ok(mut h) = self.health.lock() else {
-            return;
-        };
-        h.retry_at = Some(Instant::now() + RETRY_AFTER);
-        if h.failing_since.is_none() {
-            h.failing_since = Some(Instant::now());
+        if self.writes.failed() {
             tracing::warn!(path = %self.root.display(), op, error = %e, retry_in_s = RETRY_AFTER.as_secs(), "disk tier failing; caching in memory only");
         }
+        self.show_health();
     }
 
     fn recovered(&self) {
-        let Ok(mut h) = self.health.lock() else {
-            return;
-        };
-        if let Some(since) = h.failing_since.take() {
-            tracing::info!(path = %self.root.display(), failed_for_s = since.elapsed().as_secs(), "disk tier writable again");
+        if let Some(failed_for) = self.writes.recovered() {
+            tracing::info!(path = %self.root.display(), failed_for_s = failed_for.as_secs(), "disk tier writable again");
         }
-        h.retry_at = None;
-        self.metrics.disk_up.set(1);
+        self.show_health();
     }
 
     /// Removes the files of the keys `selected` picks (after the loader is done, so no
@@ -669,13 +753,110 @@ mod tests {
         let (first, handed, end) = streamed(t.clone()).await;
         assert_eq!(
             end,
-            Err(Cut::BadBlock {
+            Err(Cut::At {
                 good: 2 * block as u64
             })
         );
         assert_eq!([&first[..], &handed].concat(), body[..2 * block]);
         assert!(!path.exists());
         assert_eq!(t.metrics.disk_corrupt.get(), 1);
+    }
+
+    /// A named pipe in place of a file: opening it for reading blocks until someone
+    /// opens it for writing, as a read from a hung disk blocks.
+    fn mkfifo(path: &Path) {
+        let _ = fs::remove_file(path);
+        let made = std::process::Command::new("mkfifo").arg(path).status();
+        assert!(made.unwrap().success());
+    }
+
+    /// A read whose file does not open (the disk hangs) is given up after
+    /// [`READ_DEADLINE`] and counted; reads then pause, taking no slot, while the hung
+    /// one keeps only its own.
+    #[tokio::test]
+    async fn a_read_that_hangs_is_given_up_and_reads_pause() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tier(dir.path(), 1 << 30);
+        write(&t, "a", b"some bytes", SystemTime::now()).await;
+        let path = t.path_of(&key("a"));
+        mkfifo(&path);
+        assert!(t.read(&key("a"), &budget()).await.is_none());
+        assert_eq!(t.metrics.disk_read_errors.get(), 1);
+        assert_eq!(t.metrics.disk_up.get(), 0);
+        assert_eq!(t.read_slots.available_permits(), READ_SLOTS - 1);
+        assert!(t.read(&key("a"), &budget()).await.is_none());
+        assert_eq!(t.read_slots.available_permits(), READ_SLOTS - 1, "paused");
+        assert_eq!(t.metrics.disk_read_errors.get(), 1);
+        // The disk answers at last (an empty file: corrupt), and the thread ends.
+        // Non-blocking: with no reader left, this open fails instead of waiting for one.
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path);
+    }
+
+    /// A block that does not come (the rest of a file behind a pipe that stops giving,
+    /// as a hung disk does) cuts the streamed read where the handed-on bytes end; when
+    /// the disk answers again, the reading thread hands nothing more on.
+    #[tokio::test]
+    async fn a_block_that_does_not_come_cuts_the_stream_and_nothing_follows() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let t = tier(dir.path(), 1 << 30);
+        let block = BLOCK as usize;
+        let body: Vec<u8> = (0..3 * block + 10).map(|i| (i % 247) as u8).collect();
+        write(&t, "big", &body, SystemTime::now()).await;
+        let raw = fs::read(t.path_of(&key("big"))).unwrap();
+        let pipe = dir.path().join("pipe");
+        mkfifo(&pipe);
+        // The file up to the end of its second block, then nothing until `go`.
+        let until = raw.len() - body.len() + 2 * block;
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let writer = std::thread::spawn({
+            let pipe = pipe.clone();
+            move || {
+                let mut w = fs::OpenOptions::new().write(true).open(&pipe).unwrap();
+                w.write_all(&raw[..until]).unwrap();
+                let _ = wait.recv();
+                // The reader takes one block more and closes: the end is refused.
+                let _ = w.write_all(&raw[until..]);
+            }
+        });
+        let mut opened = tokio::task::spawn_blocking(move || file::open_pipe(&pipe))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let first = opened.next_block().unwrap().unwrap();
+        assert_eq!(first[..], body[..block]);
+        let rest = Rest {
+            opened,
+            tier: t.clone(),
+            key: key("big"),
+            _slot: t.read_slots.clone().try_acquire_owned().unwrap(),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let end = rest.stream(move |b| tx.send(b).unwrap()).await;
+        assert_eq!(
+            end,
+            Err(Cut::At {
+                good: 2 * block as u64
+            })
+        );
+        assert_eq!(t.metrics.disk_read_errors.get(), 1);
+        go.send(()).unwrap();
+        // `rx` ends when the thread has ended (and dropped its sender).
+        let handed: Vec<Bytes> = tokio::task::spawn_blocking(move || rx.iter().collect())
+            .await
+            .unwrap();
+        assert_eq!(
+            handed.len(),
+            1,
+            "the second block, and nothing after the cut"
+        );
+        assert_eq!(handed[0][..], body[block..2 * block]);
+        writer.join().unwrap();
     }
 
     #[tokio::test]
