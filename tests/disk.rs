@@ -66,9 +66,22 @@ async fn the_disk_tier_keeps_the_cache_across_a_restart() {
     let gets = env.gets();
 
     env.restart_proxy().await;
+    env.proxy
+        .state
+        .cache
+        .clock()
+        .advance(Duration::from_secs(120));
     let hit = get(&url(&env.proxy, "a.svgz")).await;
     assert_eq!(hit.header("x-cache"), Some("HIT"));
     assert_eq!(hit.bytes(), &body);
+    // Streamed from its file (two blocks), it says how old the copy is, as a hit from
+    // memory does: not the zero of a fresh fetch.
+    let age: u64 = hit
+        .header("age")
+        .expect("Age on a disk hit")
+        .parse()
+        .unwrap();
+    assert!((120..600).contains(&age), "{age}");
     for name in [
         "content-type",
         "content-encoding",
