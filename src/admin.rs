@@ -72,7 +72,7 @@ const MAX_PURGE_BODY: usize = 64 << 10;
 
 /// `POST /purge`: `{"purged": N}` (objects and remembered 404s dropped from the cache),
 /// or a 400 saying what to send.
-async fn purge<B>(body: B, state: &State, cache: &Cache) -> (StatusCode, String)
+async fn purge<B>(body: B, state: &Arc<State>, cache: &Cache) -> (StatusCode, String)
 where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -100,12 +100,16 @@ where
     {
         return bad(&format!("no tenant is named {t:?}"));
     }
-    let selected = |k: &CacheKey| {
-        let owner = state.tenants.for_bucket(&k.bucket).map(|t| t.name.as_str());
-        selector.matches(&k.bucket, &k.key, owner)
+    // Owned: the disk tier keeps a purge's selection until its start-up index is done.
+    let selected = {
+        let (state, selector) = (state.clone(), selector.clone());
+        move |k: &CacheKey| {
+            let owner = state.tenants.for_bucket(&k.bucket).map(|t| t.name.as_str());
+            selector.matches(&k.bucket, &k.key, owner)
+        }
     };
+    let urls = state.presigner.purge(&selected).await;
     let purged = cache.purge(selected).await;
-    let urls = state.presigner.purge(selected).await;
     tracing::info!(?selector, purged, presigned_urls = urls, "purge");
     (
         StatusCode::OK,

@@ -489,7 +489,10 @@ impl Cache {
     /// large" mark) whose key `selected` picks; returns how many objects and 404s went. A
     /// fill in progress is not stopped: what it stores afterwards is the origin's answer
     /// from after the purge began.
-    pub async fn purge(&self, selected: impl Fn(&CacheKey) -> bool) -> usize {
+    pub async fn purge(
+        &self,
+        selected: impl Fn(&CacheKey) -> bool + Send + Sync + 'static,
+    ) -> usize {
         invalidate_selected(&self.large, &selected).await;
         let mut gone: std::collections::HashSet<CacheKey> =
             invalidate_selected(&self.entries, &selected)
@@ -497,7 +500,7 @@ impl Cache {
                 .into_iter()
                 .collect();
         if let Some(disk) = &self.disk {
-            gone.extend(disk.purge(&selected).await);
+            gone.extend(disk.purge(Arc::new(selected)).await);
         }
         gone.len()
     }

@@ -48,6 +48,13 @@ pub use health::RETRY_AFTER;
 /// Bytes of objects queued for writing at once; past it, new objects are not written
 /// (counted in `bucketfront_disk_writes_skipped`).
 const WRITE_BUDGET: u64 = 64 << 20;
+/// A purge's selection of keys.
+pub type Pick = Arc<dyn Fn(&CacheKey) -> bool + Send + Sync>;
+
+/// How long a purge waits for its files to be removed before it answers (a hung disk
+/// must not hang the admin request; the keys are gone from the index already).
+const PURGE_WAIT: Duration = Duration::from_secs(10);
+
 /// Disk reads in progress at once (each on a blocking thread); more wait, up to
 /// [`READ_DEADLINE`], then are misses. A hung disk holds at most this many threads.
 pub const READ_SLOTS: usize = 32;
@@ -216,6 +223,9 @@ pub struct DiskTier {
     /// `true` once the loader has indexed the files found at start; until then a key
     /// missing from the index may still have a file.
     loaded: watch::Sender<bool>,
+    /// Purges made while the loader runs: the files they select that it finds later are
+    /// removed, not indexed. Emptied, under this lock, when `loaded` turns `true`.
+    purged_while_loading: Mutex<Vec<Pick>>,
     /// In KiB, like `fill_memory`.
     write_budget: Arc<Semaphore>,
     /// [`READ_SLOTS`] reads at once.
@@ -255,6 +265,7 @@ impl DiskTier {
             index,
             unlink,
             loaded,
+            purged_while_loading: Mutex::new(Vec::new()),
             write_budget: Arc::new(Semaphore::new(kib(WRITE_BUDGET) as usize)),
             read_slots: Arc::new(Semaphore::new(READ_SLOTS)),
             writes: Health::default(),
@@ -270,12 +281,12 @@ impl DiskTier {
                     .name("disk-loader".into())
                     .spawn(move || loader.load_index());
                 if spawned.is_err() {
-                    tier.loaded.send_replace(true);
+                    tier.finish_loading();
                 }
             }
             Err(e) => {
                 tier.failed("open", &e);
-                tier.loaded.send_replace(true);
+                tier.finish_loading();
             }
         }
         tier
@@ -322,11 +333,16 @@ impl DiskTier {
                 match file::open(&path) {
                     Ok(Some(opened)) => {
                         let key = opened.header.key();
-                        if object_path(&self.objects(), &key) == path {
+                        // Checked and indexed under the lock, so that a purge either
+                        // finds the key in the index or is here to be checked.
+                        let purges = lock(&self.purged_while_loading);
+                        let purged = purges.iter().any(|pick| pick(&key));
+                        if !purged && object_path(&self.objects(), &key) == path {
                             self.index.insert(key, on_disk(opened.file_len()));
                             found += 1;
                             continue;
                         }
+                        drop(purges);
                         let _ = fs::remove_file(&path);
                     }
                     Ok(None) => {}
@@ -347,7 +363,14 @@ impl DiskTier {
             ms = started.elapsed().as_millis() as u64,
             "disk tier loaded"
         );
+        self.finish_loading();
+    }
+
+    /// Every file found at start is indexed (or there was nothing to index).
+    fn finish_loading(&self) {
+        let mut purges = lock(&self.purged_while_loading);
         self.loaded.send_replace(true);
+        purges.clear();
     }
 
     /// Waits until the files found at start are indexed.
@@ -365,8 +388,16 @@ impl DiskTier {
         key: &CacheKey,
         budget: &Arc<Semaphore>,
     ) -> Option<Reading> {
-        if *self.loaded.borrow() && !self.index.contains_key(key) {
-            return None;
+        if !self.index.contains_key(key) {
+            // Not indexed: no file, unless the loader has not reached it yet (and no purge
+            // made meanwhile selects it).
+            if *self.loaded.borrow() {
+                return None;
+            }
+            let purges = lock(&self.purged_while_loading);
+            if *self.loaded.borrow() || purges.iter().any(|pick| pick(key)) {
+                return None;
+            }
         }
         if !self.reads.may_try() {
             return None;
@@ -568,10 +599,17 @@ impl DiskTier {
         self.show_health();
     }
 
-    /// Removes the files of the keys `selected` picks (after the loader is done, so no
-    /// file found at start escapes); returns their keys.
-    pub async fn purge(self: &Arc<Self>, selected: impl Fn(&CacheKey) -> bool) -> Vec<CacheKey> {
-        self.indexed().await;
+    /// Removes the files of the keys `selected` picks; returns their keys. While the
+    /// loader still indexes the files found at start, the selection is kept and applied
+    /// to what it finds, so no purge waits for it. The removals are waited for at most
+    /// [`PURGE_WAIT`] (the keys leave the index at once).
+    pub async fn purge(self: &Arc<Self>, selected: Pick) -> Vec<CacheKey> {
+        {
+            let mut purges = lock(&self.purged_while_loading);
+            if !*self.loaded.borrow() {
+                purges.push(selected.clone());
+            }
+        }
         let keys: Vec<CacheKey> = self
             .index
             .iter()
@@ -585,12 +623,14 @@ impl DiskTier {
             .iter()
             .map(|k| object_path(&self.objects(), k))
             .collect();
-        let _ = tokio::task::spawn_blocking(move || {
+        let removed = tokio::task::spawn_blocking(move || {
             for p in paths {
                 let _ = fs::remove_file(p);
             }
-        })
-        .await;
+        });
+        if tokio::time::timeout(PURGE_WAIT, removed).await.is_err() {
+            tracing::warn!(path = %self.root.display(), files = keys.len(), "disk tier: a purge's files are not removed yet (the disk is not answering); they are out of the index already");
+        }
         keys
     }
 
@@ -859,6 +899,47 @@ mod tests {
         writer.join().unwrap();
     }
 
+    /// A purge made while the start-up index is still loading (here the loader is held
+    /// up by a named pipe, as by a hung disk) answers without waiting for it, and still
+    /// removes every file it selects, whether the loader had reached it or not.
+    #[tokio::test]
+    async fn a_purge_while_the_index_loads_waits_for_nothing_and_misses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tier(dir.path(), 1 << 30);
+        let names: Vec<String> = (0..10)
+            .flat_map(|i| [format!("cats/{i}"), format!("dogs/{i}")])
+            .collect();
+        for k in &names {
+            write(&t, k, k.as_bytes(), SystemTime::now()).await;
+        }
+        drop(t);
+        let pipe = dir.path().join("objects").join("00").join("pipe");
+        fs::create_dir_all(pipe.parent().unwrap()).unwrap();
+        mkfifo(&pipe);
+
+        let t = tier(dir.path(), 1 << 30);
+        let cats: Pick = Arc::new(|k| k.key.starts_with("cats/"));
+        t.purge(cats).await;
+        assert!(!*t.loaded.borrow(), "the loader cannot pass the pipe yet");
+        assert!(load(&t, "cats/3").await.is_none(), "purged, indexed or not");
+        assert!(
+            load(&t, "dogs/3").await.is_some(),
+            "on disk, indexed or not"
+        );
+        // The pipe gives an empty file (corrupt, removed); the loader goes on.
+        let writer = std::thread::spawn(move || {
+            drop(fs::OpenOptions::new().write(true).open(&pipe));
+        });
+        t.indexed().await;
+        writer.join().unwrap();
+        for k in &names {
+            let on_disk = t.path_of(&key(k)).exists();
+            assert_eq!(on_disk, k.starts_with("dogs/"), "{k}");
+        }
+        t.index.run_pending_tasks();
+        assert_eq!(t.index.entry_count(), 10);
+    }
+
     #[tokio::test]
     async fn max_size_evicts_the_least_recently_used_files() {
         let dir = tempfile::tempdir().unwrap();
@@ -903,7 +984,8 @@ mod tests {
             t.offer(&key(k), &meta(), &body, SystemTime::now());
         }
         t.flush().await;
-        assert_eq!(t.purge(|k| k.key.starts_with("cats/")).await.len(), 2);
+        let cats: Pick = Arc::new(|k| k.key.starts_with("cats/"));
+        assert_eq!(t.purge(cats).await.len(), 2);
         assert!(!t.path_of(&key("cats/1")).exists());
         assert!(t.path_of(&key("dogs/1")).exists());
         assert!(t.read(&key("cats/2"), &budget()).await.is_none());
