@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Blocking threads per worker runtime: disk-tier reads and writes and renders (which
 /// have their own global bounds) wait for one of these rather than growing the pool.
-const BLOCKING_THREADS: usize = 32;
+/// More than a hung disk can hold (`READ_SLOTS` + `WRITE_SLOTS`, 36, all of them possibly
+/// started from one worker), so that DNS lookups and renders still get threads.
+const BLOCKING_THREADS: usize = 64;
 
 /// The worker runtimes, each driven by a thread of its own until [`Workers`] is dropped;
 /// tasks still on them then are dropped with them.

@@ -19,7 +19,9 @@
 //! `bucketfront_disk_up 0`. A hung one (a stalled network volume, a dying drive) is
 //! bounded too: at most [`READ_SLOTS`] reads at once, each block within [`READ_DEADLINE`],
 //! else the read is given up (a miss, or the rest of the body from the origin) and reads
-//! pause for [`RETRY_AFTER`]; requests are answered from memory and the origin meanwhile.
+//! pause for [`RETRY_AFTER`]; at most [`WRITE_SLOTS`] writes at once, each within
+//! [`WRITE_DEADLINE`], else writes pause. Requests are answered from memory and the
+//! origin meanwhile, and the blocking threads a hung disk holds are bounded by the slots.
 
 mod file;
 mod health;
@@ -61,6 +63,12 @@ pub const READ_SLOTS: usize = 32;
 /// How long a read may take to open a file or to bring its next block (a busy disk
 /// takes milliseconds); past it the disk is taken to be hung.
 pub const READ_DEADLINE: Duration = Duration::from_secs(2);
+/// Disk writes in progress at once (each on a blocking thread); more wait, holding their
+/// share of the write budget. A hung disk holds at most this many threads with writes.
+pub const WRITE_SLOTS: usize = 4;
+/// How long a write of one file may take (objects are up to `max_object_size`, so this
+/// is more generous than [`READ_DEADLINE`]); past it the disk is taken to be hung.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(30);
 
 /// An object read back from disk whole.
 pub struct Loaded {
@@ -230,6 +238,8 @@ pub struct DiskTier {
     write_budget: Arc<Semaphore>,
     /// [`READ_SLOTS`] reads at once.
     read_slots: Arc<Semaphore>,
+    /// [`WRITE_SLOTS`] writes at once.
+    write_slots: Arc<Semaphore>,
     writes: Health,
     reads: Health,
     tmp_seq: AtomicU64,
@@ -268,6 +278,7 @@ impl DiskTier {
             purged_while_loading: Mutex::new(Vec::new()),
             write_budget: Arc::new(Semaphore::new(kib(WRITE_BUDGET) as usize)),
             read_slots: Arc::new(Semaphore::new(READ_SLOTS)),
+            write_slots: Arc::new(Semaphore::new(WRITE_SLOTS)),
             writes: Health::default(),
             reads: Health::default(),
             tmp_seq: AtomicU64::new(0),
@@ -545,16 +556,30 @@ impl DiskTier {
         };
         let header = Header::new(key, meta, stored);
         let (tier, key, body) = (self.clone(), key.clone(), body.clone());
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            match tier.write(&key, &header, &body) {
-                Ok(len) => {
-                    tier.index.insert(key, on_disk(len));
-                    tier.unlink_evicted();
-                    tier.metrics.disk_writes.inc();
-                    tier.recovered();
+        tokio::spawn(async move {
+            let Ok(slot) = tier.write_slots.clone().acquire_owned().await else {
+                return;
+            };
+            let writer = tier.clone();
+            let written = tokio::task::spawn_blocking(move || {
+                // Both held until the file is written, however long a hung disk takes.
+                let (_permit, _slot) = (permit, slot);
+                match writer.write(&key, &header, &body) {
+                    Ok(len) => {
+                        writer.index.insert(key, on_disk(len));
+                        writer.unlink_evicted();
+                        writer.metrics.disk_writes.inc();
+                        writer.recovered();
+                    }
+                    Err(e) => writer.failed("write", &e),
                 }
-                Err(e) => tier.failed("write", &e),
+            });
+            if tokio::time::timeout(WRITE_DEADLINE, written).await.is_err() {
+                let stalled = io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("a write took longer than {} s", WRITE_DEADLINE.as_secs()),
+                );
+                tier.failed("write", &stalled);
             }
         });
     }
@@ -834,6 +859,80 @@ mod tests {
             .write(true)
             .custom_flags(libc::O_NONBLOCK)
             .open(&path);
+    }
+
+    /// The disk answers, when dropped (also when a test fails, so that the runtime's
+    /// blocking threads end): every pipe is opened by a reader, which wakes a writer
+    /// blocked on it (or lets one that opens now write at once), then removed, so that
+    /// a write not yet started makes a plain file; the readers close last.
+    struct Unblocked(Vec<PathBuf>);
+
+    impl Drop for Unblocked {
+        fn drop(&mut self) {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _readers: Vec<fs::File> = self
+                .0
+                .iter()
+                .filter_map(|p| {
+                    let reader = fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_NONBLOCK)
+                        .open(p);
+                    let _ = fs::remove_file(p);
+                    reader.ok()
+                })
+                .collect();
+        }
+    }
+
+    /// Writes to a hung disk (here each next temporary file a named pipe nobody reads:
+    /// creating it blocks, as a write to a stalled volume does) hold at most
+    /// [`WRITE_SLOTS`] blocking threads, so the rest of the process still gets one; after
+    /// [`WRITE_DEADLINE`] writes pause and new objects stay in memory only.
+    #[test]
+    fn writes_to_a_hung_disk_hold_at_most_their_slots() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(WRITE_SLOTS + 1)
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        rt.block_on(async {
+            let t = tier(dir.path(), 1 << 30);
+            let offers = 3 * WRITE_SLOTS;
+            let pipes: Vec<PathBuf> = (0..offers)
+                .map(|seq| t.tmp().join(format!("{}.{seq}", std::process::id())))
+                .collect();
+            pipes.iter().for_each(|p| mkfifo(p));
+            let pipes = Unblocked(pipes);
+            let pieces = Pieces::new(vec![Bytes::from_static(b"some bytes")]);
+            for i in 0..offers {
+                t.offer(&key(&format!("k{i}")), &meta(), &pieces, SystemTime::now());
+            }
+            // Until as many writes have started as may run at once (each takes its
+            // temporary file's number first, then blocks on the pipe).
+            while t.tmp_seq.load(Ordering::Relaxed) < WRITE_SLOTS as u64 {
+                tokio::task::yield_now().await;
+            }
+            // Waited for on this thread, with the clock paused: only a free blocking
+            // thread can answer (60 s is a bound for a call that takes microseconds).
+            let (tx, rx) = std::sync::mpsc::channel();
+            drop(tokio::task::spawn_blocking(move || tx.send(())));
+            assert!(
+                rx.recv_timeout(Duration::from_secs(60)).is_ok(),
+                "a blocking thread is left for the rest of the process"
+            );
+            tokio::time::advance(WRITE_DEADLINE + Duration::from_secs(1)).await;
+            while t.metrics.disk_up.get() != 0 {
+                tokio::task::yield_now().await;
+            }
+            assert!(t.metrics.disk_write_errors.get() >= 1);
+            t.offer(&key("later"), &meta(), &pieces, SystemTime::now());
+            assert_eq!(t.metrics.disk_writes_skipped.get(), 1, "writes paused");
+            drop(pipes);
+            t.flush().await;
+        });
     }
 
     /// A block that does not come (the rest of a file behind a pipe that stops giving,
