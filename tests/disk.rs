@@ -122,6 +122,29 @@ async fn the_disk_tier_keeps_the_cache_across_a_restart() {
     env.stop().await;
 }
 
+/// The one object file under the disk path `dir`.
+fn only_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let files = files_under(&dir.join("objects"));
+    assert_eq!(files.len(), 1, "{files:?}");
+    files[0].clone()
+}
+
+/// Puts `body` as `key` in `test-images`, fetches it once (a MISS, written to disk) and
+/// restarts the proxy on the same disk path `dir`, so the object is on disk only; its file.
+async fn on_disk_only(
+    env: &mut Env,
+    dir: &std::path::Path,
+    key: &str,
+    body: &Bytes,
+) -> std::path::PathBuf {
+    env.put("test-images", key, body.clone(), "image/png").await;
+    let r = get(&env.proxy.url(&format!("/test-images/{key}"))).await;
+    assert_eq!(r.header("x-cache"), Some("MISS"));
+    env.restart_proxy().await;
+    env.proxy.state.cache.disk_ready().await;
+    only_file(dir)
+}
+
 /// A flipped byte or a truncated file on disk: the client gets the origin's bytes and
 /// the file is written again (a HIT from disk after the next restart).
 #[tokio::test]
@@ -129,14 +152,8 @@ async fn a_corrupt_or_truncated_disk_file_is_a_miss_and_rewritten() {
     let dir = tempfile::tempdir().unwrap();
     let mut env = Env::with(with_disk(dir.path())).await;
     let body = Bytes::from(pattern(200_000, 5));
-    env.put("test-images", "c.png", body.clone(), "image/png")
-        .await;
+    let file = &on_disk_only(&mut env, dir.path(), "c.png", &body).await;
     let url = |env: &Env| env.proxy.url("/test-images/c.png");
-    assert_eq!(get(&url(&env)).await.header("x-cache"), Some("MISS"));
-    env.restart_proxy().await;
-    let files = files_under(&dir.path().join("objects"));
-    assert_eq!(files.len(), 1);
-    let file = &files[0];
     let good = std::fs::read(file).unwrap();
 
     let mut flipped = good.clone();
@@ -331,12 +348,11 @@ fn partial(etag: &str, from: usize, total: usize, body: Bytes) -> Behaviour {
 
 /// Flips one byte of the body block `block` in the only file under `dir`'s objects.
 fn flip_in_block(dir: &std::path::Path, body_len: usize, block: usize) {
-    let files = files_under(&dir.join("objects"));
-    assert_eq!(files.len(), 1);
-    let mut raw = std::fs::read(&files[0]).unwrap();
+    let file = only_file(dir);
+    let mut raw = std::fs::read(&file).unwrap();
     let at = raw.len() - body_len + block * BLOCK as usize + 100;
     raw[at] ^= 0x08;
-    std::fs::write(&files[0], raw).unwrap();
+    std::fs::write(&file, raw).unwrap();
 }
 
 /// A large object streams from its disk file block by block; a block found bad half-way
@@ -477,22 +493,11 @@ secret_key = "test-secret-key"
         );
         let path = dir.path().join("config.toml");
         std::fs::write(&path, config).unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_bucketfront"))
-            .args(["serve", "-c", path.to_str().unwrap()])
-            .env_remove("NOTIFY_SOCKET")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .map(Reaped::new)
-            .unwrap();
+        let child = serve(&path).spawn().map(Reaped::new).unwrap();
         (child, port)
     };
     let stop = |child: Reaped| async move {
-        let pid = child.id().to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status();
-        assert!(sent.unwrap().success());
+        signal(child.id(), "-TERM");
         let status = tokio::task::spawn_blocking(move || child.take().wait())
             .await
             .unwrap()
@@ -530,15 +535,8 @@ async fn a_hung_disk_fails_no_request() {
     let dir = tempfile::tempdir().unwrap();
     let mut env = Env::with(with_disk(dir.path())).await;
     let body = Bytes::from(pattern(20_000, 12));
-    env.put("test-images", "h.png", body.clone(), "image/png")
-        .await;
+    let pipe = on_disk_only(&mut env, dir.path(), "h.png", &body).await;
     let url = |env: &Env| env.proxy.url("/test-images/h.png");
-    assert_eq!(get(&url(&env)).await.header("x-cache"), Some("MISS"));
-    env.restart_proxy().await;
-    env.proxy.state.cache.disk_ready().await;
-    let files = files_under(&dir.path().join("objects"));
-    assert_eq!(files.len(), 1);
-    let pipe = files[0].clone();
     std::fs::remove_file(&pipe).unwrap();
     let made = std::process::Command::new("mkfifo").arg(&pipe).status();
     assert!(made.unwrap().success());

@@ -37,19 +37,6 @@ secret_key = "svc-secret-access-key"
     )
 }
 
-/// `bucketfront serve -c PATH`, without a notify socket or IMDS lookups and with its
-/// output discarded; callers add their environment and pipes.
-fn serve(path: &std::path::Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_bucketfront"));
-    command
-        .args(["serve", "-c", path.to_str().unwrap()])
-        .env_remove("NOTIFY_SOCKET")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    command
-}
-
 /// The default test config for a proxy on two free ports, written into `dir`: the
 /// public port, the admin port and the file.
 fn write_config(dir: &std::path::Path) -> (u16, u16, std::path::PathBuf) {
@@ -110,15 +97,6 @@ fn expect(n: &Notifications, want: &str, within: Duration) -> String {
         }
     }
     panic!("no {want:?} within {within:?}");
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig}");
 }
 
 #[tokio::test]

@@ -746,8 +746,9 @@ impl FillTask {
 
     /// Streams a fresh object from its disk file into the fill, block by block, and puts
     /// it in memory once it is whole. A block found bad mid-body, or one a hung disk does
-    /// not give within its deadline, is replaced by the origin's bytes: the rest of the same version is fetched and streamed on
-    /// ([`FillTask::resume`]), so readers get the right bytes either way.
+    /// not give within its deadline, is replaced by the origin's bytes: the rest of the
+    /// same version is fetched and streamed on ([`FillTask::resume`]), so readers get the
+    /// right bytes either way.
     async fn stream_disk(&self, reading: Box<disk::Reading>, stamp: Stamp) {
         let disk::Reading {
             meta,
@@ -793,9 +794,8 @@ impl FillTask {
     }
 
     /// The body from byte `good` on, from the origin, after the disk copy went bad (or
-    /// the disk hung) there:
-    /// only the same version (`If-Match` its ETag), and exactly that range, or the
-    /// transfer breaks (never a byte of another version).
+    /// the disk hung) there: only the same version (`If-Match` its ETag), and exactly that
+    /// range, or the transfer breaks (never a byte of another version).
     async fn resume(&self, meta: Arc<ObjectMeta>, stamp: Stamp, good: u64) {
         let Some(etag) = meta.etag.clone() else {
             return self.fill.finish(End::Broken);

@@ -147,8 +147,9 @@ fn check_pixels(w: u64, h: u64, max: u64) -> Result<(), RenderError> {
     Ok(())
 }
 
-/// JPEG: libjpeg-turbo (mozjpeg's build of it) decodes at M/8 scale in the DCT; its entropy decoding is about twice as fast as jpeg-decoder's (BENCHMARKS.md,
-/// "Variants"). libjpeg reports errors by unwinding out of C (`jpeg_error`), caught here.
+/// JPEG: libjpeg-turbo (mozjpeg's build of it) decodes at M/8 scale in the DCT; its
+/// entropy decoding is about twice as fast as jpeg-decoder's (BENCHMARKS.md, "Variants").
+/// libjpeg reports errors by unwinding out of C (`jpeg_error`), caught here.
 fn decode_jpeg(source: &[u8], spec: &Spec, max_pixels: u64) -> Result<Decoded, RenderError> {
     std::panic::catch_unwind(|| decode_jpeg_unwinding(source, spec, max_pixels)).unwrap_or_else(
         |payload| {

@@ -591,6 +591,29 @@ pub fn rss() -> u64 {
     bucketfront::metrics::resident_bytes().unwrap_or(0)
 }
 
+/// `bucketfront serve -c PATH`, without a notify socket or IMDS lookups and with its
+/// output discarded; callers add their environment and pipes.
+pub fn serve(path: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_bucketfront"));
+    command
+        .args(["serve", "-c", path.to_str().unwrap()])
+        .env_remove("NOTIFY_SOCKET")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    command
+}
+
+/// Sends `sig` (`-TERM`, `-HUP`…) to process `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
 /// A child process that is killed and reaped when dropped, so that a failing assertion
 /// leaves nothing running behind the test.
 pub struct Reaped(Option<std::process::Child>);

@@ -22,8 +22,7 @@ struct State {
 
 impl Health {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        // Every critical section is a few assignments: a poisoned state is still whole.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        super::lock(&self.state)
     }
 
     /// Whether to use the disk now: always while it works; after a failure, not until

@@ -134,8 +134,9 @@ struct Handed {
     abandoned: bool,
 }
 
+/// The disk tier's locks guard a few assignments or a push each, so a state left by a
+/// panic elsewhere is still whole: poisoning is ignored.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Each critical section is one push and two assignments: a poisoned state is whole.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
