@@ -32,7 +32,8 @@ enum Inner {
     Pieces(std::collections::VecDeque<Bytes>),
     Stream {
         stream: BoxStream,
-        remaining: u64,
+        /// `None`: a body of unknown length (sent chunked), whole when the stream ends.
+        remaining: Option<u64>,
     },
 }
 
@@ -79,9 +80,11 @@ impl ProxyBody {
         }
     }
 
+    /// A body of `len` bytes (`None`: unknown until the stream ends), as `stream` yields
+    /// them; a stream that ends short of `len` is an error.
     pub fn stream(
         stream: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
-        len: u64,
+        len: Option<u64>,
     ) -> ProxyBody {
         ProxyBody::new(Inner::Stream {
             stream: Box::pin(stream),
@@ -128,14 +131,18 @@ impl http_body::Body for ProxyBody {
             })),
             Inner::Stream { stream, remaining } => match stream.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
-                    *remaining = remaining.saturating_sub(chunk.len() as u64);
+                    if let Some(r) = remaining {
+                        *r = r.saturating_sub(chunk.len() as u64);
+                    }
                     Poll::Ready(Some(Ok(Frame::data(chunk))))
                 }
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
-                Poll::Ready(None) if *remaining > 0 => Poll::Ready(Some(Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "body ended before Content-Length",
-                )))),
+                Poll::Ready(None) if remaining.is_some_and(|r| r > 0) => {
+                    Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "body ended before Content-Length",
+                    ))))
+                }
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
@@ -150,7 +157,7 @@ impl http_body::Body for ProxyBody {
         match &self.inner {
             Inner::Full(b) => b.is_none(),
             Inner::Pieces(rest) => rest.is_empty(),
-            Inner::Stream { remaining, .. } => *remaining == 0,
+            Inner::Stream { remaining, .. } => *remaining == Some(0),
         }
     }
 
@@ -158,7 +165,9 @@ impl http_body::Body for ProxyBody {
         match &self.inner {
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Inner::Pieces(rest) => SizeHint::with_exact(rest.iter().map(|b| b.len() as u64).sum()),
-            Inner::Stream { remaining, .. } => SizeHint::with_exact(*remaining),
+            Inner::Stream { remaining, .. } => {
+                remaining.map_or_else(SizeHint::new, SizeHint::with_exact)
+            }
         }
     }
 }

@@ -440,6 +440,15 @@ impl Metrics {
             tenant: tenant.to_string(),
         };
         self.tenants.origin_requests.get_or_create(&label).inc();
+        self.tenant_origin_bytes(tenant, bytes);
+    }
+
+    /// Origin bytes for `tenant` that no length announced (a body of unknown length,
+    /// counted at its end).
+    pub fn tenant_origin_bytes(&self, tenant: &str, bytes: u64) {
+        let label = TenantLabel {
+            tenant: tenant.to_string(),
+        };
         self.tenants
             .origin_bytes
             .get_or_create(&label)

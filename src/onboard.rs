@@ -235,7 +235,7 @@ pub async fn check(config: &Config, url: &str) -> Report {
     };
     let o = match origins.get(&tenant, &obj, &req).await {
         Ok(Fetched::Object(o)) => o,
-        Ok(Fetched::NotModified) => return report.fail("GetObject", "unexpected 304"),
+        Ok(Fetched::NotModified(_)) => return report.fail("GetObject", "unexpected 304"),
         Err(e) => {
             return report.fail("GetObject", explain(&e, &obj.bucket, &tenant.name));
         }

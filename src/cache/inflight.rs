@@ -166,7 +166,7 @@ mod tests {
         let (fill, leader) = inflight.join_or_lead(&key("k"));
         fill.set_head(Head::Bypass);
         fill.push(bytes::Bytes::from_static(b"abc"));
-        let reader = fill.reader(0, 10);
+        let reader = fill.place().unwrap().reader(0, Some(10));
         let task = tokio::spawn(async move {
             let _leader = leader;
             std::future::pending::<()>().await;

@@ -25,12 +25,14 @@ use crate::auth::Tenant;
 use crate::config::{self, ProviderKind};
 use crate::error::{Error, Kind, Side};
 use crate::metrics::Metrics;
-use crate::object::{Directives, EncodedHeaders, ObjectMeta, response_headers};
-use crate::origin::{Fetched, GetRequest, Origins, next_chunk};
+use crate::object::{
+    Directives, EncodedHeaders, Exchange, ObjectMeta, response_headers, same_etag,
+};
+use crate::origin::{Fetched, GetRequest, NotModified, OriginObject, Origins, next_chunk};
 use crate::pattern::MediaRange;
 use crate::source::ObjectRef;
-use fill::{End, Fill, Head};
-use freshness::{Answer, Lifetimes, Lookup, Outcome, Stored};
+use fill::{End, Fill, Head, Streamed};
+use freshness::{Answer, Lifetimes, Lookup, Outcome, Policy, Stored};
 use inflight::{Inflight, Leader};
 use pieces::{PieceWriter, Pieces};
 
@@ -77,66 +79,48 @@ pub struct Cached {
     /// [`response_headers`] of `meta`, encoded when the object was stored.
     pub headers: Arc<EncodedHeaders>,
     pub body: Pieces,
-    pub stored_at: Instant,
-    /// The object's own caching rules, read when it arrived.
-    pub directives: Directives,
-    /// Fresh for this long after `stored_at` (the object's own lifetime, capped by `ttl`).
-    pub lifetime: Duration,
+    /// When its answer arrived (or was last revalidated), and the rules it came with.
+    pub stamp: Stamp,
     /// After a failed revalidation: until then the stale copy is served at once instead
     /// of every request waiting on a failing origin again.
     pub retry_at: Option<Instant>,
 }
 
 impl Cached {
-    /// An object that arrived (or was revalidated) at `stored_at`, with `directives` read
-    /// from `meta`: fresh for their lifetime, capped by `ttl`.
-    fn new(
-        meta: Arc<ObjectMeta>,
-        body: Pieces,
-        stored_at: Instant,
-        directives: Directives,
-        ttl: Duration,
-    ) -> Arc<Cached> {
+    fn new(meta: Arc<ObjectMeta>, body: Pieces, stamp: Stamp) -> Arc<Cached> {
         Arc::new(Cached {
             headers: Arc::new(response_headers(&meta)),
             meta,
             body,
-            stored_at,
-            directives,
-            lifetime: directives.lifetime(ttl),
+            stamp,
             retry_at: None,
         })
     }
 
-    /// The same bytes and metadata with new freshness bookkeeping (no copy of the body).
-    fn renewed(&self, stored_at: Instant, retry_at: Option<Instant>) -> Arc<Cached> {
+    /// The same bytes, metadata and stamp, served stale until `retry_at` (no copy of the
+    /// body).
+    fn backing_off(&self, retry_at: Instant) -> Arc<Cached> {
         Arc::new(Cached {
             meta: self.meta.clone(),
             headers: self.headers.clone(),
             body: self.body.clone(),
-            stored_at,
-            directives: self.directives,
-            lifetime: self.lifetime,
-            retry_at,
+            stamp: self.stamp,
+            retry_at: Some(retry_at),
         })
     }
 
     fn stored(&self) -> Stored {
         Stored {
-            at: self.stored_at,
-            lifetime: self.lifetime,
-            strict: self.directives.must_revalidate,
+            received: self.stamp.received,
+            initial_age: self.stamp.initial_age,
+            policy: self.stamp.policy,
             retry_at: self.retry_at,
         }
     }
 
     /// How fresh this copy is at `now`, for the answer's `Cache-Control` and `Age`.
     pub fn freshness(&self, now: Instant) -> Freshness {
-        Freshness {
-            directives: self.directives,
-            lifetime: self.lifetime,
-            age: now.saturating_duration_since(self.stored_at),
-        }
+        self.stamp.freshness(now)
     }
 }
 
@@ -146,48 +130,35 @@ pub struct Freshness {
     pub directives: Directives,
     /// The object's freshness lifetime at the proxy.
     pub lifetime: Duration,
-    /// Time since the proxy fetched or revalidated it (zero for a fresh fetch).
+    /// Its age (RFC 9111 §4.2.3): the age its answer arrived with plus the time since.
     pub age: Duration,
 }
 
-impl Freshness {
-    /// An object that has just arrived from the origin.
-    pub fn arriving(meta: &ObjectMeta, ttl: Duration) -> Freshness {
-        let directives = meta.directives(SystemTime::now());
-        Freshness {
-            directives,
-            lifetime: directives.lifetime(ttl),
-            age: Duration::ZERO,
-        }
-    }
-}
-
-/// When a copy that streams through a fill was fetched (or last revalidated), and the
-/// rules it came with: what an answer's `Age` and `Cache-Control` are computed from.
+/// When an answer arrived (or its copy was last revalidated) and the rules it came
+/// with: what every later answer's age, freshness and `Cache-Control` are computed
+/// from.
 #[derive(Debug, Clone, Copy)]
 pub struct Stamp {
-    pub stored_at: Instant,
+    /// Its arrival, on the cache's clock.
+    pub received: Instant,
+    /// Its age then (RFC 9111 §4.2.3's corrected initial age).
+    pub initial_age: Duration,
     pub directives: Directives,
-    /// Fresh for this long after `stored_at`.
-    pub lifetime: Duration,
+    pub policy: Policy,
 }
 
 impl Stamp {
-    fn new(meta: &ObjectMeta, fetched: SystemTime, stored_at: Instant, ttl: Duration) -> Stamp {
-        let directives = meta.directives(fetched);
-        Stamp {
-            stored_at,
-            directives,
-            lifetime: directives.lifetime(ttl),
-        }
+    /// Its age at `now`.
+    pub fn age(&self, now: Instant) -> Duration {
+        self.initial_age + now.saturating_duration_since(self.received)
     }
 
     /// How fresh this copy is at `now`.
     pub fn freshness(&self, now: Instant) -> Freshness {
         Freshness {
             directives: self.directives,
-            lifetime: self.lifetime,
-            age: now.saturating_duration_since(self.stored_at),
+            lifetime: self.policy.lifetime,
+            age: self.age(now),
         }
     }
 }
@@ -210,8 +181,8 @@ pub enum Served {
     Complete(Arc<Cached>, CacheStatus),
     /// Headers are known; the body streams from an in-flight fill. `MISS`, `HIT` (a
     /// large object from disk), or `BYPASS` when the object's own rules forbid storing
-    /// it (`no-store`, `private`).
-    Streaming(Arc<ObjectMeta>, Arc<Fill>, CacheStatus, Stamp),
+    /// it (`no-store`, `private`). The request's place in the fill comes with it.
+    Streaming(Streamed, fill::Place),
     /// Not cacheable (too large): stream from the origin directly.
     Bypass,
     /// A 404 remembered for `negative_ttl`.
@@ -247,18 +218,6 @@ impl Clock {
     pub fn wall(&self) -> SystemTime {
         let skew = self.skew_ms.load(std::sync::atomic::Ordering::Relaxed);
         SystemTime::now() + Duration::from_millis(skew)
-    }
-
-    /// `at` as wall-clock time.
-    fn wall_of(&self, at: Instant) -> SystemTime {
-        self.wall() - self.now().saturating_duration_since(at)
-    }
-
-    /// Wall-clock time `at` as an instant (the present at the latest).
-    fn instant_of(&self, at: SystemTime) -> Instant {
-        let age = self.wall().duration_since(at).unwrap_or_default();
-        let now = self.now();
-        now.checked_sub(age).unwrap_or(now)
     }
 
     /// Moves this clock forward by `by` (tests).
@@ -349,6 +308,9 @@ impl Cache {
             return Ok(Served::Bypass);
         }
         let (fill, leader) = self.inflight.join_or_lead(&key);
+        // Taken before the fill can start, so that not a byte is forgotten before this
+        // request reads it ([`fill::Place`]).
+        let place = fill.place();
         match leader {
             None => {
                 self.metrics.coalesced.inc();
@@ -361,7 +323,11 @@ impl Cache {
                 Side::Internal,
                 "fill ended without a head",
             )),
-            Head::Body(meta, status, stamp) => Ok(Served::Streaming(meta, fill, status, stamp)),
+            Head::Body(streamed) => Ok(match place {
+                Some(place) => Served::Streaming(streamed, place),
+                // Joined a fill that no longer has its first bytes.
+                None => Served::Bypass,
+            }),
             Head::Ready(c, status) => Ok(Served::Complete(c, status)),
             Head::Failed(e) => Err(e),
             Head::Bypass => Ok(Served::Bypass),
@@ -425,18 +391,14 @@ impl Cache {
     /// One look at `key`'s entry, decided by [`freshness::lookup`].
     async fn look(&self, key: &CacheKey, now: Instant) -> Found {
         match self.entries.get(key).await {
-            Some(Entry::Object(c)) => {
-                match freshness::lookup(&self.lifetimes(), &c.stored(), now) {
-                    lookup @ (Lookup::Fresh | Lookup::BackingOff) => {
-                        match freshness::status(lookup) {
-                            Some(status) => Found::Served(Served::Complete(c, status)),
-                            None => Found::Miss(Some(c)),
-                        }
-                    }
-                    Lookup::Revalidating => Found::Revalidate(c),
-                    Lookup::Expired => Found::Miss(Some(c)),
-                }
-            }
+            Some(Entry::Object(c)) => match freshness::lookup(&c.stored(), now) {
+                lookup @ (Lookup::Fresh | Lookup::BackingOff) => match freshness::status(lookup) {
+                    Some(status) => Found::Served(Served::Complete(c, status)),
+                    None => Found::Miss(Some(c)),
+                },
+                Lookup::Revalidating => Found::Revalidate(c),
+                Lookup::Expired => Found::Miss(Some(c)),
+            },
             Some(Entry::NotFound { stored_at })
                 if freshness::not_found_fresh(&self.lifetimes(), stored_at, now) =>
             {
@@ -448,10 +410,39 @@ impl Cache {
 
     fn lifetimes(&self) -> Lifetimes {
         Lifetimes {
+            ttl: self.cfg.ttl.0,
             negative_ttl: self.cfg.negative_ttl.0,
             stale_if_error: self.cfg.stale_if_error.0,
             stale_while_revalidate: self.cfg.stale_while_revalidate.0,
         }
+    }
+
+    /// The stamp of an answer with `meta` that arrived through `exchange`, just now.
+    fn stamp(&self, meta: &ObjectMeta, exchange: &Exchange) -> Stamp {
+        let directives = meta.directives(exchange.response_time);
+        Stamp {
+            received: self.clock.now(),
+            initial_age: exchange.initial_age(meta.date),
+            directives,
+            policy: freshness::policy(&directives, &self.lifetimes()),
+        }
+    }
+
+    /// The stamp of a copy whose age was zero at `born` (a disk file's).
+    fn stamp_born(&self, meta: &ObjectMeta, born: SystemTime) -> Stamp {
+        let directives = meta.directives(born);
+        Stamp {
+            received: self.clock.now(),
+            initial_age: self.clock.wall().duration_since(born).unwrap_or_default(),
+            directives,
+            policy: freshness::policy(&directives, &self.lifetimes()),
+        }
+    }
+
+    /// How fresh an object streamed past the cache is (for its answer's headers).
+    pub fn arriving(&self, object: &OriginObject) -> Freshness {
+        let stamp = self.stamp(&object.meta, &object.exchange);
+        stamp.freshness(stamp.received)
     }
 
     /// Runs pending evictions now (moka does this lazily during calls).
@@ -549,29 +540,21 @@ impl Cache {
         let Some(reading) = disk.read(key, &self.fill_budget).await else {
             return Earlier::None;
         };
-        let stored_at = self.clock.instant_of(reading.stored);
-        let stamp = Stamp::new(&reading.meta, reading.stored, stored_at, self.cfg.ttl.0);
+        let stamp = self.stamp_born(&reading.meta, reading.stored);
         let stored = Stored {
-            at: stored_at,
-            lifetime: stamp.lifetime,
-            strict: stamp.directives.must_revalidate,
+            received: stamp.received,
+            initial_age: stamp.initial_age,
+            policy: stamp.policy,
             retry_at: None,
         };
-        let fresh =
-            freshness::lookup(&self.lifetimes(), &stored, self.clock.now()) == Lookup::Fresh;
+        let fresh = freshness::lookup(&stored, stamp.received) == Lookup::Fresh;
         if fresh && stream && reading.rest.is_some() {
             return Earlier::Streaming(Box::new(reading), stamp);
         }
         let Some(loaded) = reading.whole().await else {
             return Earlier::None;
         };
-        let c = Cached::new(
-            Arc::new(loaded.meta),
-            loaded.body,
-            stored_at,
-            stamp.directives,
-            self.cfg.ttl.0,
-        );
+        let c = Cached::new(Arc::new(loaded.meta), loaded.body, stamp);
         if !fresh {
             return Earlier::Expired(c);
         }
@@ -581,11 +564,12 @@ impl Cache {
         Earlier::Fresh(c)
     }
 
-    /// Queues `c` for the disk tier, when there is one.
+    /// Queues `c` for the disk tier, when there is one. The file records when the
+    /// copy's age was zero, so that its age survives a restart.
     fn write_disk(&self, key: &CacheKey, c: &Cached) {
         if let Some(disk) = &self.disk {
-            let stored = self.clock.wall_of(c.stored_at);
-            disk.offer(key, &c.meta, &c.body, stored);
+            let born = self.clock.wall() - c.stamp.age(self.clock.now());
+            disk.offer(key, &c.meta, &c.body, born);
         }
     }
 }
@@ -647,6 +631,10 @@ struct FillTask {
     allowed_types: Vec<MediaRange>,
 }
 
+/// What a fill that does not keep its body holds at most beyond what its slowest reader
+/// has read (docs/design.md, "Bodies of unknown length").
+const FORGET_WINDOW: u64 = 1 << 20;
+
 impl FillTask {
     async fn fetch(&self) {
         let cache = &self.cache;
@@ -656,14 +644,10 @@ impl FillTask {
             Earlier::Expired(c) => Some(c),
             Earlier::None => None,
         };
-        let req = GetRequest {
-            if_none_match: stale.as_ref().and_then(|s| s.meta.etag.clone()),
-            ..GetRequest::default()
-        };
-        let result = self.origins.get(&self.tenant, &self.obj, &req).await;
+        let result = self.ask(stale.as_deref()).await;
         let answer = match &result {
             Ok(Fetched::Object(_)) => Answer::Object,
-            Ok(Fetched::NotModified) => Answer::NotModified,
+            Ok(Fetched::NotModified(_)) => Answer::NotModified,
             Err(e) if e.is_not_found() => Answer::NotFound,
             Err(e) => Answer::Failed {
                 transient: e.allows_stale(),
@@ -671,20 +655,11 @@ impl FillTask {
         };
         let now = cache.clock.now();
         let stored = stale.as_ref().map(|c| c.stored());
-        let outcome = freshness::outcome(&cache.lifetimes(), answer, stored.as_ref(), now);
+        let outcome = freshness::outcome(answer, stored.as_ref(), now);
         let object = match (outcome, result, &stale) {
             (Outcome::Take, Ok(Fetched::Object(o)), _) => o,
-            (Outcome::Refresh, _, Some(stale)) => {
-                let fresh = stale.renewed(now, None);
-                cache
-                    .entries
-                    .insert(self.key.clone(), Entry::Object(fresh.clone()))
-                    .await;
-                // The file's freshness too, so that a restart does not revalidate again.
-                cache.write_disk(&self.key, &fresh);
-                return self
-                    .fill
-                    .set_head(Head::Ready(fresh, CacheStatus::Revalidated));
+            (Outcome::Refresh, Ok(Fetched::NotModified(answer)), Some(stale)) => {
+                return self.refresh(stale, &answer).await;
             }
             (Outcome::RememberNotFound, Err(e), _) => {
                 let entry = Entry::NotFound { stored_at: now };
@@ -693,7 +668,7 @@ impl FillTask {
             }
             (Outcome::ServeStale, Err(e), Some(stale)) => {
                 tracing::warn!(bucket = %self.obj.bucket, error = %e, "origin failing; serving stale copy");
-                let backing_off = stale.renewed(stale.stored_at, Some(now + REVALIDATION_BACKOFF));
+                let backing_off = stale.backing_off(now + REVALIDATION_BACKOFF);
                 cache
                     .entries
                     .insert(self.key.clone(), Entry::Object(backing_off.clone()))
@@ -712,36 +687,101 @@ impl FillTask {
             let e = Error::unsupported_media_type(object.meta.content_type.as_deref());
             return self.fill.set_head(Head::Failed(e));
         }
-        if object.content_length > cache.cfg.max_object_size.0 {
+        if object
+            .content_length
+            .is_some_and(|len| len > cache.cfg.max_object_size.0)
+        {
             cache.large.insert(self.key.clone(), ()).await;
             return self.fill.set_head(Head::Bypass);
         }
-        // Within fill_memory, or not at all: the request streams uncached instead.
-        let Ok(budget) = kib_permit(&cache.fill_budget, object.content_length) else {
-            cache.metrics.fill_budget_exhausted.inc();
-            tracing::debug!(bucket = %self.obj.bucket, size = object.content_length, "fill_memory exhausted; streaming uncached");
-            return self.fill.set_head(Head::Bypass);
+        // Within fill_memory, or not at all: the request streams uncached instead. A body
+        // of unknown length takes its share as it grows.
+        let budget = match object.content_length {
+            Some(len) => match kib_permit(&cache.fill_budget, len) {
+                Ok(permit) => Some(permit),
+                Err(()) => {
+                    cache.metrics.fill_budget_exhausted.inc();
+                    tracing::debug!(bucket = %self.obj.bucket, size = len, "fill_memory exhausted; streaming uncached");
+                    return self.fill.set_head(Head::Bypass);
+                }
+            },
+            None => None,
         };
-        let stamp = Stamp::new(
-            &object.meta,
-            SystemTime::now(),
-            cache.clock.now(),
-            cache.cfg.ttl.0,
-        );
-        let directives = stamp.directives;
-        let meta = Arc::new(object.meta);
+        let OriginObject {
+            meta,
+            content_length,
+            body,
+            exchange,
+            ..
+        } = *object;
+        let stamp = cache.stamp(&meta, &exchange);
         // `no-store` and `private` objects stream through the fill (concurrent requests
         // still share the one GET) and are never stored.
-        let keep = directives.storable().then_some(directives);
-        let status = if keep.is_some() {
-            CacheStatus::Miss
-        } else {
-            CacheStatus::Bypass
+        let keep = stamp.directives.storable();
+        let head = Streamed {
+            meta: Arc::new(meta),
+            status: if keep {
+                CacheStatus::Miss
+            } else {
+                CacheStatus::Bypass
+            },
+            stamp,
+            length: content_length,
         };
-        self.fill.set_head(Head::Body(meta.clone(), status, stamp));
-        self.pump(meta, keep, object.content_length, object.body)
-            .await;
+        self.fill.set_head(Head::Body(head.clone()));
+        match content_length {
+            Some(len) => self.pump(&head, keep, len, body).await,
+            None => self.pump_open_ended(&head, keep, body).await,
+        }
         drop(budget);
+    }
+
+    /// The origin's answer to a GET of the object, conditional on `stale`'s ETag when
+    /// there is a stale copy. A `304` that names another strong validator is not about
+    /// that copy (RFC 9111 §4.3.4): the object is asked for again, whole.
+    async fn ask(&self, stale: Option<&Cached>) -> Result<Fetched, crate::origin::OriginError> {
+        let etag = stale.and_then(|s| s.meta.etag.clone());
+        let req = GetRequest {
+            if_none_match: etag.clone(),
+            ..GetRequest::default()
+        };
+        let answer = self.origins.get(&self.tenant, &self.obj, &req).await;
+        if let (Ok(Fetched::NotModified(nm)), Some(ours)) = (&answer, &etag)
+            && let Some(theirs) = &nm.fields.etag
+            && !theirs.starts_with("W/")
+            && !same_etag(theirs, ours)
+        {
+            tracing::warn!(bucket = %self.obj.bucket, "origin answered 304 for another version; fetching it whole");
+            return self
+                .origins
+                .get(&self.tenant, &self.obj, &GetRequest::default())
+                .await;
+        }
+        answer
+    }
+
+    /// The stale copy is good again: its stored headers are updated from the `304`
+    /// (RFC 9111 §4.3.4), its age and lifetime start anew from it, in memory and in its
+    /// disk file. A `304` that now forbids storing (`no-store`, `private`) answers this
+    /// request and drops the entry.
+    async fn refresh(&self, stale: &Cached, answer: &NotModified) {
+        let cache = &self.cache;
+        let mut meta = ObjectMeta::clone(&stale.meta);
+        meta.update(&answer.fields);
+        let stamp = cache.stamp(&meta, &answer.exchange);
+        let fresh = Cached::new(Arc::new(meta), stale.body.clone(), stamp);
+        if stamp.directives.storable() {
+            cache
+                .entries
+                .insert(self.key.clone(), Entry::Object(fresh.clone()))
+                .await;
+            cache.write_disk(&self.key, &fresh);
+        } else {
+            let key = self.key.clone();
+            cache.purge(move |k| *k == key).await;
+        }
+        self.fill
+            .set_head(Head::Ready(fresh, CacheStatus::Revalidated));
     }
 
     /// Streams a fresh object from its disk file into the fill, block by block, and puts
@@ -757,9 +797,13 @@ impl FillTask {
             budget,
             ..
         } = *reading;
-        let meta = Arc::new(meta);
-        self.fill
-            .set_head(Head::Body(meta.clone(), CacheStatus::Hit, stamp));
+        let head = Streamed {
+            length: Some(meta.size),
+            meta: Arc::new(meta),
+            status: CacheStatus::Hit,
+            stamp,
+        };
+        self.fill.set_head(Head::Body(head.clone()));
         let streamed = match rest {
             Some(rest) => {
                 self.fill.push(first);
@@ -773,13 +817,7 @@ impl FillTask {
                 // Stored before the last block is released, as a fill from the origin is.
                 let mut pieces = self.fill.pieces();
                 pieces.push(last.clone());
-                let cached = Cached::new(
-                    meta,
-                    Pieces::new(pieces),
-                    stamp.stored_at,
-                    stamp.directives,
-                    self.cache.cfg.ttl.0,
-                );
+                let cached = Cached::new(head.meta, Pieces::new(pieces), stamp);
                 self.cache
                     .entries
                     .insert(self.key.clone(), Entry::Object(cached))
@@ -787,7 +825,7 @@ impl FillTask {
                 self.fill.push(last);
                 self.fill.finish(End::Complete);
             }
-            Err(disk::Cut::At { good }) => self.resume(meta, stamp, good).await,
+            Err(disk::Cut::At { good }) => self.resume(&head, good).await,
             Err(disk::Cut::Lost) => self.fill.finish(End::Broken),
         }
         drop(budget);
@@ -796,7 +834,8 @@ impl FillTask {
     /// The body from byte `good` on, from the origin, after the disk copy went bad (or
     /// the disk hung) there: only the same version (`If-Match` its ETag), and exactly that
     /// range, or the transfer breaks (never a byte of another version).
-    async fn resume(&self, meta: Arc<ObjectMeta>, stamp: Stamp, good: u64) {
+    async fn resume(&self, head: &Streamed, good: u64) {
+        let meta = &head.meta;
         let Some(etag) = meta.etag.clone() else {
             return self.fill.finish(End::Broken);
         };
@@ -810,12 +849,11 @@ impl FillTask {
         match self.origins.get(&self.tenant, &self.obj, &req).await {
             Ok(Fetched::Object(o))
                 if o.meta.etag.as_deref() == Some(etag.as_str())
-                    && o.content_length == expected
+                    && o.content_length == Some(expected)
                     && o.content_range.as_deref() == Some(range.as_str()) =>
             {
                 tracing::info!(bucket = %self.obj.bucket, from = good, "disk copy bad or hung mid-body; rest from the origin");
-                self.pump(meta, Some(stamp.directives), expected, o.body)
-                    .await;
+                self.pump(head, true, expected, o.body).await;
             }
             Ok(_) => {
                 tracing::warn!(bucket = %self.obj.bucket, "disk copy bad or hung mid-body and the origin has another version; transfer cut");
@@ -828,12 +866,12 @@ impl FillTask {
         }
     }
 
-    /// Copies the body into the fill; caches it (when `keep` has the object's rules) only
-    /// if exactly `expected` bytes came.
+    /// Copies the body into the fill; caches it (when `keep`) only if exactly `expected`
+    /// bytes came.
     async fn pump(
         &self,
-        meta: Arc<ObjectMeta>,
-        keep: Option<Directives>,
+        head: &Streamed,
+        keep: bool,
         expected: u64,
         mut body: aws_sdk_s3::primitives::ByteStream,
     ) {
@@ -860,10 +898,10 @@ impl FillTask {
                         self.fill.push(piece);
                     }
                     if let Some(last) = last {
-                        if let Some(directives) = keep {
+                        if keep {
                             let mut pieces = self.fill.pieces();
                             pieces.push(last.clone());
-                            self.store(&meta, directives, pieces).await;
+                            self.store(head, pieces).await;
                         }
                         self.fill.push(last);
                     }
@@ -878,33 +916,129 @@ impl FillTask {
                 }
             }
         }
-        if expected == 0
-            && let Some(directives) = keep
-        {
-            self.store(&meta, directives, Vec::new()).await;
+        if expected == 0 && keep {
+            self.store(head, Vec::new()).await;
         }
         self.fill.finish(End::Complete);
     }
 
-    /// Puts the whole object (these pieces, shared with the fill's readers) in the cache.
-    async fn store(
+    /// Copies a body of unknown length (chunked, or ended by closing the connection)
+    /// into the fill, taking its share of `fill_memory` as it grows. It is cached (when
+    /// `keep`) only once it ended cleanly within `max_object_size` and the budget. One
+    /// that outgrows either streams on to its readers without being kept (the key is
+    /// then marked too large, so later requests stream from the origin): the fill
+    /// forgets what every reader has read and holds at most [`FORGET_WINDOW`] bytes
+    /// beyond the slowest one.
+    async fn pump_open_ended(
         &self,
-        meta: &Arc<ObjectMeta>,
-        directives: Directives,
-        pieces: Vec<bytes::Bytes>,
+        head: &Streamed,
+        keep: bool,
+        mut body: aws_sdk_s3::primitives::ByteStream,
     ) {
-        let cached = Cached::new(
-            meta.clone(),
-            Pieces::new(pieces),
-            self.cache.clock.now(),
-            directives,
-            self.cache.cfg.ttl.0,
-        );
+        let cache = &self.cache;
+        let idle = self.origins.idle_timeout();
+        let limit = cache.cfg.max_object_size.0;
+        let mut budget: Option<OwnedSemaphorePermit> = None;
+        let mut writer = PieceWriter::open_ended();
+        let mut received = 0u64;
+        loop {
+            let chunk = match next_chunk(&mut body, idle).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(bucket = %self.obj.bucket, error = %e, got = received, "origin body broken");
+                    cache
+                        .metrics
+                        .tenant_origin_bytes(&self.tenant.name, received);
+                    return self.fill.finish(End::Broken);
+                }
+            };
+            received += chunk.len() as u64;
+            if !self.fill.forgets() {
+                let too_large = received > limit;
+                if too_large || !grow(&mut budget, &cache.fill_budget, received) {
+                    if too_large {
+                        cache.large.insert(self.key.clone(), ()).await;
+                        tracing::info!(bucket = %self.obj.bucket, "a body of unknown length outgrew max_object_size; streamed uncached");
+                    } else {
+                        cache.metrics.fill_budget_exhausted.inc();
+                    }
+                    self.fill.forget();
+                    shrink(&mut budget, FORGET_WINDOW);
+                }
+            }
+            for piece in writer.write(&chunk) {
+                self.fill.push(piece);
+            }
+            if self.fill.forgets() && !self.fill.make_room(FORGET_WINDOW).await {
+                tracing::debug!(bucket = %self.obj.bucket, "no reader left for a body not kept; fetch stopped");
+                cache
+                    .metrics
+                    .tenant_origin_bytes(&self.tenant.name, received);
+                return self.fill.finish(End::Broken);
+            }
+        }
+        cache
+            .metrics
+            .tenant_origin_bytes(&self.tenant.name, received);
+        let last = writer.finish();
+        if keep && !self.fill.forgets() {
+            let mut pieces = self.fill.pieces();
+            pieces.extend(last.clone());
+            let whole = Streamed {
+                meta: Arc::new(ObjectMeta {
+                    size: received,
+                    ..ObjectMeta::clone(&head.meta)
+                }),
+                ..head.clone()
+            };
+            self.store(&whole, pieces).await;
+        }
+        if let Some(last) = last {
+            self.fill.push(last);
+        }
+        self.fill.finish(End::Complete);
+        drop(budget);
+    }
+
+    /// Puts the whole object (these pieces, shared with the fill's readers) in the cache.
+    async fn store(&self, head: &Streamed, pieces: Vec<bytes::Bytes>) {
+        let cached = Cached::new(head.meta.clone(), Pieces::new(pieces), head.stamp);
         self.cache.write_disk(&self.key, &cached);
         self.cache
             .entries
             .insert(self.key.clone(), Entry::Object(cached))
             .await;
+    }
+}
+
+/// Extends `held` (permits of `budget`, in KiB) to cover `bytes`; `false` if the budget
+/// has no room for that much now.
+fn grow(held: &mut Option<OwnedSemaphorePermit>, budget: &Arc<Semaphore>, bytes: u64) -> bool {
+    let have = held.as_ref().map_or(0, |p| p.num_permits() as u64);
+    let want = kib(bytes).max(1);
+    if want <= have {
+        return true;
+    }
+    match kib_permit(budget, (want - have) * 1024) {
+        Ok(more) => {
+            match held {
+                Some(p) => p.merge(more),
+                None => *held = Some(more),
+            }
+            true
+        }
+        Err(()) => false,
+    }
+}
+
+/// Gives back what `held` has beyond `bytes`.
+fn shrink(held: &mut Option<OwnedSemaphorePermit>, bytes: u64) {
+    if let Some(p) = held {
+        let keep = kib(bytes) as usize;
+        if p.num_permits() > keep {
+            drop(p.split(p.num_permits() - keep));
+        }
     }
 }
 

@@ -9,6 +9,9 @@ use crate::body::FRAME;
 
 /// The largest allocation a fill makes at once.
 const MAX_BLOCK: usize = 1 << 20;
+/// The largest allocation for a body of unknown length (its size is known only at its
+/// end, so what a block holds beyond the bytes received is not in any budget).
+const OPEN_BLOCK: usize = 4 * FRAME;
 
 /// A complete object's bytes.
 #[derive(Debug, Clone, Default)]
@@ -72,6 +75,7 @@ pub struct PieceWriter {
     block: BytesMut,
     remaining: u64,
     next_block: usize,
+    max_block: usize,
 }
 
 impl PieceWriter {
@@ -81,7 +85,21 @@ impl PieceWriter {
             block: BytesMut::new(),
             remaining: len,
             next_block: FRAME,
+            max_block: MAX_BLOCK,
         }
+    }
+
+    /// For a body of unknown length, whose last piece [`PieceWriter::finish`] returns.
+    pub fn open_ended() -> PieceWriter {
+        PieceWriter {
+            max_block: OPEN_BLOCK,
+            ..PieceWriter::new(u64::MAX)
+        }
+    }
+
+    /// What was written since the last piece (a body of unknown length has ended).
+    pub fn finish(mut self) -> Option<Bytes> {
+        (!self.block.is_empty()).then(|| self.block.split().freeze())
     }
 
     /// Appends `chunk` and returns the pieces it completed. The last piece is returned
@@ -115,7 +133,7 @@ impl PieceWriter {
             .min(usize::try_from(self.remaining).unwrap_or(usize::MAX))
             .max(1);
         self.block = BytesMut::with_capacity(size);
-        self.next_block = (self.next_block * 2).min(MAX_BLOCK);
+        self.next_block = (self.next_block * 2).min(self.max_block);
     }
 }
 
@@ -159,5 +177,20 @@ mod tests {
         assert!(w.write(b"01234").is_empty());
         let last = w.write(b"56789");
         assert_eq!(last, vec![Bytes::from_static(b"0123456789")]);
+    }
+
+    #[test]
+    fn an_open_ended_body_ends_with_what_it_holds() {
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+        let mut w = PieceWriter::open_ended();
+        let mut pieces = Vec::new();
+        for chunk in data.chunks(10_000) {
+            pieces.extend(w.write(chunk));
+        }
+        pieces.extend(w.finish());
+        assert!(pieces.iter().all(|p| p.len() <= OPEN_BLOCK));
+        let whole = Pieces::new(pieces);
+        assert_eq!(whole.to_vec(), data);
+        assert!(PieceWriter::open_ended().finish().is_none());
     }
 }

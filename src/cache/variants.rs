@@ -11,7 +11,7 @@
 //! (`REVALIDATED`, no render), another one renders it again.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -20,11 +20,11 @@ use super::inflight::Leader;
 use super::pieces::Pieces;
 use super::{
     Cache, CacheKey, CacheStatus, Cached, Earlier, Entry, Found, REVALIDATION_BACKOFF, Served,
-    freshness,
+    Stamp, freshness,
 };
 use crate::auth::Tenant;
 use crate::error::{Error, Kind, Side};
-use crate::object::{Directives, ObjectMeta};
+use crate::object::ObjectMeta;
 use crate::origin::{Fetched, GetRequest, OriginObject, Origins, next_chunk};
 use crate::pattern::MediaRange;
 use crate::source::ObjectRef;
@@ -120,8 +120,8 @@ fn spawn(leader: Leader, task: RenderTask) {
 struct Source {
     meta: Arc<ObjectMeta>,
     body: Pieces,
-    stored_at: Instant,
-    directives: Directives,
+    /// The variant is as fresh as its source: the same stamp.
+    stamp: Stamp,
     /// `STALE` when the source is a stale copy; `BYPASS` when it may not be stored.
     status: CacheStatus,
 }
@@ -163,7 +163,7 @@ impl RenderTask {
                 CacheStatus::Stale => CacheStatus::Stale,
                 _ => CacheStatus::Revalidated,
             };
-            let renewed = stale.renewed(source.stored_at, None);
+            let renewed = Cached::new(stale.meta.clone(), stale.body.clone(), source.stamp);
             self.store(&renewed, source.status).await;
             return Ok((renewed, status));
         }
@@ -198,14 +198,13 @@ impl RenderTask {
             content_disposition: None,
             content_language: None,
             cache_control: source.meta.cache_control.clone(),
-            expires: source.meta.expires,
+            expires: source.meta.expires.clone(),
+            date: source.meta.date,
         };
         let c = Cached::new(
             Arc::new(meta),
             Pieces::new(vec![Bytes::from(rendered.bytes)]),
-            source.stored_at,
-            source.directives,
-            cache.cfg.ttl.0,
+            source.stamp,
         );
         self.store(&c, source.status).await;
         let status = match source.status {
@@ -232,12 +231,9 @@ impl RenderTask {
             );
         let now = cache.clock.now();
         match stale {
-            Some(stale)
-                if transient
-                    && freshness::may_serve_stale(&cache.lifetimes(), &stale.stored(), now) =>
-            {
+            Some(stale) if transient && freshness::may_serve_stale(&stale.stored(), now) => {
                 tracing::warn!(bucket = %self.obj.bucket, error = %e, "source failing; serving the stale variant");
-                let backing_off = stale.renewed(stale.stored_at, Some(now + REVALIDATION_BACKOFF));
+                let backing_off = stale.backing_off(now + REVALIDATION_BACKOFF);
                 self.store(&backing_off, CacheStatus::Miss).await;
                 Ok((backing_off, CacheStatus::Stale))
             }
@@ -276,22 +272,36 @@ impl RenderTask {
                 Ok(Source {
                     meta: c.meta.clone(),
                     body: c.body.clone(),
-                    stored_at: c.stored_at,
-                    directives: c.directives,
+                    stamp: c.stamp,
                     status,
                 })
             }
-            Served::Streaming(meta, fill, status, stamp) => {
-                allowed(&meta)?;
-                let pieces = fill.whole().await.ok_or_else(|| {
-                    Error::bad_gateway().with_detail("the source's body broke off")
-                })?;
+            Served::Streaming(head, place) => {
+                allowed(&head.meta)?;
+                let fill = place.fill().clone();
+                // This render reads the body whole, not as a stream: its place would hold
+                // back a fill that turns out too large to keep.
+                drop(place);
+                let Some(pieces) = fill.whole().await else {
+                    // A body of unknown length the fill did not keep (too large, or no
+                    // room in fill_memory), or one that broke off.
+                    if cache.large.contains_key(&CacheKey::of(&self.obj)) {
+                        return Err(too_large());
+                    }
+                    if fill.forgets() {
+                        return self.fetch_source().await;
+                    }
+                    return Err(Error::bad_gateway().with_detail("the source's body broke off"));
+                };
+                let body = Pieces::new(pieces);
                 Ok(Source {
-                    directives: stamp.directives,
-                    meta,
-                    body: Pieces::new(pieces),
-                    stored_at: stamp.stored_at,
-                    status,
+                    meta: Arc::new(ObjectMeta {
+                        size: body.len(),
+                        ..ObjectMeta::clone(&head.meta)
+                    }),
+                    body,
+                    stamp: head.stamp,
+                    status: head.status,
                 })
             }
             Served::NotFound => Err(Error::not_found().with_detail("remembered 404")),
@@ -321,12 +331,14 @@ impl RenderTask {
             content_length,
             mut body,
             slot: _slot,
+            exchange,
             ..
         } = *object;
         if !meta.content_type_allowed(&self.allowed) {
             return Err(Error::unsupported_media_type(meta.content_type.as_deref()));
         }
-        if content_length > cache.cfg.max_object_size.0 {
+        let limit = cache.cfg.max_object_size.0;
+        if content_length.is_some_and(|len| len > limit) {
             return Err(too_large());
         }
         let idle = self.origins.idle_timeout();
@@ -337,25 +349,31 @@ impl RenderTask {
             .map_err(|e| e.into_error())?
         {
             received += chunk.len() as u64;
-            if received > content_length {
+            if content_length.is_some_and(|len| received > len) {
                 break;
+            }
+            if received > limit {
+                // A body of unknown length, larger than this proxy resizes.
+                return Err(too_large());
             }
             pieces.push(chunk);
         }
-        if received != content_length {
+        if content_length.is_some_and(|len| received != len) {
             return Err(Error::bad_gateway().with_detail("the source's body broke off"));
         }
-        let directives = meta.directives(SystemTime::now());
+        let stamp = cache.stamp(&meta, &exchange);
         Ok(Source {
-            status: if directives.storable() {
+            status: if stamp.directives.storable() {
                 CacheStatus::Miss
             } else {
                 CacheStatus::Bypass
             },
-            directives,
-            meta: Arc::new(meta),
+            stamp,
+            meta: Arc::new(ObjectMeta {
+                size: received,
+                ..meta
+            }),
             body: Pieces::new(pieces),
-            stored_at: cache.clock.now(),
         })
     }
 

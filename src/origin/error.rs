@@ -118,6 +118,12 @@ pub(super) fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
                 .map(String::from);
             match (status, code.as_str()) {
                 (304, _) => Ok(()),
+                // A success the SDK could not read (a field it takes once sent twice,
+                // a malformed date): the origin is not speaking S3.
+                (200..=299, _) => Err(OriginError::Protocol(format!(
+                    "its {status} answer could not be read: {}",
+                    error_chain(&e)
+                ))),
                 (301, _) | (400, "AuthorizationHeaderMalformed") | (_, "PermanentRedirect") => {
                     Err(OriginError::WrongRegion(region))
                 }

@@ -7,6 +7,7 @@
 
 pub mod credentials;
 mod error;
+mod exchange;
 
 pub use error::OriginError;
 use error::classify;
@@ -29,9 +30,10 @@ use bytes::Bytes;
 use crate::auth::Tenant;
 use crate::config::{self, Config, ProviderKind};
 use crate::metrics::Metrics;
-use crate::object::ObjectMeta;
+use crate::object::{Exchange, HeaderUpdate, ObjectMeta};
 use crate::source::ObjectRef;
 use credentials::{CachedCredentials, error_chain};
+use exchange::Recorder;
 
 /// What to ask the origin for, beyond the object itself.
 #[derive(Debug, Clone, Default)]
@@ -47,19 +49,31 @@ pub struct GetRequest {
 /// An object's headers and its body, still streaming from the origin.
 pub struct OriginObject {
     pub meta: ObjectMeta,
-    /// Bytes in this response's body (less than `meta.size` for a range).
-    pub content_length: u64,
+    /// Bytes in this response's body (less than `meta.size` for a range); `None` when
+    /// the origin did not say (a chunked or close-delimited body: its length is known
+    /// only at its end, and `meta.size` is 0 until then).
+    pub content_length: Option<u64>,
     /// `Content-Range` of a 206, as S3 sent it.
     pub content_range: Option<String>,
     pub body: ByteStream,
     /// The tenant's origin slot, held until the body is read or dropped.
     pub slot: Option<OwnedSemaphorePermit>,
+    /// When it was asked for and arrived (what its age counts from).
+    pub exchange: Exchange,
 }
 
 pub enum Fetched {
     Object(Box<OriginObject>),
     /// The origin's `304`: the object has not changed.
-    NotModified,
+    NotModified(Box<NotModified>),
+}
+
+/// What a `304` says: the stored fields it carries (they replace the stored ones, RFC
+/// 9111 §4.3.4) and when it came.
+#[derive(Debug, Clone)]
+pub struct NotModified {
+    pub fields: HeaderUpdate,
+    pub exchange: Exchange,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -299,13 +313,13 @@ impl Origins {
         }
         .await;
         let announced = match &fetched {
-            Ok(Fetched::Object(o)) => o.content_length,
+            Ok(Fetched::Object(o)) => o.content_length.unwrap_or(0),
             _ => 0,
         };
         self.metrics.tenant_origin(&tenant.name, announced);
         let outcome = match &fetched {
             Ok(Fetched::Object(_)) => "ok",
-            Ok(Fetched::NotModified) => "not_modified",
+            Ok(Fetched::NotModified(_)) => "not_modified",
             Err(e) => e.as_str(),
         };
         self.metrics
@@ -407,6 +421,7 @@ impl Origins {
         req: &GetRequest,
     ) -> Result<Fetched, OriginError> {
         let client = self.client(tenant, obj);
+        let recorder = Recorder::default();
         let op = client
             .get_object()
             .bucket(&obj.bucket)
@@ -419,17 +434,18 @@ impl Origins {
                     .map(aws_sdk_s3::primitives::DateTime::from),
             )
             .set_expected_bucket_owner(tenant.config.expected_owner.clone());
+        let op = op.customize().interceptor(recorder.clone());
         if obj.provider == ProviderKind::Gcs {
             // GCS rejects the checksum-mode header; it is never needed for reads.
-            let op = op.customize().mutate_request(|r| {
+            let op = op.mutate_request(|r| {
                 r.headers_mut().remove("x-amz-checksum-mode");
             });
-            return self.send_get(op.send()).await;
+            return self.send_get(op.send(), &recorder).await;
         }
-        self.send_get(op.send()).await
+        self.send_get(op.send(), &recorder).await
     }
 
-    async fn send_get<F>(&self, send: F) -> Result<Fetched, OriginError>
+    async fn send_get<F>(&self, send: F, recorder: &Recorder) -> Result<Fetched, OriginError>
     where
         F: Future<
             Output = Result<
@@ -448,19 +464,26 @@ impl Origins {
                     "no response headers within {timeout:?}"
                 )));
             }
-            Ok(Err(e)) => return classify(e).map(|()| Fetched::NotModified),
+            Ok(Err(e)) => {
+                classify(e)?;
+                let seen = recorder.seen();
+                return Ok(Fetched::NotModified(Box::new(NotModified {
+                    exchange: seen.exchange.unwrap_or_else(Exchange::now),
+                    fields: seen.fields,
+                })));
+            }
             Ok(Ok(out)) => out,
         };
-        let content_length = out
-            .content_length
-            .and_then(|l| u64::try_from(l).ok())
-            .unwrap_or(0);
+        let content_length = out.content_length.and_then(|l| u64::try_from(l).ok());
         let size = out
             .content_range
             .as_deref()
             .and_then(|r| r.rsplit_once('/'))
             .and_then(|(_, total)| total.parse().ok())
-            .unwrap_or(content_length);
+            .or(content_length)
+            .unwrap_or(0);
+        let seen = recorder.seen();
+        let exchange = seen.exchange.unwrap_or_else(Exchange::now);
         let meta = ObjectMeta {
             content_type: out.content_type,
             size,
@@ -469,11 +492,10 @@ impl Origins {
             content_encoding: out.content_encoding,
             content_disposition: out.content_disposition,
             content_language: out.content_language,
-            cache_control: out.cache_control,
-            expires: out
-                .expires_string
-                .as_deref()
-                .and_then(|e| httpdate::parse_http_date(e).ok()),
+            cache_control: seen.fields.cache_control,
+            expires: seen.fields.expires,
+            // RFC 9110 §6.6.1: an answer without a Date gets the time it arrived.
+            date: Some(seen.fields.date.unwrap_or(exchange.response_time)),
         };
         Ok(Fetched::Object(Box::new(OriginObject {
             meta,
@@ -481,6 +503,7 @@ impl Origins {
             content_range: out.content_range,
             body: out.body,
             slot: None,
+            exchange,
         })))
     }
 

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use http::HeaderMap;
 use http::header;
 
-use crate::object::ObjectMeta;
+use crate::object::{ObjectMeta, same_etag};
 
 /// What a `Range` header asks of an object of a known size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +80,7 @@ pub fn not_modified(request: &HeaderMap, meta: &ObjectMeta) -> bool {
         return inm
             .split(',')
             .map(str::trim)
-            .any(|t| t == "*" || weak_eq(t, etag));
+            .any(|t| t == "*" || same_etag(t, etag));
     }
     let ims = request
         .get(header::IF_MODIFIED_SINCE)
@@ -105,10 +105,6 @@ pub fn range_applies(request: &HeaderMap, meta: &ObjectMeta) -> bool {
         (Ok(date), Some(modified)) => truncate_to_secs(modified) == date,
         _ => false,
     }
-}
-
-fn weak_eq(a: &str, b: &str) -> bool {
-    a.trim_start_matches("W/") == b.trim_start_matches("W/")
 }
 
 fn truncate_to_secs(t: SystemTime) -> SystemTime {
@@ -185,6 +181,16 @@ mod tests {
             &m
         ));
         assert!(not_modified(&headers(&[("if-none-match", "*")]), &m));
+        // Quotes on either side or neither (a store that sends bare ETags).
+        assert!(not_modified(&headers(&[("if-none-match", "abc")]), &m));
+        let bare = ObjectMeta {
+            etag: Some("abc".into()),
+            ..meta()
+        };
+        assert!(not_modified(
+            &headers(&[("if-none-match", "\"abc\"")]),
+            &bare
+        ));
         assert!(!not_modified(&headers(&[("if-none-match", "\"x\"")]), &m));
         assert!(not_modified(&headers(&[("if-modified-since", &lm)]), &m));
         assert!(!not_modified(

@@ -20,6 +20,8 @@ use http::{Response, StatusCode, request::Parts};
 use crate::activity::ConnInfo;
 use crate::auth::{self, Refusal, Tenant, Tenants};
 use crate::body::{self, ProxyBody};
+use crate::cache::fill::{Place, Streamed};
+use crate::cache::pieces::Pieces;
 use crate::cache::{Cache, CacheStatus, Freshness, Served, VariantQuery};
 use crate::config::{Config, ProviderKind};
 use crate::cors::Cors;
@@ -255,30 +257,79 @@ impl Ctx<'_> {
                 }
                 Ok(respond::from_memory(request, head, &cached))
             }
-            Served::Streaming(meta, fill, status, stamp) => {
-                self.cache = status;
-                self.freshness = Some(stamp.freshness(state.cache.clock().now()));
-                Ok(respond::from_fill(request, head, &meta, &fill))
-            }
-            Served::Bypass => {
-                self.cache = CacheStatus::Bypass;
-                let fetched = Box::pin(state.origins.get(
-                    tenant,
-                    obj,
-                    &passthrough_request(request),
-                ))
-                .await;
-                match fetched.map_err(|e| e.into_error())? {
-                    Fetched::NotModified => Ok(respond::not_modified_passthrough()),
-                    Fetched::Object(o) if !o.meta.content_type_allowed(allowed) => Err(
-                        Error::unsupported_media_type(o.meta.content_type.as_deref()),
-                    ),
-                    Fetched::Object(o) => {
-                        self.freshness =
-                            Some(Freshness::arriving(&o.meta, state.config.cache.ttl.0));
-                        Ok(respond::from_origin(head, *o, state.origins.idle_timeout()))
-                    }
+            Served::Streaming(streamed, place) => {
+                self.cache = streamed.status;
+                self.freshness = Some(streamed.stamp.freshness(state.cache.clock().now()));
+                let whole_first =
+                    streamed.length.is_none() && (head || request.contains_key(header::RANGE));
+                if whole_first {
+                    return self.once_whole(head, tenant, obj, &streamed, place).await;
                 }
+                Ok(respond::from_fill(request, head, &streamed, place))
+            }
+            Served::Bypass => self.passthrough(head, tenant, obj).await,
+        }
+    }
+
+    /// A body of unknown length, for a request that needs its length (a `HEAD`, a
+    /// `Range`): answered once the fill has it whole. A fill that does not keep it (too
+    /// large) leaves this request to fetch for itself.
+    async fn once_whole(
+        &mut self,
+        head: bool,
+        tenant: &Arc<Tenant>,
+        obj: &ObjectRef,
+        streamed: &Streamed,
+        place: Place,
+    ) -> Result<Response<ProxyBody>, Error> {
+        let fill = place.fill().clone();
+        // Waiting for the whole body, not reading it: a fill too large to keep must not
+        // wait for this request.
+        drop(place);
+        match fill.whole().await {
+            Some(pieces) => {
+                let body = Pieces::new(pieces);
+                let meta = crate::object::ObjectMeta {
+                    size: body.len(),
+                    ..crate::object::ObjectMeta::clone(&streamed.meta)
+                };
+                Ok(respond::from_pieces(
+                    &self.parts.headers,
+                    head,
+                    &meta,
+                    &body,
+                ))
+            }
+            None if fill.forgets() => self.passthrough(head, tenant, obj).await,
+            None => Err(Error::bad_gateway().with_detail("the origin body broke off")),
+        }
+    }
+
+    /// The object streamed from the origin past the cache (too large, no room in
+    /// `fill_memory`), with the request's range and validators forwarded.
+    async fn passthrough(
+        &mut self,
+        head: bool,
+        tenant: &Arc<Tenant>,
+        obj: &ObjectRef,
+    ) -> Result<Response<ProxyBody>, Error> {
+        let state = self.state;
+        let allowed = &state.config.server.allowed_content_types;
+        self.cache = CacheStatus::Bypass;
+        let fetched = Box::pin(state.origins.get(
+            tenant,
+            obj,
+            &passthrough_request(&self.parts.headers),
+        ))
+        .await;
+        match fetched.map_err(|e| e.into_error())? {
+            Fetched::NotModified(_) => Ok(respond::not_modified_passthrough()),
+            Fetched::Object(o) if !o.meta.content_type_allowed(allowed) => Err(
+                Error::unsupported_media_type(o.meta.content_type.as_deref()),
+            ),
+            Fetched::Object(o) => {
+                self.freshness = Some(state.cache.arriving(&o));
+                Ok(respond::from_origin(head, *o, state.origins.idle_timeout()))
             }
         }
     }
@@ -295,14 +346,16 @@ impl Ctx<'_> {
         if !h.contains_key(header::CACHE_CONTROL) {
             h.insert(header::CACHE_CONTROL, self.cache_control(ok));
         }
-        // Answers from the cache say how long ago the proxy fetched (or revalidated)
-        // them, so that downstream caches count their lifetime from the same moment.
+        // Answers from the cache say how old they are (RFC 9111 §5.1: the age their
+        // answer arrived with, and the time since), so that downstream caches count their
+        // lifetime from the same moment; so does an answer that arrived aged.
         if ok
-            && matches!(
-                self.cache,
-                CacheStatus::Hit | CacheStatus::Stale | CacheStatus::Revalidated
-            )
             && let Some(f) = &self.freshness
+            && (f.age.as_secs() > 0
+                || matches!(
+                    self.cache,
+                    CacheStatus::Hit | CacheStatus::Stale | CacheStatus::Revalidated
+                ))
         {
             h.insert(header::AGE, HeaderValue::from(f.age.as_secs()));
         }

@@ -1,7 +1,6 @@
 //! The respond phase: an object (from memory, from a fill in progress, or streamed from
 //! the origin) → status, headers and body, honouring `Range` and conditionals.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,9 +10,10 @@ use http::{Response, StatusCode};
 use super::conditional::{RangeAsk, not_modified, parse_range, range_applies};
 use crate::body::ProxyBody;
 use crate::cache::Cached;
-use crate::cache::fill::Fill;
+use crate::cache::fill::{Place, Streamed};
+use crate::cache::pieces::Pieces;
 use crate::error::{Error, Kind, Side};
-use crate::object::{EncodedHeaders, ObjectMeta, is_validator, response_headers};
+use crate::object::{EncodedHeaders, ObjectMeta, in_not_modified, response_headers};
 use crate::origin::{OriginObject, next_chunk};
 
 /// How to answer a request for an object whose metadata is known.
@@ -67,20 +67,62 @@ pub fn from_memory(request: &HeaderMap, head: bool, cached: &Cached) -> Response
     )
 }
 
-/// An object whose body is still arriving through a fill.
-pub fn from_fill(
+/// A whole object's bytes that are not (or not yet) a cache entry.
+pub fn from_pieces(
     request: &HeaderMap,
     head: bool,
     meta: &ObjectMeta,
-    fill: &Arc<Fill>,
+    body: &Pieces,
 ) -> Response<ProxyBody> {
     build(
         request,
         head,
         meta,
         &response_headers(meta),
-        |start, len| ProxyBody::stream(fill.reader(start, len), len),
+        |start, len| ProxyBody::pieces(body.range(start, len)),
     )
+}
+
+/// An object whose body is still arriving through a fill, read from this request's
+/// `place` in it. A body of unknown length is sent whole (chunked), `Range` ignored (RFC
+/// 9110 §14.2 allows it; the proxy waits for the whole body instead where it can).
+pub fn from_fill(
+    request: &HeaderMap,
+    head: bool,
+    streamed: &Streamed,
+    place: Place,
+) -> Response<ProxyBody> {
+    let meta = &streamed.meta;
+    let headers = response_headers(meta);
+    if streamed.length.is_none() {
+        if not_modified(request, meta) {
+            return not_modified_response(&headers);
+        }
+        let body = if head {
+            ProxyBody::empty()
+        } else {
+            ProxyBody::stream(place.reader(0, None), None)
+        };
+        let mut r = Response::new(body);
+        for (name, value) in headers {
+            r.headers_mut().insert(name, value);
+        }
+        return r;
+    }
+    build(request, head, meta, &headers, |start, len| {
+        ProxyBody::stream(place.reader(start, Some(len)), Some(len))
+    })
+}
+
+/// A `304` for a stored response: its validators, `Date` and `Expires`.
+fn not_modified_response(headers: &EncodedHeaders) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::empty());
+    *r.status_mut() = StatusCode::NOT_MODIFIED;
+    let h = r.headers_mut();
+    for (name, value) in headers.iter().filter(|(n, _)| in_not_modified(n)) {
+        h.insert(name.clone(), value.clone());
+    }
+    r
 }
 
 fn build(
@@ -91,15 +133,7 @@ fn build(
     body: impl FnOnce(u64, u64) -> ProxyBody,
 ) -> Response<ProxyBody> {
     match plan(request, meta) {
-        Plan::NotModified => {
-            let mut r = Response::new(ProxyBody::empty());
-            *r.status_mut() = StatusCode::NOT_MODIFIED;
-            let h = r.headers_mut();
-            for (name, value) in headers.iter().filter(|(n, _)| is_validator(n)) {
-                h.insert(name.clone(), value.clone());
-            }
-            r
-        }
+        Plan::NotModified => not_modified_response(headers),
         Plan::Unsatisfiable => {
             let mut r = error_response(&Error::new(
                 Kind::RangeNotSatisfiable,
@@ -141,10 +175,11 @@ fn build(
 }
 
 /// An origin response passed through (objects too large to cache). Range and
-/// conditionals were forwarded upstream, so its status is the origin's.
+/// conditionals were forwarded upstream, so its status is the origin's. A body of
+/// unknown length is sent chunked, and cut (never ended cleanly) if the origin's breaks.
 pub fn from_origin(head: bool, object: OriginObject, idle: Duration) -> Response<ProxyBody> {
     let len = object.content_length;
-    let body = if head || len == 0 {
+    let body = if head || len == Some(0) {
         ProxyBody::empty()
     } else {
         // The tenant's origin slot goes with the body: freed when it ends or is dropped.
@@ -173,7 +208,9 @@ pub fn from_origin(head: bool, object: OriginObject, idle: Duration) -> Response
     for (name, value) in response_headers(&object.meta) {
         h.insert(name, value);
     }
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Some(len) = len {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
     if let Some(range) = object.content_range {
         *r.status_mut() = StatusCode::PARTIAL_CONTENT;
         insert(r.headers_mut(), header::CONTENT_RANGE, range);

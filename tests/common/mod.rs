@@ -382,6 +382,9 @@ pub enum Behaviour {
     /// Exactly this response head (status line and headers, without the blank line),
     /// then `body`: for answers no S3 gives.
     Raw { head: String, body: Bytes },
+    /// As `Raw`, then the connection is closed (a body delimited by the close, or one
+    /// cut short).
+    Closing { head: String, body: Bytes },
     /// `200` with `body` once `gate` is notified (an origin as slow as the test wants).
     Gated {
         gate: Arc<tokio::sync::Notify>,
@@ -517,6 +520,12 @@ async fn serve_fake(
                 let _ = sock.write_all(format!("{head}\r\n\r\n").as_bytes()).await;
                 let _ = sock.write_all(&body).await;
             }
+            Behaviour::Closing { head, body } => {
+                let _ = sock.write_all(format!("{head}\r\n\r\n").as_bytes()).await;
+                let _ = sock.write_all(&body).await;
+                let _ = sock.shutdown().await;
+                return;
+            }
             Behaviour::Region { region, body, hint } => {
                 let signed_right = head.contains(&format!("/{region}/s3/aws4_request"));
                 let response = if head.starts_with("HEAD ") {
@@ -583,6 +592,23 @@ pub async fn refused_within(addr: SocketAddr, within: Duration) {
             "{addr} still accepts connections"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `condition` until it holds; panics, naming `what`, once `within` has passed.
+/// How tests wait for what another task or process does, instead of fixed sleeps.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {within:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

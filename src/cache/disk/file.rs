@@ -57,6 +57,8 @@ pub struct Header {
     /// A variant's id; absent in files of objects (and in files written before variants).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     variant: Option<String>,
+    /// When the object's age was zero: its answer's arrival minus the age it arrived
+    /// with (RFC 9111 §4.2.3), so that its age survives a restart.
     stored_ms: u64,
     content_type: Option<String>,
     etag: Option<String>,
@@ -65,7 +67,15 @@ pub struct Header {
     content_disposition: Option<String>,
     content_language: Option<String>,
     cache_control: Option<String>,
+    /// `Expires` as the origin sent it (files written before it was kept raw have
+    /// `expires_ms`, a valid date).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     expires_ms: Option<u64>,
+    /// The origin's `Date` (absent in older files: then the arrival stands in for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    date_ms: Option<u64>,
 }
 
 impl Header {
@@ -81,6 +91,7 @@ impl Header {
             content_language,
             cache_control,
             expires,
+            date,
         } = meta.clone();
         Header {
             provider: key.provider,
@@ -95,7 +106,9 @@ impl Header {
             content_disposition,
             content_language,
             cache_control,
-            expires_ms: expires.map(unix_ms),
+            expires,
+            expires_ms: None,
+            date_ms: date.map(unix_ms),
         }
     }
 
@@ -108,7 +121,7 @@ impl Header {
         }
     }
 
-    /// When the object was fetched or last revalidated.
+    /// When the object's age was zero.
     pub fn stored(&self) -> SystemTime {
         from_unix_ms(self.stored_ms)
     }
@@ -123,7 +136,11 @@ impl Header {
             content_disposition: self.content_disposition.clone(),
             content_language: self.content_language.clone(),
             cache_control: self.cache_control.clone(),
-            expires: self.expires_ms.map(from_unix_ms),
+            expires: self.expires.clone().or_else(|| {
+                self.expires_ms
+                    .map(|ms| httpdate::fmt_http_date(from_unix_ms(ms)))
+            }),
+            date: self.date_ms.map(from_unix_ms),
         }
     }
 }
@@ -491,6 +508,37 @@ mod tests {
     }
 
     /// A file of the first format (one CRC over the whole body) still reads, as one block.
+    /// Headers written before `Expires` was kept as sent and `Date` was kept at all: the
+    /// date reads back as an HTTP date, and the arrival stands in for `Date`.
+    #[test]
+    fn headers_of_earlier_versions_read() {
+        let old = r#"{"provider":"s3","bucket":"b","key":"k","stored_ms":1700000000000,
+            "content_type":"image/png","etag":"\"e\"","last_modified_ms":null,
+            "content_encoding":null,"content_disposition":null,"content_language":null,
+            "cache_control":"max-age=60","expires_ms":1700000090000}"#;
+        let header: Header = serde_json::from_str(old).unwrap();
+        let meta = header.meta(10);
+        assert_eq!(
+            meta.expires.as_deref(),
+            Some("Tue, 14 Nov 2023 22:14:50 GMT")
+        );
+        assert_eq!(meta.date, None);
+        assert_eq!(meta.cache_control.as_deref(), Some("max-age=60"));
+        let directives = meta.directives(header.stored());
+        assert_eq!(directives.max_age, Some(Duration::from_secs(60)));
+        // What this version writes reads back the same.
+        let now = ObjectMeta {
+            expires: Some("0".into()),
+            date: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            ..meta
+        };
+        let written =
+            serde_json::to_string(&Header::new(&CacheKey::test("k"), &now, header.stored()))
+                .unwrap();
+        let read: Header = serde_json::from_str(&written).unwrap();
+        assert_eq!(read.meta(10), now);
+    }
+
     #[test]
     fn first_format_files_read_as_one_block() {
         let dir = tempfile::tempdir().unwrap();
