@@ -171,9 +171,26 @@ async fn request(hot: &Hot) -> usize {
     resp.into_body().collect().await.unwrap().to_bytes().len()
 }
 
+/// The request for `obj` of `tenant`, as the proxy builds it after authorizing.
+fn object_request(
+    hot: &Hot,
+    tenant: &std::sync::Arc<bucketfront::auth::Tenant>,
+    obj: &ObjectRef,
+) -> bucketfront::request::ObjectRequest {
+    bucketfront::request::ObjectRequest {
+        origins: hot.state.origins.clone(),
+        tenant: tenant.clone(),
+        obj: obj.clone(),
+        allowed: [bucketfront::pattern::MediaRange::parse("image/*").unwrap()].into(),
+        head: false,
+        passthrough: Default::default(),
+    }
+}
+
 fn hit_path(c: &mut Criterion) {
     let hot = hot();
     let tenant = hot.tenant();
+    let req = object_request(&hot, &tenant, &hot.obj);
     let mut g = c.benchmark_group("hit_path_64KiB");
     g.throughput(Throughput::Bytes(64 << 10));
     g.bench_function("handle_request_to_body", |b| {
@@ -181,18 +198,8 @@ fn hit_path(c: &mut Criterion) {
     });
     g.bench_function("cache_lookup", |b| {
         b.to_async(&hot.rt).iter(|| async {
-            match hot
-                .state
-                .cache
-                .serve(
-                    &hot.state.origins,
-                    &tenant,
-                    &hot.obj,
-                    &hot.state.config.server.allowed_content_types,
-                )
-                .await
-            {
-                Ok(bucketfront::cache::Served::Complete(c, _)) => c.body.len(),
+            match hot.state.cache.serve(&req).await {
+                Ok(bucketfront::cache::Served::Complete { cached, .. }) => cached.body.len(),
                 _ => panic!("expected a hit"),
             }
         })
@@ -217,31 +224,14 @@ fn presign(c: &mut Criterion) {
     let tenant = hot.tenant();
     let presigner = &hot.state.presigner;
     let origins = &hot.state.origins;
+    let req = object_request(&hot, &tenant, &hot.obj);
     hot.rt
-        .block_on(presigner.get(
-            origins,
-            &tenant,
-            &hot.obj,
-            SystemTime::now(),
-            None,
-            &[bucketfront::pattern::MediaRange::parse("image/*").unwrap()],
-        ))
+        .block_on(presigner.get(&req, SystemTime::now(), None))
         .unwrap();
     let mut g = c.benchmark_group("presign");
     g.bench_function("cached_lookup", |b| {
-        b.to_async(&hot.rt).iter(|| async {
-            presigner
-                .get(
-                    origins,
-                    &tenant,
-                    &hot.obj,
-                    SystemTime::now(),
-                    None,
-                    &[bucketfront::pattern::MediaRange::parse("image/*").unwrap()],
-                )
-                .await
-                .unwrap()
-        })
+        b.to_async(&hot.rt)
+            .iter(|| async { presigner.get(&req, SystemTime::now(), None).await.unwrap() })
     });
     let mut n = 0u64;
     let t = &tenant;
@@ -250,19 +240,8 @@ fn presign(c: &mut Criterion) {
             n += 1;
             let obj =
                 ObjectRef::new(Default::default(), "bench-images", &format!("k/{n}.png")).unwrap();
-            async move {
-                presigner
-                    .get(
-                        origins,
-                        t,
-                        &obj,
-                        SystemTime::now(),
-                        None,
-                        &[bucketfront::pattern::MediaRange::parse("image/*").unwrap()],
-                    )
-                    .await
-                    .unwrap()
-            }
+            let req = object_request(&hot, t, &obj);
+            async move { presigner.get(&req, SystemTime::now(), None).await.unwrap() }
         })
     });
     // Baseline: building the SDK's GetObject input (what a signed SDK call per miss starts with).

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
 use crate::cache::Cache;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::origin::{Embedded, Origins};
@@ -38,9 +39,10 @@ async fn state_for(
     embedded: &Embedded,
     cache: Arc<Cache>,
     metrics: Arc<Metrics>,
+    clock: Arc<Clock>,
 ) -> State {
     let origins = Arc::new(Origins::new(&config, embedded.clone(), metrics.clone()).await);
-    State::new(Arc::new(config), cache, origins, metrics)
+    State::new(Arc::new(config), cache, origins, metrics, clock)
 }
 
 /// Why a reload was refused (the running config stays).
@@ -72,8 +74,9 @@ impl App {
     pub async fn build(config: Config, embedded: Embedded) -> Result<Arc<App>, String> {
         let tls = certificate(&config)?.map(tls::Resolver::new);
         let metrics = Arc::new(Metrics::new());
-        let cache = Cache::new(&config.cache, metrics.clone());
-        let state = state_for(config, &embedded, cache.clone(), metrics.clone()).await;
+        let clock = Arc::new(Clock::default());
+        let cache = Cache::new(&config.cache, metrics.clone(), clock.clone());
+        let state = state_for(config, &embedded, cache.clone(), metrics.clone(), clock).await;
         let admin = Arc::new(Admin {
             metrics,
             cache,
@@ -113,6 +116,7 @@ impl App {
             &self.embedded,
             current.cache.clone(),
             current.metrics.clone(),
+            current.clock.clone(),
         )
         .await;
         if let (Some(resolver), Some(certificate)) = (&self.tls, certificate) {

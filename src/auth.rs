@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use aws_lc_rs::hmac;
 use base64::Engine;
@@ -226,6 +227,14 @@ impl Refusal {
     }
 }
 
+/// What a request's signature says, once checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// The signed `exp` (parsed strictly, in the future, within `max_signature_ttl`);
+    /// `None` for a tenant that does not require signatures.
+    pub expires: Option<SystemTime>,
+}
+
 /// Checks a request's signature for `(bucket, key)` against the tenant's keys.
 /// `now` is UNIX seconds, passed in so that tests control the clock.
 pub fn verify(
@@ -234,9 +243,9 @@ pub fn verify(
     key: &str,
     params: &SignatureParams,
     now: u64,
-) -> Result<(), Refusal> {
+) -> Result<Verified, Refusal> {
     if !tenant.require_signature {
-        return Ok(());
+        return Ok(Verified { expires: None });
     }
     let (Some(exp), Some(sig)) = (&params.exp, &params.sig) else {
         return Err(Refusal::Missing);
@@ -275,12 +284,41 @@ pub fn verify(
     {
         ok |= hmac::verify(&k.keyed, message.as_bytes(), &sig).is_ok();
     }
-    if ok { Ok(()) } else { Err(Refusal::Mismatch) }
+    if !ok {
+        return Err(Refusal::Mismatch);
+    }
+    Ok(Verified {
+        expires: Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(exp_secs)),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`super::verify`], its expiry checked apart (`signed_requests_carry_their_expiry`).
+    fn verify(
+        tenant: &Tenant,
+        bucket: &str,
+        key: &str,
+        params: &SignatureParams,
+        now: u64,
+    ) -> Result<(), Refusal> {
+        super::verify(tenant, bucket, key, params, now).map(|_| ())
+    }
+
+    #[test]
+    fn signed_requests_carry_their_expiry() {
+        let t = tenant(&[("k1", "secret-one")]);
+        let good = sign(b"secret-one", "b", "k", 2_000);
+        let v = super::verify(&t, "b", "k", &params("2000", &good, None), 1_000).unwrap();
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(2_000);
+        assert_eq!(v.expires, Some(at));
+        let mut open = tenant(&[]);
+        open.require_signature = false;
+        let v = super::verify(&open, "b", "k", &params("2000", &good, None), 1_000).unwrap();
+        assert_eq!(v.expires, None, "an exp nobody checked says nothing");
+    }
 
     fn tenant(keys: &[(&str, &str)]) -> Tenant {
         Tenant {

@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::origin::Origins;
 use crate::origin::credentials::error_chain;
 use crate::pattern::{MediaRange, content_type_allowed};
+use crate::request::ObjectRequest;
 use crate::source::ObjectRef;
 
 /// SigV4 presigned URLs are valid for at most 7 days.
@@ -39,11 +40,12 @@ pub struct Presigned {
 }
 
 impl Presigned {
-    /// `{"url", "expires_at"}`, or a `302` to the URL when `redirect`.
-    pub fn response(&self, redirect: bool) -> Response<ProxyBody> {
+    /// `{"url", "expires_at"}`, or a `302` to the URL when `redirect`; cacheable for
+    /// what is left of it at `now` (an hour at most).
+    pub fn response(&self, redirect: bool, now: SystemTime) -> Response<ProxyBody> {
         let remaining = self
             .expires_at
-            .duration_since(SystemTime::now())
+            .duration_since(now)
             .unwrap_or_default()
             .as_secs();
         let cache_control = format!("private, max-age={}", remaining.min(3600));
@@ -85,7 +87,7 @@ pub struct Presigner {
 impl Presigner {
     /// Drops the cached presigned URLs of the objects `selected` picks.
     pub async fn purge(&self, selected: impl Fn(&CacheKey) -> bool) -> usize {
-        crate::cache::invalidate_selected(&self.cache, |(_, key)| selected(key))
+        crate::cache::tiers::invalidate_selected(&self.cache, |(_, key)| selected(key))
             .await
             .len()
     }
@@ -107,13 +109,11 @@ impl Presigner {
     /// `exp`), and is refused with 415 for a content type outside `allowed`.
     pub async fn get(
         &self,
-        origins: &Origins,
-        tenant: &Tenant,
-        obj: &ObjectRef,
+        req: &ObjectRequest,
         now: SystemTime,
         not_after: Option<SystemTime>,
-        allowed: &[MediaRange],
     ) -> Result<(Presigned, CacheStatus), Error> {
+        let (origins, tenant, obj, allowed) = (&req.origins, &req.tenant, &req.obj, &req.allowed);
         let key = (tenant.name.clone(), CacheKey::of(obj));
         let cached = self.cache.get(&key).await;
         let refresh = match &cached {

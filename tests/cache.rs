@@ -116,11 +116,7 @@ async fn expired_entries_are_refetched_and_replaced() {
         b"version-one",
         "fresh entry served"
     );
-    env.proxy
-        .state
-        .cache
-        .clock()
-        .advance(Duration::from_millis(1200));
+    env.proxy.state.clock.advance(Duration::from_millis(1200));
     let r = get(&url).await;
     assert_eq!(r.bytes().as_ref(), b"version-two!");
     assert_ne!(r.header("etag"), first.header("etag"));
@@ -142,11 +138,7 @@ async fn stale_is_served_while_the_origin_fails_and_5xx_never_replaces_it() {
     let proxy = Proxy::start(cache(&origin.endpoint), None).await;
     let url = proxy.url("/test-fake/st.png");
     assert_eq!(get(&url).await.header("x-cache"), Some("MISS"));
-    proxy
-        .state
-        .cache
-        .clock()
-        .advance(Duration::from_millis(300));
+    proxy.state.clock.advance(Duration::from_millis(300));
     for _ in 0..3 {
         let r = get(&url).await;
         assert_eq!(r.status, 200);
@@ -160,11 +152,7 @@ async fn stale_is_served_while_the_origin_fails_and_5xx_never_replaces_it() {
     let proxy = Proxy::start(cache(&origin.endpoint), None).await;
     let url = proxy.url("/test-fake/st.png");
     get(&url).await;
-    proxy
-        .state
-        .cache
-        .clock()
-        .advance(Duration::from_millis(300));
+    proxy.state.clock.advance(Duration::from_millis(300));
     let started = std::time::Instant::now();
     assert_eq!(get(&url).await.header("x-cache"), Some("STALE"));
     assert!(
@@ -175,11 +163,7 @@ async fn stale_is_served_while_the_origin_fails_and_5xx_never_replaces_it() {
     let requests = origin.count();
     assert_eq!(get(&url).await.header("x-cache"), Some("STALE"));
     assert_eq!(origin.count(), requests);
-    proxy
-        .state
-        .cache
-        .clock()
-        .advance(Duration::from_millis(1100));
+    proxy.state.clock.advance(Duration::from_millis(1100));
     let addr = origin.addr();
     drop(origin);
     refused_within(addr, Duration::from_secs(10)).await;
@@ -199,11 +183,7 @@ async fn not_found_is_remembered_for_negative_ttl() {
     assert_eq!(r.status, 404);
     assert_eq!(r.header("x-cache"), Some("HIT"));
     assert_eq!(env.gets(), gets, "no upstream call inside negative_ttl");
-    env.proxy
-        .state
-        .cache
-        .clock()
-        .advance(Duration::from_millis(1100));
+    env.proxy.state.clock.advance(Duration::from_millis(1100));
     assert_eq!(get(&url).await.status, 200);
     env.stop().await;
 }
@@ -388,11 +368,7 @@ async fn stored_headers_are_passed_on_from_the_origin_and_from_memory() {
     // The server's `private, max-age=3600`, capped by the object's 600 s.
     assert_eq!(miss.header("cache-control"), Some("private, max-age=600"));
     assert_eq!(miss.header("age"), None);
-    env.proxy
-        .state
-        .cache
-        .clock()
-        .advance(Duration::from_secs(30));
+    env.proxy.state.clock.advance(Duration::from_secs(30));
     let hit = get(&url).await;
     assert_eq!(hit.header("x-cache"), Some("HIT"));
     assert_eq!(hit.header("age"), Some("30"));
@@ -472,11 +448,7 @@ async fn the_objects_own_cache_control_is_honoured() {
     // a conditional GET with the whole object, so the revalidation is a MISS here.)
     assert_eq!(get(&url("short.png")).await.header("x-cache"), Some("MISS"));
     assert_eq!(get(&url("short.png")).await.header("x-cache"), Some("HIT"));
-    env.proxy
-        .state
-        .cache
-        .clock()
-        .advance(Duration::from_secs(6));
+    env.proxy.state.clock.advance(Duration::from_secs(6));
     let before = env.gets();
     assert_eq!(get(&url("short.png")).await.header("x-cache"), Some("MISS"));
     assert_eq!(env.gets(), before + 1);
@@ -538,7 +510,7 @@ async fn must_revalidate_objects_are_never_served_stale() {
         let proxy = Proxy::start(config, None).await;
         let url = proxy.url("/test-fake/strict.png");
         assert_eq!(get(&url).await.header("x-cache"), Some("MISS"));
-        proxy.state.cache.clock().advance(Duration::from_secs(2));
+        proxy.state.clock.advance(Duration::from_secs(2));
         let r = get(&url).await;
         assert_eq!(r.status, 502, "{cc}: {:?}", r.header("x-cache"));
         assert_eq!(origin.count(), 2);
@@ -610,7 +582,7 @@ async fn stale_while_revalidate_serves_at_once_and_refreshes_in_the_background()
     let proxy = Proxy::start(config, None).await;
     let url = proxy.url("/test-fake/swr.png");
     assert_eq!(get(&url).await.header("x-cache"), Some("MISS"));
-    proxy.state.cache.clock().advance(Duration::from_secs(70));
+    proxy.state.clock.advance(Duration::from_secs(70));
     for _ in 0..3 {
         let r = get(&url).await;
         assert_eq!(r.header("x-cache"), Some("STALE"));
@@ -638,7 +610,7 @@ async fn stale_while_revalidate_serves_at_once_and_refreshes_in_the_background()
     assert_eq!(r.bytes().as_ref(), b"version 2");
     assert_eq!(origin.count(), 2);
     // Past lifetime + stale_while_revalidate, the revalidation is in the foreground again.
-    proxy.state.cache.clock().advance(Duration::from_secs(100));
+    proxy.state.clock.advance(Duration::from_secs(100));
     let r = get(&url).await;
     assert_eq!(r.header("x-cache"), Some("MISS"));
     assert_eq!(r.bytes().as_ref(), b"version 3");

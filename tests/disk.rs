@@ -66,11 +66,7 @@ async fn the_disk_tier_keeps_the_cache_across_a_restart() {
     let gets = env.gets();
 
     env.restart_proxy().await;
-    env.proxy
-        .state
-        .cache
-        .clock()
-        .advance(Duration::from_secs(120));
+    env.proxy.state.clock.advance(Duration::from_secs(120));
     let hit = get(&url(&env.proxy, "a.svgz")).await;
     assert_eq!(hit.header("x-cache"), Some("HIT"));
     assert_eq!(hit.bytes(), &body);
@@ -239,7 +235,7 @@ async fn an_expired_disk_entry_is_revalidated_not_refetched() {
     proxy.stop().await;
 
     let proxy = Proxy::start(config, None).await;
-    proxy.state.cache.clock().advance(Duration::from_secs(61));
+    proxy.state.clock.advance(Duration::from_secs(61));
     let r = get(&url(&proxy)).await;
     assert_eq!(r.header("x-cache"), Some("REVALIDATED"));
     assert_eq!(r.bytes(), &body);

@@ -254,11 +254,7 @@ async fn expired_entries_revalidate_with_304_then_pick_up_changes() {
     let url = proxy.url("/moto-own/r.png");
     let first = get(&url).await;
     assert_eq!(first.header("x-cache"), Some("MISS"));
-    proxy
-        .state
-        .cache
-        .clock()
-        .advance(Duration::from_millis(600));
+    proxy.state.clock.advance(Duration::from_millis(600));
     let r = get(&url).await;
     assert_eq!(
         r.header("x-cache"),
@@ -272,11 +268,7 @@ async fn expired_entries_revalidate_with_304_then_pick_up_changes() {
         "the 304 refreshed the entry"
     );
     put("second version").await.unwrap();
-    proxy
-        .state
-        .cache
-        .clock()
-        .advance(Duration::from_millis(600));
+    proxy.state.clock.advance(Duration::from_millis(600));
     let r = get(&url).await;
     assert_eq!(
         r.header("x-cache"),

@@ -86,7 +86,7 @@ async fn start(script: Vec<Behaviour>) -> (FakeOrigin, Proxy) {
 }
 
 fn advance(proxy: &Proxy, secs: u64) {
-    proxy.state.cache.clock().advance(Duration::from_secs(secs));
+    proxy.state.clock.advance(Duration::from_secs(secs));
 }
 
 /// Contract §6, RFC 9112 §6.3 and §7.1: a body without `Content-Length` (chunked, or

@@ -321,12 +321,24 @@ async fn presigned_urls_are_reused_until_refresh_before_with_a_controlled_clock(
     env.put("sig-images", "clock.png", "png", "image/png").await;
     env.put("test-images", "clock.png", "png", "image/png")
         .await;
-    let images = [bucketfront::pattern::MediaRange::parse("image/*").unwrap()];
+    let images: std::sync::Arc<[_]> =
+        [bucketfront::pattern::MediaRange::parse("image/*").unwrap()].into();
+    let request = |tenant: &std::sync::Arc<bucketfront::auth::Tenant>,
+                   obj: &bucketfront::source::ObjectRef| {
+        bucketfront::request::ObjectRequest {
+            origins: state.origins.clone(),
+            tenant: tenant.clone(),
+            obj: obj.clone(),
+            allowed: images.clone(),
+            head: false,
+            passthrough: Default::default(),
+        }
+    };
     let t0 = std::time::SystemTime::now();
     let at = |secs: u64| t0 + std::time::Duration::from_secs(secs);
     let (first, s) = state
         .presigner
-        .get(&state.origins, &tenant, &obj, t0, None, &images)
+        .get(&request(&tenant, &obj), t0, None)
         .await
         .unwrap();
     assert_eq!(s.as_str(), "MISS");
@@ -334,14 +346,14 @@ async fn presigned_urls_are_reused_until_refresh_before_with_a_controlled_clock(
     // Reused while more than 30 minutes of validity are left ...
     let (same, s) = state
         .presigner
-        .get(&state.origins, &tenant, &obj, at(5399), None, &images)
+        .get(&request(&tenant, &obj), at(5399), None)
         .await
         .unwrap();
     assert_eq!((same.url.as_str(), s.as_str()), (first.url.as_str(), "HIT"));
     // ... and replaced once less is left.
     let (fresh, s) = state
         .presigner
-        .get(&state.origins, &tenant, &obj, at(5401), None, &images)
+        .get(&request(&tenant, &obj), at(5401), None)
         .await
         .unwrap();
     assert_eq!(s.as_str(), "REVALIDATED");
@@ -351,21 +363,14 @@ async fn presigned_urls_are_reused_until_refresh_before_with_a_controlled_clock(
     let other = state.tenants.for_bucket("test-images").unwrap().clone();
     let (theirs, _) = state
         .presigner
-        .get(&state.origins, &other, &obj, at(5402), None, &images)
+        .get(&request(&other, &obj), at(5402), None)
         .await
         .unwrap();
     assert_ne!(theirs.url, fresh.url);
     // A request signed to expire in 10 minutes gets a URL that ends with it.
     let (capped, _) = state
         .presigner
-        .get(
-            &state.origins,
-            &tenant,
-            &obj,
-            at(5403),
-            Some(at(6003)),
-            &images,
-        )
+        .get(&request(&tenant, &obj), at(5403), Some(at(6003)))
         .await
         .unwrap();
     assert_eq!(capped.expires_at, at(6003));
@@ -375,7 +380,7 @@ async fn presigned_urls_are_reused_until_refresh_before_with_a_controlled_clock(
         bucketfront::source::ObjectRef::new(Default::default(), "sig-images", "page.html").unwrap();
     let refused = state
         .presigner
-        .get(&state.origins, &tenant, &html, at(5404), None, &images)
+        .get(&request(&tenant, &html), at(5404), None)
         .await
         .unwrap_err();
     assert_eq!(refused.status(), 415);

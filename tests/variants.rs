@@ -214,7 +214,7 @@ async fn a_variant_follows_its_source_through_changes_and_purges() {
     let etag = first.header("etag").unwrap().to_string();
 
     // Expired, source unchanged: the source is revalidated, the variant kept (no render).
-    let clock = env.proxy.state.cache.clock();
+    let clock = &env.proxy.state.clock;
     clock.advance(Duration::from_secs(3601));
     let again = get(&url).await;
     assert_eq!(again.header("x-cache"), Some("REVALIDATED"));
@@ -396,7 +396,7 @@ async fn a_stale_variant_is_served_while_the_origin_is_down() {
         3,
         "the source was evicted, the variant kept"
     );
-    cache.clock().advance(Duration::from_secs(3601));
+    env.proxy.state.clock.advance(Duration::from_secs(3601));
     env.stop_store();
     let stale = get(&url).await;
     assert_eq!(stale.status, 200, "{:?}", stale.body);

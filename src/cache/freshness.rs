@@ -9,7 +9,6 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cache_status::CacheStatus;
 use crate::object::Directives;
 
 /// The `[cache]` settings these decisions use.
@@ -166,15 +165,6 @@ pub fn outcome(answer: Answer, stale: Option<&Stored>, now: Instant) -> Outcome 
     }
 }
 
-/// The `X-Cache` of an entry served by a lookup.
-pub fn status(lookup: Lookup) -> Option<CacheStatus> {
-    match lookup {
-        Lookup::Fresh => Some(CacheStatus::Hit),
-        Lookup::BackingOff | Lookup::Revalidating => Some(CacheStatus::Stale),
-        Lookup::Expired => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,10 +276,6 @@ mod tests {
         }
         assert!(not_found_fresh(&L, t0, t0 + s(9)));
         assert!(!not_found_fresh(&L, t0, t0 + s(10)));
-        assert_eq!(status(Lookup::Fresh), Some(CacheStatus::Hit));
-        assert_eq!(status(Lookup::BackingOff), Some(CacheStatus::Stale));
-        assert_eq!(status(Lookup::Revalidating), Some(CacheStatus::Stale));
-        assert_eq!(status(Lookup::Expired), None);
     }
 
     /// §4.2.3: the age an answer arrived with counts, not only the time it spent here.

@@ -15,22 +15,23 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::fill::{Fill, Head};
-use super::inflight::Leader;
-use super::pieces::Pieces;
-use super::{
-    Cache, CacheKey, CacheStatus, Cached, Earlier, Entry, Found, REVALIDATION_BACKOFF, Served,
-    Stamp, freshness,
-};
-use crate::auth::Tenant;
+use crate::cache_status::CacheStatus;
 use crate::error::{Error, Kind, Side};
 use crate::object::ObjectMeta;
-use crate::origin::{Fetched, GetRequest, OriginObject, Origins, next_chunk};
-use crate::pattern::MediaRange;
-use crate::source::ObjectRef;
+use crate::origin::OriginObject;
+use crate::origin::next_chunk;
+use crate::request::ObjectRequest;
 use crate::variant::pool::{PoolError, RenderPool};
 use crate::variant::render::{self, RenderError};
 use crate::variant::{Output, Variant};
+
+use super::entry::{CacheKey, Cached, Stamp, digest_hex};
+use super::fill::inflight::Leader;
+use super::fill::shared::{Fill, Head};
+use super::freshness;
+use super::lookup::{Lookup, Served};
+use super::pieces::Pieces;
+use super::tiers::{Earlier, Found, REVALIDATION_BACKOFF};
 
 /// A variant request as the cache needs it.
 pub struct VariantQuery<'a> {
@@ -40,66 +41,74 @@ pub struct VariantQuery<'a> {
     pub pool: &'a Arc<RenderPool>,
 }
 
-impl Cache {
-    /// The variant of `obj` that `query` asks for, rendered once for all concurrent
-    /// requests and cached like an object.
-    pub async fn serve_variant(
-        self: &Arc<Self>,
-        origins: &Arc<Origins>,
-        tenant: &Arc<Tenant>,
-        obj: &ObjectRef,
-        allowed: &[MediaRange],
-        query: &VariantQuery<'_>,
-    ) -> Result<Served, Error> {
-        let key = CacheKey {
-            variant: Some(query.variant.cache_id(query.output)),
-            ..CacheKey::of(obj)
-        };
-        let task = |fill: Arc<Fill>, stale: Option<Arc<Cached>>| RenderTask {
-            cache: self.clone(),
-            origins: origins.clone(),
-            tenant: tenant.clone(),
-            obj: obj.clone(),
-            key: key.clone(),
-            fill,
-            stale,
-            allowed: allowed.to_vec(),
-            spec: render::Spec {
-                w: query.variant.w,
-                h: query.variant.h,
-                fit: query.variant.fit,
-                q: query.variant.q,
-                output: query.output,
-            },
-            pool: query.pool.clone(),
-        };
-        let stale = match self.look(&key, self.clock.now()).await {
-            Found::Served(served) => return Ok(self.counted(served)),
-            Found::Revalidate(stale) => {
-                let (fill, leader) = self.inflight.join_or_lead(&key);
-                if let Some(leader) = leader {
-                    spawn(leader, task(fill, Some(stale.clone())));
-                }
-                return Ok(Served::Complete(stale, CacheStatus::Stale));
+/// The variant of the object `req` names that `query` asks for, rendered once for all
+/// concurrent requests and cached like an object.
+pub(crate) async fn serve(
+    lookup: &Lookup,
+    req: &ObjectRequest,
+    query: &VariantQuery<'_>,
+) -> Result<Served, Error> {
+    let tiers = &lookup.tiers;
+    let key = CacheKey {
+        variant: Some(query.variant.cache_id(query.output)),
+        ..CacheKey::of(&req.obj)
+    };
+    let task = |fill: Arc<Fill>, stale: Option<Arc<Cached>>| RenderTask {
+        lookup: lookup.clone(),
+        req: req.whole(),
+        key: key.clone(),
+        fill,
+        stale,
+        spec: render::Spec {
+            w: query.variant.w,
+            h: query.variant.h,
+            fit: query.variant.fit,
+            q: query.variant.q,
+            output: query.output,
+        },
+        pool: query.pool.clone(),
+    };
+    let now = tiers.clock.now();
+    let stale = match tiers.look(&key, now).await {
+        Found::Answer(cached, status) => {
+            if status == CacheStatus::Hit {
+                tiers.metrics.tiers.memory_hits.inc();
             }
-            Found::Miss(stale) => stale,
-        };
-        let (fill, leader) = self.inflight.join_or_lead(&key);
-        match leader {
-            Some(leader) => spawn(leader, task(fill.clone(), stale)),
-            None => {
-                self.metrics.coalesced.inc();
+            return Ok(complete(cached, status, now));
+        }
+        Found::Absent => return Ok(Served::NotFound),
+        Found::Revalidate(stale) => {
+            let (fill, leader) = lookup.inflight.join_or_lead(&key);
+            if let Some(leader) = leader {
+                spawn(leader, task(fill, Some(stale.clone())));
             }
+            return Ok(complete(stale, CacheStatus::Stale, now));
         }
-        match fill.head().await {
-            Head::Ready(c, status) => Ok(Served::Complete(c, status)),
-            Head::Failed(e) => Err(e),
-            Head::Pending | Head::Body(..) | Head::Bypass => Err(Error::new(
-                Kind::BadGateway,
-                Side::Internal,
-                "the render ended without an answer",
-            )),
+        Found::Miss(stale) => stale,
+    };
+    let (fill, leader) = lookup.inflight.join_or_lead(&key);
+    match leader {
+        Some(leader) => spawn(leader, task(fill.clone(), stale)),
+        None => {
+            tiers.metrics.coalesced.inc();
         }
+    }
+    match fill.head().await {
+        Head::Ready(c, status) => Ok(complete(c, status, tiers.clock.now())),
+        Head::Failed(e) => Err(e),
+        Head::Pending | Head::Body(..) | Head::Bypass => Err(Error::new(
+            Kind::BadGateway,
+            Side::Internal,
+            "the render ended without an answer",
+        )),
+    }
+}
+
+fn complete(cached: Arc<Cached>, status: CacheStatus, now: Instant) -> Served {
+    Served::Complete {
+        freshness: cached.freshness(now),
+        cached,
+        status,
     }
 }
 
@@ -127,27 +136,25 @@ struct Source {
 }
 
 struct RenderTask {
-    cache: Arc<Cache>,
-    origins: Arc<Origins>,
-    tenant: Arc<Tenant>,
-    obj: ObjectRef,
+    lookup: Lookup,
+    /// The source, asked for whole.
+    req: ObjectRequest,
     key: CacheKey,
     fill: Arc<Fill>,
     stale: Option<Arc<Cached>>,
-    allowed: Vec<MediaRange>,
     spec: render::Spec,
     pool: Arc<RenderPool>,
 }
 
 impl RenderTask {
     async fn make(&self) -> Result<(Arc<Cached>, CacheStatus), Error> {
-        let cache = &self.cache;
-        let stale = match cache.earlier(&self.key, self.stale.as_ref(), false).await {
+        let tiers = &self.lookup.tiers;
+        let stale = match tiers.earlier(&self.key, self.stale.as_ref(), false).await {
             Earlier::Fresh(c) => return Ok((c, CacheStatus::Hit)),
             Earlier::Expired(c) => Some(c),
             Earlier::None | Earlier::Streaming(..) => None,
         };
-        let renders = &cache.metrics.renders;
+        let renders = &tiers.metrics.renders;
         let ticket = self.pool.admit().await.map_err(|e| self.pool_error(e))?;
         let source = match self.source().await {
             Ok(source) => source,
@@ -223,16 +230,16 @@ impl RenderTask {
         stale: Option<Arc<Cached>>,
         e: Error,
     ) -> Result<(Arc<Cached>, CacheStatus), Error> {
-        let cache = &self.cache;
+        let tiers = &self.lookup.tiers;
         let transient = e.side != Side::Client
             && matches!(
                 e.kind,
                 Kind::BadGateway | Kind::GatewayTimeout | Kind::Overloaded
             );
-        let now = cache.clock.now();
+        let now = tiers.clock.now();
         match stale {
             Some(stale) if transient && freshness::may_serve_stale(&stale.stored(), now) => {
-                tracing::warn!(bucket = %self.obj.bucket, error = %e, "source failing; serving the stale variant");
+                tracing::warn!(bucket = %self.req.obj.bucket, error = %e, "source failing; serving the stale variant");
                 let backing_off = stale.backing_off(now + REVALIDATION_BACKOFF);
                 self.store(&backing_off, CacheStatus::Miss).await;
                 Ok((backing_off, CacheStatus::Stale))
@@ -246,50 +253,38 @@ impl RenderTask {
         if source == CacheStatus::Bypass {
             return;
         }
-        self.cache.write_disk(&self.key, c);
-        self.cache
-            .entries
-            .insert(self.key.clone(), Entry::Object(c.clone()))
-            .await;
+        let tiers = &self.lookup.tiers;
+        tiers.write_disk(&self.key, c);
+        tiers.insert(&self.key, c.clone()).await;
     }
 
-    /// The source, whole: from the cache, or from the fill that fetches it now.
+    /// The source, whole: from the cache, from the fill that fetches it now, or (when
+    /// the cache does not keep it for lack of room) straight from the origin, its bytes
+    /// held under the render's ticket (docs/variants.md, "Limits and memory").
     async fn source(&self) -> Result<Source, Error> {
-        let cache = &self.cache;
-        let served = cache
-            .serve(&self.origins, &self.tenant, &self.obj, &self.allowed)
-            .await?;
-        let allowed = |meta: &ObjectMeta| {
-            if meta.content_type_allowed(&self.allowed) {
-                Ok(())
-            } else {
-                Err(Error::unsupported_media_type(meta.content_type.as_deref()))
-            }
-        };
-        match served {
-            Served::Complete(c, status) => {
-                allowed(&c.meta)?;
-                Ok(Source {
-                    meta: c.meta.clone(),
-                    body: c.body.clone(),
-                    stamp: c.stamp,
-                    status,
-                })
-            }
-            Served::Streaming(head, place) => {
-                allowed(&head.meta)?;
+        let lookup = &self.lookup;
+        let too_large = || async { lookup.tiers.is_large(&CacheKey::of(&self.req.obj)).await };
+        match lookup.serve(&self.req).await? {
+            Served::Complete { cached, status, .. } => Ok(Source {
+                meta: cached.meta.clone(),
+                body: cached.body.clone(),
+                stamp: cached.stamp,
+                status,
+            }),
+            Served::Streaming { head, place, .. } => {
                 let fill = place.fill().clone();
                 // This render reads the body whole, not as a stream: its place would hold
                 // back a fill that turns out too large to keep.
                 drop(place);
                 let Some(pieces) = fill.whole().await else {
-                    // A body of unknown length the fill did not keep (too large, or no
-                    // room in fill_memory), or one that broke off.
-                    if cache.large.contains_key(&CacheKey::of(&self.obj)) {
-                        return Err(too_large());
+                    if too_large().await {
+                        return Err(source_too_large());
                     }
                     if fill.forgets() {
-                        return self.fetch_source().await;
+                        return match lookup.pass(&self.req).await? {
+                            Served::Passed { object, .. } => self.read(*object).await,
+                            _ => Err(Error::bad_gateway().with_detail("unexpected 304")),
+                        };
                     }
                     return Err(Error::bad_gateway().with_detail("the source's body broke off"));
                 };
@@ -304,27 +299,20 @@ impl RenderTask {
                     status: head.status,
                 })
             }
-            Served::NotFound => Err(Error::not_found().with_detail("remembered 404")),
-            Served::Bypass if cache.large.contains_key(&CacheKey::of(&self.obj)) => {
-                Err(too_large())
+            Served::Passed { object, .. } => {
+                if too_large().await {
+                    return Err(source_too_large());
+                }
+                self.read(*object).await
             }
-            // fill_memory is in use: this render fetches its source itself. Its bytes
-            // are held under the render's ticket (docs/variants.md, "Limits and memory").
-            Served::Bypass => self.fetch_source().await,
+            Served::PassedNotModified => Err(Error::bad_gateway().with_detail("unexpected 304")),
+            Served::NotFound => Err(Error::not_found().with_detail("remembered 404")),
         }
     }
 
-    /// The source straight from the origin, not through the cache.
-    async fn fetch_source(&self) -> Result<Source, Error> {
-        let cache = &self.cache;
-        let fetched = self
-            .origins
-            .get(&self.tenant, &self.obj, &GetRequest::default())
-            .await
-            .map_err(|e| e.into_error())?;
-        let Fetched::Object(object) = fetched else {
-            return Err(Error::bad_gateway().with_detail("unexpected 304"));
-        };
+    /// A source streamed past the cache, read whole (up to `max_object_size`).
+    async fn read(&self, object: OriginObject) -> Result<Source, Error> {
+        let tiers = &self.lookup.tiers;
         // `_slot`: the tenant's origin slot, held until the body has been read.
         let OriginObject {
             meta,
@@ -333,15 +321,12 @@ impl RenderTask {
             slot: _slot,
             exchange,
             ..
-        } = *object;
-        if !meta.content_type_allowed(&self.allowed) {
-            return Err(Error::unsupported_media_type(meta.content_type.as_deref()));
-        }
-        let limit = cache.cfg.max_object_size.0;
+        } = object;
+        let limit = tiers.cfg.max_object_size.0;
         if content_length.is_some_and(|len| len > limit) {
-            return Err(too_large());
+            return Err(source_too_large());
         }
-        let idle = self.origins.idle_timeout();
+        let idle = self.req.origins.idle_timeout();
         let mut pieces = Vec::new();
         let mut received = 0u64;
         while let Some(chunk) = next_chunk(&mut body, idle)
@@ -354,14 +339,14 @@ impl RenderTask {
             }
             if received > limit {
                 // A body of unknown length, larger than this proxy resizes.
-                return Err(too_large());
+                return Err(source_too_large());
             }
             pieces.push(chunk);
         }
         if content_length.is_some_and(|len| received != len) {
             return Err(Error::bad_gateway().with_detail("the source's body broke off"));
         }
-        let stamp = cache.stamp(&meta, &exchange);
+        let stamp = tiers.stamp(&meta, &exchange);
         Ok(Source {
             status: if stamp.directives.storable() {
                 CacheStatus::Miss
@@ -378,11 +363,11 @@ impl RenderTask {
     }
 
     fn pool_error(&self, e: PoolError) -> Error {
-        let renders = &self.cache.metrics.renders;
+        let renders = &self.lookup.tiers.metrics.renders;
         match e {
             PoolError::Panicked => {
                 renders.outcome("unprocessable");
-                tracing::warn!(bucket = %self.obj.bucket, key = %self.obj.key, "render panicked");
+                tracing::warn!(bucket = %self.req.obj.bucket, key = %self.req.obj.key, "render panicked");
                 Error::new(Kind::Unprocessable, Side::Origin, e.to_string())
                     .with_detail("render panicked")
             }
@@ -404,7 +389,7 @@ impl RenderTask {
     }
 }
 
-fn too_large() -> Error {
+fn source_too_large() -> Error {
     Error::new(
         Kind::Unprocessable,
         Side::Origin,
@@ -416,5 +401,5 @@ fn too_large() -> Error {
 /// and request give the same ETag on every instance of a fleet and after a restart.
 fn variant_etag(source: Option<&str>, key: &CacheKey) -> String {
     let parts = [source.unwrap_or(""), key.variant.as_deref().unwrap_or("")];
-    format!("\"v-{}\"", super::digest_hex(parts, 12))
+    format!("\"v-{}\"", digest_hex(parts, 12))
 }

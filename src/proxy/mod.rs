@@ -12,7 +12,7 @@ pub mod respond;
 pub mod route;
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, request::Parts};
@@ -20,16 +20,17 @@ use http::{Response, StatusCode, request::Parts};
 use crate::activity::ConnInfo;
 use crate::auth::{self, Refusal, Tenant, Tenants};
 use crate::body::{self, ProxyBody};
-use crate::cache::fill::{Place, Streamed};
-use crate::cache::pieces::Pieces;
 use crate::cache::{Cache, CacheStatus, Freshness, Served, VariantQuery};
+use crate::clock::Clock;
 use crate::config::{Config, ProviderKind};
 use crate::cors::Cors;
 use crate::error::{Error, Kind, Side};
 use crate::metrics::Metrics;
 use crate::object::downstream_cache_control;
-use crate::origin::{Fetched, GetRequest, Origins};
+use crate::origin::{GetRequest, Origins};
+use crate::pattern::MediaRange;
 use crate::presign::Presigner;
+use crate::request::ObjectRequest;
 use crate::source::{ObjectRef, parse_source_url};
 use crate::variant::Variant;
 use crate::variant::pool::RenderPool;
@@ -46,6 +47,10 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     /// Where variants render (`[variants]`; a reload makes a new pool).
     pub renders: Arc<RenderPool>,
+    /// The one clock (it outlives reloads, as the cache does).
+    pub clock: Arc<Clock>,
+    /// `[server] allowed_content_types`, shared by every request.
+    allowed: Arc<[MediaRange]>,
     cache_control: HeaderValue,
 }
 
@@ -55,8 +60,11 @@ impl State {
         cache: Arc<Cache>,
         origins: Arc<Origins>,
         metrics: Arc<Metrics>,
+        clock: Arc<Clock>,
     ) -> State {
         State {
+            clock,
+            allowed: config.server.allowed_content_types.clone().into(),
             tenants: Tenants::from_config(&config),
             cors: Cors::from_config(&config.cors),
             presigner: Presigner::new(&config.presign, metrics.clone()),
@@ -173,60 +181,45 @@ impl Ctx<'_> {
             .for_bucket(&obj.bucket)
             .ok_or_else(|| Refusal::NoTenant.into_error())?;
         self.tenant = Some(tenant.clone());
-        auth::verify(
+        let verified = auth::verify(
             tenant,
             &obj.bucket,
             &obj.key,
             &sig,
-            auth::unix_secs(SystemTime::now()),
+            auth::unix_secs(state.clock.wall()),
         )
         .map_err(Refusal::into_error)?;
+        let req = ObjectRequest {
+            origins: state.origins.clone(),
+            tenant: tenant.clone(),
+            obj,
+            allowed: state.allowed.clone(),
+            head,
+            passthrough: passthrough_request(&parts.headers),
+        };
         match route {
             Route::Presign { redirect, .. } => {
                 // A presigned URL never outlives the signed request that asked for it.
-                let not_after = sig
-                    .exp
-                    .as_deref()
-                    .and_then(|e| e.parse::<u64>().ok())
-                    .filter(|_| tenant.require_signature)
-                    .map(|e| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(e));
-                let (presigned, status) = Box::pin(state.presigner.get(
-                    &state.origins,
-                    tenant,
-                    &obj,
-                    SystemTime::now(),
-                    not_after,
-                    &state.config.server.allowed_content_types,
-                ))
-                .await?;
+                let now = state.clock.wall();
+                let (presigned, status) =
+                    Box::pin(state.presigner.get(&req, now, verified.expires)).await?;
                 self.cache = status;
-                Ok(presigned.response(redirect))
+                Ok(presigned.response(redirect, now))
             }
-            Route::Object(_) => {
-                self.serve_object(head, tenant, &obj, variant.as_ref())
-                    .await
-            }
+            Route::Object(_) => self.serve_object(&req, variant.as_ref()).await,
         }
     }
 
     /// Lookup, fetch (or render) and respond for an object route.
     async fn serve_object(
         &mut self,
-        head: bool,
-        tenant: &Arc<Tenant>,
-        obj: &ObjectRef,
+        req: &ObjectRequest,
         variant: Option<&Variant>,
     ) -> Result<Response<ProxyBody>, Error> {
         let (state, request) = (self.state, &self.parts.headers);
         self.cache = CacheStatus::Miss;
-        let allowed = &state.config.server.allowed_content_types;
         let served = match variant {
-            None => {
-                state
-                    .cache
-                    .serve(&state.origins, tenant, obj, allowed)
-                    .await?
-            }
+            None => state.cache.serve(req).await?,
             Some(variant) => {
                 let accept = request.get(header::ACCEPT).and_then(|v| v.to_str().ok());
                 let query = VariantQuery {
@@ -234,102 +227,45 @@ impl Ctx<'_> {
                     output: variant.output(accept),
                     pool: &state.renders,
                 };
-                Box::pin(
-                    state
-                        .cache
-                        .serve_variant(&state.origins, tenant, obj, allowed, &query),
-                )
-                .await?
+                Box::pin(state.cache.serve_variant(req, &query)).await?
             }
         };
+        let head = req.head;
         match served {
             Served::NotFound => {
                 self.cache = CacheStatus::Hit;
                 Err(Error::not_found().with_detail("remembered 404"))
             }
-            Served::Complete(cached, status) => {
+            Served::Complete {
+                cached,
+                status,
+                freshness,
+            } => {
                 self.cache = status;
-                self.freshness = Some(cached.freshness(state.cache.clock().now()));
-                if !cached.meta.content_type_allowed(allowed) {
-                    return Err(Error::unsupported_media_type(
-                        cached.meta.content_type.as_deref(),
-                    ));
-                }
+                self.freshness = Some(freshness);
                 Ok(respond::from_memory(request, head, &cached))
             }
-            Served::Streaming(streamed, place) => {
+            Served::Streaming {
+                head: streamed,
+                place,
+                freshness,
+            } => {
                 self.cache = streamed.status;
-                self.freshness = Some(streamed.stamp.freshness(state.cache.clock().now()));
-                let whole_first =
-                    streamed.length.is_none() && (head || request.contains_key(header::RANGE));
-                if whole_first {
-                    return self.once_whole(head, tenant, obj, &streamed, place).await;
-                }
+                self.freshness = Some(freshness);
                 Ok(respond::from_fill(request, head, &streamed, place))
             }
-            Served::Bypass => self.passthrough(head, tenant, obj).await,
-        }
-    }
-
-    /// A body of unknown length, for a request that needs its length (a `HEAD`, a
-    /// `Range`): answered once the fill has it whole. A fill that does not keep it (too
-    /// large) leaves this request to fetch for itself.
-    async fn once_whole(
-        &mut self,
-        head: bool,
-        tenant: &Arc<Tenant>,
-        obj: &ObjectRef,
-        streamed: &Streamed,
-        place: Place,
-    ) -> Result<Response<ProxyBody>, Error> {
-        let fill = place.fill().clone();
-        // Waiting for the whole body, not reading it: a fill too large to keep must not
-        // wait for this request.
-        drop(place);
-        match fill.whole().await {
-            Some(pieces) => {
-                let body = Pieces::new(pieces);
-                let meta = crate::object::ObjectMeta {
-                    size: body.len(),
-                    ..crate::object::ObjectMeta::clone(&streamed.meta)
-                };
-                Ok(respond::from_pieces(
-                    &self.parts.headers,
+            Served::Passed { object, freshness } => {
+                self.cache = CacheStatus::Bypass;
+                self.freshness = Some(freshness);
+                Ok(respond::from_origin(
                     head,
-                    &meta,
-                    &body,
+                    *object,
+                    state.origins.idle_timeout(),
                 ))
             }
-            None if fill.forgets() => self.passthrough(head, tenant, obj).await,
-            None => Err(Error::bad_gateway().with_detail("the origin body broke off")),
-        }
-    }
-
-    /// The object streamed from the origin past the cache (too large, no room in
-    /// `fill_memory`), with the request's range and validators forwarded.
-    async fn passthrough(
-        &mut self,
-        head: bool,
-        tenant: &Arc<Tenant>,
-        obj: &ObjectRef,
-    ) -> Result<Response<ProxyBody>, Error> {
-        let state = self.state;
-        let allowed = &state.config.server.allowed_content_types;
-        self.cache = CacheStatus::Bypass;
-        let fetched = Box::pin(state.origins.get(
-            tenant,
-            obj,
-            &passthrough_request(&self.parts.headers),
-        ))
-        .await;
-        match fetched.map_err(|e| e.into_error())? {
-            Fetched::NotModified(_) => Ok(respond::not_modified_passthrough()),
-            Fetched::Object(o) if !o.meta.content_type_allowed(allowed) => Err(
-                Error::unsupported_media_type(o.meta.content_type.as_deref()),
-            ),
-            Fetched::Object(o) => {
-                self.freshness = Some(state.cache.arriving(&o));
-                Ok(respond::from_origin(head, *o, state.origins.idle_timeout()))
+            Served::PassedNotModified => {
+                self.cache = CacheStatus::Bypass;
+                Ok(respond::not_modified_passthrough())
             }
         }
     }

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::{Open, WaitingSlot};
+use super::admission::{Open, WaitingSlot};
 use crate::activity::{Activity, ConnInfo, Deadlines, EndReason, Verdict, verdict};
 use crate::body::FRAME;
 use crate::metrics::ConnMetrics;

@@ -7,11 +7,11 @@
 //! The library never binds sockets or installs signal handlers: callers pass a bound
 //! listener and a cancellation token, so tests run real servers on port 0.
 
+mod admission;
 mod connection;
 mod workers;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::activity::Deadlines;
 use crate::metrics::ConnMetrics;
+use admission::{Open, Waiting, WaitingSlot};
 pub use connection::MAX_HEAD_BYTES;
 pub use workers::Workers;
 
@@ -244,109 +245,9 @@ impl Gate {
     }
 }
 
-/// One open connection in a gauge (the listener's, a worker's), taken back when dropped.
-struct Open(Gauge);
-
-impl Open {
-    fn inc(gauge: &Gauge) -> Open {
-        gauge.inc();
-        Open(gauge.clone())
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-/// Connections that have not sent a request head yet, oldest first.
-#[derive(Default)]
-struct Waiting {
-    inner: Mutex<WaitingInner>,
-}
-
-#[derive(Default)]
-struct WaitingInner {
-    next: u64,
-    by_age: BTreeMap<u64, CancellationToken>,
-}
-
-impl Waiting {
-    fn lock(&self) -> std::sync::MutexGuard<'_, WaitingInner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn register(&self) -> (u64, CancellationToken) {
-        let mut w = self.lock();
-        let id = w.next;
-        w.next += 1;
-        let token = CancellationToken::new();
-        w.by_age.insert(id, token.clone());
-        (id, token)
-    }
-
-    fn remove(&self, id: u64) {
-        self.lock().by_age.remove(&id);
-    }
-
-    fn evict_oldest(&self) -> bool {
-        let oldest = self.lock().by_age.pop_first();
-        match oldest {
-            Some((_, token)) => {
-                token.cancel();
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-/// A connection's place in [`Waiting`], given up at its first request or its end;
-/// `evicted` is cancelled when the listener needs the place for a new connection.
-struct WaitingSlot {
-    waiting: Arc<Waiting>,
-    id: u64,
-    evicted: CancellationToken,
-}
-
-impl WaitingSlot {
-    fn new(waiting: &Arc<Waiting>) -> WaitingSlot {
-        let (id, evicted) = waiting.register();
-        WaitingSlot {
-            waiting: waiting.clone(),
-            id,
-            evicted,
-        }
-    }
-
-    fn leave(&self) {
-        self.waiting.remove(self.id);
-    }
-}
-
-impl Drop for WaitingSlot {
-    fn drop(&mut self) {
-        self.leave();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn eviction_takes_the_oldest_waiting_connection() {
-        let w = Waiting::default();
-        let (a, ta) = w.register();
-        let (_b, tb) = w.register();
-        let (_c, tc) = w.register();
-        w.remove(a);
-        assert!(w.evict_oldest());
-        assert!(!ta.is_cancelled() && tb.is_cancelled() && !tc.is_cancelled());
-        assert!(w.evict_oldest());
-        assert!(!w.evict_oldest());
-    }
 
     /// One GET on a keep-alive connection; the response body.
     async fn get(conn: &mut tokio::net::TcpStream) -> String {

@@ -6,6 +6,7 @@
 pub mod params;
 pub mod pool;
 pub mod render;
+#[cfg(any(test, feature = "test-support"))]
 pub mod samples;
 
 pub use params::{Fit, Format, FormatChoice, Output, Variant};

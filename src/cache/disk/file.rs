@@ -22,8 +22,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::super::CacheKey;
-use super::super::pieces::Pieces;
+use crate::cache::entry::CacheKey;
+use crate::cache::pieces::Pieces;
 use crate::config::ProviderKind;
 use crate::object::ObjectMeta;
 

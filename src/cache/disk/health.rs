@@ -22,7 +22,7 @@ struct State {
 
 impl Health {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        super::lock(&self.state)
+        lock(&self.state)
     }
 
     /// Whether to use the disk now: always while it works; after a failure, not until
@@ -60,6 +60,12 @@ impl Health {
     pub fn is_failing(&self) -> bool {
         self.state().failing_since.is_some()
     }
+}
+
+/// The disk tier's locks guard a few assignments or a push each, so a state left by a
+/// panic elsewhere is still whole: poisoning is ignored.
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -36,13 +36,14 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use super::pieces::Pieces;
-use super::{CacheKey, kib, kib_permit};
+use crate::cache::budget::{kib, kib_permit};
+use crate::cache::entry::CacheKey;
+use crate::cache::pieces::Pieces;
 use crate::config::DiskConfig;
 use crate::metrics::TierMetrics;
 use crate::object::ObjectMeta;
 use file::{Header, Opened, ReadError};
-use health::Health;
+use health::{Health, lock};
 
 pub use file::BLOCK;
 pub use health::RETRY_AFTER;
@@ -132,12 +133,6 @@ struct Handed {
     good: u64,
     /// The watchdog gave up: the thread hands nothing more on.
     abandoned: bool,
-}
-
-/// The disk tier's locks guard a few assignments or a push each, so a state left by a
-/// panic elsewhere is still whole: poisoning is ignored.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Rest {
@@ -702,7 +697,7 @@ fn object_path(objects: &Path, key: &CacheKey) -> PathBuf {
     // A variant's id is hashed after the object's parts, so objects keep the paths
     // they had before variants existed.
     let parts = [key.provider.as_str(), &key.bucket, &key.key];
-    let hex = super::digest_hex(parts.into_iter().chain(key.variant.as_deref()), 16);
+    let hex = crate::cache::entry::digest_hex(parts.into_iter().chain(key.variant.as_deref()), 16);
     objects.join(&hex[..2]).join(&hex[2..])
 }
 

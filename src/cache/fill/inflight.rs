@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::CacheKey;
-use super::fill::Fill;
+use super::shared::Fill;
+use crate::cache::entry::CacheKey;
 
 const SHARDS: usize = 64;
 
@@ -106,7 +106,7 @@ impl Drop for Leader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::fill::Head;
+    use crate::cache::fill::shared::Head;
 
     fn key(k: &str) -> CacheKey {
         CacheKey::test(k)
@@ -151,7 +151,7 @@ mod tests {
     async fn a_broken_fill_is_not_joined() {
         let inflight = Arc::new(Inflight::default());
         let (broken, first) = inflight.join_or_lead(&key("k"));
-        broken.finish(crate::cache::fill::End::Broken);
+        broken.finish(crate::cache::fill::shared::End::Broken);
         let (fresh, second) = inflight.join_or_lead(&key("k"));
         assert!(second.is_some() && !Arc::ptr_eq(&broken, &fresh));
         // The old leader's guard leaves the new fill's entry alone.

@@ -25,7 +25,8 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::{Notify, watch};
 
-use super::{CacheStatus, Cached, Stamp};
+use crate::cache::entry::{Cached, Stamp};
+use crate::cache_status::CacheStatus;
 use crate::error::Error;
 use crate::object::ObjectMeta;
 
