@@ -127,16 +127,22 @@ impl OriginPattern {
                 let host = host.to_ascii_lowercase();
                 host.len() > suffix.len()
                     && host.ends_with(suffix.as_str())
-                    && is_host_label_chars(&host[..host.len() - suffix.len()])
+                    && are_dns_labels(&host[..host.len() - suffix.len()])
             }
         }
     }
 }
 
-fn is_host_label_chars(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+/// Whether `s` is one or more DNS labels joined by dots: each non-empty, of letters,
+/// digits and inner hyphens (so `..`, a leading dot, a port or userinfo never match).
+fn are_dns_labels(s: &str) -> bool {
+    s.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    })
 }
 
 impl TryFrom<String> for OriginPattern {
@@ -243,6 +249,39 @@ mod tests {
             "ftp://a.com",
         ] {
             assert!(OriginPattern::parse(p).is_err(), "{p}");
+        }
+    }
+
+    /// A wildcard stands for one or more whole DNS labels: never an empty one, a dot too
+    /// many, another port or userinfo.
+    #[test]
+    fn wildcard_origins_match_whole_labels_only() {
+        let wild = OriginPattern::parse("https://*.example.com").unwrap();
+        let with_port = OriginPattern::parse("https://*.example.com:8443").unwrap();
+        let cases = [
+            (&wild, "https://app.example.com", true),
+            (&wild, "https://a.b.example.com", true),
+            (&wild, "https://APP.Example.COM", true),
+            (&wild, "https://a-1.example.com", true),
+            (&wild, "https://..example.com", false),
+            (&wild, "https://.example.com", false),
+            (&wild, "https://a..example.com", false),
+            (&wild, "https://.a.example.com", false),
+            (&wild, "https://-a.example.com", false),
+            (&wild, "https://a-.example.com", false),
+            (&wild, "https://app.example.com.", false),
+            (&wild, "https://app.example.com:8443", false),
+            (&wild, "https://user@app.example.com", false),
+            (&wild, "https://user:pw@app.example.com", false),
+            (&wild, "https://a_b.example.com", false),
+            (&wild, "https://example.com", false),
+            (&wild, "http://app.example.com", false),
+            (&with_port, "https://app.example.com:8443", true),
+            (&with_port, "https://app.example.com", false),
+            (&with_port, "https://app.example.com:443", false),
+        ];
+        for (pattern, origin, want) in cases {
+            assert_eq!(pattern.matches(origin), want, "{pattern:?} {origin}");
         }
     }
 
