@@ -6,7 +6,8 @@
 //! - no request head within `header_read_timeout` of accepting (TLS handshake and the
 //!   h1/h2 sniffing included) → abort;
 //! - a socket write pending, or a response body producing nothing while a response is in
-//!   progress, for `send_timeout` → abort (a reader that does not read);
+//!   progress, for `send_timeout` without the client acknowledging a byte → abort (a
+//!   reader that does not read; a slow but steady one is never cut);
 //! - no request in progress for `idle_timeout` → close gracefully (h1 close, h2 GOAWAY);
 //! - older than `max_connection_age` → close gracefully, then abort after `drain_timeout`.
 //!
@@ -132,6 +133,17 @@ impl Activity {
     /// A response body produced a frame (the client is taking bytes).
     pub fn body_progress(&self) {
         self.progress_at.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// The client acknowledged more bytes of this connection (its kernel took them
+    /// because it read): progress for both send rules, however the writes and frames
+    /// above it look (a steady slow reader behind a large socket buffer).
+    pub fn client_took_bytes(&self) {
+        let now = self.now_ms();
+        self.progress_at.store(now, Ordering::Relaxed);
+        if self.write_blocked_at.load(Ordering::Relaxed) != 0 {
+            self.write_blocked_at.store(now + 1, Ordering::Relaxed);
+        }
     }
 
     /// A socket write could not proceed (`true`) or did (`false`).

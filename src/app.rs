@@ -137,7 +137,7 @@ impl App {
         let workers = Workers::per_core()
             .inspect_err(|e| tracing::warn!(error = %e, "cannot start worker runtimes"))
             .ok();
-        let mut public = Listener::new(limits)
+        let mut public = Listener::new(limits.clone())
             .tls(self.tls.clone().map(tls::acceptor))
             .metrics(state.metrics.conn.clone());
         if let Some(workers) = &workers {

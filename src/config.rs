@@ -88,6 +88,8 @@ pub struct Server {
     pub tls: Option<Tls>,
     pub header_read_timeout: Dur,
     pub max_connections: usize,
+    /// Connections one client (a peer address, an IPv6 /64; not a trusted proxy) holds.
+    pub max_connections_per_client: usize,
     pub cache_control: String,
     pub allowed_content_types: Vec<MediaRange>,
     pub drain_timeout: Dur,
@@ -106,6 +108,7 @@ impl Default for Server {
             tls: None,
             header_read_timeout: Dur::secs(10),
             max_connections: 10_000,
+            max_connections_per_client: 256,
             cache_control: "private, max-age=3600".into(),
             allowed_content_types: vec![MediaRange::parse("image/*").expect("a valid range")],
             drain_timeout: Dur::secs(30),
@@ -128,6 +131,7 @@ impl Server {
             tls,
             header_read_timeout,
             max_connections,
+            max_connections_per_client,
             drain_timeout,
             idle_timeout,
             send_timeout,
@@ -148,6 +152,10 @@ impl Server {
             (
                 "server.max_connections",
                 *max_connections != other.max_connections,
+            ),
+            (
+                "server.max_connections_per_client",
+                *max_connections_per_client != other.max_connections_per_client,
             ),
             (
                 "server.drain_timeout",

@@ -30,6 +30,9 @@ pub fn validate(c: &Config) -> Result<(), Failure> {
     if c.server.max_connections == 0 {
         return fail("server.max_connections", "must be at least 1");
     }
+    if c.server.max_connections_per_client == 0 {
+        return fail("server.max_connections_per_client", "must be at least 1");
+    }
     if http::HeaderValue::from_str(&c.server.cache_control).is_err() {
         return fail("server.cache_control", "is not a valid header value");
     }

@@ -229,6 +229,49 @@ async fn a_reader_that_stops_reading_is_cut_and_its_memory_freed() {
     env.stop().await;
 }
 
+/// `send_timeout` counts bytes the client takes, not whole frames or writes: a client
+/// reading slowly but steadily keeps its download. A phone at 13 KB/s behind a 4 MB
+/// socket buffer leaves every write of the server waiting minutes for half that buffer
+/// to drain; here the same ratio: loopback's ~4 MB send buffer drained at ~640 KB/s (64
+/// KiB every 100 ms) makes each write wait about 3 s, against a `send_timeout` of 2 s
+/// (which also leaves a busy machine's test task room to be late).
+#[tokio::test]
+async fn a_slow_steady_reader_is_never_cut() {
+    let env = Env::with(|c, _| c.server.send_timeout = Dur::secs(2)).await;
+    let body = Bytes::from(pattern(6 << 20, 11));
+    env.put("test-images", "slow.png", body.clone(), "image/png")
+        .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 << 10).unwrap();
+    let mut sock = socket.connect(env.proxy.addr).await.unwrap();
+    sock.write_all(b"GET /test-images/slow.png HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), sock.read(&mut buf)).await {
+            Ok(Ok(0)) => panic!("cut after {} bytes", got.len()),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => panic!("cut after {} bytes: {e}", got.len()),
+            Err(_) => panic!("stalled after {} bytes", got.len()),
+        }
+        if got.len() >= body.len() && got.ends_with(&body[body.len() - 64..]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(&got[head_end..], &body[..], "the whole body");
+    let cut = metric(
+        &env,
+        "bucketfront_connections_ended_total{reason=\"send_timeout\"}",
+    )
+    .await;
+    assert_eq!(cut, 0);
+    env.stop().await;
+}
+
 #[tokio::test]
 async fn an_h2_stream_with_a_closed_window_is_cut() {
     let env = start(32 << 20).await;
@@ -467,10 +510,13 @@ async fn a_connection_older_than_max_connection_age_is_closed() {
 async fn an_overflow_h2_connection_gets_503_then_goaway() {
     let env = Env::with(|c, _| c.server.max_connections = 2).await;
     env.put("test-images", "ok.png", "ok", "image/png").await;
-    // Two keep-alive connections that have sent a request: not evictable.
+    let big = Bytes::from(pattern(8 << 20, 3));
+    env.put("test-images", "big.png", big, "image/png").await;
+    // Two connections with a response in progress that they do not read: busy, not
+    // evictable (an idle keep-alive would be).
     let mut busy = Vec::new();
     for _ in 0..2 {
-        busy.push(answered_keep_alive(env.proxy.addr, "/test-images/ok.png").await);
+        busy.push(busy_connection(env.proxy.addr, "/test-images/big.png").await);
     }
     let tcp = TcpStream::connect(env.proxy.addr).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http2::handshake(
@@ -498,6 +544,75 @@ async fn an_overflow_h2_connection_gets_503_then_goaway() {
     .await;
     assert!(overflow >= 1, "{overflow}");
     drop(busy);
+    env.stop().await;
+}
+
+/// Keep-alive exhaustion: one address holds every connection with polite keep-alives
+/// (one answered request each, re-used often enough to beat `idle_timeout`). A new
+/// client from another address is still served: at `max_connections` the longest-idle
+/// connection of the client holding the most makes room.
+#[tokio::test]
+async fn one_clients_keep_alives_leave_room_for_another_client() {
+    let env = Env::with(|c, _| {
+        c.server.max_connections = 40;
+        c.server.max_connections_per_client = 256;
+    })
+    .await;
+    env.put("test-images", "ok.png", "ok", "image/png").await;
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        held.push(answered_keep_alive(env.proxy.addr, "/test-images/ok.png").await);
+    }
+    let mut others = Vec::new();
+    for other in 2..5 {
+        let t0 = Instant::now();
+        let from = [127, 0, 0, other];
+        others.push(answered_keep_alive_from(env.proxy.addr, "/test-images/ok.png", from).await);
+        let took = t0.elapsed();
+        assert!(took < Duration::from_secs(5), "{took:?}");
+    }
+    let evicted = metric(
+        &env,
+        "bucketfront_connections_ended_total{reason=\"evicted\"}",
+    )
+    .await;
+    assert!(evicted >= 3, "{evicted}");
+    // The attacker's oldest keep-alives were the ones closed.
+    for s in held.iter_mut().take(3) {
+        closed_within(s, Duration::from_secs(10)).await;
+    }
+    env.stop().await;
+}
+
+/// `max_connections_per_client`: one address's next connection closes its own
+/// longest-idle one; it never holds more, whatever `max_connections` leaves free.
+#[tokio::test]
+async fn one_client_holds_at_most_its_share_of_connections() {
+    let env = Env::with(|c, _| {
+        c.server.max_connections = 500;
+        c.server.max_connections_per_client = 10;
+    })
+    .await;
+    env.put("test-images", "ok.png", "ok", "image/png").await;
+    let mut held = Vec::new();
+    for _ in 0..30 {
+        held.push(answered_keep_alive(env.proxy.addr, "/test-images/ok.png").await);
+    }
+    let (closed, open) = held.split_at_mut(20);
+    for s in closed {
+        closed_within(s, Duration::from_secs(10)).await;
+    }
+    // The newest ten are still open and answer.
+    for s in open {
+        s.write_all(b"GET /test-images/ok.png HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+    }
+    // Another address is a client of its own.
+    answered_keep_alive_from(env.proxy.addr, "/test-images/ok.png", [127, 0, 0, 2]).await;
     env.stop().await;
 }
 

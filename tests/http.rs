@@ -476,10 +476,13 @@ async fn h2c_prior_knowledge_on_the_same_port() {
 async fn beyond_max_connections_answers_503() {
     let env = Env::with(|c, _| c.server.max_connections = 2).await;
     env.put("test-images", "c.png", "x", "image/png").await;
-    // Two idle keep-alive connections hold both permits ...
+    let big = bytes::Bytes::from(pattern(8 << 20, 3));
+    env.put("test-images", "big.png", big, "image/png").await;
+    // Two connections with a response in progress hold both permits (idle keep-alives
+    // would be closed to make room) ...
     let mut held = Vec::new();
     for _ in 0..2 {
-        held.push(answered_keep_alive(env.proxy.addr, "/test-images/c.png").await);
+        held.push(busy_connection(env.proxy.addr, "/test-images/big.png").await);
     }
     // ... so a third gets an immediate 503 through the normal error path, and is closed,
     let gets = env.gets();
@@ -508,6 +511,7 @@ async fn beyond_max_connections_answers_503() {
         }
     }
     assert!(served, "served again once under the limit");
+    drop(held);
     env.stop().await;
 }
 

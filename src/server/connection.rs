@@ -6,6 +6,7 @@
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -23,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::admission::{Open, WaitingSlot};
+use super::admission::{Admitted, Open};
 use crate::activity::{Activity, ConnInfo, Deadlines, EndReason, Verdict, verdict};
 use crate::body::FRAME;
 use crate::metrics::ConnMetrics;
@@ -87,7 +88,9 @@ pub(super) struct Connection {
     pub shared: Arc<Shared>,
     pub peer: SocketAddr,
     pub overflow: bool,
-    pub slot: Option<WaitingSlot>,
+    pub activity: Arc<Activity>,
+    /// Its registration with the listener's admission (none for an overflow one).
+    pub admitted: Option<Admitted>,
 }
 
 impl Connection {
@@ -103,19 +106,22 @@ impl Connection {
         // Counted open until this function returns, however it returns.
         let _open = Open::inc(&shared.metrics.connections);
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::new(Instant::now()));
+        // The socket stays open as long as this function runs: the tick reads its
+        // acknowledged bytes through this.
+        let fd = stream.as_raw_fd();
+        let activity = self.activity.clone();
         if self.overflow {
             activity.mark_overflow();
         }
         let evicted = self
-            .slot
+            .admitted
             .as_ref()
-            .map(|s| s.evicted.clone())
+            .map(|a| a.evicted.clone())
             .unwrap_or_default();
         let outcome = match shared.tls.clone() {
             None => {
                 let io = Watched::new(stream, activity.clone());
-                self.drive(io, activity, &evicted, handler).await
+                self.drive(io, fd, activity, &evicted, handler).await
             }
             Some(acceptor) => {
                 let deadline = shared.deadlines.header_read_timeout;
@@ -127,7 +133,7 @@ impl Connection {
                 match handshake {
                     Ok(Ok(tls)) => {
                         let io = Watched::new(tls, activity.clone());
-                        self.drive(io, activity, &evicted, handler).await
+                        self.drive(io, fd, activity, &evicted, handler).await
                     }
                     Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
                     Err(_) => {
@@ -147,6 +153,7 @@ impl Connection {
     async fn drive<I, F, Fut, B>(
         self,
         io: Watched<I>,
+        fd: RawFd,
         activity: Arc<Activity>,
         evicted: &CancellationToken,
         handler: F,
@@ -163,13 +170,13 @@ impl Connection {
             peer: self.peer,
             overflow: self.overflow,
         };
-        let slot = Arc::new(self.slot);
+        let admitted = Arc::new(self.admitted);
         let service_activity = activity.clone();
         let service = service_fn(move |mut req: Request<Incoming>| {
             if service_activity.request_started()
-                && let Some(slot) = slot.as_ref()
+                && let Some(admitted) = admitted.as_ref()
             {
-                slot.leave();
+                admitted.started();
             }
             let guard = RequestGuard(service_activity.clone());
             req.extensions_mut().insert(info);
@@ -194,10 +201,17 @@ impl Connection {
         let mut tick = tokio::time::interval(d.tick());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut closing = false;
+        let mut acked = 0;
         loop {
             tokio::select! {
                 r = conn.as_mut() => return r.map_err(|e| e.to_string()),
                 _ = tick.tick() => {
+                    if let Some(now_acked) = bytes_acked(fd)
+                        && now_acked > acked
+                    {
+                        acked = now_acked;
+                        activity.client_took_bytes();
+                    }
                     let now = Instant::now();
                     match verdict(&activity.snapshot(now), &d) {
                         Verdict::Keep => {}
@@ -205,7 +219,10 @@ impl Connection {
                             if !closing {
                                 closing = true;
                                 activity.closing(now);
-                                shared.metrics.ended(reason);
+                                // Overflow connections are counted when admitted.
+                                if reason != EndReason::Overflow {
+                                    shared.metrics.ended(reason);
+                                }
                                 conn.as_mut().graceful_shutdown();
                             }
                         }
@@ -228,6 +245,27 @@ impl Connection {
             }
         }
     }
+}
+
+/// How many bytes of this connection the client has acknowledged (`TCP_INFO`'s
+/// `tcpi_bytes_acked`, Linux 4.2+); `None` where the kernel does not say.
+fn bytes_acked(fd: RawFd) -> Option<u64> {
+    // SAFETY: tcp_info is plain integers, for which all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `fd` is this connection's open TCP socket (the caller holds the stream),
+    // and `info`/`len` are a tcp_info and its size, as getsockopt(2) asks.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    let needed = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + 8;
+    (r == 0 && len as usize >= needed).then_some(info.tcpi_bytes_acked)
 }
 
 /// Ends its request in the connection's [`Activity`] when the response is done with

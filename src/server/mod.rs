@@ -24,16 +24,20 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::activity::Deadlines;
+use crate::activity::{Activity, Deadlines, EndReason};
 use crate::metrics::ConnMetrics;
-use admission::{Open, Waiting, WaitingSlot};
+use admission::{Admission, Open, Room};
 pub use connection::MAX_HEAD_BYTES;
 pub use workers::Workers;
 
 /// The bounds of one listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     pub max_connections: usize,
+    /// Connections one client (an address, an IPv6 /64) may hold.
+    pub max_connections_per_client: usize,
+    /// Peers that are many clients (balancers): no per-client limit.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub deadlines: Deadlines,
 }
 
@@ -41,6 +45,8 @@ impl Limits {
     pub fn from_config(s: &crate::config::Server) -> Limits {
         Limits {
             max_connections: s.max_connections,
+            max_connections_per_client: s.max_connections_per_client,
+            trusted_proxies: s.trusted_proxies.clone(),
             deadlines: Deadlines {
                 header_read_timeout: s.header_read_timeout.0,
                 idle_timeout: s.idle_timeout.0,
@@ -51,10 +57,12 @@ impl Limits {
         }
     }
 
-    /// The same deadlines with another connection limit (the admin and demo listeners).
+    /// The same deadlines with another connection limit, and none per client (the
+    /// admin and demo listeners).
     pub fn with_max_connections(self, max_connections: usize) -> Limits {
         Limits {
             max_connections,
+            max_connections_per_client: max_connections,
             ..self
         }
     }
@@ -126,6 +134,10 @@ impl Listener {
     {
         let limits = self.limits;
         let gate = Gate {
+            admission: Admission::new(
+                limits.max_connections_per_client,
+                limits.trusted_proxies.clone(),
+            ),
             shared: Arc::new(connection::Shared::new(
                 limits.deadlines,
                 self.tls,
@@ -134,7 +146,6 @@ impl Listener {
             )),
             permits: Arc::new(Semaphore::new(limits.max_connections)),
             overflow: Arc::new(Semaphore::new(overflow_connections(limits.max_connections))),
-            waiting: Arc::new(Waiting::default()),
             tasks: TaskTracker::new(),
             workers: (self.workers.into_iter())
                 .map(|h| (h, Gauge::default()))
@@ -157,17 +168,25 @@ impl Listener {
                     }
                 },
             };
-            let Some((permit, is_overflow)) = gate.admit().await else {
+            let Some((permit, is_overflow)) = gate.admit(peer.ip()).await else {
                 drop(stream);
                 continue;
             };
+            let activity = Arc::new(Activity::new(std::time::Instant::now()));
             // Overflow connections hold no permit that eviction could free.
-            let slot = (!is_overflow).then(|| WaitingSlot::new(&gate.waiting));
+            let admitted = (!is_overflow).then(|| {
+                let client = gate.admission.client_of(peer.ip());
+                gate.admission.admit(client, peer.ip(), activity.clone())
+            });
+            if is_overflow {
+                gate.shared.metrics.ended(EndReason::Overflow);
+            }
             let conn = connection::Connection {
                 shared: gate.shared.clone(),
                 peer,
                 overflow: is_overflow,
-                slot,
+                activity,
+                admitted,
             };
             let handler = handler.clone();
             let Some((runtime, open)) = gate.workers.iter().min_by_key(|w| w.1.get()) else {
@@ -211,7 +230,7 @@ struct Gate {
     permits: Arc<Semaphore>,
     /// Connections beyond the limit, accepted just to be told 503.
     overflow: Arc<Semaphore>,
-    waiting: Arc<Waiting>,
+    admission: Arc<Admission>,
     tasks: TaskTracker,
     /// The runtimes connections are served on (none: the accept loop's), with the
     /// connections each has open.
@@ -219,10 +238,12 @@ struct Gate {
 }
 
 impl Gate {
-    /// A permit for a new connection, and whether it is an overflow one (told 503). At
-    /// the limit, the oldest connection that has not sent a request head yet makes room;
-    /// when every connection is busy, a small pool answers 503; beyond it, `None`.
-    async fn admit(&self) -> Option<(OwnedSemaphorePermit, bool)> {
+    /// A permit for a new connection from `ip`, and whether it is an overflow one (told
+    /// 503). A client at `max_connections_per_client` closes one of its own idle
+    /// connections first. At `max_connections`, a connection that has sent nothing, else
+    /// the longest-idle one of the heaviest client, makes room; when every connection is
+    /// busy (or the client's are), a small pool answers 503; beyond it, `None`.
+    async fn admit(&self, ip: std::net::IpAddr) -> Option<(OwnedSemaphorePermit, bool)> {
         let overflow = || {
             self.overflow
                 .clone()
@@ -230,17 +251,28 @@ impl Gate {
                 .ok()
                 .map(|p| (p, true))
         };
-        match self.permits.clone().try_acquire_owned() {
-            Ok(p) => Some((p, false)),
-            Err(_) if self.waiting.evict_oldest() => {
-                // The evicted task gives its permit back as soon as it runs.
-                let permit = self.permits.clone().acquire_owned();
-                match tokio::time::timeout(Duration::from_secs(1), permit).await {
-                    Ok(Ok(p)) => Some((p, false)),
-                    _ => overflow(),
-                }
-            }
-            Err(_) => overflow(),
+        let now = std::time::Instant::now();
+        let own = match self
+            .admission
+            .client_room(self.admission.client_of(ip), now)
+        {
+            Room::None => return overflow(),
+            room => room,
+        };
+        let room = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => return Some((p, false)),
+            // One of the client's own connections is closing: its permit is this one's.
+            Err(_) if own == Room::Made => Room::Made,
+            Err(_) => self.admission.make_room(now),
+        };
+        if room == Room::None {
+            return overflow();
+        }
+        // The closed connection's task gives its permit back as soon as it runs.
+        let permit = self.permits.clone().acquire_owned();
+        match tokio::time::timeout(Duration::from_secs(1), permit).await {
+            Ok(Ok(p)) => Some((p, false)),
+            _ => overflow(),
         }
     }
 }

@@ -151,6 +151,9 @@ fn base() -> Config {
     c.server.admin_listen = "127.0.0.1:0".parse().unwrap();
     c.server.header_read_timeout = Dur::secs(1);
     c.server.drain_timeout = Dur::secs(10);
+    // Every test client is 127.0.0.1: one client to the per-client limit, which has
+    // tests of its own (tests/hostile.rs).
+    c.server.max_connections_per_client = c.server.max_connections;
     c.origin.connect_timeout = Dur::secs(1);
     c.origin.first_byte_timeout = Dur::secs(2);
     c.origin.max_attempts = 1;
@@ -569,10 +572,44 @@ pub fn fake_config(endpoint: &str) -> Config {
     c
 }
 
-/// An HTTP/1 keep-alive connection that has had one `GET path` answered 200: busy in
-/// the server's eyes (not evictable at `max_connections`).
+/// An HTTP/1 keep-alive connection that has had one `GET path` answered 200 (idle since).
 pub async fn answered_keep_alive(addr: SocketAddr, path: &str) -> tokio::net::TcpStream {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    answered_keep_alive_from(addr, path, [127, 0, 0, 1]).await
+}
+
+/// A connection with a response in progress that it does not read (a `GET path` of an
+/// object larger than the socket buffers; only the status line read): busy in the
+/// server's eyes, never closed to make room.
+pub async fn busy_connection(addr: SocketAddr, path: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    s
+}
+
+/// A TCP connection to `addr` from loopback address `from` (another client than the
+/// tests' usual 127.0.0.1, as the server tells clients apart).
+pub async fn connect_from(addr: SocketAddr, from: [u8; 4]) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::from((from, 0)))
+        .expect("a loopback source address");
+    socket.connect(addr).await.unwrap()
+}
+
+/// As [`answered_keep_alive`], from loopback address `from`.
+pub async fn answered_keep_alive_from(
+    addr: SocketAddr,
+    path: &str,
+    from: [u8; 4],
+) -> tokio::net::TcpStream {
+    let mut s = connect_from(addr, from).await;
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .await
         .unwrap();
