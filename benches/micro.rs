@@ -180,6 +180,7 @@ fn object_request(
     bucketfront::request::ObjectRequest {
         origins: hot.state.origins.clone(),
         tenant: tenant.clone(),
+        client: bucketfront::peer::ClientKey::of(std::net::Ipv4Addr::LOCALHOST.into()),
         obj: obj.clone(),
         allowed: [bucketfront::pattern::MediaRange::parse("image/*").unwrap()].into(),
         head: false,

@@ -31,7 +31,7 @@ pub mod object;
 pub mod onboard;
 mod origin;
 pub mod pattern;
-mod peer;
+pub mod peer;
 mod presign;
 pub mod proxy;
 pub mod purge;

@@ -1,9 +1,30 @@
-//! The client address a log line names: the connection's peer, or, when that peer is
-//! one of `[server] trusted_proxies`, the address it reports in `X-Forwarded-For`.
+//! Who the client is: the address a log line names (the connection's peer, or, when that
+//! peer is one of `[server] trusted_proxies`, the address it reports in
+//! `X-Forwarded-For`), and the key per-client limits and shares count it under.
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+
+/// Who a connection or an origin slot counts against (per-client limits and shares):
+/// an IPv4 address, or an IPv6 /64 (what one host holds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientKey(u128);
+
+impl ClientKey {
+    pub fn of(ip: IpAddr) -> ClientKey {
+        // IPv4: the address with bit 32 set; IPv6: the /64 with bit 0 set. The low 64
+        // bits tell the two apart, so they never meet.
+        let v4 = |a: std::net::Ipv4Addr| ClientKey((1 << 32) | u128::from(u32::from(a)));
+        match ip {
+            IpAddr::V4(a) => v4(a),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(mapped) => v4(mapped),
+                None => ClientKey((u128::from(a) & !((1u128 << 64) - 1)) | 1),
+            },
+        }
+    }
+}
 
 /// The rightmost `X-Forwarded-For` address not in `trusted`, walking back from `peer`:
 /// each trusted hop vouches only for the address it appended (RFC 7239 section 5.2
@@ -29,6 +50,17 @@ pub fn client_addr(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet])
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clients_are_addresses_and_ipv6_slash_64s() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let k = |s| ClientKey::of(ip(s));
+        assert_eq!(k("2001:db8:1:2::1"), k("2001:db8:1:2:ffff::9"));
+        assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
+        assert_eq!(k("::ffff:192.0.2.1"), k("192.0.2.1"));
+        assert_ne!(k("192.0.2.1"), k("192.0.2.2"));
+        assert_ne!(k("0.0.0.1"), k("::"), "IPv4 and IPv6 keys never meet");
+    }
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_hops() {

@@ -130,7 +130,7 @@ impl Presigner {
         let content_type = match cached {
             Some(p) => p.content_type,
             None => origins
-                .content_type(tenant, obj)
+                .content_type(tenant, Some(req.client), obj)
                 .await
                 .map_err(|e| e.into_error())?,
         };

@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::object::ObjectMeta;
 use crate::origin::{GetRequest, Origins};
 use crate::pattern::MediaRange;
+use crate::peer::ClientKey;
 use crate::source::ObjectRef;
 
 #[derive(Clone)]
@@ -18,6 +19,9 @@ pub struct ObjectRequest {
     pub origins: Arc<Origins>,
     /// The bucket's tenant, whose credentials and origin slots the request uses.
     pub tenant: Arc<Tenant>,
+    /// Who asks (the peer, or the client a trusted proxy names): whose share of the
+    /// tenant's origin slots the request takes.
+    pub client: ClientKey,
     pub obj: ObjectRef,
     /// `[server] allowed_content_types` of the config the request runs under.
     pub allowed: Arc<[MediaRange]>,
@@ -43,8 +47,16 @@ impl ObjectRequest {
     pub fn whole(&self) -> ObjectRequest {
         ObjectRequest {
             head: false,
-            passthrough: GetRequest::default(),
+            passthrough: self.get(),
             ..self.clone()
+        }
+    }
+
+    /// A plain GET of the whole object, on this request's client's share.
+    pub fn get(&self) -> GetRequest {
+        GetRequest {
+            client: Some(self.client),
+            ..GetRequest::default()
         }
     }
 }

@@ -616,6 +616,52 @@ async fn one_client_holds_at_most_its_share_of_connections() {
     env.stop().await;
 }
 
+/// Slow readers of an uncached object hold their origin slots as long as they read; one
+/// client's take at most a quarter of its tenant's `max_concurrent_per_tenant`, so
+/// another client's cold object still gets a slot at once.
+#[tokio::test]
+async fn one_clients_slow_readers_take_only_their_share_of_origin_slots() {
+    let env = Env::with(|c, _| {
+        c.origin.max_concurrent_per_tenant = 8;
+        c.cache.max_object_size = Size(1 << 20);
+    })
+    .await;
+    let big = Bytes::from(pattern(16 << 20, 5));
+    env.put("test-images", "big.png", big, "image/png").await;
+    env.put("test-images", "cold.png", "cold", "image/png")
+        .await;
+    // Eight streams of an object too large to cache, never read.
+    let mut streams = Vec::new();
+    for _ in 0..8 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut s = socket.connect(env.proxy.addr).await.unwrap();
+        s.write_all(b"GET /test-images/big.png HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        streams.push(s);
+    }
+    let mut answered = Vec::new();
+    for s in &mut streams {
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.unwrap();
+        answered.push(String::from_utf8_lossy(&head).to_string());
+    }
+    let streaming = answered.iter().filter(|h| h.ends_with("200")).count();
+    assert_eq!(streaming, 2, "a quarter of 8 slots: {answered:?}");
+    // Another client's cold object, while those two hold their slots.
+    let mut other = connect_from(env.proxy.addr, [127, 0, 0, 2]).await;
+    other
+        .write_all(b"GET /test-images/cold.png HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    other.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    drop(streams);
+    env.stop().await;
+}
+
 /// A source URL names a region (`https://B.s3.REGION.amazonaws.com/K`); the origin
 /// clients are never keyed by it, so 200 made-up regions (`zz-madeup-N`) make no client
 /// (each used to be a client and its connections, memory an attacker picked).

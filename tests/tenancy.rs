@@ -328,6 +328,7 @@ async fn presigned_urls_are_reused_until_refresh_before_with_a_controlled_clock(
         bucketfront::request::ObjectRequest {
             origins: state.origins.clone(),
             tenant: tenant.clone(),
+            client: bucketfront::peer::ClientKey::of(std::net::Ipv4Addr::LOCALHOST.into()),
             obj: obj.clone(),
             allowed: images.clone(),
             head: false,

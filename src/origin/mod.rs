@@ -8,6 +8,7 @@
 pub mod credentials;
 mod error;
 mod exchange;
+mod slots;
 
 pub use error::OriginError;
 use error::classify;
@@ -15,7 +16,6 @@ use error::classify;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
@@ -34,6 +34,9 @@ use crate::object::{Exchange, HeaderUpdate, ObjectMeta};
 use crate::source::ObjectRef;
 use credentials::{CachedCredentials, error_chain};
 use exchange::Recorder;
+use slots::{Slot, Slots};
+
+use crate::peer::ClientKey;
 
 /// What to ask the origin for, beyond the object itself.
 #[derive(Debug, Clone, Default)]
@@ -44,6 +47,9 @@ pub struct GetRequest {
     pub if_modified_since: Option<SystemTime>,
     /// Only this version (the rest of an object whose disk copy went bad mid-body).
     pub if_match: Option<String>,
+    /// Whose share of the tenant's origin slots the request takes (`None`: the proxy's
+    /// own, as for `bucketfront check`).
+    pub client: Option<ClientKey>,
 }
 
 /// An object's headers and its body, still streaming from the origin.
@@ -57,7 +63,7 @@ pub struct OriginObject {
     pub content_range: Option<String>,
     pub body: ByteStream,
     /// The tenant's origin slot, held until the body is read or dropped.
-    pub slot: Option<OwnedSemaphorePermit>,
+    pub slot: Option<Slot>,
     /// When it was asked for and arrived (what its age counts from).
     pub exchange: Exchange,
 }
@@ -77,7 +83,7 @@ pub struct NotModified {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct ClientKey {
+struct SdkKey {
     tenant: String,
     region: String,
     endpoint: Option<String>,
@@ -99,9 +105,9 @@ pub struct Origins {
     tenant_credentials: HashMap<String, SharedCredentialsProvider>,
     /// `max_concurrent_per_tenant` origin requests per tenant, so that one slow bucket
     /// cannot take every connection and task.
-    tenant_slots: HashMap<String, Arc<Semaphore>>,
+    tenant_slots: HashMap<String, Arc<Slots>>,
     metrics: Arc<Metrics>,
-    clients: RwLock<HashMap<ClientKey, Client>>,
+    clients: RwLock<HashMap<SdkKey, Client>>,
     /// `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`, which the SDK applies by itself.
     env_endpoint: Option<String>,
     /// Regions learnt from S3's wrong-region answers, per bucket.
@@ -169,8 +175,8 @@ impl Origins {
                 .tenants
                 .iter()
                 .map(|t| {
-                    let slots = Semaphore::new(config.origin.max_concurrent_per_tenant);
-                    (t.name.clone(), Arc::new(slots))
+                    let slots = Slots::new(config.origin.max_concurrent_per_tenant);
+                    (t.name.clone(), slots)
                 })
                 .collect(),
             clients: RwLock::new(HashMap::new()),
@@ -235,7 +241,7 @@ impl Origins {
             .or_else(|| gcs.then(|| "auto".to_string()))
             .or_else(|| self.base.region().map(|r| r.to_string()))
             .unwrap_or_else(|| "us-east-1".to_string());
-        let key = ClientKey {
+        let key = SdkKey {
             tenant: tenant.name.clone(),
             region,
             path_style: self.path_style(obj),
@@ -265,7 +271,7 @@ impl Origins {
         self.clients.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    fn build_client(&self, key: &ClientKey, creds: Option<SharedCredentialsProvider>) -> Client {
+    fn build_client(&self, key: &SdkKey, creds: Option<SharedCredentialsProvider>) -> Client {
         let mut b = crate::s3::compatible(aws_sdk_s3::config::Builder::from(&self.base))
             .region(Region::new(key.region.clone()))
             .force_path_style(key.path_style)
@@ -296,7 +302,7 @@ impl Origins {
     ) -> Result<Fetched, OriginError> {
         let started = std::time::Instant::now();
         let fetched: Result<Fetched, OriginError> = async {
-            let slot = self.slot(tenant).await?;
+            let slot = self.slot(tenant, req.client).await?;
             let mut fetched = self.get_in_region(tenant, obj, req).await?;
             if let Fetched::Object(o) = &mut fetched {
                 // A part of the object where the whole was asked for would be sent
@@ -331,9 +337,10 @@ impl Origins {
     pub async fn content_type(
         &self,
         tenant: &Tenant,
+        client: Option<ClientKey>,
         obj: &ObjectRef,
     ) -> Result<Option<String>, OriginError> {
-        let _slot = self.slot(tenant).await?;
+        let _slot = self.slot(tenant, client).await?;
         let call = self
             .client(tenant, obj)
             .head_object()
@@ -354,15 +361,24 @@ impl Origins {
         }
     }
 
-    /// One of the tenant's origin slots, waiting at most `first_byte_timeout` for it.
-    async fn slot(&self, tenant: &Tenant) -> Result<Option<OwnedSemaphorePermit>, OriginError> {
+    /// One of the tenant's origin slots for `client`'s share, waiting at most
+    /// `first_byte_timeout` for it.
+    async fn slot(
+        &self,
+        tenant: &Tenant,
+        client: Option<ClientKey>,
+    ) -> Result<Option<Slot>, OriginError> {
         let Some(slots) = self.tenant_slots.get(&tenant.name) else {
             return Ok(None);
         };
-        let wait = self.origin.first_byte_timeout.0;
-        match tokio::time::timeout(wait, slots.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(Some(permit)),
-            _ => Err(OriginError::Busy(tenant.name.clone())),
+        let client =
+            client.unwrap_or_else(|| ClientKey::of(std::net::Ipv4Addr::UNSPECIFIED.into()));
+        match slots
+            .acquire(client, self.origin.first_byte_timeout.0)
+            .await
+        {
+            Some(slot) => Ok(Some(slot)),
+            None => Err(OriginError::Busy(tenant.name.clone())),
         }
     }
 

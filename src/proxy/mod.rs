@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::object::downstream_cache_control;
 use crate::origin::{GetRequest, Origins};
 use crate::pattern::MediaRange;
+use crate::peer::ClientKey;
 use crate::presign::Presigner;
 use crate::request::ObjectRequest;
 use crate::source::{ObjectRef, parse_source_url};
@@ -189,13 +190,18 @@ impl Ctx<'_> {
             auth::unix_secs(state.clock.wall()),
         )
         .map_err(Refusal::into_error)?;
+        let client = ClientKey::of(
+            self.client_addr()
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+        );
         let req = ObjectRequest {
             origins: state.origins.clone(),
             tenant: tenant.clone(),
+            client,
             obj,
             allowed: state.allowed.clone(),
             head,
-            passthrough: passthrough_request(&parts.headers),
+            passthrough: passthrough_request(&parts.headers, client),
         };
         match route {
             Route::Presign { redirect, .. } => {
@@ -268,6 +274,18 @@ impl Ctx<'_> {
                 Ok(respond::not_modified_passthrough())
             }
         }
+    }
+
+    /// The client: the connection's peer, or the address a trusted proxy names.
+    fn client_addr(&self) -> Option<std::net::IpAddr> {
+        let parts = self.parts;
+        parts.extensions.get::<ConnInfo>().map(|c| {
+            let xff = parts
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok());
+            crate::peer::client_addr(c.peer.ip(), xff, &self.state.config.server.trusted_proxies)
+        })
     }
 
     /// Headers every response carries, errors included.
@@ -355,13 +373,7 @@ impl Ctx<'_> {
             ),
             None => ("", "", ""),
         };
-        let client = parts.extensions.get::<ConnInfo>().map(|c| {
-            let xff = parts
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok());
-            crate::peer::client_addr(c.peer.ip(), xff, &state.config.server.trusted_proxies)
-        });
+        let client = self.client_addr();
         tracing::info!(
             target: "bucketfront::access",
             request_id = self.id,
@@ -421,9 +433,10 @@ fn source(state: &State, target: &Target) -> Result<ObjectRef, Error> {
 /// Range and validators forwarded upstream for objects that are not cached. S3 has no
 /// `If-Range`, so a request carrying one gets the whole object (RFC 9110 allows ignoring
 /// `Range`), never a range of a version the client does not have.
-fn passthrough_request(h: &HeaderMap) -> GetRequest {
+fn passthrough_request(h: &HeaderMap, client: ClientKey) -> GetRequest {
     let get = |name: HeaderName| h.get(name).and_then(|v| v.to_str().ok()).map(String::from);
     GetRequest {
+        client: Some(client),
         range: get(header::RANGE)
             .filter(|r| r.starts_with("bytes=") && !r.contains(','))
             .filter(|_| !h.contains_key(header::IF_RANGE)),

@@ -25,6 +25,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio_util::sync::CancellationToken;
 
 use crate::activity::Activity;
+use crate::peer::ClientKey;
 
 /// One open connection in a gauge (the listener's, a worker's), taken back when dropped.
 pub(super) struct Open(Gauge);
@@ -39,25 +40,6 @@ impl Open {
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.dec();
-    }
-}
-
-/// Who a connection counts against: an IPv4 address, or an IPv6 /64.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct ClientKey(u128);
-
-impl ClientKey {
-    pub(crate) fn of(ip: IpAddr) -> ClientKey {
-        // IPv4: the address with bit 32 set; IPv6: the /64 with bit 0 set. The low 64
-        // bits tell the two apart, so they never meet.
-        let v4 = |a: std::net::Ipv4Addr| ClientKey((1 << 32) | u128::from(u32::from(a)));
-        match ip {
-            IpAddr::V4(a) => v4(a),
-            IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                Some(mapped) => v4(mapped),
-                None => ClientKey((u128::from(a) & !((1u128 << 64) - 1)) | 1),
-            },
-        }
     }
 }
 
@@ -312,16 +294,6 @@ mod tests {
         let admitted = a.admit(client, ip(ip_), activity);
         admitted.started();
         admitted
-    }
-
-    #[test]
-    fn clients_are_addresses_and_ipv6_slash_64s() {
-        let k = |s| ClientKey::of(ip(s));
-        assert_eq!(k("2001:db8:1:2::1"), k("2001:db8:1:2:ffff::9"));
-        assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
-        assert_eq!(k("::ffff:192.0.2.1"), k("192.0.2.1"));
-        assert_ne!(k("192.0.2.1"), k("192.0.2.2"));
-        assert_ne!(k("0.0.0.1"), k("::"), "IPv4 and IPv6 keys never meet");
     }
 
     #[test]

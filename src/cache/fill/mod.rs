@@ -164,7 +164,7 @@ impl FillTask {
         let etag = stale.and_then(|s| s.meta.etag.clone());
         let req = GetRequest {
             if_none_match: etag.clone(),
-            ..GetRequest::default()
+            ..self.req.get()
         };
         let (origins, tenant, obj) = (&self.req.origins, &self.req.tenant, &self.req.obj);
         let answer = origins.get(tenant, obj, &req).await;
@@ -174,7 +174,7 @@ impl FillTask {
             && !same_etag(theirs, ours)
         {
             tracing::warn!(bucket = %obj.bucket, "origin answered 304 for another version; fetching it whole");
-            return origins.get(tenant, obj, &GetRequest::default()).await;
+            return origins.get(tenant, obj, &self.req.get()).await;
         }
         answer
     }
@@ -257,7 +257,7 @@ impl FillTask {
         let req = GetRequest {
             range: Some(format!("bytes={good}-")),
             if_match: Some(etag.clone()),
-            ..GetRequest::default()
+            ..self.req.get()
         };
         let obj = &self.req.obj;
         match self.req.origins.get(&self.req.tenant, obj, &req).await {
@@ -514,6 +514,7 @@ mod tests {
         let req = ObjectRequest {
             origins: Arc::new(origins),
             tenant,
+            client: crate::peer::ClientKey::of(std::net::Ipv4Addr::LOCALHOST.into()),
             obj: ObjectRef::new(Default::default(), "bkt", "k.png").unwrap(),
             allowed: [MediaRange::parse("image/*").unwrap()].into(),
             head: false,
