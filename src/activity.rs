@@ -14,15 +14,19 @@
 //! Everything is an atomic so that the hot path (one body frame) costs one relaxed store.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Put in every request's extensions by the listener: who is asking, and whether the
-/// connection was admitted beyond `max_connections` (then the answer is `503`).
-#[derive(Debug, Clone, Copy)]
+/// Put in every request's extensions by the listener: who is asking, whether the
+/// connection was admitted beyond `max_connections` (then the answer is `503`), and its
+/// activity (which says, when a response is dropped unfinished, whether the server cut
+/// the connection and why).
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub overflow: bool,
+    pub activity: Arc<Activity>,
 }
 
 /// The deadlines of one listener.
@@ -66,6 +70,8 @@ pub struct Activity {
     head_started_at: AtomicU64,
     h2: AtomicBool,
     overflow: AtomicBool,
+    /// Why the server cut the connection: an [`EndReason`]'s index + 1; 0 = it did not.
+    cut: AtomicU8,
 }
 
 impl Activity {
@@ -81,6 +87,25 @@ impl Activity {
             head_started_at: AtomicU64::new(0),
             h2: AtomicBool::new(false),
             overflow: AtomicBool::new(false),
+            cut: AtomicU8::new(0),
+        }
+    }
+
+    /// The server is cutting the connection for `reason` (before its responses are
+    /// dropped, so that they can say why).
+    pub fn cut(&self, reason: EndReason) {
+        let index = EndReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.cut.store(index as u8 + 1, Ordering::Relaxed);
+    }
+
+    /// Why the server cut the connection, if it did.
+    pub fn cut_reason(&self) -> Option<EndReason> {
+        match self.cut.load(Ordering::Relaxed) {
+            0 => None,
+            n => EndReason::ALL.get(usize::from(n) - 1).copied(),
         }
     }
 
@@ -219,10 +244,14 @@ pub enum EndReason {
     Evicted,
     /// A graceful close that the client did not complete in time.
     CloseTimeout,
+    /// The client broke the protocol (an h2 flood the h2 library answered with GOAWAY).
+    ProtocolError,
+    /// The drain time after a shutdown ran out.
+    DrainTimeout,
 }
 
 impl EndReason {
-    pub const ALL: [EndReason; 8] = [
+    pub const ALL: [EndReason; 10] = [
         EndReason::FirstRequestTimeout,
         EndReason::HeaderTimeout,
         EndReason::SendTimeout,
@@ -231,6 +260,8 @@ impl EndReason {
         EndReason::Overflow,
         EndReason::Evicted,
         EndReason::CloseTimeout,
+        EndReason::ProtocolError,
+        EndReason::DrainTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -243,6 +274,8 @@ impl EndReason {
             EndReason::Overflow => "overflow",
             EndReason::Evicted => "evicted",
             EndReason::CloseTimeout => "close_timeout",
+            EndReason::ProtocolError => "protocol_error",
+            EndReason::DrainTimeout => "drain_timeout",
         }
     }
 }

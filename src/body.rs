@@ -24,7 +24,25 @@ pub struct ProxyBody {
     inner: Inner,
     /// Held until the body is finished or dropped, so that "in flight" covers streaming.
     in_flight: Option<InFlight>,
+    /// Bytes handed to the connection so far.
+    sent: u64,
+    /// Told once how the body ended (the access log line).
+    on_end: Option<OnEnd>,
 }
+
+/// How a response body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEnd {
+    /// Every byte was handed to the connection.
+    Complete,
+    /// Its source failed (an origin body broke off): the transfer was cut.
+    Failed,
+    /// Dropped before its end: the client went away, or the server cut the connection.
+    Dropped,
+}
+
+/// What is told how a body ended, with the bytes it handed to the connection.
+pub type OnEnd = Box<dyn FnOnce(u64, BodyEnd) + Send>;
 
 enum Inner {
     Full(Option<Bytes>),
@@ -58,6 +76,8 @@ impl ProxyBody {
         ProxyBody {
             inner,
             in_flight: None,
+            sent: 0,
+            on_end: None,
         }
     }
 
@@ -95,6 +115,31 @@ impl ProxyBody {
     /// Counts this response as in flight until its body is sent or dropped.
     pub fn track(&mut self, guard: InFlight) {
         self.in_flight = Some(guard);
+    }
+
+    /// Tells `f` how the body ended, once, with the bytes it handed over.
+    pub fn on_end(&mut self, f: OnEnd) {
+        self.on_end = Some(f);
+    }
+
+    fn end(&mut self, how: BodyEnd) {
+        self.in_flight = None;
+        if let Some(f) = self.on_end.take() {
+            f(self.sent, how);
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // A body whose last frame went out may be dropped without being asked for its
+        // end: that is complete too.
+        let how = if http_body::Body::is_end_stream(self) {
+            BodyEnd::Complete
+        } else {
+            BodyEnd::Dropped
+        };
+        self.end(how);
     }
 }
 
@@ -147,8 +192,13 @@ impl http_body::Body for ProxyBody {
                 Poll::Pending => Poll::Pending,
             },
         };
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            this.in_flight = None;
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            Poll::Ready(None) => this.end(BodyEnd::Complete),
+            Poll::Ready(Some(Err(_))) => this.end(BodyEnd::Failed),
+            Poll::Pending => {}
         }
         polled
     }

@@ -17,6 +17,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "leaf types and settings",
         &[
             "activity",
+            "allocator",
             "body",
             "cache_status",
             "clock",
@@ -62,8 +63,14 @@ const INNER: &[(&str, &[&[&str]])] = &[
     ),
     ("cache::disk", &[&["file", "health"]]),
     ("cache::fill", &[&["shared"], &["inflight"]]),
-    ("origin", &[&["credentials", "exchange"], &["error"]]),
-    ("proxy", &[&["conditional", "route"], &["respond"]]),
+    (
+        "origin",
+        &[&["credentials", "exchange", "slots"], &["error"]],
+    ),
+    (
+        "proxy",
+        &[&["conditional", "route"], &["access", "respond"]],
+    ),
     ("server", &[&["admission", "workers"], &["connection"]]),
     ("variant", &[&["params", "samples"], &["render"], &["pool"]]),
 ];

@@ -13,6 +13,7 @@
 
 mod activity;
 mod admin;
+pub mod allocator;
 pub mod app;
 pub mod auth;
 pub mod body;

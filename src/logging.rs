@@ -26,7 +26,12 @@ pub fn init() -> WorkerGuard {
         .finish(std::io::stdout());
     let _ = DROPPED.set(writer.error_counter());
     let filter = tracing_subscriber::EnvFilter::try_from_env("BUCKETFRONT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,aws_config::imds=error"));
+        // h2's warnings (a flood's GOAWAY) come one per attacking connection: an attacker
+        // would choose the log's volume. They are counted instead
+        // (`bucketfront_connections_ended_total{reason="protocol_error"}`).
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,aws_config::imds=error,h2=error")
+        });
     tracing_subscriber::fmt()
         .json()
         .flatten_event(true)

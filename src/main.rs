@@ -18,12 +18,13 @@ use bucketfront::server::{self, Limits, Listener};
 use bucketfront::store::{self, Store};
 use bucketfront::systemd;
 
-/// mimalloc gives freed pages back to the system after a short delay, so RSS comes back
+/// mimalloc gives freed pages back to the system (src/allocator.rs), so RSS comes back
 /// down after a burst (glibc malloc keeps its high-water mark in its arenas).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    bucketfront::allocator::return_freed_pages_at_once();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::CheckConfig(c) => c

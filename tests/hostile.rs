@@ -451,11 +451,26 @@ async fn h2_floods_end_the_attacking_connection() {
         eprintln!("{report}");
         assert_eq!(report["ended"], true, "{report}");
         if attack == "zero_window_streams" {
-            // 100 streams asked for, 64 allowed: the rest are refused.
+            // 100 streams asked for, 64 allowed: the rest are refused. The streams that
+            // never get a window are cut by send_timeout: with a GOAWAY first.
             assert!(report["refused"].as_u64().unwrap() >= 36, "{report}");
+            assert!(report["goaway"].is_number(), "{report}");
         }
         control(&env).await;
     }
+    // A connection that never opens a stream is cut at the header deadline, with GOAWAY.
+    let report = h2_attack(&env, "no_streams", "/").await;
+    assert!(
+        report["closed"].as_bool().unwrap() && report["goaway"].is_number(),
+        "{report}"
+    );
+    // Floods are counted, not logged line by line.
+    let protocol = metric(
+        &env,
+        "bucketfront_connections_ended_total{reason=\"protocol_error\"}",
+    )
+    .await;
+    assert!(protocol >= 1, "{protocol}");
     env.stop().await;
 }
 

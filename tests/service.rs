@@ -493,3 +493,104 @@ async fn the_shipped_config_serves_the_demo_page_under_silent_sockets() {
         );
     }
 }
+
+/// The access log line is written when the response has ended, with the bytes actually
+/// handed to the connection and how it ended: whole, cut by `send_timeout` (a client
+/// that reads nothing), or abandoned by the client after the head.
+#[tokio::test]
+async fn access_log_lines_say_how_each_response_ended() {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let store = bucketfront::store::Store::start(listener, "LOGACCESS", "log-secret", stop.clone())
+        .unwrap();
+    store
+        .client()
+        .create_bucket()
+        .bucket("log-images")
+        .send()
+        .await
+        .unwrap();
+    let big = pattern(16 << 20, 7);
+    let body = aws_sdk_s3::primitives::ByteStream::from(big.clone());
+    store
+        .put("log-images", "big.png", body, "image/png")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let config_path = dir.path().join("config.toml");
+    let endpoint = &store.endpoint;
+    std::fs::write(
+        &config_path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nsend_timeout = \"1s\"\ndrain_timeout = \"2s\"\n[[tenants]]\nname = \"l\"\nbuckets = [\"log-images\"]\nrequire_signature = false\n[[buckets]]\nname = \"log-images\"\nendpoint = \"{endpoint}\"\npath_style = true\naccess_key = \"LOGACCESS\"\nsecret_key = \"log-secret\"\n"
+        ),
+    )
+    .unwrap();
+    let child = serve(&config_path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map(Reaped::new)
+        .unwrap();
+    let pid = child.id();
+    accepting(port, "the proxy").await;
+    let url = format!("http://127.0.0.1:{port}/log-images/big.png");
+    // Whole.
+    let whole = get(&url).await;
+    assert_eq!(whole.bytes().len(), big.len());
+    let whole_id = whole.header("x-request-id").unwrap().to_string();
+    // Cut: a small window, never read.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut stalled = socket.connect(addr).await.unwrap();
+    use tokio::io::AsyncWriteExt;
+    stalled
+        .write_all(b"GET /log-images/big.png HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let metrics = format!("http://127.0.0.1:{admin}/metrics");
+    let series = "bucketfront_connections_ended_total{reason=\"send_timeout\"} 1";
+    eventually(
+        Duration::from_secs(30),
+        "the stalled reader is cut",
+        || async { String::from_utf8_lossy(get(&metrics).await.bytes()).contains(series) },
+    )
+    .await;
+    // Abandoned after the head.
+    let mut gone = tokio::net::TcpStream::connect(addr).await.unwrap();
+    gone.write_all(b"GET /log-images/big.png HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    use tokio::io::AsyncReadExt;
+    gone.read_exact(&mut head).await.unwrap();
+    drop(gone);
+    drop(stalled);
+    signal(pid, "-TERM");
+    let out = tokio::task::spawn_blocking(move || child.take().wait_with_output().unwrap())
+        .await
+        .unwrap();
+    stop.cancel();
+    let log = String::from_utf8_lossy(&out.stdout);
+    let access: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["route"] == "object")
+        .collect();
+    let whole_line = access
+        .iter()
+        .find(|l| l["request_id"] == whole_id.as_str())
+        .expect("the whole response's line");
+    assert_eq!(whole_line["outcome"], "complete");
+    assert_eq!(whole_line["bytes"], big.len() as u64);
+    let cut = access
+        .iter()
+        .find(|l| l["outcome"] == "send_timeout")
+        .unwrap_or_else(|| panic!("a send_timeout line in {access:#?}"));
+    assert!(cut["bytes"].as_u64().unwrap() < big.len() as u64, "{cut}");
+    assert!(
+        access.iter().any(|l| l["outcome"] == "client_gone"),
+        "{access:#?}"
+    );
+}

@@ -150,10 +150,14 @@ impl Tiers {
         stamp.freshness(stamp.received)
     }
 
+    /// Stores `cached`, evicting at once what no longer fits: moka evicts lazily, and a
+    /// wave of fills storing their objects between two maintenance runs would hold
+    /// `max_memory` and every one of them.
     pub(crate) async fn insert(&self, key: &CacheKey, cached: Arc<Cached>) {
         self.entries
             .insert(key.clone(), Entry::Object(cached))
             .await;
+        self.entries.run_pending_tasks().await;
     }
 
     /// Remembers that `key` is not there (for `negative_ttl`).

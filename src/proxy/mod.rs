@@ -7,6 +7,7 @@
 //! 6. respond: ranges, conditionals, headers, CORS
 //! 7. log: one line and the metrics, for every request, errors included
 
+mod access;
 pub mod conditional;
 pub mod respond;
 pub mod route;
@@ -130,8 +131,11 @@ pub async fn handle(state: Arc<State>, parts: Parts) -> Response<ProxyBody> {
         }
     };
     ctx.finish(&mut response);
-    ctx.log(&response);
-    response.body_mut().track(in_flight);
+    ctx.count(&response);
+    let record = ctx.record(&response);
+    let body = response.body_mut();
+    body.track(in_flight);
+    body.on_end(Box::new(move |bytes, how| record.write(bytes, how)));
     response
 }
 
@@ -341,55 +345,42 @@ impl Ctx<'_> {
         HeaderValue::from_str(&value).unwrap_or_else(|_| self.state.cache_control.clone())
     }
 
-    /// The one log line of a request, and its metrics. The query (which may hold a
-    /// signature) is never logged.
-    fn log(&self, response: &Response<ProxyBody>) {
-        let (state, parts) = (self.state, self.parts);
-        let status = response.status().as_u16();
-        let elapsed = self.started.elapsed();
-        let bytes = response
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-        state.metrics.request(self.route.as_str(), status);
-        state.metrics.duration(
+    /// The request's metrics, as its head goes out (bytes are counted at its end).
+    fn count(&self, response: &Response<ProxyBody>) {
+        let metrics = &self.state.metrics;
+        metrics.request(self.route.as_str(), response.status().as_u16());
+        metrics.duration(
             self.route.as_str(),
             self.cache.as_str(),
-            elapsed.as_secs_f64(),
+            self.started.elapsed().as_secs_f64(),
         );
         if self.route.serves_objects() {
-            state.metrics.cache(self.cache);
+            metrics.cache(self.cache);
         }
-        if let Some(tenant) = &self.tenant {
-            state.metrics.tenant_request(&tenant.name, bytes);
+    }
+
+    /// The request's log line, but for how its body ends: written then.
+    fn record(&mut self, response: &Response<ProxyBody>) -> access::Record {
+        access::Record {
+            metrics: self.state.metrics.clone(),
+            id: std::mem::take(&mut self.id),
+            client: self.client_addr(),
+            method: self.parts.method.clone(),
+            route: self.route,
+            bucket: self.bucket.take(),
+            key: self.key.take(),
+            status: response.status().as_u16(),
+            cache: self.cache,
+            error: self.error.take(),
+            tenant: self.tenant.take(),
+            started: self.started,
+            head_us: self.started.elapsed().as_micros() as u64,
+            conn: self
+                .parts
+                .extensions
+                .get::<ConnInfo>()
+                .map(|c| c.activity.clone()),
         }
-        let (error, side, detail) = match &self.error {
-            Some(e) => (
-                e.kind.code(),
-                e.side.as_str(),
-                e.detail.as_deref().unwrap_or(""),
-            ),
-            None => ("", "", ""),
-        };
-        let client = self.client_addr();
-        tracing::info!(
-            target: "bucketfront::access",
-            request_id = self.id,
-            client = client.map(|c| c.to_string()).unwrap_or_default(),
-            method = %parts.method,
-            route = self.route.as_str(),
-            bucket = self.bucket.as_deref().unwrap_or(""),
-            key = self.key.as_deref().unwrap_or(""),
-            status,
-            bytes,
-            duration_us = elapsed.as_micros() as u64,
-            cache = self.cache.as_str(),
-            error,
-            side,
-            detail,
-        );
     }
 }
 

@@ -169,6 +169,7 @@ impl Connection {
         let info = ConnInfo {
             peer: self.peer,
             overflow: self.overflow,
+            activity: activity.clone(),
         };
         let admitted = Arc::new(self.admitted);
         let service_activity = activity.clone();
@@ -179,11 +180,12 @@ impl Connection {
                 admitted.started();
             }
             let guard = RequestGuard(service_activity.clone());
-            req.extensions_mut().insert(info);
+            let overflow = info.overflow;
+            req.extensions_mut().insert(info.clone());
             let response = handler(req);
             async move {
                 let mut response = response.await;
-                if info.overflow {
+                if overflow {
                     response.headers_mut().insert(
                         http::header::CONNECTION,
                         http::HeaderValue::from_static("close"),
@@ -203,8 +205,15 @@ impl Connection {
         let mut closing = false;
         let mut acked = 0;
         loop {
-            tokio::select! {
-                r = conn.as_mut() => return r.map_err(|e| e.to_string()),
+            let reason = tokio::select! {
+                r = conn.as_mut() => {
+                    return r.map_err(|e| {
+                        if is_protocol_error(&*e) {
+                            shared.metrics.ended(EndReason::ProtocolError);
+                        }
+                        e.to_string()
+                    });
+                }
                 _ = tick.tick() => {
                     if let Some(now_acked) = bytes_acked(fd)
                         && now_acked > acked
@@ -214,7 +223,7 @@ impl Connection {
                     }
                     let now = Instant::now();
                     match verdict(&activity.snapshot(now), &d) {
-                        Verdict::Keep => {}
+                        Verdict::Keep => continue,
                         Verdict::Close(reason) => {
                             if !closing {
                                 closing = true;
@@ -225,26 +234,49 @@ impl Connection {
                                 }
                                 conn.as_mut().graceful_shutdown();
                             }
+                            continue;
                         }
-                        Verdict::Abort(reason) => {
-                            shared.metrics.ended(reason);
-                            return Err(format!("closed: {}", reason.as_str()));
-                        }
+                        Verdict::Abort(reason) => reason,
                     }
                 }
                 () = shared.shutdown.cancelled(), if !closing => {
                     closing = true;
                     activity.closing(Instant::now());
                     conn.as_mut().graceful_shutdown();
+                    continue;
                 }
-                () = evicted.cancelled() => {
-                    shared.metrics.ended(EndReason::Evicted);
-                    return Err("evicted at the connection limit".into());
+                () = evicted.cancelled() => EndReason::Evicted,
+                () = shared.hard_stop.cancelled() => {
+                    activity.cut(EndReason::DrainTimeout);
+                    return Err("drain timeout".into());
                 }
-                () = shared.hard_stop.cancelled() => return Err("drain timeout".into()),
-            }
+            };
+            // Cut now: the responses learn why, an h2 client gets GOAWAY if the socket
+            // takes it within a moment, then everything is dropped.
+            activity.cut(reason);
+            shared.metrics.ended(reason);
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(ABORT_GRACE, conn.as_mut()).await;
+            return Err(format!("closed: {}", reason.as_str()));
         }
     }
+}
+
+/// How long a connection being cut may take to send its GOAWAY (h2) before it is dropped.
+const ABORT_GRACE: Duration = Duration::from_millis(100);
+
+/// Whether a connection ended because the client broke the h2 protocol (the h2 library
+/// answered a flood with GOAWAY): counted, not logged line by line, since an attacker
+/// chooses how many there are.
+fn is_protocol_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() || h2.is_reset();
+        }
+        cause = err.source();
+    }
+    false
 }
 
 /// How many bytes of this connection the client has acknowledged (`TCP_INFO`'s

@@ -151,8 +151,14 @@ def polite(p, path):
     p.send(p.headers(1, path))
 
 
+def no_streams(p, path):
+    # The preface and SETTINGS, then nothing: no request ever.
+    pass
+
+
 ATTACKS = {
     "polite": (polite, 65535),
+    "no_streams": (no_streams, 65535),
     "rapid_reset": (rapid_reset, 65535),
     "continuation_flood": (continuation_flood, 65535),
     "settings_flood": (settings_flood, 65535),

@@ -1,0 +1,147 @@
+//! The access log line of one request, written when its response has ended (sent whole,
+//! cut, or abandoned), with the bytes actually handed to the connection and how it
+//! ended; and the per-tenant byte count, from the same figure. Built by the log phase,
+//! carried by the response body until its end.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::Method;
+
+use crate::activity::{Activity, EndReason};
+use crate::auth::Tenant;
+use crate::body::BodyEnd;
+use crate::cache_status::CacheStatus;
+use crate::error::Error;
+use crate::metrics::Metrics;
+
+use super::route::RouteName;
+
+/// How a response ended, as the log line says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Every byte was handed to the connection.
+    Complete,
+    /// The client went away first.
+    ClientGone,
+    /// The server cut the connection: the client took nothing for `send_timeout`.
+    SendTimeout,
+    /// The transfer was cut for another reason: the origin's body broke off, or the
+    /// server closed the connection (eviction, the drain time).
+    Aborted,
+}
+
+impl Delivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Complete => "complete",
+            Delivery::ClientGone => "client_gone",
+            Delivery::SendTimeout => "send_timeout",
+            Delivery::Aborted => "aborted",
+        }
+    }
+
+    /// How a body that ended `how` on connection `conn` was delivered.
+    pub fn of(how: BodyEnd, conn: Option<&Activity>) -> Delivery {
+        match how {
+            BodyEnd::Complete => Delivery::Complete,
+            BodyEnd::Failed => Delivery::Aborted,
+            BodyEnd::Dropped => match conn.and_then(Activity::cut_reason) {
+                None => Delivery::ClientGone,
+                Some(EndReason::SendTimeout) => Delivery::SendTimeout,
+                Some(_) => Delivery::Aborted,
+            },
+        }
+    }
+}
+
+/// Everything a request's log line says but how its body ended.
+pub struct Record {
+    pub metrics: Arc<Metrics>,
+    pub id: String,
+    pub client: Option<IpAddr>,
+    pub method: Method,
+    pub route: RouteName,
+    pub bucket: Option<String>,
+    pub key: Option<String>,
+    pub status: u16,
+    pub cache: CacheStatus,
+    pub error: Option<Error>,
+    pub tenant: Option<Arc<Tenant>>,
+    pub started: Instant,
+    /// Time to the response head.
+    pub head_us: u64,
+    /// The connection, which says whether the server cut it.
+    pub conn: Option<Arc<Activity>>,
+}
+
+impl Record {
+    /// Writes the line, and counts the bytes for the tenant. The query (which may hold a
+    /// signature) is never logged.
+    pub fn write(self, bytes: u64, how: BodyEnd) {
+        let outcome = Delivery::of(how, self.conn.as_deref());
+        if let Some(tenant) = &self.tenant {
+            self.metrics.tenant_request(&tenant.name, bytes);
+        }
+        let (error, side, detail) = match &self.error {
+            Some(e) => (
+                e.kind.code(),
+                e.side.as_str(),
+                e.detail.as_deref().unwrap_or(""),
+            ),
+            None => ("", "", ""),
+        };
+        tracing::info!(
+            target: "bucketfront::access",
+            request_id = self.id,
+            client = self.client.map(|c| c.to_string()).unwrap_or_default(),
+            method = %self.method,
+            route = self.route.as_str(),
+            bucket = self.bucket.as_deref().unwrap_or(""),
+            key = self.key.as_deref().unwrap_or(""),
+            status = self.status,
+            bytes,
+            outcome = outcome.as_str(),
+            head_us = self.head_us,
+            duration_us = self.started.elapsed().as_micros() as u64,
+            cache = self.cache.as_str(),
+            error,
+            side,
+            detail,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliveries() {
+        let conn = Activity::new(Instant::now());
+        assert_eq!(
+            Delivery::of(BodyEnd::Complete, Some(&conn)),
+            Delivery::Complete
+        );
+        assert_eq!(
+            Delivery::of(BodyEnd::Failed, Some(&conn)),
+            Delivery::Aborted
+        );
+        assert_eq!(
+            Delivery::of(BodyEnd::Dropped, Some(&conn)),
+            Delivery::ClientGone
+        );
+        conn.cut(EndReason::SendTimeout);
+        assert_eq!(
+            Delivery::of(BodyEnd::Dropped, Some(&conn)),
+            Delivery::SendTimeout
+        );
+        conn.cut(EndReason::Evicted);
+        assert_eq!(
+            Delivery::of(BodyEnd::Dropped, Some(&conn)),
+            Delivery::Aborted
+        );
+        assert_eq!(Delivery::of(BodyEnd::Dropped, None), Delivery::ClientGone);
+    }
+}
