@@ -341,12 +341,20 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
     }
 }
 
+/// What one connection may read in one turn on its worker before it yields: a client
+/// that keeps the socket full (an h2 rapid-reset flood) would otherwise have every frame
+/// it sent processed before the other connections of the worker get a turn.
+const READ_TURN: usize = 32 << 10;
+
 /// The connection's byte stream, reporting reads (request heads) and writes that wait
-/// on the client (send_timeout) to its [`Activity`].
+/// on the client (send_timeout) to its [`Activity`], and reading at most [`READ_TURN`]
+/// per turn.
 struct Watched<I> {
     inner: I,
     activity: Arc<Activity>,
     first_read: bool,
+    /// Bytes read since the connection last gave its turn up.
+    this_turn: usize,
 }
 
 impl<I> Watched<I> {
@@ -355,6 +363,7 @@ impl<I> Watched<I> {
             inner,
             activity,
             first_read: true,
+            this_turn: 0,
         }
     }
 
@@ -371,12 +380,23 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.this_turn >= READ_TURN {
+            // Give the worker to the others; come back at once.
+            this.this_turn = 0;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         let new = &buf.filled()[before..];
         if matches!(polled, Poll::Ready(Ok(()))) && !new.is_empty() {
+            this.this_turn += new.len();
             let first = std::mem::take(&mut this.first_read).then_some(new);
             this.activity.bytes_read(first);
+        }
+        if polled.is_pending() {
+            // The socket is drained: the turn ends here anyway.
+            this.this_turn = 0;
         }
         polled
     }

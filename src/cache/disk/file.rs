@@ -44,6 +44,10 @@ const MAX_BLOCKS: u64 = 1 << 20;
 pub enum ReadError {
     #[error("corrupt: {0}")]
     Corrupt(&'static str),
+    /// A file of another format version (`BFDISKnn`), written by another (newer)
+    /// bucketfront: never read as one of ours.
+    #[error("format {0}, which this version does not read")]
+    UnknownFormat(String),
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -202,6 +206,12 @@ impl Layout {
                 v1_body_crc: Some(u32_at(b, 24)),
             }
         } else {
+            let version = &b[..8];
+            if version.starts_with(b"BFDISK") && version[6..].iter().all(u8::is_ascii_digit) {
+                return Err(ReadError::UnknownFormat(
+                    String::from_utf8_lossy(version).into_owned(),
+                ));
+            }
             return Err(ReadError::Corrupt("not a bucketfront cache file"));
         };
         if layout.header_len > MAX_HEADER {
@@ -537,6 +547,30 @@ mod tests {
                 .unwrap();
         let read: Header = serde_json::from_str(&written).unwrap();
         assert_eq!(read.meta(10), now);
+    }
+
+    /// A file of a format this version does not know (a newer one's) is never read as
+    /// ours, and says which format it is.
+    #[test]
+    fn files_of_an_unknown_format_are_named_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        write(
+            &path,
+            &header(),
+            &Pieces::new(vec![Bytes::from(body(1000))]),
+        )
+        .unwrap();
+        let mut raw = std::fs::read(&path).unwrap();
+        raw[..8].copy_from_slice(b"BFDISK09");
+        std::fs::write(&path, &raw).unwrap();
+        match open(&path) {
+            Err(ReadError::UnknownFormat(v)) => assert_eq!(v, "BFDISK09"),
+            other => panic!("{:?}", other.map(|o| o.is_some())),
+        }
+        raw[..8].copy_from_slice(b"GARBAGE!");
+        std::fs::write(&path, &raw).unwrap();
+        assert!(matches!(open(&path), Err(ReadError::Corrupt(_))));
     }
 
     #[test]

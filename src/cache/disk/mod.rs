@@ -333,6 +333,9 @@ impl DiskTier {
     fn load_index(&self) {
         let started = Instant::now();
         let mut found = 0u64;
+        // Files of a format this version cannot read (a newer version's, after a
+        // downgrade): removed, never misread; said once, below.
+        let mut unknown: Option<(u64, String)> = None;
         let dirs = fs::read_dir(self.objects()).into_iter().flatten().flatten();
         for dir in dirs {
             for file in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
@@ -356,11 +359,19 @@ impl DiskTier {
                     Err(ReadError::Io(e)) => {
                         tracing::warn!(path = %path.display(), error = %e, "disk tier: cannot read a cache file");
                     }
-                    Err(_) => {
+                    Err(ReadError::UnknownFormat(version)) => {
+                        let n = unknown.as_ref().map_or(0, |(n, _)| *n);
+                        unknown = Some((n + 1, version));
+                        let _ = fs::remove_file(&path);
+                    }
+                    Err(ReadError::Corrupt(_)) => {
                         let _ = fs::remove_file(&path);
                     }
                 }
             }
+        }
+        if let Some((files, format)) = unknown {
+            tracing::warn!(path = %self.root.display(), files, format, reads = "BFDISK01, BFDISK02", "disk tier: files of a format this version cannot read (written by a newer bucketfront) were removed; those objects start again from the origin");
         }
         self.index.run_pending_tasks();
         tracing::info!(
@@ -523,6 +534,11 @@ impl DiskTier {
             ReadError::Corrupt(why) => {
                 tracing::warn!(bucket = %key.bucket, key = %key.key, reason = why, "disk tier: corrupt file removed; fetching from the origin");
                 self.metrics.disk_corrupt.inc();
+                self.index.invalidate(key);
+                let _ = fs::remove_file(object_path(&self.objects(), key));
+            }
+            ReadError::UnknownFormat(version) => {
+                tracing::warn!(bucket = %key.bucket, key = %key.key, format = %version, "disk tier: a file of a format this version cannot read removed; fetching from the origin");
                 self.index.invalidate(key);
                 let _ = fs::remove_file(object_path(&self.objects(), key));
             }
@@ -740,6 +756,31 @@ mod tests {
 
     async fn load(t: &Arc<DiskTier>, k: &str) -> Option<Loaded> {
         t.load(&key(k), &budget()).await
+    }
+
+    /// After a downgrade, files a newer version wrote (another format) are removed at
+    /// start, never read as objects; files of this format stay.
+    #[tokio::test]
+    async fn files_of_a_format_this_version_cannot_read_are_removed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tier(dir.path(), 1 << 30);
+        t.indexed().await;
+        let stored = SystemTime::now();
+        write(&t, "newer", b"written by a newer version", stored).await;
+        write(&t, "ours", b"written by this version", stored).await;
+        let newer = t.path_of(&key("newer"));
+        drop(t);
+        let mut raw = fs::read(&newer).unwrap();
+        raw[..8].copy_from_slice(b"BFDISK03");
+        fs::write(&newer, &raw).unwrap();
+        let t = tier(dir.path(), 1 << 30);
+        t.indexed().await;
+        assert!(!newer.exists(), "removed");
+        assert!(load(&t, "newer").await.is_none());
+        assert_eq!(
+            load(&t, "ours").await.unwrap().body.to_vec(),
+            b"written by this version"
+        );
     }
 
     #[tokio::test]
