@@ -27,6 +27,7 @@ fn vm_hwm_mib() -> u64 {
 fn key(i: u64) -> CacheKey {
     CacheKey {
         provider: ProviderKind::S3,
+        partition: Default::default(),
         bucket: "bench-images".into(),
         key: format!("objects/{i}.jpg"),
         variant: None,

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::pattern::{BucketPattern, MediaRange, OriginPattern};
 
@@ -354,12 +354,55 @@ impl ProviderKind {
     }
 }
 
+/// An AWS partition: part of an S3 object's identity (the same bucket name in two
+/// partitions is two buckets of two owners).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub enum Partition {
+    /// `aws`: the commercial regions, `.amazonaws.com`.
+    #[default]
+    #[serde(rename = "aws")]
+    Aws,
+    /// `aws-cn`: `cn-north-1`, `cn-northwest-1`, `.amazonaws.com.cn`.
+    #[serde(rename = "aws-cn")]
+    AwsCn,
+    /// `aws-us-gov`: GovCloud, `us-gov-west-1`, `us-gov-east-1`.
+    #[serde(rename = "aws-us-gov")]
+    AwsUsGov,
+}
+
+impl Partition {
+    /// The partition a region belongs to.
+    pub fn of_region(region: &str) -> Partition {
+        if region.starts_with("cn-") {
+            Partition::AwsCn
+        } else if region.starts_with("us-gov-") {
+            Partition::AwsUsGov
+        } else {
+            Partition::Aws
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Partition::Aws => "aws",
+            Partition::AwsCn => "aws-cn",
+            Partition::AwsUsGov => "aws-us-gov",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Bucket {
     pub name: String,
     #[serde(default)]
     pub provider: ProviderKind,
+    /// An S3 Requester Pays bucket: requests carry `x-amz-request-payer: requester`, and
+    /// the platform pays for them.
+    #[serde(default)]
+    pub request_payer: bool,
     pub region: Option<String>,
     pub endpoint: Option<String>,
     #[serde(default)]
@@ -500,6 +543,30 @@ impl Config {
     /// The per-bucket settings for `bucket`, if any.
     pub fn bucket(&self, bucket: &str) -> Option<&Bucket> {
         self.buckets.iter().find(|b| b.name == bucket)
+    }
+
+    /// Whether `bucket` is named exactly by the config (a `[[buckets]]` entry, or a
+    /// tenant's exact name), not only matched by a glob.
+    pub fn names_exactly(&self, bucket: &str) -> bool {
+        self.bucket(bucket).is_some()
+            || self.tenants.iter().any(|t| {
+                t.buckets
+                    .iter()
+                    .any(|p| matches!(p, BucketPattern::Exact(name) if name == bucket))
+            })
+    }
+
+    /// The AWS partition `bucket` is read in: its region's (or its endpoint's, for an
+    /// `.amazonaws.com.cn` one), else the commercial one.
+    pub fn partition(&self, bucket: &str) -> Partition {
+        let b = self.bucket(bucket);
+        if b.and_then(|b| b.endpoint.as_deref())
+            .is_some_and(|e| e.trim_end_matches('/').ends_with(".amazonaws.com.cn"))
+        {
+            return Partition::AwsCn;
+        }
+        b.and_then(|b| b.region.as_deref())
+            .map_or(Partition::Aws, Partition::of_region)
     }
 
     /// The config file to use: `-c`, else `$BUCKETFRONT_CONFIG`, else `./config.toml`.

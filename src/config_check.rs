@@ -141,6 +141,20 @@ fn validate_tenants(c: &Config) -> Result<(), Failure> {
         {
             return fail(at("expected_owner"), "must be a 12-digit AWS account id");
         }
+        if t.expected_owner.is_none()
+            && let Some(glob) = t
+                .buckets
+                .iter()
+                .find(|p| matches!(p, BucketPattern::Prefix(_)))
+        {
+            return fail(
+                at("expected_owner"),
+                format!(
+                    "tenant {:?} claims the bucket glob \"{glob}\": set expected_owner to the 12-digit account that owns those buckets (S3 bucket names are global: anyone can create one that matches the glob, and it would be served as this tenant's)",
+                    t.name
+                ),
+            );
+        }
         for (b, pattern) in t.buckets.iter().enumerate() {
             if let BucketPattern::Exact(name) = pattern {
                 // Either provider's rules: GCS names may hold '_'.
@@ -200,6 +214,12 @@ fn validate_buckets(c: &Config) -> Result<(), Failure> {
             return fail(
                 at("provider"),
                 "a GCS bucket needs a [gcs] section with the HMAC keys",
+            );
+        }
+        if b.request_payer && b.provider != ProviderKind::S3 {
+            return fail(
+                at("request_payer"),
+                "request_payer is S3's Requester Pays; remove it from this bucket",
             );
         }
     }
@@ -340,16 +360,27 @@ mod tests {
                 "BF_TEST_UNSET_VAR is not set",
             ),
             (
-                "[[tenants]]\nname=\"a\"\nbuckets=[\"acme-*\"]\nrequire_signature=false\n[[tenants]]\nname=\"b\"\nbuckets=[\"acme-raw-*\"]\nrequire_signature=false\n",
+                "[[tenants]]\nname=\"a\"\nbuckets=[\"acme-*\"]\nexpected_owner=\"111122223333\"\nrequire_signature=false\n[[tenants]]\nname=\"b\"\nbuckets=[\"acme-raw-*\"]\nexpected_owner=\"111122223333\"\nrequire_signature=false\n",
                 "tenants[1].buckets[0]: \"acme-raw-*\" overlaps a bucket of tenant \"a\"",
+            ),
+            // A glob in S3's global namespace needs its owner named.
+            (
+                "[[tenants]]\nname=\"a\"\nbuckets=[\"acme-img\", \"acme-raw-*\"]\nrequire_signature=false\n",
+                "tenants[0].expected_owner: tenant \"a\" claims the bucket glob \"acme-raw-*\"",
             ),
             (
                 &format!("{TENANT}[[buckets]]\nname = \"other-b\"\n"),
                 "belongs to no tenant",
             ),
             (
-                &format!("{TENANT}[[buckets]]\nname = \"a-img\"\nprovider = \"azure\"\n"),
+                &format!("{TENANT}[[buckets]]\nname = \"a-img\"\nprovider = \"ftp\"\n"),
                 "buckets[0].provider",
+            ),
+            (
+                &format!(
+                    "{TENANT}[gcs]\naccess_key = \"k\"\nsecret_key = \"s\"\n[[buckets]]\nname = \"a-img\"\nprovider = \"gcs\"\nrequest_payer = true\n"
+                ),
+                "buckets[0].request_payer: request_payer is S3's Requester Pays",
             ),
             (
                 "[cors]\nallowed_origins = [\"example.com\"]\n",

@@ -40,6 +40,8 @@ pub enum Kind {
     GatewayTimeout,
     /// A variant of a source that cannot be decoded, is too large or is animated.
     Unprocessable,
+    /// The object is in an archive storage class or tier: it must be restored first.
+    Archived,
 }
 
 impl Kind {
@@ -55,6 +57,7 @@ impl Kind {
             Kind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Kind::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             Kind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            Kind::Archived => StatusCode::CONFLICT,
         }
     }
 
@@ -70,6 +73,7 @@ impl Kind {
             Kind::Overloaded => "overloaded",
             Kind::GatewayTimeout => "gateway_timeout",
             Kind::Unprocessable => "unprocessable",
+            Kind::Archived => "archived",
         }
     }
 }

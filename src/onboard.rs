@@ -7,10 +7,10 @@ use std::sync::Arc;
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
-use crate::auth::Tenants;
+use crate::auth::{Tenant, Tenants};
 use crate::config::Config;
 use crate::origin::{Fetched, GetRequest, OriginError, Origins};
-use crate::source::parse_source_url;
+use crate::source::{ObjectRef, parse_source_url};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Provider {
@@ -236,8 +236,20 @@ pub async fn check(config: &Config, url: &str) -> Report {
     let o = match origins.get(&tenant, &obj, &req).await {
         Ok(Fetched::Object(o)) => o,
         Ok(Fetched::NotModified(_)) => return report.fail("GetObject", "unexpected 304"),
+        Err(OriginError::AccessDenied(_)) if requester_pays(config, &tenant, &obj, &req).await => {
+            return report.fail(
+                "GetObject",
+                format!(
+                    "Requester Pays bucket: set request_payer = true in the [[buckets]] entry of {} (the platform then pays for each request; without it S3 answers AccessDenied)",
+                    obj.bucket
+                ),
+            );
+        }
         Err(e) => {
-            return report.fail("GetObject", explain(&e, &obj.bucket, &tenant.name));
+            return report.fail(
+                "GetObject",
+                explain(&e, &obj.bucket, &obj.key, &tenant.name),
+            );
         }
     };
     report.pass(
@@ -266,8 +278,48 @@ pub async fn check(config: &Config, url: &str) -> Report {
     }
 }
 
-fn explain(e: &OriginError, bucket: &str, tenant: &str) -> String {
+/// Whether an access denial is a Requester Pays bucket's: the same GET, with the
+/// platform agreeing to pay, is answered (a probe of one byte, run by `check` only).
+async fn requester_pays(
+    config: &Config,
+    tenant: &Tenant,
+    obj: &ObjectRef,
+    req: &GetRequest,
+) -> bool {
+    if config.bucket(&obj.bucket).is_some_and(|b| b.request_payer) {
+        return false;
+    }
+    let mut paying = config.clone();
+    match paying.buckets.iter_mut().find(|b| b.name == obj.bucket) {
+        Some(b) => b.request_payer = true,
+        None => paying.buckets.push(crate::config::Bucket {
+            name: obj.bucket.clone(),
+            request_payer: true,
+            ..Default::default()
+        }),
+    }
+    let origins = Origins::new(&paying, None, Arc::new(crate::metrics::Metrics::new())).await;
+    matches!(origins.get(tenant, obj, req).await, Ok(Fetched::Object(_)))
+}
+
+fn explain(e: &OriginError, bucket: &str, key: &str, tenant: &str) -> String {
     match e {
+        OriginError::Archived(class) => format!(
+            "the object is archived ({class}): restore it before the proxy can serve it, e.g. \
+             `aws s3api restore-object --bucket {bucket} --key {key} --restore-request Days=7` (hours for \
+             Glacier Flexible Retrieval, up to 48 h for Deep Archive), or copy it to a class read \
+             directly (Standard, Glacier Instant Retrieval, Intelligent-Tiering's instant tiers)"
+        ),
+        OriginError::AccessDenied(detail)
+            if crate::origin::kms_key(detail).is_some() || detail.contains("kms") =>
+        {
+            format!(
+                "access denied by KMS ({detail}). The object is encrypted with SSE-KMS and the key's policy \
+             does not allow kms:Decrypt to the identity tenant {tenant} uses: the customer adds it to the \
+             key policy{}",
+                crate::origin::kms_key(detail).map_or(String::new(), |k| format!(" of {k}"))
+            )
+        }
         OriginError::NoSuchKey => {
             "the bucket exists but has no such key (check the key's spelling and case)".into()
         }

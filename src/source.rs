@@ -4,7 +4,7 @@
 //! selects a provider and where the bucket name is; it is never dialled. Every form in
 //! docs/http.md, "Routes" is accepted; anything else is a `400` before authorization.
 
-use crate::config::ProviderKind;
+use crate::config::{Partition, ProviderKind};
 use crate::error::Error;
 
 /// Longest object key S3 and GCS accept, in bytes of UTF-8.
@@ -17,6 +17,11 @@ pub struct ObjectRef {
     pub bucket: String,
     /// The region named by the source URL, if any (config wins over it).
     pub region: Option<String>,
+    /// The AWS partition, part of the object's identity: as an `https://` S3 URL names
+    /// it (its domain, its region); `None` where nothing names it (`s3://`, the path
+    /// form). The source phase sets the configured bucket's, refusing a URL that names
+    /// another.
+    pub partition: Option<Partition>,
     pub key: String,
 }
 
@@ -105,6 +110,7 @@ fn object(
     Ok(ObjectRef {
         provider,
         bucket: bucket.to_string(),
+        partition: None,
         region,
         key,
     })
@@ -115,9 +121,11 @@ fn parse_http(host: &str, path: &str) -> Result<ObjectRef, Error> {
     if host.is_empty() || looks_like_ipv4(host) {
         return Err(bad("the host must be an S3 or GCS name"));
     }
-    let (provider, bucket_in_host, region) = if let Some(prefix) = aws_prefix(host) {
+    let mut china = false;
+    let (provider, bucket_in_host, region) = if let Some((prefix, cn)) = aws_prefix(host) {
         let (bucket, region) =
             split_s3_endpoint(prefix).ok_or_else(|| bad("not an S3 endpoint host"))?;
+        china = cn;
         (ProviderKind::S3, bucket, region)
     } else if host == "storage.googleapis.com" {
         (ProviderKind::Gcs, None, None)
@@ -127,8 +135,8 @@ fn parse_http(host: &str, path: &str) -> Result<ObjectRef, Error> {
         return Err(bad("the host is not an S3 or GCS endpoint"));
     };
     let path = path.strip_prefix('/').unwrap_or(path);
-    match bucket_in_host {
-        Some(bucket) => object(provider, &bucket, region, decode_component(path)?),
+    let mut obj = match bucket_in_host {
+        Some(bucket) => object(provider, &bucket, region, decode_component(path)?)?,
         None => {
             let (bucket, key) = path
                 .split_once('/')
@@ -138,14 +146,27 @@ fn parse_http(host: &str, path: &str) -> Result<ObjectRef, Error> {
                 &decode_component(bucket)?,
                 region,
                 decode_component(key)?,
-            )
+            )?
         }
+    };
+    if provider == ProviderKind::S3 {
+        obj.partition = Some(if china {
+            Partition::AwsCn
+        } else {
+            obj.region
+                .as_deref()
+                .map_or(Partition::Aws, Partition::of_region)
+        });
     }
+    Ok(obj)
 }
 
-fn aws_prefix(host: &str) -> Option<&str> {
+/// The part of an AWS host before its partition's domain, and whether that domain is
+/// the China partition's.
+fn aws_prefix(host: &str) -> Option<(&str, bool)> {
     host.strip_suffix(".amazonaws.com")
-        .or_else(|| host.strip_suffix(".amazonaws.com.cn"))
+        .map(|p| (p, false))
+        .or_else(|| host.strip_suffix(".amazonaws.com.cn").map(|p| (p, true)))
 }
 
 /// `B.s3.REGION`, `B.s3`, `B.s3-REGION`, `B.s3.dualstack.REGION` and the same without

@@ -337,7 +337,7 @@ async fn a_browser_loads_images_through_the_proxy() {
     let config_path = dir.path().join("config.toml");
     // What `bucketfront sign` reads: the tenant and its keys.
     let file = format!(
-        "[[tenants]]\nname = \"signed\"\nbuckets = [\"sig-*\"]\nsigning_keys = [{{ id = \"k1\", secret = \"{SIGNING_SECRET}\" }}]\n"
+        "[[tenants]]\nname = \"signed\"\nbuckets = [\"sig-*\"]\nexpected_owner = \"111122223333\"\nsigning_keys = [{{ id = \"k1\", secret = \"{SIGNING_SECRET}\" }}]\n"
     );
     std::fs::write(&config_path, file).unwrap();
     let sign = |ttl: &str| {

@@ -598,7 +598,7 @@ async fn purge_by_object_prefix_and_tenant() {
     std::fs::write(
         &file,
         format!(
-            "[fleet]\npeers = [{}]\n[[tenants]]\nname = \"t1\"\nbuckets = [\"test-*\"]\nrequire_signature = false\n",
+            "[fleet]\npeers = [{}]\n[[tenants]]\nname = \"t1\"\nbuckets = [\"test-*\"]\nexpected_owner = \"111122223333\"\nrequire_signature = false\n",
             peers.join(", ")
         ),
     )

@@ -197,21 +197,7 @@ async fn expired_entries_revalidate_with_304_then_pick_up_changes() {
     config.tenants.push(tenant("own", &["moto-own"], &[]));
     config.buckets.push(bucket("moto-own", &m.endpoint, None));
     let proxy = Proxy::start(config, None).await;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::new()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new("us-east-1"))
-            .endpoint_url(&m.endpoint)
-            .force_path_style(true)
-            .credentials_provider(aws_credential_types::Credentials::new(
-                &m.access_key,
-                &m.secret_key,
-                None,
-                None,
-                "test",
-            ))
-            .build(),
-    );
+    let s3 = platform_s3();
     let put = |body: &'static str| {
         s3.put_object()
             .bucket("moto-own")
@@ -277,6 +263,88 @@ async fn expired_entries_revalidate_with_304_then_pick_up_changes() {
     );
     assert_eq!(r.bytes().as_ref(), b"second version");
     assert_ne!(r.header("etag"), first.header("etag"));
+    proxy.stop().await;
+}
+
+/// An S3 client of moto with the platform user's keys (it may write `moto-own`).
+fn platform_s3() -> aws_sdk_s3::Client {
+    let m = moto();
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(&m.endpoint)
+            .force_path_style(true)
+            .credentials_provider(aws_credential_types::Credentials::new(
+                &m.access_key,
+                &m.secret_key,
+                None,
+                None,
+                "test",
+            ))
+            .build(),
+    )
+}
+
+#[tokio::test]
+async fn archived_objects_answer_409_until_restored() {
+    let m = moto();
+    let s3 = platform_s3();
+    for (key, class) in [
+        ("deep.png", "DEEP_ARCHIVE"),
+        ("flexible.png", "GLACIER"),
+        ("instant.png", "GLACIER_IR"),
+        ("tiered.png", "INTELLIGENT_TIERING"),
+    ] {
+        s3.put_object()
+            .bucket("moto-own")
+            .key(key)
+            .content_type("image/png")
+            .storage_class(class.into())
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"cold"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut config = moto_config();
+    config.tenants.push(tenant("own", &["moto-own"], &[]));
+    config.buckets.push(bucket("moto-own", &m.endpoint, None));
+    let proxy = Proxy::start(config, None).await;
+    for key in ["deep.png", "flexible.png"] {
+        // Twice: an archived object is neither a 404 to remember nor an origin failure.
+        for _ in 0..2 {
+            let r = get(&proxy.url(&format!("/moto-own/{key}"))).await;
+            assert_eq!(r.status, 409, "{key}");
+            let text = String::from_utf8_lossy(r.bytes()).to_string();
+            assert!(
+                text.contains("archived") && text.contains("restored"),
+                "{text}"
+            );
+        }
+    }
+    let r = get(&proxy.url("/moto-own/deep.png")).await;
+    assert!(r.headers.keys().all(|k| !k.as_str().starts_with("x-amz-")));
+    for key in ["instant.png", "tiered.png"] {
+        let r = get(&proxy.url(&format!("/moto-own/{key}"))).await;
+        assert_eq!(r.status, 200, "{key} is read directly");
+        assert_eq!(r.bytes().as_ref(), b"cold");
+    }
+    let (ok, out) = check(&tenant_config("moto-own", None), "s3://moto-own/deep.png");
+    assert!(!ok);
+    assert!(
+        out.contains("archived (DEEP_ARCHIVE)") && out.contains("restore-object"),
+        "{out}"
+    );
+    // Restored, it is served (moto restores at once).
+    s3.restore_object()
+        .bucket("moto-own")
+        .key("flexible.png")
+        .restore_request(aws_sdk_s3::types::RestoreRequest::builder().days(1).build())
+        .send()
+        .await
+        .unwrap();
+    let r = get(&proxy.url("/moto-own/flexible.png")).await;
+    assert_eq!(r.status, 200);
     proxy.stop().await;
 }
 

@@ -89,6 +89,11 @@ async fn the_region_is_discovered_from_s3s_answers() {
 
 /// `bucketfront check` against a scripted origin; returns (exit 0?, stdout).
 async fn check_against(script: Vec<Behaviour>) -> (bool, String) {
+    check_bucket(script, "").await
+}
+
+/// As [`check_against`], with `extra` lines in the bucket's entry.
+async fn check_bucket(script: Vec<Behaviour>, extra: &str) -> (bool, String) {
     let origin = FakeOrigin::start(script).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
@@ -97,7 +102,7 @@ async fn check_against(script: Vec<Behaviour>) -> (bool, String) {
         "[origin]\nconnect_timeout = \"1s\"\nfirst_byte_timeout = \"1s\"\nmax_attempts = 1\n\
          [[tenants]]\nname = \"t1\"\nbuckets = [\"test-fake\"]\nrequire_signature = false\n\
          [[buckets]]\nname = \"test-fake\"\nendpoint = \"{}\"\npath_style = true\n\
-         access_key = \"AKIDFAKE\"\nsecret_key = \"fake-secret\"\n",
+         access_key = \"AKIDFAKE\"\nsecret_key = \"fake-secret\"\n{extra}\n",
         origin.endpoint
     );
     std::fs::write(&path, file).unwrap();
@@ -166,6 +171,94 @@ async fn expected_owner_is_sent_on_every_s3_call() {
                 .contains("x-amz-expected-bucket-owner: 111122223333"),
             "{head}"
         );
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn requester_pays_buckets_are_read_when_configured_and_diagnosed_when_not() {
+    let body = Bytes::from_static(b"paid for");
+    let origin = FakeOrigin::start(vec![Behaviour::RequesterPays(body.clone())]).await;
+    let proxy = Proxy::start(fake_config(&origin.endpoint), None).await;
+    assert_eq!(get(&proxy.url("/test-fake/a.png")).await.status, 404);
+    proxy.stop().await;
+    let mut config = fake_config(&origin.endpoint);
+    config.buckets[0].request_payer = true;
+    let proxy = Proxy::start(config, None).await;
+    let r = get(&proxy.url("/test-fake/a.png")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.bytes(), &body);
+    let heads = origin.heads.lock().unwrap().clone();
+    assert!(
+        heads
+            .last()
+            .unwrap()
+            .to_lowercase()
+            .contains("x-amz-request-payer: requester"),
+        "{heads:#?}"
+    );
+    proxy.stop().await;
+
+    let (ok, out) = check_against(vec![Behaviour::RequesterPays(body.clone())]).await;
+    assert!(!ok);
+    assert!(
+        out.contains("Requester Pays bucket: set request_payer = true"),
+        "{out}"
+    );
+    let (ok, out) =
+        check_bucket(vec![Behaviour::RequesterPays(body)], "request_payer = true").await;
+    assert!(ok, "{out}");
+}
+
+#[tokio::test]
+async fn kms_denials_name_the_missing_permission_and_the_key() {
+    let key = "arn:aws:kms:eu-west-1:444455556666:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let xml = format!(
+        "<Error><Code>AccessDenied</Code><Message>User: arn:aws:sts::111122223333:assumed-role/bf/s \
+         is not authorized to perform: kms:Decrypt on resource: {key} because no resource-based \
+         policy allows the kms:Decrypt action</Message></Error>"
+    );
+    let denied = Behaviour::Raw {
+        head: format!(
+            "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}",
+            xml.len()
+        ),
+        body: Bytes::from(xml),
+    };
+    let (ok, out) = check_against(vec![denied.clone()]).await;
+    assert!(!ok);
+    assert!(
+        out.contains("kms:Decrypt") && out.contains(&format!("key policy of {key}")),
+        "{out}"
+    );
+    // The proxy answers 404 like any denial (no existence oracle), without the detail.
+    let origin = FakeOrigin::start(vec![denied]).await;
+    let proxy = Proxy::start(fake_config(&origin.endpoint), None).await;
+    let r = get(&proxy.url("/test-fake/secret.png")).await;
+    assert_eq!(r.status, 404);
+    assert!(!String::from_utf8_lossy(r.bytes()).contains("kms"));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn archived_objects_are_409_and_not_remembered() {
+    let xml = "<Error><Code>InvalidObjectState</Code><Message>The operation is not valid for the \
+               object's storage class</Message><StorageClass>GLACIER</StorageClass></Error>";
+    let origin = FakeOrigin::start(vec![Behaviour::Raw {
+        head: format!(
+            "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}",
+            xml.len()
+        ),
+        body: Bytes::from_static(xml.as_bytes()),
+    }])
+    .await;
+    let proxy = Proxy::start(fake_config(&origin.endpoint), None).await;
+    for n in 1..=2 {
+        let r = get(&proxy.url("/test-fake/cold.png")).await;
+        assert_eq!(r.status, 409);
+        let text = String::from_utf8_lossy(r.bytes()).to_string();
+        assert!(text.contains("archived (GLACIER)"), "{text}");
+        assert_eq!(origin.count(), n, "asked again: not a remembered 404");
     }
     proxy.stop().await;
 }

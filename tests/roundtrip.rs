@@ -18,6 +18,7 @@ fn tenants() -> Tenants {
                 id: "k1".into(),
                 secret: Secret::new(SECRET),
             }],
+            expected_owner: Some("111122223333".into()),
             ..Default::default()
         }],
         ..Default::default()

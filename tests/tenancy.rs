@@ -467,3 +467,69 @@ async fn the_grafana_dashboard_queries_metrics_that_exist() {
     }
     env.stop().await;
 }
+
+/// Each AWS partition is part of an object's identity: a bucket configured in one is
+/// never reached through a URL naming another (the same name there is another owner's).
+#[tokio::test]
+async fn a_bucket_is_reached_only_in_its_partition() {
+    let env = Env::with(|c, endpoint| {
+        let mut cn = bucket("test-cn", endpoint, None);
+        cn.region = Some("cn-north-1".into());
+        c.buckets.push(cn);
+    })
+    .await;
+    env.put("test-images", "p.png", "commercial", "image/png")
+        .await;
+    let fetch = |url: &str| {
+        let url = percent_encoding::utf8_percent_encode(url, percent_encoding::NON_ALPHANUMERIC);
+        env.proxy.url(&format!("/_/fetch?url={url}"))
+    };
+    for (url, want) in [
+        ("https://test-images.s3.eu-west-1.amazonaws.com/p.png", 200),
+        ("https://test-images.s3.amazonaws.com/p.png", 200),
+        ("s3://test-images/p.png", 200),
+        (
+            "https://test-images.s3.cn-north-1.amazonaws.com.cn/p.png",
+            400,
+        ),
+        (
+            "https://test-images.s3.us-gov-west-1.amazonaws.com/p.png",
+            400,
+        ),
+        ("https://test-cn.s3.eu-west-1.amazonaws.com/p.png", 400),
+        ("https://test-cn.s3.amazonaws.com/p.png", 400),
+    ] {
+        let r = get(&fetch(url)).await;
+        assert_eq!(r.status, want, "{url}: {:?}", r.body);
+    }
+    let r = get(&fetch(
+        "https://test-cn.s3.cn-north-1.amazonaws.com.cn/p.png",
+    ))
+    .await;
+    assert_ne!(r.status, 400, "its own partition passes the source phase");
+    env.stop().await;
+}
+
+/// Access point aliases, Object Lambda aliases and directory buckets are bucket-shaped
+/// names for another owner's data: refused (400) unless configured by their exact name,
+/// even when a tenant's glob matches them.
+#[tokio::test]
+async fn alias_bucket_names_need_an_exact_configuration() {
+    let env = Env::with(|c, endpoint| {
+        c.buckets.push(bucket("test-exact-s3alias", endpoint, None));
+    })
+    .await;
+    for name in [
+        "test-ap-s3alias",
+        "test-olap--ol-s3",
+        "test-dir--usw2-az1--x-s3",
+    ] {
+        let r = get(&env.proxy.url(&format!("/{name}/k.png"))).await;
+        assert_eq!(r.status, 400, "{name}");
+        assert_eq!(r.json()["error"], "bad_request");
+    }
+    // Configured exactly: past the source phase (no such bucket in the store: 404).
+    let r = get(&env.proxy.url("/test-exact-s3alias/k.png")).await;
+    assert_eq!(r.status, 404);
+    env.stop().await;
+}

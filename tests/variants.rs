@@ -265,7 +265,7 @@ async fn bucketfront_sign_makes_variant_urls() {
     std::fs::write(
         &config_path,
         format!(
-            "[[tenants]]\nname = \"signed\"\nbuckets = [\"sig-*\"]\nsigning_keys = [{{ id = \"k1\", secret = \"{SIGNING_SECRET}\" }}]\n"
+            "[[tenants]]\nname = \"signed\"\nbuckets = [\"sig-*\"]\nexpected_owner = \"111122223333\"\nsigning_keys = [{{ id = \"k1\", secret = \"{SIGNING_SECRET}\" }}]\n"
         ),
     )
     .unwrap();

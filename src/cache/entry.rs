@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::ProviderKind;
+use crate::config::{Partition, ProviderKind};
 use crate::object::{Directives, EncodedHeaders, ObjectMeta, response_headers};
 use crate::source::ObjectRef;
 
@@ -16,6 +16,8 @@ use super::pieces::Pieces;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     pub provider: ProviderKind,
+    /// S3's partition (the same bucket name in two is two buckets).
+    pub partition: Partition,
     pub bucket: String,
     pub key: String,
     /// A variant's [`Variant::cache_id`](crate::variant::Variant::cache_id); `None` for
@@ -29,6 +31,7 @@ impl CacheKey {
     pub(crate) fn test(k: &str) -> CacheKey {
         CacheKey {
             provider: ProviderKind::S3,
+            partition: Partition::Aws,
             bucket: "b".into(),
             key: k.into(),
             variant: None,
@@ -38,6 +41,7 @@ impl CacheKey {
     pub fn of(obj: &ObjectRef) -> CacheKey {
         CacheKey {
             provider: obj.provider,
+            partition: obj.partition.unwrap_or_default(),
             bucket: obj.bucket.clone(),
             key: obj.key.clone(),
             variant: None,

@@ -15,6 +15,10 @@ pub enum OriginError {
     NoSuchBucket,
     #[error("AccessDenied: {0}")]
     AccessDenied(String),
+    /// The object is in an archive storage class (S3 Glacier Flexible Retrieval or Deep
+    /// Archive) or tier (Azure Archive): it must be restored before it can be read.
+    #[error("archived ({0}): restore it first")]
+    Archived(String),
     #[error("range not satisfiable")]
     RangeNotSatisfiable,
     #[error("origin too slow: {0}")]
@@ -45,6 +49,7 @@ impl OriginError {
             OriginError::NoSuchKey => "no_such_key",
             OriginError::NoSuchBucket => "no_such_bucket",
             OriginError::AccessDenied(_) => "access_denied",
+            OriginError::Archived(_) => "archived",
             OriginError::RangeNotSatisfiable => "range_not_satisfiable",
             OriginError::Timeout(_) => "timeout",
             OriginError::Unreachable(_) => "unreachable",
@@ -82,6 +87,13 @@ impl OriginError {
             OriginError::NoSuchKey | OriginError::NoSuchBucket | OriginError::AccessDenied(_) => {
                 Error::not_found()
             }
+            OriginError::Archived(class) => Error::new(
+                Kind::Archived,
+                Side::Origin,
+                format!(
+                    "the object is archived ({class}): it must be restored in its bucket before it can be served"
+                ),
+            ),
             OriginError::RangeNotSatisfiable => Error::new(
                 Kind::RangeNotSatisfiable,
                 Side::Client,
@@ -129,9 +141,10 @@ pub(super) fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
                 }
                 (404, "NoSuchBucket") => Err(OriginError::NoSuchBucket),
                 (404, _) => Err(OriginError::NoSuchKey),
-                (403, _) => Err(OriginError::AccessDenied(format!(
-                    "{code} {}",
-                    se.err().message().unwrap_or("")
+                (403, "InvalidObjectState") => Err(OriginError::Archived(archived_class(se.err()))),
+                (403, _) => Err(OriginError::AccessDenied(denied(
+                    &code,
+                    se.err().message().unwrap_or(""),
                 ))),
                 (416, _) => Err(OriginError::RangeNotSatisfiable),
                 _ => Err(OriginError::Status { status, code }),
@@ -156,6 +169,45 @@ pub(super) fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     }
 }
 
+/// The storage class an `InvalidObjectState` names (S3 sends it in the error body).
+fn archived_class(e: &(dyn std::error::Error + 'static)) -> String {
+    use aws_sdk_s3::operation::get_object::GetObjectError;
+    match e.downcast_ref::<GetObjectError>() {
+        Some(GetObjectError::InvalidObjectState(s)) => s
+            .storage_class()
+            .map_or("an archive storage class".into(), |c| {
+                c.as_str().to_string()
+            }),
+        _ => "an archive storage class".into(),
+    }
+}
+
+/// An access denial as the log says it, naming what S3's message points at: a KMS key
+/// the platform may not decrypt with (and its ARN).
+fn denied(code: &str, message: &str) -> String {
+    match kms_key(message) {
+        Some(arn) => format!(
+            "{code} {message} (SSE-KMS: the key's policy must allow kms:Decrypt to the platform's identity; key {arn})"
+        ),
+        None if message.to_ascii_lowercase().contains("kms") => format!(
+            "{code} {message} (SSE-KMS: the key's policy must allow kms:Decrypt to the platform's identity)"
+        ),
+        None => format!("{code} {message}"),
+    }
+}
+
+/// The KMS key ARN a message names, if any (it may name the caller's ARN first).
+pub fn kms_key(message: &str) -> Option<&str> {
+    message.match_indices("arn:aws").find_map(|(start, _)| {
+        let arn = &message[start..];
+        let end = arn
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == ',')
+            .unwrap_or(arn.len());
+        let arn = arn[..end].trim_end_matches('.');
+        arn.contains(":kms:").then_some(arn)
+    })
+}
+
 /// Whether a credentials provider's error is among the causes of `e` (an AssumeRole
 /// refused, no identity found): decided on the error's type, not its text.
 fn caused_by_credentials(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -170,4 +222,28 @@ fn caused_by_credentials(e: &(dyn std::error::Error + 'static)) -> bool {
         cause = err.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kms_denials_name_the_key() {
+        let msg = "User: arn:aws:sts::111122223333:assumed-role/bf/x is not authorized to perform: kms:Decrypt on resource: arn:aws:kms:eu-west-1:444455556666:key/1234abcd-12ab-34cd-56ef-1234567890ab because no resource-based policy allows the kms:Decrypt action";
+        assert_eq!(
+            kms_key(msg),
+            Some("arn:aws:kms:eu-west-1:444455556666:key/1234abcd-12ab-34cd-56ef-1234567890ab")
+        );
+        let said = denied("AccessDenied", msg);
+        assert!(
+            said.contains("kms:Decrypt") && said.contains("key arn:aws:kms:"),
+            "{said}"
+        );
+        assert_eq!(kms_key("Access Denied"), None);
+        assert_eq!(
+            denied("AccessDenied", "Access Denied"),
+            "AccessDenied Access Denied"
+        );
+    }
 }

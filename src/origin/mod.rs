@@ -10,8 +10,8 @@ mod error;
 mod exchange;
 mod slots;
 
-pub use error::OriginError;
 use error::classify;
+pub use error::{OriginError, kms_key};
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -317,7 +317,18 @@ impl Origins {
             }
             Ok(fetched)
         }
-        .await;
+        .await
+        .map_err(|e| match e {
+            // S3 says only AccessDenied to a Requester Pays bucket read without
+            // `x-amz-request-payer`: the log says what it may be (`check` tells).
+            OriginError::AccessDenied(d) if self.request_payer(obj).is_none() => {
+                OriginError::AccessDenied(format!(
+                    "{d} (if {} is a Requester Pays bucket: set request_payer = true; `bucketfront check` tells)",
+                    obj.bucket
+                ))
+            }
+            other => other,
+        });
         let announced = match &fetched {
             Ok(Fetched::Object(o)) => o.content_length.unwrap_or(0),
             _ => 0,
@@ -346,6 +357,7 @@ impl Origins {
             .head_object()
             .bucket(&obj.bucket)
             .key(&obj.key)
+            .set_request_payer(self.request_payer(obj))
             .set_expected_bucket_owner(tenant.config.expected_owner.clone())
             .send();
         match tokio::time::timeout(self.origin.first_byte_timeout.0, call).await {
@@ -449,6 +461,7 @@ impl Origins {
                 req.if_modified_since
                     .map(aws_sdk_s3::primitives::DateTime::from),
             )
+            .set_request_payer(self.request_payer(obj))
             .set_expected_bucket_owner(tenant.config.expected_owner.clone());
         let op = op.customize().interceptor(recorder.clone());
         if obj.provider == ProviderKind::Gcs {
@@ -521,6 +534,14 @@ impl Origins {
             slot: None,
             exchange,
         })))
+    }
+
+    /// `requester` for a bucket configured as Requester Pays (the platform pays).
+    fn request_payer(&self, obj: &ObjectRef) -> Option<aws_sdk_s3::types::RequestPayer> {
+        self.buckets
+            .get(&obj.bucket)
+            .filter(|b| b.request_payer)
+            .map(|_| aws_sdk_s3::types::RequestPayer::Requester)
     }
 
     /// The configured endpoint for `obj`'s bucket (or GCS's), if not AWS's own.

@@ -411,6 +411,30 @@ fn source(state: &State, target: &Target) -> Result<ObjectRef, Error> {
         }
         Target::Path { bucket, key } => ObjectRef::new(configured(bucket), bucket, key)?,
     };
+    // The partition is part of the object's identity too: a bucket configured in one is
+    // not reached through a URL naming another (another owner's bucket of that name).
+    let mut obj = obj;
+    if obj.provider == ProviderKind::S3 {
+        let partition = state.config.partition(&obj.bucket);
+        if obj.partition.is_some_and(|named| named != partition) {
+            return Err(Error::bad_request(format!(
+                "bucket {} is read in the {} partition, not {}",
+                obj.bucket,
+                partition.as_str(),
+                obj.partition.map_or("", |p| p.as_str())
+            )));
+        }
+        obj.partition = Some(partition);
+        // Access point and Object Lambda aliases and directory buckets name another
+        // owner's data behind a bucket-shaped name: only ever served when configured
+        // exactly, never through a glob.
+        if is_alias(&obj.bucket) && !state.config.names_exactly(&obj.bucket) {
+            return Err(Error::bad_request(format!(
+                "bucket {} is an access point alias or a directory bucket: it is served only when configured by its exact name",
+                obj.bucket
+            )));
+        }
+    }
     // A path-style store resolves `.` and `..` segments in the request path, which
     // would read another key (or bucket) than the one named: refuse those keys.
     if state.origins.path_style(&obj) && obj.key.split('/').any(|s| s == "." || s == "..") {
@@ -419,6 +443,12 @@ fn source(state: &State, target: &Target) -> Result<ObjectRef, Error> {
         ));
     }
     Ok(obj)
+}
+
+/// S3 names that are not plain buckets: access point aliases (`-s3alias`), Object Lambda
+/// access point aliases (`--ol-s3`) and directory buckets (`--x-s3`).
+fn is_alias(bucket: &str) -> bool {
+    bucket.ends_with("-s3alias") || bucket.ends_with("--ol-s3") || bucket.ends_with("--x-s3")
 }
 
 /// Range and validators forwarded upstream for objects that are not cached. S3 has no

@@ -120,9 +120,17 @@ pub fn bucket(name: &str, endpoint: &str, keys: Option<(&str, &str)>) -> config:
     }
 }
 
+/// The account every test tenant with a bucket glob names as its buckets' owner (a glob
+/// needs one; the test stores do not check it).
+pub const TEST_OWNER: &str = "111122223333";
+
 /// A tenant of test configs owning `buckets` (patterns); signed when it has keys.
 pub fn tenant(name: &str, buckets: &[&str], keys: &[(&str, &str)]) -> config::TenantConfig {
     config::TenantConfig {
+        expected_owner: buckets
+            .iter()
+            .any(|b| b.contains('*'))
+            .then(|| TEST_OWNER.to_string()),
         name: name.into(),
         buckets: buckets
             .iter()
@@ -393,6 +401,9 @@ pub enum Behaviour {
         gate: Arc<tokio::sync::Notify>,
         body: Bytes,
     },
+    /// Like S3 for a Requester Pays bucket: `body` for a request that says
+    /// `x-amz-request-payer: requester`, 403 AccessDenied for one that does not.
+    RequesterPays(Bytes),
     /// Like S3 for a bucket in `region`: requests signed for another region get 301
     /// PermanentRedirect (with `x-amz-bucket-region` when `hint`, else 400
     /// AuthorizationHeaderMalformed without it); HeadBucket always names the region.
@@ -528,6 +539,23 @@ async fn serve_fake(
                 let _ = sock.write_all(&body).await;
                 let _ = sock.shutdown().await;
                 return;
+            }
+            Behaviour::RequesterPays(body) => {
+                if head
+                    .to_ascii_lowercase()
+                    .contains("x-amz-request-payer: requester")
+                {
+                    let _ = sock.write_all(ok(body.len()).as_bytes()).await;
+                    let _ = sock.write_all(&body).await;
+                } else {
+                    let xml =
+                        "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+                    let head = format!(
+                        "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{xml}",
+                        xml.len()
+                    );
+                    let _ = sock.write_all(head.as_bytes()).await;
+                }
             }
             Behaviour::Region { region, body, hint } => {
                 let signed_right = head.contains(&format!("/{region}/s3/aws4_request"));

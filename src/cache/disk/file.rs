@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::entry::CacheKey;
 use crate::cache::pieces::Pieces;
-use crate::config::ProviderKind;
+use crate::config::{Partition, ProviderKind};
 use crate::object::ObjectMeta;
 
 const MAGIC_V1: &[u8; 8] = b"BFDISK01";
@@ -56,6 +56,9 @@ pub enum ReadError {
 #[derive(Serialize, Deserialize)]
 pub struct Header {
     provider: ProviderKind,
+    /// S3's partition; absent for the commercial one (and in files written before).
+    #[serde(default, skip_serializing_if = "is_aws")]
+    partition: Partition,
     bucket: String,
     key: String,
     /// A variant's id; absent in files of objects (and in files written before variants).
@@ -99,6 +102,7 @@ impl Header {
         } = meta.clone();
         Header {
             provider: key.provider,
+            partition: key.partition,
             bucket: key.bucket.clone(),
             key: key.key.clone(),
             variant: key.variant.clone(),
@@ -119,6 +123,7 @@ impl Header {
     pub fn key(&self) -> CacheKey {
         CacheKey {
             provider: self.provider,
+            partition: self.partition,
             bucket: self.bucket.clone(),
             key: self.key.clone(),
             variant: self.variant.clone(),
@@ -147,6 +152,10 @@ impl Header {
             date: self.date_ms.map(from_unix_ms),
         }
     }
+}
+
+fn is_aws(p: &Partition) -> bool {
+    *p == Partition::Aws
 }
 
 fn unix_ms(t: SystemTime) -> u64 {

@@ -39,7 +39,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use crate::cache::budget::{kib, kib_permit};
 use crate::cache::entry::CacheKey;
 use crate::cache::pieces::Pieces;
-use crate::config::DiskConfig;
+use crate::config::{DiskConfig, Partition};
 use crate::metrics::TierMetrics;
 use crate::object::ObjectMeta;
 use file::{Header, Opened, ReadError};
@@ -710,10 +710,17 @@ impl DiskTier {
 
 /// `objects/<2 hex>/<30 hex>` of SHA-256 over the key's parts.
 fn object_path(objects: &Path, key: &CacheKey) -> PathBuf {
-    // A variant's id is hashed after the object's parts, so objects keep the paths
-    // they had before variants existed.
+    // A variant's id and a partition other than the commercial one are hashed after the
+    // object's parts, so objects keep the paths they had before variants and partitions.
     let parts = [key.provider.as_str(), &key.bucket, &key.key];
-    let hex = crate::cache::entry::digest_hex(parts.into_iter().chain(key.variant.as_deref()), 16);
+    let partition = (key.partition != Partition::Aws).then(|| key.partition.as_str());
+    let hex = crate::cache::entry::digest_hex(
+        parts
+            .into_iter()
+            .chain(key.variant.as_deref())
+            .chain(partition),
+        16,
+    );
     objects.join(&hex[..2]).join(&hex[2..])
 }
 
