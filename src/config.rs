@@ -43,6 +43,7 @@ pub struct Config {
     pub buckets: Vec<Bucket>,
     pub embedded_store: EmbeddedStore,
     pub gcs: Option<Gcs>,
+    pub azure: Option<Azure>,
     pub fleet: Fleet,
     pub variants: Variants,
 }
@@ -343,6 +344,7 @@ pub enum ProviderKind {
     #[default]
     S3,
     Gcs,
+    Azure,
 }
 
 impl ProviderKind {
@@ -350,6 +352,7 @@ impl ProviderKind {
         match self {
             ProviderKind::S3 => "s3",
             ProviderKind::Gcs => "gcs",
+            ProviderKind::Azure => "azure",
         }
     }
 }
@@ -411,6 +414,43 @@ pub struct Bucket {
     /// them the bucket is read with the tenant's identity.
     pub access_key: Option<Secret>,
     pub secret_key: Option<Secret>,
+    /// Azure: the storage account holding the container (`name`).
+    pub account: Option<String>,
+    /// Azure: the customer's Entra ID tenant (directory) id, where the platform's app
+    /// (`[azure]`) obtains its token for the role the customer granted.
+    pub directory: Option<String>,
+    /// Azure: a container SAS the customer issued (read permission), instead of a token.
+    pub sas: Option<Secret>,
+}
+
+impl Bucket {
+    /// Azure: the account's blob endpoint (the configured one, else Azure's public one).
+    pub fn azure_endpoint(&self) -> Option<String> {
+        let account = self.account.as_deref()?;
+        Some(match &self.endpoint {
+            Some(e) => e.trim_end_matches('/').to_string(),
+            None => format!("https://{account}.blob.core.windows.net"),
+        })
+    }
+}
+
+/// The platform's own Entra ID application, which reads Azure containers in the
+/// customers' directories (`[[buckets]] directory`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Azure {
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    /// A federated token (workload identity, as `AZURE_FEDERATED_TOKEN_FILE`), read
+    /// again for each token request.
+    pub federated_token_file: Option<PathBuf>,
+    /// Entra ID's login host (sovereign clouds; a stand-in in tests).
+    #[serde(default = "azure_authority")]
+    pub authority: String,
+}
+
+fn azure_authority() -> String {
+    "https://login.microsoftonline.com".into()
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

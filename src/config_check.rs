@@ -216,6 +216,7 @@ fn validate_buckets(c: &Config) -> Result<(), Failure> {
                 "a GCS bucket needs a [gcs] section with the HMAC keys",
             );
         }
+        validate_azure(c, b).map_err(|(k, why)| (at(&k), why))?;
         if b.request_payer && b.provider != ProviderKind::S3 {
             return fail(
                 at("request_payer"),
@@ -224,6 +225,98 @@ fn validate_buckets(c: &Config) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// An Azure container needs its account and one way in: the platform's app in the
+/// customer's directory, or the customer's SAS. The Azure keys mean nothing elsewhere.
+fn validate_azure(c: &Config, b: &crate::config::Bucket) -> Result<(), Failure> {
+    if b.provider != ProviderKind::Azure {
+        for (key, set) in [
+            ("account", b.account.is_some()),
+            ("directory", b.directory.is_some()),
+            ("sas", b.sas.is_some()),
+        ] {
+            if set {
+                return fail(
+                    key,
+                    "only an Azure container (provider = \"azure\") has this key",
+                );
+            }
+        }
+        return Ok(());
+    }
+    let Some(account) = &b.account else {
+        return fail(
+            "account",
+            "an Azure container needs the storage account that holds it",
+        );
+    };
+    let account_ok = (3..=24).contains(&account.len())
+        && account
+            .bytes()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit());
+    if !account_ok {
+        return fail(
+            "account",
+            format!(
+                "{account:?} is not a storage account name (3 to 24 lowercase letters and digits)"
+            ),
+        );
+    }
+    if b.access_key.is_some() || b.region.is_some() || b.path_style {
+        return fail(
+            "provider",
+            "an Azure container takes account, directory or sas, and endpoint; not S3's keys, region or path_style",
+        );
+    }
+    match (&b.sas, &b.directory) {
+        (Some(_), Some(_)) => fail(
+            "sas",
+            "set either sas (the customer's container SAS) or directory (the platform's app in the customer's directory), not both",
+        ),
+        (Some(sas), None) => {
+            let q = sas.expose().trim_start_matches('?');
+            if !q.split('&').any(|p| p.starts_with("sig=")) {
+                return fail("sas", "this is not a SAS query string (it has no sig=)");
+            }
+            Ok(())
+        }
+        (None, Some(directory)) => {
+            let Some(azure) = &c.azure else {
+                return fail(
+                    "directory",
+                    "reading a container in the customer's directory needs an [azure] section with the platform app's client_id and client_secret or federated_token_file",
+                );
+            };
+            if azure.client_secret.is_none() == azure.federated_token_file.is_none() {
+                return Err((
+                    "directory".into(),
+                    "[azure] needs exactly one of client_secret and federated_token_file".into(),
+                ));
+            }
+            if !azure.authority.starts_with("https://") {
+                return Err((
+                    "directory".into(),
+                    "[azure] authority must be an https:// URL".into(),
+                ));
+            }
+            if directory.is_empty()
+                || !directory
+                    .bytes()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == b'-' || ch == b'.')
+            {
+                return fail(
+                    "directory",
+                    format!("{directory:?} is not an Entra tenant id (a GUID) or domain"),
+                );
+            }
+            Ok(())
+        }
+        (None, None) => fail(
+            "directory",
+            "an Azure container needs directory (the customer's Entra tenant id, for the platform's app) or sas (a container SAS the customer issued)",
+        ),
+    }
 }
 
 /// Reading a config is parsing plus the checks above; it lives here, above the modules

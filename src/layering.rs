@@ -65,7 +65,11 @@ const INNER: &[(&str, &[&[&str]])] = &[
     ("cache::fill", &[&["shared"], &["inflight"]]),
     (
         "origin",
-        &[&["credentials", "exchange", "slots"], &["error"]],
+        &[
+            &["credentials", "exchange", "slots"],
+            &["error", "fetched"],
+            &["azure"],
+        ],
     ),
     (
         "proxy",

@@ -1,5 +1,5 @@
 //! Customer onboarding: `bucketfront policy` prints exactly what a customer must paste
-//! (bucket policy, IAM trust policy, GCS role binding), and `bucketfront check` walks
+//! (bucket policy, IAM trust policy, GCS role binding, Azure role assignment), and `bucketfront check` walks
 //! the real access path for one URL and explains each failure in plain words.
 
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use serde_json::json;
 
 use crate::auth::{Tenant, Tenants};
-use crate::config::Config;
+use crate::config::{Config, ProviderKind};
 use crate::origin::{Fetched, GetRequest, OriginError, Origins};
 use crate::source::{ObjectRef, parse_source_url};
 
@@ -16,6 +16,7 @@ use crate::source::{ObjectRef, parse_source_url};
 pub enum Provider {
     S3,
     Gcs,
+    Azure,
 }
 
 #[derive(Debug, Args)]
@@ -33,6 +34,12 @@ pub struct PolicyArgs {
     /// External ID for a cross-account role (prints the trust policy too)
     #[arg(long = "external-id")]
     pub external_id: Option<String>,
+    /// The platform's Entra ID application (client) id, for Azure
+    #[arg(long = "app-id")]
+    pub app_id: Option<String>,
+    /// The customer's Azure storage account holding the container
+    #[arg(long)]
+    pub account: Option<String>,
 }
 
 const PRINCIPAL_PLACEHOLDER: &str = "arn:aws:iam::PLATFORM_ACCOUNT_ID:role/bucketfront";
@@ -43,7 +50,57 @@ pub fn policy(args: &PolicyArgs) -> String {
     match args.provider {
         Provider::S3 => s3_policy(args),
         Provider::Gcs => gcs_policy(args),
+        Provider::Azure => azure_policy(args),
     }
+}
+
+/// `Storage Blob Data Reader`, the built-in role that reads blobs and nothing else.
+const BLOB_DATA_READER: &str = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1";
+
+fn azure_policy(args: &PolicyArgs) -> String {
+    let container = &args.bucket;
+    let account = args.account.as_deref().unwrap_or("CUSTOMER_ACCOUNT");
+    let app = args.app_id.as_deref().unwrap_or("PLATFORM_APP_ID");
+    let scope = format!(
+        "/subscriptions/CUSTOMER_SUBSCRIPTION/resourceGroups/CUSTOMER_GROUP/providers/Microsoft.Storage/storageAccounts/{account}/blobServices/default/containers/{container}"
+    );
+    let arm = json!({
+        "$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
+        "contentVersion": "1.0.0.0",
+        "parameters": {
+            "platformAppObjectId": {
+                "type": "string",
+                "metadata": { "description": "object id of the platform app's service principal in this directory (az ad sp show --id APP_ID --query id)" }
+            }
+        },
+        "resources": [{
+            "type": "Microsoft.Storage/storageAccounts/blobServices/containers/providers/roleAssignments",
+            "apiVersion": "2022-04-01",
+            "name": format!("[concat('{account}/default/{container}/Microsoft.Authorization/', guid(resourceGroup().id, '{account}', '{container}', '{app}'))]"),
+            "properties": {
+                "roleDefinitionId": format!("[subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '{BLOB_DATA_READER}')]"),
+                "principalId": "[parameters('platformAppObjectId')]",
+                "principalType": "ServicePrincipal"
+            }
+        }]
+    });
+    format!(
+        "# Step 1 (customer directory, an administrator): consent to the platform's app, which\n\
+         # creates its service principal in the directory. Open, signed in as an admin:\n\
+         https://login.microsoftonline.com/CUSTOMER_TENANT_ID/adminconsent?client_id={app}\n\
+         # Step 2: give that service principal Storage Blob Data Reader on the container only.\n\
+         az role assignment create --role \"Storage Blob Data Reader\" \\\n  --assignee {app} \\\n  --scope {scope}\n\
+         # The same as an ARM template (deploy it in the storage account's resource group):\n{}\n\
+         # Step 3: if the account's network rules deny public access, allow the platform's egress\n\
+         # addresses (or a private endpoint); a firewall answers every read with AuthorizationFailure.\n\
+         # Step 4: send the directory (tenant) id to the platform; it goes in config.toml as\n\
+         #   [[buckets]] name = \"{container}\", provider = \"azure\", account = \"{account}\", directory = \"CUSTOMER_TENANT_ID\"\n\
+         # Without the app: issue a container SAS with read (r) only and send it instead (sas = \"env:...\");\n\
+         # it works until its expiry, and presigned URLs are then not offered for the container.\n\
+         # Platform side, once: [azure] client_id = \"{app}\" with client_secret = \"env:...\" or federated_token_file.\n\
+         # No CORS configuration is needed on the account: bucketfront writes the CORS headers.\n",
+        pretty(&arm)
+    )
 }
 
 fn pretty(v: &serde_json::Value) -> String {
@@ -236,6 +293,9 @@ pub async fn check(config: &Config, url: &str) -> Report {
     let o = match origins.get(&tenant, &obj, &req).await {
         Ok(Fetched::Object(o)) => o,
         Ok(Fetched::NotModified(_)) => return report.fail("GetObject", "unexpected 304"),
+        Err(e) if obj.provider == ProviderKind::Azure => {
+            return report.fail("GetBlob", explain_azure(&e, config, &obj));
+        }
         Err(OriginError::AccessDenied(_)) if requester_pays(config, &tenant, &obj, &req).await => {
             return report.fail(
                 "GetObject",
@@ -253,7 +313,11 @@ pub async fn check(config: &Config, url: &str) -> Report {
         }
     };
     report.pass(
-        "GetObject",
+        if obj.provider == ProviderKind::Azure {
+            "GetBlob"
+        } else {
+            "GetObject"
+        },
         format!("object is readable ({} bytes)", o.meta.size),
     );
     if let Some(region) = origins.discovered_region(&obj.bucket) {
@@ -300,6 +364,91 @@ async fn requester_pays(
     }
     let origins = Origins::new(&paying, None, Arc::new(crate::metrics::Metrics::new())).await;
     matches!(origins.get(tenant, obj, req).await, Ok(Fetched::Object(_)))
+}
+
+/// What an Azure failure means, in the words of the customer's and the platform's side.
+fn explain_azure(e: &OriginError, config: &Config, obj: &ObjectRef) -> String {
+    let bucket = config.bucket(&obj.bucket);
+    let account = bucket.and_then(|b| b.account.as_deref()).unwrap_or("?");
+    let container = &obj.bucket;
+    let sas = bucket.and_then(|b| b.sas.as_ref());
+    let app = config
+        .azure
+        .as_ref()
+        .map_or("PLATFORM_APP_ID", |a| a.client_id.as_str());
+    let directory = bucket.and_then(|b| b.directory.as_deref()).unwrap_or("?");
+    match e {
+        OriginError::Credentials(d) if d.contains("AADSTS700016") || d.contains("AADSTS65001") => {
+            format!(
+                "no consent: the platform's app {app} is not known in directory {directory} ({}). An administrator of that directory must consent to it: https://login.microsoftonline.com/{directory}/adminconsent?client_id={app}",
+                d.find("AADSTS")
+                    .map_or("", |at| d[at..].split('.').next().unwrap_or(""))
+                    .trim()
+            )
+        }
+        OriginError::Credentials(d)
+            if d.contains("AADSTS7000215") || d.contains("AADSTS7000222") =>
+        {
+            format!(
+                "the platform app's client secret is wrong or expired ([azure] client_secret): create a new one for app {app} ({d})"
+            )
+        }
+        OriginError::Credentials(d) if d.contains("AADSTS90002") => {
+            format!("there is no Entra directory {directory}: check the bucket's directory ({d})")
+        }
+        OriginError::Credentials(d) => format!("no token for directory {directory} ({d})"),
+        OriginError::AccessDenied(_) if sas.is_some_and(|s| sas_expired(s.expose())) => format!(
+            "the SAS for container {container} has expired (se={}): ask the customer for a new one",
+            sas_field(sas.map_or("", |s| s.expose()), "se").unwrap_or_default()
+        ),
+        OriginError::AccessDenied(d) if d.contains("AuthorizationPermissionMismatch") => {
+            match sas {
+                Some(s) => format!(
+                    "the SAS for container {container} does not grant read (sp={}): it needs r",
+                    sas_field(s.expose(), "sp").unwrap_or_default()
+                ),
+                None => format!(
+                    "no role: the platform's app {app} has no Storage Blob Data Reader on container {container} of account {account}. The customer runs the `az role assignment create` that `bucketfront policy --provider azure` prints"
+                ),
+            }
+        }
+        OriginError::AccessDenied(d) if d.contains("AuthorizationFailure") => format!(
+            "refused by storage account {account} itself ({d}): its firewall or private endpoint does not let the platform's addresses in (the customer allows them under Networking), or the {} is not valid for it",
+            if sas.is_some() { "SAS" } else { "token" }
+        ),
+        OriginError::AccessDenied(d) => format!("access denied by account {account} ({d})"),
+        OriginError::NoSuchBucket => format!(
+            "there is no container {container} in storage account {account} (or no account {account} at this endpoint)"
+        ),
+        OriginError::NoSuchKey => format!("container {container} has no blob named {:?}", obj.key),
+        OriginError::Unreachable(d) if d.contains("dns") => format!(
+            "no storage account named {account}: its host does not resolve ({d}); check the bucket's account"
+        ),
+        OriginError::Archived(_) => format!(
+            "the blob is in the Archive tier: rehydrate it before the proxy can serve it, e.g. `az storage blob set-tier --account-name {account} --container-name {container} --name {:?} --tier Hot --rehydrate-priority High` (Standard priority takes up to 15 hours; High, under an hour for most blobs)",
+            obj.key
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// A field of a SAS query string.
+fn sas_field(sas: &str, name: &str) -> Option<String> {
+    sas.trim_start_matches('?').split('&').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        (k == name).then(|| {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+/// Whether a SAS's `se` is in the past.
+fn sas_expired(sas: &str) -> bool {
+    sas_field(sas, "se")
+        .and_then(|se| humantime::parse_rfc3339_weak(se.trim_end_matches('Z')).ok())
+        .is_some_and(|se| se < std::time::SystemTime::now())
 }
 
 fn explain(e: &OriginError, bucket: &str, key: &str, tenant: &str) -> String {
@@ -376,6 +525,8 @@ mod tests {
             principal: Some("arn:aws:iam::111122223333:role/bf".into()),
             service_account: None,
             external_id: None,
+            app_id: None,
+            account: None,
         };
         let blocks = json_blocks(&policy(&args));
         assert_eq!(blocks.len(), 2);
@@ -408,10 +559,44 @@ mod tests {
             principal: None,
             service_account: Some("bf@p.iam.gserviceaccount.com".into()),
             external_id: None,
+            app_id: None,
+            account: None,
         };
         let text = policy(&args);
         assert!(text.contains("--permissions=storage.objects.get"));
         assert!(text.contains("add-iam-policy-binding gs://acme-gcs"));
         assert!(text.contains("serviceAccount:bf@p.iam.gserviceaccount.com"));
+    }
+
+    #[test]
+    fn azure_policy_assigns_the_reader_role_on_the_container_and_gives_the_consent_url() {
+        let args = PolicyArgs {
+            provider: Provider::Azure,
+            bucket: "images".into(),
+            principal: None,
+            service_account: None,
+            external_id: None,
+            app_id: Some("11111111-2222-3333-4444-555555555555".into()),
+            account: Some("acmestorage".into()),
+        };
+        let text = policy(&args);
+        assert!(text.contains("adminconsent?client_id=11111111-2222-3333-4444-555555555555"));
+        assert!(text.contains("az role assignment create --role \"Storage Blob Data Reader\""));
+        assert!(
+            text.contains("storageAccounts/acmestorage/blobServices/default/containers/images")
+        );
+        let arm = &json_blocks(&text)[0];
+        let assignment = &arm["resources"][0];
+        assert_eq!(
+            assignment["type"],
+            "Microsoft.Storage/storageAccounts/blobServices/containers/providers/roleAssignments"
+        );
+        assert!(
+            assignment["properties"]["roleDefinitionId"]
+                .as_str()
+                .unwrap()
+                .contains(BLOB_DATA_READER)
+        );
+        assert!(assignment["name"].as_str().unwrap().starts_with("[concat("));
     }
 }

@@ -114,6 +114,9 @@ impl Presigner {
         not_after: Option<SystemTime>,
     ) -> Result<(Presigned, CacheStatus), Error> {
         let (origins, tenant, obj, allowed) = (&req.origins, &req.tenant, &req.obj, &req.allowed);
+        if let Some(why) = origins.presign_refusal(obj) {
+            return Err(Error::forbidden(why));
+        }
         let key = (tenant.name.clone(), CacheKey::of(obj));
         let cached = self.cache.get(&key).await;
         let refresh = match &cached {
@@ -174,6 +177,22 @@ impl Presigner {
             )
             .with_detail(detail)
         };
+        if obj.provider == config::ProviderKind::Azure {
+            let mut until = now + self.expires_in;
+            if let Some(cap) = not_after {
+                until = until.min(cap);
+            }
+            let (url, expires_at) = origins
+                .presign_azure(obj, now, until)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            return Ok(Presigned {
+                url,
+                expires_at,
+                signed_at: now,
+                content_type,
+            });
+        }
         let provider = origins
             .credentials(tenant, obj)
             .ok_or_else(|| failed("no credentials configured".into()))?;

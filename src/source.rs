@@ -22,6 +22,9 @@ pub struct ObjectRef {
     /// form). The source phase sets the configured bucket's, refusing a URL that names
     /// another.
     pub partition: Option<Partition>,
+    /// The Azure storage account a `*.blob.core.windows.net` URL names; the source
+    /// phase refuses one that is not the container's configured account.
+    pub account: Option<String>,
     pub key: String,
 }
 
@@ -83,19 +86,19 @@ pub fn parse_source_url(url: &str) -> Result<ObjectRef, Error> {
     }
     let host = authority.to_ascii_lowercase();
     match scheme.as_str() {
-        // s3:// and gs:// name the bucket in the authority and the key literally, as the
-        // AWS CLI and gsutil do: no percent-decoding of the key.
-        "s3" | "gs" => {
-            let provider = if scheme == "s3" {
-                ProviderKind::S3
-            } else {
-                ProviderKind::Gcs
+        // s3://, gs:// and az:// name the bucket (container) in the authority and the key
+        // literally, as the AWS CLI, gsutil and azcopy's az:// do: no percent-decoding.
+        "s3" | "gs" | "az" => {
+            let provider = match scheme.as_str() {
+                "s3" => ProviderKind::S3,
+                "gs" => ProviderKind::Gcs,
+                _ => ProviderKind::Azure,
             };
             let key = path.strip_prefix('/').unwrap_or(path);
             object(provider, authority, None, key.to_string())
         }
         "http" | "https" => parse_http(&host, path),
-        _ => Err(bad("the scheme must be https, http, s3 or gs")),
+        _ => Err(bad("the scheme must be https, http, s3, gs or az")),
     }
 }
 
@@ -111,6 +114,7 @@ fn object(
         provider,
         bucket: bucket.to_string(),
         partition: None,
+        account: None,
         region,
         key,
     })
@@ -119,7 +123,28 @@ fn object(
 fn parse_http(host: &str, path: &str) -> Result<ObjectRef, Error> {
     let bad = |why: &str| Error::bad_request(format!("unsupported source URL: {why}"));
     if host.is_empty() || looks_like_ipv4(host) {
-        return Err(bad("the host must be an S3 or GCS name"));
+        return Err(bad("the host must be an S3, GCS or Azure Blob name"));
+    }
+    if let Some(account) = host.strip_suffix(".blob.core.windows.net") {
+        let valid = (3..=24).contains(&account.len())
+            && account
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !valid {
+            return Err(bad("not an Azure storage account host"));
+        }
+        let path = path.strip_prefix('/').unwrap_or(path);
+        let (container, key) = path
+            .split_once('/')
+            .ok_or_else(|| bad("expected /{container}/{blob}"))?;
+        let mut obj = object(
+            ProviderKind::Azure,
+            &decode_component(container)?,
+            None,
+            decode_component(key)?,
+        )?;
+        obj.account = Some(account.to_string());
+        return Ok(obj);
     }
     let mut china = false;
     let (provider, bucket_in_host, region) = if let Some((prefix, cn)) = aws_prefix(host) {
@@ -132,7 +157,7 @@ fn parse_http(host: &str, path: &str) -> Result<ObjectRef, Error> {
     } else if let Some(bucket) = host.strip_suffix(".storage.googleapis.com") {
         (ProviderKind::Gcs, Some(bucket.to_string()), None)
     } else {
-        return Err(bad("the host is not an S3 or GCS endpoint"));
+        return Err(bad("the host is not an S3, GCS or Azure Blob endpoint"));
     };
     let path = path.strip_prefix('/').unwrap_or(path);
     let mut obj = match bucket_in_host {
@@ -213,6 +238,21 @@ fn looks_like_ipv4(s: &str) -> bool {
 /// S3 bucket naming rules (and GCS's, which also allow `_` and longer dotted names).
 pub fn validate_bucket(name: &str, provider: ProviderKind) -> Result<(), Error> {
     let bad = |why: &str| Err(Error::bad_request(format!("invalid bucket name: {why}")));
+    if provider == ProviderKind::Azure {
+        // Azure container names: 3-63 lowercase letters, digits and single hyphens.
+        let ok = (3..=63).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !name.starts_with('-')
+            && !name.ends_with('-')
+            && !name.contains("--");
+        return if ok {
+            Ok(())
+        } else {
+            bad("an Azure container name is 3 to 63 lowercase letters, digits and single hyphens")
+        };
+    }
     let gcs = provider == ProviderKind::Gcs;
     let max = if gcs && name.contains('.') { 222 } else { 63 };
     if name.len() < 3 || name.len() > max {

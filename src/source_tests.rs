@@ -11,6 +11,7 @@ fn ok(provider: ProviderKind, bucket: &str, region: Option<&str>, key: &str) -> 
         bucket: bucket.into(),
         region: region.map(String::from),
         partition: None,
+        account: None,
         key: key.into(),
     })
 }
@@ -148,6 +149,7 @@ fn source_url_table() {
             (Ok(g), Some(w)) => assert_eq!(
                 &ObjectRef {
                     partition: None,
+                    account: None,
                     ..g.clone()
                 },
                 w,
@@ -184,4 +186,35 @@ fn gcs_bucket_rules() {
     assert!(validate_bucket("with_underscore", S3).is_err());
     assert!(validate_bucket(&format!("{}.{}", "a".repeat(60), "b".repeat(60)), GCS).is_ok());
     assert!(validate_bucket(&"a".repeat(64), GCS).is_err());
+}
+
+/// Azure Blob: the account is named by the host (and checked against the config by the
+/// source phase), the container and blob by the path; `az://` names the container only.
+#[test]
+fn azure_urls() {
+    let o = parse_source_url("https://acmestorage.blob.core.windows.net/images/cats/a%20b.jpg")
+        .unwrap();
+    assert_eq!(o.provider, ProviderKind::Azure);
+    assert_eq!(o.account.as_deref(), Some("acmestorage"));
+    assert_eq!(
+        (o.bucket.as_str(), o.key.as_str()),
+        ("images", "cats/a b.jpg")
+    );
+    let o = parse_source_url("az://images/cats/a%20b.jpg").unwrap();
+    assert_eq!((o.provider, o.account), (ProviderKind::Azure, None));
+    assert_eq!(o.key, "cats/a%20b.jpg", "az:// keys are literal");
+    for bad in [
+        "https://acmestorage.blob.core.windows.net/images",
+        "https://acmestorage.blob.core.windows.net/images/",
+        "https://Acme_Storage.blob.core.windows.net/images/k",
+        "https://ab.blob.core.windows.net/images/k",
+        "https://acme.storage.blob.core.windows.net/images/k",
+        "https://acmestorage.blob.core.windows.net/im--ages/k",
+        "https://acmestorage.blob.core.windows.net/Images/k",
+        "https://acmestorage.blob.core.windows.net:8443/images/k",
+        "az://-images/k",
+        "az://images/",
+    ] {
+        assert!(parse_source_url(bad).is_err(), "{bad}");
+    }
 }

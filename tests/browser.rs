@@ -251,15 +251,21 @@ fn demo_config(endpoint: &str, origin: &str) -> Config {
     c
 }
 
-#[tokio::test]
-async fn a_browser_loads_images_through_the_proxy() {
-    let Some(browser) = Browser::start().await else {
-        return;
-    };
+/// A browser, and two page servers until `stop`: the app's (its origin, the one the proxy
+/// allows) and another origin's (its address). `None` without Chromium.
+async fn browser_and_pages() -> Option<(Browser, CancellationToken, SocketAddr, String)> {
+    let browser = Browser::start().await?;
     let stop = CancellationToken::new();
     let app = page_server(&stop).await;
     let other = page_server(&stop).await;
-    let app_origin = format!("http://{app}");
+    Some((browser, stop, other, format!("http://{app}")))
+}
+
+#[tokio::test]
+async fn a_browser_loads_images_through_the_proxy() {
+    let Some((browser, stop, other, app_origin)) = browser_and_pages().await else {
+        return;
+    };
     let env = Env::start_with(|endpoint| demo_config(endpoint, &app_origin)).await;
     let samples = concat!(env!("CARGO_MANIFEST_DIR"), "/demo/bucket");
     let objects = env.store.seed(std::path::Path::new(samples)).await.unwrap();
@@ -459,4 +465,46 @@ async fn a_browser_loads_images_through_the_proxy() {
     proxy2.stop().await;
     stop.cancel();
     env.stop().await;
+}
+
+/// The same CORS guarantees through an Azure Blob container (Azurite, read with the
+/// platform's Entra ID token): every demo image's pixels can be read from the allowed
+/// origin, a ranged fetch reads the exposed headers, and another origin reads nothing.
+#[tokio::test]
+async fn a_browser_loads_azure_blobs_through_the_proxy() {
+    use common::azure::*;
+    let Some((browser, stop, other, app_origin)) = browser_and_pages().await else {
+        return;
+    };
+    let a = azurite();
+    let mut c = azure_config(&["images"]);
+    with_app(&mut c, "images", "dir-browser", &a.endpoint, &a.account);
+    c.cors.allowed_origins = vec![origin_pattern(&app_origin)];
+    let proxy = Proxy::start(c, None).await;
+    let urls: Vec<String> = demo_images()
+        .iter()
+        .map(|name| {
+            proxy.url(&format!(
+                "/images/{}",
+                bucketfront::source::encode_path(&format!("demo/{name}"))
+            ))
+        })
+        .collect();
+    assert!(urls.len() >= 6);
+    browser.goto(&format!("{app_origin}/")).await;
+    let results = browser.run(CANVAS, json!(urls)).await;
+    for (url, r) in urls.iter().zip(results.as_array().unwrap()) {
+        assert_eq!(r["ok"], true, "{url}: {r}");
+        assert_eq!(r["width"], 640, "{url}");
+    }
+    let r = browser.run(RANGED_FETCH, json!(urls[0])).await;
+    assert_eq!(r["status"], 206, "{r}");
+    assert_eq!(r["length"], 10);
+    assert_eq!(r["xcache"], "HIT");
+    browser.goto(&format!("http://{other}/")).await;
+    let results = browser.run(CANVAS, json!(urls[..1])).await;
+    assert_eq!(results[0]["ok"], false, "{results}");
+    drop(browser);
+    proxy.stop().await;
+    stop.cancel();
 }

@@ -17,7 +17,6 @@ use aws_smithy_runtime_api::client::interceptors::context::{
     BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextRef,
 };
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_runtime_api::http::Headers;
 use aws_smithy_types::config_bag::ConfigBag;
 
 use crate::object::{Exchange, HeaderUpdate};
@@ -74,7 +73,7 @@ impl Intercept for Recorder {
     ) -> Result<(), BoxError> {
         let response_time = SystemTime::now();
         let headers = context.response_mut().headers_mut();
-        let fields = read_fields(headers);
+        let fields = read_fields(|name| headers.get_all(name).collect());
         // One line each for the SDK, which refuses repeated lines of a single field.
         headers.remove("cache-control");
         if let Some(list) = &fields.cache_control {
@@ -105,14 +104,15 @@ impl Intercept for Recorder {
 /// `Expires` sent twice becomes two dates in one value, which is no date: stale (RFC
 /// 9111 §4.2.1 allows it). `Expires` is read before the SDK's own interceptor may have
 /// moved it to `ExpiresString`.
-fn read_fields(h: &Headers) -> HeaderUpdate {
+pub(super) fn read_fields<'a>(get_all: impl Fn(&str) -> Vec<&'a str>) -> HeaderUpdate {
     let joined = |name: &str| {
-        let lines: Vec<&str> = h.get_all(name).map(str::trim).collect();
+        let lines: Vec<&str> = get_all(name).into_iter().map(str::trim).collect();
         (!lines.is_empty()).then(|| lines.join(", "))
     };
-    let one = |name: &str| h.get(name).map(|v| v.trim().to_string());
+    let one = |name: &str| get_all(name).first().map(|v| v.trim().to_string());
     let date = |name: &str| {
-        h.get(name)
+        get_all(name)
+            .first()
             .and_then(|v| httpdate::parse_http_date(v.trim()).ok())
     };
     HeaderUpdate {
@@ -131,6 +131,7 @@ fn read_fields(h: &Headers) -> HeaderUpdate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_smithy_runtime_api::http::Headers;
 
     #[test]
     fn repeated_lines_are_one_list() {
@@ -140,12 +141,12 @@ mod tests {
         h.append("Expires", "Thu, 01 Jan 2099 00:00:00 GMT");
         h.append("Date", "Thu, 01 Jan 2026 00:00:00 GMT");
         h.append("Content-Type", "image/png");
-        let f = read_fields(&h);
+        let f = read_fields(|n| h.get_all(n).collect());
         assert_eq!(f.cache_control.as_deref(), Some("max-age=60, s-maxage=5"));
         assert_eq!(f.expires.as_deref(), Some("Thu, 01 Jan 2099 00:00:00 GMT"));
         assert!(f.date.is_some());
         h.append("expires", "0");
-        let twice = read_fields(&h).expires.unwrap();
+        let twice = read_fields(|n| h.get_all(n).collect()).expires.unwrap();
         assert!(httpdate::parse_http_date(&twice).is_err(), "{twice}");
     }
 }

@@ -5,13 +5,16 @@
 //! pooled across requests. Every SDK failure is classified into an [`OriginError`]
 //! here, the only place that looks at S3 error codes.
 
+mod azure;
 pub mod credentials;
 mod error;
 mod exchange;
+mod fetched;
 mod slots;
 
 use error::classify;
 pub use error::{OriginError, kms_key};
+pub use fetched::{Fetched, GetRequest, NotModified, OriginObject};
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -30,57 +33,13 @@ use bytes::Bytes;
 use crate::auth::Tenant;
 use crate::config::{self, Config, ProviderKind};
 use crate::metrics::Metrics;
-use crate::object::{Exchange, HeaderUpdate, ObjectMeta};
+use crate::object::{Exchange, ObjectMeta};
 use crate::source::ObjectRef;
 use credentials::{CachedCredentials, error_chain};
 use exchange::Recorder;
 use slots::{Slot, Slots};
 
 use crate::peer::ClientKey;
-
-/// What to ask the origin for, beyond the object itself.
-#[derive(Debug, Clone, Default)]
-pub struct GetRequest {
-    /// A `Range` header value, forwarded as is.
-    pub range: Option<String>,
-    pub if_none_match: Option<String>,
-    pub if_modified_since: Option<SystemTime>,
-    /// Only this version (the rest of an object whose disk copy went bad mid-body).
-    pub if_match: Option<String>,
-    /// Whose share of the tenant's origin slots the request takes (`None`: the proxy's
-    /// own, as for `bucketfront check`).
-    pub client: Option<ClientKey>,
-}
-
-/// An object's headers and its body, still streaming from the origin.
-pub struct OriginObject {
-    pub meta: ObjectMeta,
-    /// Bytes in this response's body (less than `meta.size` for a range); `None` when
-    /// the origin did not say (a chunked or close-delimited body: its length is known
-    /// only at its end, and `meta.size` is 0 until then).
-    pub content_length: Option<u64>,
-    /// `Content-Range` of a 206, as S3 sent it.
-    pub content_range: Option<String>,
-    pub body: ByteStream,
-    /// The tenant's origin slot, held until the body is read or dropped.
-    pub slot: Option<Slot>,
-    /// When it was asked for and arrived (what its age counts from).
-    pub exchange: Exchange,
-}
-
-pub enum Fetched {
-    Object(Box<OriginObject>),
-    /// The origin's `304`: the object has not changed.
-    NotModified(Box<NotModified>),
-}
-
-/// What a `304` says: the stored fields it carries (they replace the stored ones, RFC
-/// 9111 §4.3.4) and when it came.
-#[derive(Debug, Clone)]
-pub struct NotModified {
-    pub fields: HeaderUpdate,
-    pub exchange: Exchange,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct SdkKey {
@@ -114,6 +73,9 @@ pub struct Origins {
     discovered: RwLock<HashMap<String, String>>,
     /// The embedded store, when it runs in this process (and in tests).
     embedded: Option<StoreAccess>,
+    /// Azure containers, or why they cannot be read (an Entra ID credential that could
+    /// not be made: said on every request to them, and by `check`).
+    azure: Result<Option<azure::AzureOrigin>, String>,
 }
 
 impl Origins {
@@ -185,7 +147,46 @@ impl Origins {
                 .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
                 .ok(),
             embedded,
+            azure: azure::AzureOrigin::new(config),
         }
+    }
+
+    fn azure(&self) -> Result<&azure::AzureOrigin, OriginError> {
+        match &self.azure {
+            Ok(Some(a)) => Ok(a),
+            Ok(None) => Err(OriginError::Credentials(
+                "no container is configured with provider = \"azure\"".into(),
+            )),
+            Err(e) => Err(OriginError::Credentials(e.clone())),
+        }
+    }
+
+    /// Why no presigned URL may be made for `obj`, if so: an Azure container read with
+    /// the customer's SAS (the URL would hand out that SAS: every blob of the container
+    /// until its own expiry, past any `exp` and around the proxy's signatures).
+    pub fn presign_refusal(&self, obj: &ObjectRef) -> Option<String> {
+        let sas = obj.provider == ProviderKind::Azure
+            && self
+                .buckets
+                .get(&obj.bucket)
+                .is_some_and(|b| b.sas.is_some());
+        sas.then(|| {
+            format!(
+                "presigned URLs are not made for container {}: it is read with the customer's SAS, which a URL would hand out whole; load the image through the proxy",
+                obj.bucket
+            )
+        })
+    }
+
+    /// A presigned URL for an Azure blob, valid until `until` at most (see
+    /// [`azure::AzureOrigin::presign`]).
+    pub async fn presign_azure(
+        &self,
+        obj: &ObjectRef,
+        now: SystemTime,
+        until: SystemTime,
+    ) -> Result<(String, SystemTime), OriginError> {
+        self.azure()?.presign(obj, now, until).await
     }
 
     /// The credentials `tenant` reads `obj` with (for presigning and `check`).
@@ -303,7 +304,11 @@ impl Origins {
         let started = std::time::Instant::now();
         let fetched: Result<Fetched, OriginError> = async {
             let slot = self.slot(tenant, req.client).await?;
-            let mut fetched = self.get_in_region(tenant, obj, req).await?;
+            let mut fetched = if obj.provider == ProviderKind::Azure {
+                self.azure()?.get(obj, req).await?
+            } else {
+                self.get_in_region(tenant, obj, req).await?
+            };
             if let Fetched::Object(o) = &mut fetched {
                 // A part of the object where the whole was asked for would be sent
                 // under 200 headers and then cut short: refuse it cleanly instead.
@@ -321,7 +326,9 @@ impl Origins {
         .map_err(|e| match e {
             // S3 says only AccessDenied to a Requester Pays bucket read without
             // `x-amz-request-payer`: the log says what it may be (`check` tells).
-            OriginError::AccessDenied(d) if self.request_payer(obj).is_none() => {
+            OriginError::AccessDenied(d)
+                if obj.provider == ProviderKind::S3 && self.request_payer(obj).is_none() =>
+            {
                 OriginError::AccessDenied(format!(
                     "{d} (if {} is a Requester Pays bucket: set request_payer = true; `bucketfront check` tells)",
                     obj.bucket
@@ -352,6 +359,9 @@ impl Origins {
         obj: &ObjectRef,
     ) -> Result<Option<String>, OriginError> {
         let _slot = self.slot(tenant, client).await?;
+        if obj.provider == ProviderKind::Azure {
+            return self.azure()?.content_type(obj).await;
+        }
         let call = self
             .client(tenant, obj)
             .head_object()
@@ -554,11 +564,12 @@ impl Origins {
         })
     }
 
-    /// Whether `obj`'s bucket is addressed path-style: configured so, GCS, or an IP or
+    /// Whether `obj`'s bucket is addressed path-style: configured so, GCS, Azure, or an IP or
     /// `localhost` endpoint (where virtual-host addressing cannot work). Such stores
     /// resolve `.` and `..` in the path, so the proxy refuses those keys for them.
     pub fn path_style(&self, obj: &ObjectRef) -> bool {
-        obj.provider == ProviderKind::Gcs
+        // Azure names the container in the path as well.
+        matches!(obj.provider, ProviderKind::Gcs | ProviderKind::Azure)
             || self.buckets.get(&obj.bucket).is_some_and(|b| b.path_style)
             || self
                 .endpoint(obj)

@@ -435,6 +435,23 @@ fn source(state: &State, target: &Target) -> Result<ObjectRef, Error> {
             )));
         }
     }
+    // An Azure container is read in its configured account only: a URL naming another
+    // account names another owner's container of that name.
+    if obj.provider == ProviderKind::Azure {
+        let account = state
+            .config
+            .bucket(&obj.bucket)
+            .and_then(|b| b.account.clone());
+        if obj.account.is_some() && obj.account != account {
+            return Err(Error::bad_request(format!(
+                "container {} is read in storage account {}, not {}",
+                obj.bucket,
+                account.as_deref().unwrap_or("(none)"),
+                obj.account.as_deref().unwrap_or("")
+            )));
+        }
+        obj.account = account;
+    }
     // A path-style store resolves `.` and `..` segments in the request path, which
     // would read another key (or bucket) than the one named: refuse those keys.
     if state.origins.path_style(&obj) && obj.key.split('/').any(|s| s == "." || s == "..") {

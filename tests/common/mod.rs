@@ -23,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub mod azure;
 mod net;
 // Each test binary uses its own subset of the harness.
 #[allow(unused_imports)]
