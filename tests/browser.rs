@@ -456,12 +456,12 @@ async fn a_browser_loads_images_through_the_proxy() {
     };
     // SIGKILL is delivered at once but a process is gone only once it has been reaped;
     // wait for that (bounded), rather than look at the very instant of the kill.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !left().is_empty() && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let left = left();
-    assert!(left.is_empty(), "browser processes left running: {left:?}");
+    eventually(
+        Duration::from_secs(20),
+        "every browser process ended",
+        || async { left().is_empty() },
+    )
+    .await;
     proxy2.stop().await;
     stop.cancel();
     env.stop().await;

@@ -111,15 +111,16 @@ async fn fleet_behind(balancer: Balancer) {
     let fetch = |path: String| {
         let url = format!("{lb}{path}");
         async move {
-            for _ in 0..100 {
-                let r = get(&url).await;
-                // Before HAProxy's first health check passes it has no server: 503.
-                if r.status != 503 || r.headers.contains_key("x-request-id") {
-                    return r;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            get(&url).await
+            // Before HAProxy's first health check passes it has no server: 503.
+            eventually_some(
+                Duration::from_secs(10),
+                "the balancer has a server",
+                || async {
+                    let r = get(&url).await;
+                    (r.status != 503 || r.headers.contains_key("x-request-id")).then_some(r)
+                },
+            )
+            .await
         }
     };
     let warm = fetch("/test-images/k/0.png".into()).await;
@@ -226,18 +227,12 @@ async fn fleet_behind(balancer: Balancer) {
         let back = Proxy::start_at(config(&env.store.endpoint), Some(&env.store), at.0, at.1).await;
         instances.insert(i, back);
         // Back in the balancer's rotation: it caches its share again.
-        let mut serving = false;
-        for _ in 0..400 {
-            if cached(&instances[i]).await > 0 {
-                serving = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(
-            serving,
-            "{balancer:?}: instance {i} serves again after its restart"
-        );
+        eventually(
+            Duration::from_secs(20),
+            &format!("{balancer:?}: instance {i} serves again after its restart"),
+            || async { cached(&instances[i]).await > 0 },
+        )
+        .await;
     }
     stop.cancel();
     let (answered, bad) = load.await.unwrap();

@@ -222,23 +222,15 @@ async fn a_notify_socket_nobody_reads_blocks_nothing() {
         assert_eq!(r.status, 403);
     }
     signal(child.id(), "-TERM");
-    let status = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    })
-    .await
-    .unwrap();
-    let status = status.expect("SIGTERM ends the proxy although its notify socket is full");
+    let status = eventually_some(
+        Duration::from_secs(30),
+        "SIGTERM ends the proxy although its notify socket is full",
+        || {
+            let exited = child.try_wait().unwrap();
+            async move { exited }
+        },
+    )
+    .await;
     assert!(status.success(), "{status:?}");
 }
 
@@ -350,21 +342,11 @@ async fn the_standard_aws_environment_reaches_an_s3_compatible_store() {
         .map(Reaped::new)
         .unwrap();
     let url = format!("http://127.0.0.1:{port}/env-images/e.png");
-    let mut last = None;
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            last = Some(get(&url).await);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    accepting(port, "the proxy").await;
+    let r = get(&url).await;
     let _ = child.kill();
     let _ = child.wait();
     stop.cancel();
-    let r = last.expect("the proxy started");
     assert_eq!(r.status, 200);
     assert_eq!(r.bytes().as_ref(), b"via the environment");
 }
@@ -411,34 +393,29 @@ async fn socket_activation_uses_the_passed_listeners() {
         .map(Reaped::new)
         .unwrap();
     // systemd-socket-activate starts the service on the first connection.
-    let mut status = None;
-    for _ in 0..50 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", public))
-            .await
-            .is_ok()
-        {
+    let status = eventually_some(
+        Duration::from_secs(30),
+        "the socket-activated service answers",
+        || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", public))
+                .await
+                .ok()?;
             let r = tokio::time::timeout(
                 Duration::from_secs(20),
                 get(&format!("http://127.0.0.1:{public}/svc-images/a.png")),
             )
-            .await;
-            if let Ok(r) = r {
-                status = Some(r.status.as_u16());
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            .await
+            .ok()?;
+            Some(r.status.as_u16())
+        },
+    )
+    .await;
     let health = get(&format!("http://127.0.0.1:{admin}/healthz")).await;
     let unused_is_closed = std::net::TcpStream::connect(("127.0.0.1", unused)).is_err();
     let _ = child.kill();
     let _ = child.wait();
     // The child of systemd-socket-activate (bucketfront) is the same process after exec.
-    assert_eq!(
-        status,
-        Some(403),
-        "the public socket answers (unsigned request)"
-    );
+    assert_eq!(status, 403, "the public socket answers (unsigned request)");
     assert_eq!(health.status, 200, "the admin socket answers");
     assert!(unused_is_closed, "the configured address was not bound");
 }

@@ -27,7 +27,7 @@ pub mod azure;
 mod net;
 // Each test binary uses its own subset of the harness.
 #[allow(unused_imports)]
-pub use net::{accepting, free_port};
+pub use net::{accepting, eventually, eventually_some, free_port};
 
 pub const ALLOWED_ORIGIN: &str = "http://app.test:3000";
 pub const SIGNING_SECRET: &str = "test-signing-secret-0123456789";
@@ -651,31 +651,12 @@ pub async fn answered_keep_alive_from(
 /// Waits until connecting to `addr` is refused (its listener closed); panics after
 /// `within`.
 pub async fn refused_within(addr: SocketAddr, within: Duration) {
-    let deadline = std::time::Instant::now() + within;
-    while tokio::net::TcpStream::connect(addr).await.is_ok() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{addr} still accepts connections"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Polls `condition` until it holds; panics, naming `what`, once `within` has passed.
-/// How tests wait for what another task or process does, instead of fixed sleeps.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {within:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        within,
+        &format!("{addr} refuses connections"),
+        || async move { tokio::net::TcpStream::connect(addr).await.is_err() },
+    )
+    .await;
 }
 
 /// Resident set size of this process.
