@@ -1005,9 +1005,9 @@ mod tests {
     /// Writes the fuzzer's seed corpus (docs/fuzzing.md): every kind of source, each
     /// behind a first byte that picks the output.
     #[test]
-    #[ignore = "writes fuzz/corpus/render; run by hand"]
+    #[ignore = "writes fuzz/seeds/render; run by hand"]
     fn write_fuzz_seeds() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/render");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/render");
         std::fs::create_dir_all(&dir).unwrap();
         let seeds = [
             samples::jpeg(&samples::picture(64, 48), 80, Some(6), None),
