@@ -23,12 +23,12 @@ use crate::server::{Limits, Listener, Workers};
 use crate::tls;
 
 /// The certificate named by `[server] tls`, read and checked; `None` without TLS.
-fn certificate(config: &Config) -> Result<Option<rustls::sign::CertifiedKey>, String> {
+fn certificate(config: &Config) -> Result<Option<rustls::sign::CertifiedKey>, WiringError> {
     config
         .server
         .tls
         .as_ref()
-        .map(|t| tls::load(&t.cert, &t.key).map_err(|e| e.to_string()))
+        .map(|t| tls::load(&t.cert, &t.key).map_err(|e| WiringError::Certificate(e.to_string())))
         .transpose()
 }
 
@@ -45,13 +45,36 @@ async fn state_for(
     State::new(Arc::new(config), cache, origins, metrics, clock)
 }
 
-/// Why a reload was refused (the running config stays).
+/// Why a command, starting the service, or a reload failed: the one error of the wiring
+/// code, printed as one line an operator can act on.
 #[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
+pub enum WiringError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A reload that changes settings only a restart can apply.
     #[error("these settings need a restart: {}", .0.join(", "))]
     NeedsRestart(Vec<&'static str>),
-    #[error("{0}")]
+    #[error("the TLS certificate: {0}")]
     Certificate(String),
+    /// A runtime, socket, limit or store the process could not set up: what, and why.
+    #[error("{what}: {why}")]
+    Start { what: String, why: String },
+    /// What the command was asked, or found, does not allow it (the message says why).
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl WiringError {
+    /// A `map_err` for setting up `what`.
+    pub fn starting<E: std::fmt::Display>(
+        what: impl Into<String>,
+    ) -> impl FnOnce(E) -> WiringError {
+        let what = what.into();
+        move |e| WiringError::Start {
+            what,
+            why: e.to_string(),
+        }
+    }
 }
 
 pub struct Listeners {
@@ -71,7 +94,7 @@ pub struct App {
 impl App {
     /// Builds caches, origin clients and tenants for `config`. `embedded` wires the
     /// in-process store's keys to the buckets whose endpoint is that store.
-    pub async fn build(config: Config, embedded: Embedded) -> Result<Arc<App>, String> {
+    pub async fn build(config: Config, embedded: Embedded) -> Result<Arc<App>, WiringError> {
         let tls = certificate(&config)?.map(tls::Resolver::new);
         let metrics = Arc::new(Metrics::new());
         let clock = Arc::new(Clock::default());
@@ -97,7 +120,7 @@ impl App {
 
     /// Validates `config` whole (certificates included) and swaps it in. Changes that
     /// need a restart are refused by name; the object cache survives.
-    pub async fn reload(&self, config: Config) -> Result<(), ReloadError> {
+    pub async fn reload(&self, config: Config) -> Result<(), WiringError> {
         let current = self.state();
         let old = &current.config;
         let mut refused = old.server.restart_only_changes(&config.server);
@@ -108,9 +131,9 @@ impl App {
             refused.push("embedded_store");
         }
         if !refused.is_empty() {
-            return Err(ReloadError::NeedsRestart(refused));
+            return Err(WiringError::NeedsRestart(refused));
         }
-        let certificate = certificate(&config).map_err(ReloadError::Certificate)?;
+        let certificate = certificate(&config)?;
         let state = state_for(
             config,
             &self.embedded,

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::app::WiringError;
 use crate::auth::{self, Tenants};
 use crate::config::{Config, ProviderKind};
 use crate::source::encode_path;
@@ -32,8 +33,8 @@ pub struct ConfigArg {
 }
 
 impl ConfigArg {
-    pub fn load(&self) -> Result<Config, String> {
-        Config::load(&Config::default_path(self.config.clone())).map_err(|e| e.to_string())
+    pub fn load(&self) -> Result<Config, WiringError> {
+        Ok(Config::load(&Config::default_path(self.config.clone()))?)
     }
 }
 
@@ -99,8 +100,9 @@ impl PurgeArgs {
 
 /// `bucketfront purge`: sends the request to every target, one line per answer
 /// (`peer: status body`); fails if any target did not answer 200.
-pub async fn purge(config: &Config, args: &PurgeArgs) -> Result<String, String> {
-    let body = serde_json::to_string(&args.request()).map_err(|e| e.to_string())?;
+pub async fn purge(config: &Config, args: &PurgeArgs) -> Result<String, WiringError> {
+    let body = serde_json::to_string(&args.request())
+        .map_err(|e| WiringError::Refused(format!("the purge request: {e}")))?;
     let mut out = String::new();
     let mut failed = 0;
     for peer in args.targets(config) {
@@ -123,7 +125,9 @@ pub async fn purge(config: &Config, args: &PurgeArgs) -> Result<String, String> 
         out.push_str(&format!("{peer}: {}\n", line.trim()));
     }
     if failed > 0 {
-        Err(format!("{out}{failed} instance(s) did not purge"))
+        Err(WiringError::Refused(format!(
+            "{out}{failed} instance(s) did not purge"
+        )))
     } else {
         Ok(out)
     }
@@ -256,7 +260,11 @@ pub fn check_config(config: &Config) -> String {
 }
 
 /// `sign`: a signed proxy URL for one object.
-pub fn sign(config: &Config, args: &SignArgs, now: SystemTime) -> Result<String, String> {
+pub fn sign(config: &Config, args: &SignArgs, now: SystemTime) -> Result<String, WiringError> {
+    sign_url(config, args, now).map_err(WiringError::Refused)
+}
+
+fn sign_url(config: &Config, args: &SignArgs, now: SystemTime) -> Result<String, String> {
     let tenants = Tenants::from_config(config);
     let tenant = tenants
         .by_name(&args.tenant)

@@ -9,7 +9,7 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use bucketfront::app::{App, Listeners};
+use bucketfront::app::{App, Listeners, WiringError};
 use bucketfront::auth::Tenants;
 use bucketfront::cli::{self, Cli, Command};
 use bucketfront::config::Config;
@@ -46,7 +46,9 @@ fn main() -> ExitCode {
             if report.served() {
                 Ok(())
             } else {
-                Err("the image would not be served (see above)".into())
+                Err(WiringError::Refused(
+                    "the image would not be served (see above)".into(),
+                ))
             }
         }),
         Command::Purge(args) => runtime().and_then(|rt| {
@@ -69,25 +71,27 @@ fn main() -> ExitCode {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+fn runtime() -> Result<tokio::runtime::Runtime, WiringError> {
     tokio::runtime::Builder::new_multi_thread()
         // Blocking work (the embedded store's file I/O, DNS lookups) waits for one of
         // these threads rather than growing the pool to tokio's default of 512.
         .max_blocking_threads(64)
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))
+        .map_err(WiringError::starting("the runtime"))
 }
 
-async fn bind(what: &str, addr: std::net::SocketAddr) -> Result<TcpListener, String> {
+async fn bind(what: &str, addr: std::net::SocketAddr) -> Result<TcpListener, WiringError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
+        .map_err(WiringError::starting(format!(
+            "listening on {addr} ({what})"
+        )))
 }
 
 /// Listeners passed by systemd socket activation (`LISTEN_FDS`), by name: `public` and
 /// `admin` (`FileDescriptorName=`), or unnamed in that order. Empty without activation.
-fn activated_listeners() -> Result<std::collections::HashMap<String, TcpListener>, String> {
+fn activated_listeners() -> Result<std::collections::HashMap<String, TcpListener>, WiringError> {
     use std::os::fd::FromRawFd;
     let Ok(fds) = sd_notify::listen_fds_with_names() else {
         return Ok(Default::default());
@@ -99,9 +103,9 @@ fn activated_listeners() -> Result<std::collections::HashMap<String, TcpListener
             _ if i == 0 => "public".to_string(),
             _ if i == 1 => "admin".to_string(),
             _ => {
-                return Err(format!(
+                return Err(WiringError::Refused(format!(
                     "socket activation passed an unexpected socket {name:?}"
-                ));
+                )));
             }
         };
         // SAFETY: systemd hands this process the descriptors from SD_LISTEN_FDS_START on;
@@ -109,9 +113,12 @@ fn activated_listeners() -> Result<std::collections::HashMap<String, TcpListener
         let std_listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
         std_listener
             .set_nonblocking(true)
-            .map_err(|e| format!("socket-activated {name} listener: {e}"))?;
-        let listener = TcpListener::from_std(std_listener)
-            .map_err(|e| format!("socket-activated {name} listener: {e}"))?;
+            .map_err(WiringError::starting(format!(
+                "socket-activated {name} listener"
+            )))?;
+        let listener = TcpListener::from_std(std_listener).map_err(WiringError::starting(
+            format!("socket-activated {name} listener"),
+        ))?;
         tracing::info!(%name, addr = ?listener.local_addr().ok(), "using socket-activated listener");
         out.insert(name, listener);
     }
@@ -121,7 +128,7 @@ fn activated_listeners() -> Result<std::collections::HashMap<String, TcpListener
 /// Raises the soft file-descriptor limit to the hard one, and refuses to start when
 /// `max_connections` (plus the overflow pool, the admin listener and origin connections)
 /// cannot fit: at the limit, `accept` fails and every client waits.
-fn raise_nofile(config: &Config) -> Result<(), String> {
+fn raise_nofile(config: &Config) -> Result<(), WiringError> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -129,7 +136,10 @@ fn raise_nofile(config: &Config) -> Result<(), String> {
     // SAFETY: getrlimit/setrlimit write and read only the struct passed by reference.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return Err("cannot read the open-file limit (getrlimit)".into());
+            return Err(WiringError::Start {
+                what: "the open-file limit".into(),
+                why: "getrlimit failed".into(),
+            });
         }
         if lim.rlim_cur < lim.rlim_max {
             let raised = libc::rlimit {
@@ -143,16 +153,16 @@ fn raise_nofile(config: &Config) -> Result<(), String> {
     }
     let needed = server::fds_needed(config.server.max_connections);
     if lim.rlim_cur < needed {
-        return Err(format!(
+        return Err(WiringError::Refused(format!(
             "server.max_connections = {} needs about {needed} open files, but the limit is {}: \
              raise LimitNOFILE= in the unit (or `ulimit -n`), or lower server.max_connections",
             config.server.max_connections, lim.rlim_cur
-        ));
+        )));
     }
     Ok(())
 }
 
-async fn serve(config: Config, config_path: std::path::PathBuf) -> Result<(), String> {
+async fn serve(config: Config, config_path: std::path::PathBuf) -> Result<(), WiringError> {
     let _log = bucketfront::logging::init();
     raise_nofile(&config)?;
     let shutdown = CancellationToken::new();
@@ -167,8 +177,11 @@ async fn serve(config: Config, config_path: std::path::PathBuf) -> Result<(), St
             _ => store::generate_keys(),
         };
         let s = Store::start(listener, &access, &secret, shutdown.child_token())
-            .map_err(|e| e.to_string())?;
-        let objects = s.seed(&es.root).await.map_err(|e| e.to_string())?;
+            .map_err(WiringError::starting("the embedded store"))?;
+        let objects = s
+            .seed(&es.root)
+            .await
+            .map_err(WiringError::starting("the embedded store's seed objects"))?;
         tracing::info!(endpoint = %s.endpoint, objects = objects.len(), "embedded store ready");
         embedded = Some(s.access());
         demo = Some((
@@ -188,7 +201,10 @@ async fn serve(config: Config, config_path: std::path::PathBuf) -> Result<(), St
             None => bind("server.admin_listen", config.server.admin_listen).await?,
         },
     };
-    let public_addr = listeners.public.local_addr().map_err(|e| e.to_string())?;
+    let public_addr = listeners
+        .public
+        .local_addr()
+        .map_err(WiringError::starting("the public listener"))?;
     let limits = Limits::from_config(&config.server);
     let tenants = Arc::new(Tenants::from_config(&config));
     let thumbnail = bucketfront::demo::thumbnail_query(&config.variants.widths);
@@ -200,7 +216,10 @@ async fn serve(config: Config, config_path: std::path::PathBuf) -> Result<(), St
             tenants,
             thumbnail,
         });
-        tracing::info!(url = %format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?), "demo page");
+        let demo_addr = listener
+            .local_addr()
+            .map_err(WiringError::starting("the demo listener"))?;
+        tracing::info!(url = %format!("http://{demo_addr}"), "demo page");
         tokio::spawn(Listener::new(limits.with_max_connections(64)).serve(
             listener,
             shutdown.child_token(),

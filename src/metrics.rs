@@ -34,6 +34,68 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+/// How a render ended (`bucketfront_variant_renders_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenderOutcome {
+    Rendered,
+    /// The source could not be decoded or is too large (or the render panicked).
+    Unprocessable,
+    /// The queue was full.
+    Overloaded,
+    /// `render_timeout` passed, the wait included.
+    TimedOut,
+}
+
+impl RenderOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RenderOutcome::Rendered => "rendered",
+            RenderOutcome::Unprocessable => "unprocessable",
+            RenderOutcome::Overloaded => "overloaded",
+            RenderOutcome::TimedOut => "timed_out",
+        }
+    }
+}
+
+/// What a presign lookup found (`bucketfront_presign_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresignOutcome {
+    /// A cached URL with enough life left.
+    Hit,
+    /// A cached URL too close to its end: signed again.
+    Refresh,
+    Miss,
+}
+
+impl PresignOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PresignOutcome::Hit => "hit",
+            PresignOutcome::Refresh => "refresh",
+            PresignOutcome::Miss => "miss",
+        }
+    }
+}
+
+/// How an origin call ended (`bucketfront_upstream_requests_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamOutcome {
+    Ok,
+    NotModified,
+    /// Failed, as the origin error names its kind (`OriginError::as_str`).
+    Failed(&'static str),
+}
+
+impl UpstreamOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamOutcome::Ok => "ok",
+            UpstreamOutcome::NotModified => "not_modified",
+            UpstreamOutcome::Failed(kind) => kind,
+        }
+    }
+}
+
 /// A tenant's name: as many label values as the config has tenants.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TenantLabel {
@@ -208,7 +270,8 @@ impl RenderMetrics {
         m
     }
 
-    pub fn outcome(&self, outcome: &'static str) {
+    pub fn outcome(&self, outcome: RenderOutcome) {
+        let outcome = outcome.as_str();
         self.renders.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 }
@@ -418,7 +481,8 @@ impl Metrics {
             .observe(seconds);
     }
 
-    pub fn upstream(&self, outcome: &'static str, seconds: f64) {
+    pub fn upstream(&self, outcome: UpstreamOutcome, seconds: f64) {
+        let outcome = outcome.as_str();
         self.upstream.get_or_create(&OutcomeLabel { outcome }).inc();
         self.upstream_latency
             .get_or_create(&OutcomeLabel { outcome })
@@ -455,7 +519,8 @@ impl Metrics {
             .inc_by(bytes);
     }
 
-    pub fn presign(&self, outcome: &'static str) {
+    pub fn presign(&self, outcome: PresignOutcome) {
+        let outcome = outcome.as_str();
         self.presign.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 

@@ -17,7 +17,7 @@ use crate::body::ProxyBody;
 use crate::cache::{CacheKey, CacheStatus};
 use crate::config;
 use crate::error::{Error, Kind, Side};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PresignOutcome};
 use crate::origin::Origins;
 use crate::origin::credentials::error_chain;
 use crate::pattern::{MediaRange, content_type_allowed};
@@ -121,15 +121,18 @@ impl Presigner {
         let cached = self.cache.get(&key).await;
         let refresh = match &cached {
             Some(p) if self.reusable(p, now, not_after) => {
-                self.metrics.presign("hit");
+                self.metrics.presign(PresignOutcome::Hit);
                 check_type(p, allowed)?;
                 return Ok((p.clone(), CacheStatus::Hit));
             }
             Some(_) => true,
             None => false,
         };
-        self.metrics
-            .presign(if refresh { "refresh" } else { "miss" });
+        self.metrics.presign(if refresh {
+            PresignOutcome::Refresh
+        } else {
+            PresignOutcome::Miss
+        });
         let content_type = match cached {
             Some(p) => p.content_type,
             None => origins

@@ -549,7 +549,7 @@ async fn a_reload_applies_to_the_next_request_and_keeps_the_cache() {
     new.cache.ttl = Dur::secs(300);
     let err = env.proxy.app.reload(new).await.unwrap_err();
     assert!(
-        matches!(&err, bucketfront::app::ReloadError::NeedsRestart(names) if names == &["cache"]),
+        matches!(&err, bucketfront::app::WiringError::NeedsRestart(names) if names == &["cache"]),
         "{err}"
     );
     env.stop().await;

@@ -17,6 +17,7 @@ use bytes::Bytes;
 
 use crate::cache_status::CacheStatus;
 use crate::error::{Error, Kind, Side};
+use crate::metrics::RenderOutcome;
 use crate::object::ObjectMeta;
 use crate::origin::OriginObject;
 use crate::origin::next_chunk;
@@ -186,11 +187,11 @@ impl RenderTask {
         let rendered = match rendered {
             (Ok(r), took) => {
                 renders.seconds.observe(took.as_secs_f64());
-                renders.outcome("rendered");
+                renders.outcome(RenderOutcome::Rendered);
                 r
             }
             (Err(e), _) => {
-                renders.outcome("unprocessable");
+                renders.outcome(RenderOutcome::Unprocessable);
                 return Err(self.render_error(e));
             }
         };
@@ -366,18 +367,18 @@ impl RenderTask {
         let renders = &self.lookup.tiers.metrics.renders;
         match e {
             PoolError::Panicked => {
-                renders.outcome("unprocessable");
+                renders.outcome(RenderOutcome::Unprocessable);
                 tracing::warn!(bucket = %self.req.obj.bucket, key = %self.req.obj.key, "render panicked");
                 Error::new(Kind::Unprocessable, Side::Origin, e.to_string())
                     .with_detail("render panicked")
             }
             PoolError::Busy => {
-                renders.outcome("overloaded");
+                renders.outcome(RenderOutcome::Overloaded);
                 Error::new(Kind::Overloaded, Side::Internal, e.to_string())
                     .with_detail("render queue full")
             }
             PoolError::TimedOut => {
-                renders.outcome("timed_out");
+                renders.outcome(RenderOutcome::TimedOut);
                 Error::new(Kind::Overloaded, Side::Internal, e.to_string())
                     .with_detail("render_timeout")
             }

@@ -32,7 +32,7 @@ use bytes::Bytes;
 
 use crate::auth::Tenant;
 use crate::config::{self, Config, ProviderKind};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, UpstreamOutcome};
 use crate::object::{Exchange, ObjectMeta};
 use crate::source::ObjectRef;
 use credentials::{CachedCredentials, error_chain};
@@ -342,9 +342,9 @@ impl Origins {
         };
         self.metrics.tenant_origin(&tenant.name, announced);
         let outcome = match &fetched {
-            Ok(Fetched::Object(_)) => "ok",
-            Ok(Fetched::NotModified(_)) => "not_modified",
-            Err(e) => e.as_str(),
+            Ok(Fetched::Object(_)) => UpstreamOutcome::Ok,
+            Ok(Fetched::NotModified(_)) => UpstreamOutcome::NotModified,
+            Err(e) => UpstreamOutcome::Failed(e.as_str()),
         };
         self.metrics
             .upstream(outcome, started.elapsed().as_secs_f64());
