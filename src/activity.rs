@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 /// activity (which says, when a response is dropped unfinished, whether the server cut
 /// the connection and why).
 #[derive(Debug, Clone)]
-pub struct ConnInfo {
+pub(crate) struct ConnInfo {
     pub peer: SocketAddr,
     pub overflow: bool,
     pub activity: Arc<Activity>,
@@ -53,7 +53,7 @@ impl Deadlines {
 
 /// A connection's progress, shared by its socket, its service and its bodies.
 #[derive(Debug)]
-pub struct Activity {
+pub(crate) struct Activity {
     epoch: Instant,
     requests: AtomicU64,
     /// Requests whose response body has not finished or been dropped.
@@ -75,7 +75,7 @@ pub struct Activity {
 }
 
 impl Activity {
-    pub fn new(epoch: Instant) -> Activity {
+    pub(crate) fn new(epoch: Instant) -> Activity {
         Activity {
             epoch,
             requests: AtomicU64::new(0),
@@ -93,7 +93,7 @@ impl Activity {
 
     /// The server is cutting the connection for `reason` (before its responses are
     /// dropped, so that they can say why).
-    pub fn cut(&self, reason: EndReason) {
+    pub(crate) fn cut(&self, reason: EndReason) {
         let index = EndReason::ALL
             .iter()
             .position(|r| *r == reason)
@@ -102,7 +102,7 @@ impl Activity {
     }
 
     /// Why the server cut the connection, if it did.
-    pub fn cut_reason(&self) -> Option<EndReason> {
+    pub(crate) fn cut_reason(&self) -> Option<EndReason> {
         match self.cut.load(Ordering::Relaxed) {
             0 => None,
             n => EndReason::ALL.get(usize::from(n) - 1).copied(),
@@ -119,13 +119,13 @@ impl Activity {
 
     /// A connection admitted beyond `max_connections`: it gets one answer (503), then
     /// is closed.
-    pub fn mark_overflow(&self) {
+    pub(crate) fn mark_overflow(&self) {
         self.overflow.store(true, Ordering::Relaxed);
     }
 
     /// The client sent bytes; `first` is the start of the connection's first read. Bytes
     /// that arrive while no request is in progress start an HTTP/1 request head.
-    pub fn bytes_read(&self, first: Option<&[u8]>) {
+    pub(crate) fn bytes_read(&self, first: Option<&[u8]>) {
         if let Some(first) = first {
             // The h2 preface ("PRI * HTTP/2.0"): no HTTP/1 head rules for this one.
             if first.starts_with(b"PRI ") {
@@ -141,7 +141,7 @@ impl Activity {
     }
 
     /// A request head arrived; returns true for the connection's first one.
-    pub fn request_started(&self) -> bool {
+    pub(crate) fn request_started(&self) -> bool {
         self.head_started_at.store(0, Ordering::Relaxed);
         self.active.fetch_add(1, Ordering::Relaxed);
         self.progress_at.store(self.now_ms(), Ordering::Relaxed);
@@ -149,21 +149,21 @@ impl Activity {
     }
 
     /// A response finished (sent whole, failed or dropped).
-    pub fn request_ended(&self) {
+    pub(crate) fn request_ended(&self) {
         if self.active.fetch_sub(1, Ordering::Relaxed) == 1 {
             self.idle_since.store(self.now_ms(), Ordering::Relaxed);
         }
     }
 
     /// A response body produced a frame (the client is taking bytes).
-    pub fn body_progress(&self) {
+    pub(crate) fn body_progress(&self) {
         self.progress_at.store(self.now_ms(), Ordering::Relaxed);
     }
 
     /// The client acknowledged more bytes of this connection (its kernel took them
     /// because it read): progress for both send rules, however the writes and frames
     /// above it look (a steady slow reader behind a large socket buffer).
-    pub fn client_took_bytes(&self) {
+    pub(crate) fn client_took_bytes(&self) {
         let now = self.now_ms();
         self.progress_at.store(now, Ordering::Relaxed);
         if self.write_blocked_at.load(Ordering::Relaxed) != 0 {
@@ -172,7 +172,7 @@ impl Activity {
     }
 
     /// A socket write could not proceed (`true`) or did (`false`).
-    pub fn write_blocked(&self, blocked: bool) {
+    pub(crate) fn write_blocked(&self, blocked: bool) {
         if blocked {
             if self.write_blocked_at.load(Ordering::Relaxed) == 0 {
                 self.write_blocked_at
@@ -184,7 +184,7 @@ impl Activity {
     }
 
     /// Records that the connection was told to close gracefully at `now`.
-    pub fn closing(&self, now: Instant) {
+    pub(crate) fn closing(&self, now: Instant) {
         let _ = self.closing_at.compare_exchange(
             0,
             self.ms(now) + 1,
@@ -194,7 +194,7 @@ impl Activity {
     }
 
     /// The connection's state at `now`, for [`verdict`].
-    pub fn snapshot(&self, now: Instant) -> Snapshot {
+    pub(crate) fn snapshot(&self, now: Instant) -> Snapshot {
         let at = self.ms(now);
         let since = |ms: u64| Duration::from_millis(at.saturating_sub(ms));
         let blocked = self.write_blocked_at.load(Ordering::Relaxed);
@@ -217,7 +217,7 @@ impl Activity {
 
 /// A connection's state at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub age: Duration,
     pub requests: u64,
     pub active: u64,
@@ -282,7 +282,7 @@ impl EndReason {
 
 /// What the connection task must do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Keep,
     /// Finish the response in progress, then close (h1 `Connection: close`, h2 GOAWAY).
     Close(EndReason),
@@ -291,7 +291,7 @@ pub enum Verdict {
 }
 
 /// The deadline rules, as a pure function of the connection's state.
-pub fn verdict(s: &Snapshot, d: &Deadlines) -> Verdict {
+pub(crate) fn verdict(s: &Snapshot, d: &Deadlines) -> Verdict {
     if s.requests == 0 && s.age >= d.header_read_timeout {
         return Verdict::Abort(EndReason::FirstRequestTimeout);
     }

@@ -14,7 +14,7 @@ fn fail<T>(key: impl Into<String>, reason: impl Into<String>) -> Result<T, Failu
     Err((key.into(), reason.into()))
 }
 
-pub fn validate(c: &Config) -> Result<(), Failure> {
+pub(crate) fn validate(c: &Config) -> Result<(), Failure> {
     if let Some(disk) = &c.cache.disk {
         if disk.path.as_os_str().is_empty() {
             return fail("cache.disk.path", "must name a directory");

@@ -25,7 +25,7 @@ use crate::request::ObjectRequest;
 use crate::source::ObjectRef;
 
 /// SigV4 presigned URLs are valid for at most 7 days.
-pub const MAX_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(crate) const MAX_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Entries kept at most; one entry is a few hundred bytes.
 const MAX_ENTRIES: u64 = 100_000;
 

@@ -13,13 +13,13 @@ use tokio_rustls::TlsAcceptor;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {reason}")]
-pub struct TlsError {
+pub(crate) struct TlsError {
     pub path: String,
     pub reason: String,
 }
 
 /// Reads a PEM certificate chain and private key into a signing-ready pair.
-pub fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+pub(crate) fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     let err = |p: &Path, reason: String| TlsError {
         path: p.display().to_string(),
         reason,
@@ -47,14 +47,14 @@ pub fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
 
 /// The current certificate; swapped atomically on reload.
 #[derive(Debug)]
-pub struct Resolver(ArcSwap<CertifiedKey>);
+pub(crate) struct Resolver(ArcSwap<CertifiedKey>);
 
 impl Resolver {
-    pub fn new(key: CertifiedKey) -> Arc<Resolver> {
+    pub(crate) fn new(key: CertifiedKey) -> Arc<Resolver> {
         Arc::new(Resolver(ArcSwap::from_pointee(key)))
     }
 
-    pub fn replace(&self, key: CertifiedKey) {
+    pub(crate) fn replace(&self, key: CertifiedKey) {
         self.0.store(Arc::new(key));
     }
 }
@@ -66,7 +66,7 @@ impl ResolvesServerCert for Resolver {
 }
 
 /// An acceptor offering `h2` and `http/1.1` with certificates from `resolver`.
-pub fn acceptor(resolver: Arc<Resolver>) -> TlsAcceptor {
+pub(crate) fn acceptor(resolver: Arc<Resolver>) -> TlsAcceptor {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -2,7 +2,7 @@
 //! loopback ports and waiting for a listener (the tests' own, `tests/common/net.rs`), and
 //! seeding the embedded store.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)] // a bench crate has no public surface
 
 use bucketfront::store::Store;
 use bytes::Bytes;

@@ -13,7 +13,7 @@ use crate::object::Directives;
 
 /// The `[cache]` settings these decisions use.
 #[derive(Debug, Clone, Copy)]
-pub struct Lifetimes {
+pub(crate) struct Lifetimes {
     pub ttl: Duration,
     pub negative_ttl: Duration,
     pub stale_if_error: Duration,
@@ -41,7 +41,7 @@ pub struct Policy {
 /// - an object with a lifetime of its own is served stale only as its own
 ///   `stale-while-revalidate=N` / `stale-if-error=N` allow, capped by the config; the
 ///   config's windows are for objects that state no lifetime (docs/http.md).
-pub fn policy(d: &Directives, l: &Lifetimes) -> Policy {
+pub(crate) fn policy(d: &Directives, l: &Lifetimes) -> Policy {
     let lifetime = d.lifetime(l.ttl);
     let window = |own: Option<Duration>, config: Duration| {
         if d.must_revalidate {
@@ -61,7 +61,7 @@ pub fn policy(d: &Directives, l: &Lifetimes) -> Policy {
 
 /// What a decision needs to know of a stored object.
 #[derive(Debug, Clone, Copy)]
-pub struct Stored {
+pub(crate) struct Stored {
     /// When its answer arrived (or was revalidated), on the cache's clock.
     pub received: Instant,
     /// Its age then (§4.2.3 `corrected_initial_age`).
@@ -74,14 +74,14 @@ pub struct Stored {
 
 impl Stored {
     /// Its age at `now` (§4.2.3 `current_age`).
-    pub fn age(&self, now: Instant) -> Duration {
+    pub(crate) fn age(&self, now: Instant) -> Duration {
         self.initial_age + now.saturating_duration_since(self.received)
     }
 }
 
 /// An object entry as a lookup finds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lookup {
+pub(crate) enum Lookup {
     /// Within its lifetime: served as a `HIT`.
     Fresh,
     /// Expired, but a revalidation failed a moment ago and the stale copy may still be
@@ -96,7 +96,7 @@ pub enum Lookup {
 
 /// How a lookup at `now` treats a stored object (§4.2: fresh while its age is below its
 /// lifetime).
-pub fn lookup(s: &Stored, now: Instant) -> Lookup {
+pub(crate) fn lookup(s: &Stored, now: Instant) -> Lookup {
     let age = s.age(now);
     if age < s.policy.lifetime {
         Lookup::Fresh
@@ -110,19 +110,19 @@ pub fn lookup(s: &Stored, now: Instant) -> Lookup {
 }
 
 /// Whether a remembered 404 stored at `stored_at` still answers at `now`.
-pub fn not_found_fresh(l: &Lifetimes, stored_at: Instant, now: Instant) -> bool {
+pub(crate) fn not_found_fresh(l: &Lifetimes, stored_at: Instant, now: Instant) -> bool {
     now.saturating_duration_since(stored_at) < l.negative_ttl
 }
 
 /// Whether a stored copy may still be served while the origin fails: within its
 /// `if_error` window after its lifetime.
-pub fn may_serve_stale(s: &Stored, now: Instant) -> bool {
+pub(crate) fn may_serve_stale(s: &Stored, now: Instant) -> bool {
     s.age(now) < s.policy.lifetime + s.policy.if_error
 }
 
 /// The origin's answer to a fill, as far as the decision goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     Object,
     NotModified,
     NotFound,
@@ -135,7 +135,7 @@ pub enum Answer {
 
 /// What the fill does with an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Check the object against the limits and stream it (and store it if it fits).
     Take,
     /// The stale copy is still good: update its headers and time from the `304`
@@ -152,7 +152,7 @@ pub enum Outcome {
 }
 
 /// The fill's decision. `stale` is the expired entry being revalidated, if any.
-pub fn outcome(answer: Answer, stale: Option<&Stored>, now: Instant) -> Outcome {
+pub(crate) fn outcome(answer: Answer, stale: Option<&Stored>, now: Instant) -> Outcome {
     match (answer, stale) {
         (Answer::Object, _) => Outcome::Take,
         (Answer::NotModified, Some(_)) => Outcome::Refresh,

@@ -27,7 +27,7 @@ use crate::source::{ObjectRef, encode_path};
 
 /// The Blob service version every request names (user delegation SAS of the 2020-12-06
 /// layout; Azurite and every Azure region accept it).
-pub const API_VERSION: &str = "2024-08-04";
+pub(super) const API_VERSION: &str = "2024-08-04";
 /// The token audience of Azure Storage.
 const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
 /// A user delegation key lives at most 7 days.
@@ -52,7 +52,7 @@ struct Container {
 }
 
 /// Every configured Azure container and how it is read.
-pub struct AzureOrigin {
+pub(super) struct AzureOrigin {
     http: reqwest::Client,
     containers: HashMap<String, Container>,
     timeout: Duration,
@@ -61,7 +61,7 @@ pub struct AzureOrigin {
 
 impl AzureOrigin {
     /// `None` when no container is configured with `provider = "azure"`.
-    pub fn new(config: &Config) -> Result<Option<AzureOrigin>, String> {
+    pub(super) fn new(config: &Config) -> Result<Option<AzureOrigin>, String> {
         let buckets: Vec<&config::Bucket> = config
             .buckets
             .iter()
@@ -135,7 +135,11 @@ impl AzureOrigin {
 
     /// Get Blob, answered within `first_byte_timeout` (headers; the body streams).
     /// Transient failures (no connection, 500, 503) are retried up to `max_attempts`.
-    pub async fn get(&self, obj: &ObjectRef, req: &GetRequest) -> Result<Fetched, OriginError> {
+    pub(super) async fn get(
+        &self,
+        obj: &ObjectRef,
+        req: &GetRequest,
+    ) -> Result<Fetched, OriginError> {
         let mut attempt = 1;
         loop {
             match self.get_once(obj, req).await {
@@ -236,7 +240,10 @@ impl AzureOrigin {
     }
 
     /// The blob's content type, from Get Blob Properties (for presigning).
-    pub async fn content_type(&self, obj: &ObjectRef) -> Result<Option<String>, OriginError> {
+    pub(super) async fn content_type(
+        &self,
+        obj: &ObjectRef,
+    ) -> Result<Option<String>, OriginError> {
         let c = self.container(obj)?;
         let resp = self
             .send(
@@ -307,7 +314,7 @@ impl AzureOrigin {
     /// A presigned GET URL for `obj` valid until at most `until`: a user delegation SAS
     /// for one blob, read only, that also ends no later than the token it was derived
     /// with. Containers read with the customer's SAS have none (see [`OriginError`]).
-    pub async fn presign(
+    pub(super) async fn presign(
         &self,
         obj: &ObjectRef,
         now: SystemTime,

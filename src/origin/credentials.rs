@@ -29,7 +29,7 @@ enum State {
 }
 
 #[derive(Debug)]
-pub struct CachedCredentials {
+pub(crate) struct CachedCredentials {
     name: String,
     inner: SharedCredentialsProvider,
     state: Mutex<State>,
@@ -38,7 +38,7 @@ pub struct CachedCredentials {
 }
 
 impl CachedCredentials {
-    pub fn new(name: impl Into<String>, inner: SharedCredentialsProvider) -> Self {
+    pub(crate) fn new(name: impl Into<String>, inner: SharedCredentialsProvider) -> Self {
         CachedCredentials {
             name: name.into(),
             inner,
@@ -106,7 +106,7 @@ impl ProvideCredentials for CachedCredentials {
 }
 
 /// An error and its sources on one line (the SDK nests the useful part deep).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {

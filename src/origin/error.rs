@@ -197,7 +197,7 @@ fn denied(code: &str, message: &str) -> String {
 }
 
 /// The KMS key ARN a message names, if any (it may name the caller's ARN first).
-pub fn kms_key(message: &str) -> Option<&str> {
+pub(crate) fn kms_key(message: &str) -> Option<&str> {
     message.match_indices("arn:aws").find_map(|(start, _)| {
         let arn = &message[start..];
         let end = arn

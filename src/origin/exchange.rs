@@ -23,7 +23,7 @@ use crate::object::{Exchange, HeaderUpdate};
 
 /// What one answer said and when it came.
 #[derive(Debug, Clone, Default)]
-pub struct Seen {
+pub(super) struct Seen {
     pub exchange: Option<Exchange>,
     /// The stored fields the answer carried (all of them, for a `200` or a `304`).
     pub fields: HeaderUpdate,
@@ -37,11 +37,11 @@ struct Recorded {
 
 /// The interceptor; clones share what it records.
 #[derive(Debug, Clone, Default)]
-pub struct Recorder(Arc<Mutex<Recorded>>);
+pub(super) struct Recorder(Arc<Mutex<Recorded>>);
 
 impl Recorder {
     /// What the last attempt's answer said (nothing if none arrived).
-    pub fn seen(&self) -> Seen {
+    pub(super) fn seen(&self) -> Seen {
         self.lock().seen.clone()
     }
 

@@ -6,15 +6,15 @@
 //! here, the only place that looks at S3 error codes.
 
 mod azure;
-pub mod credentials;
+pub(crate) mod credentials;
 mod error;
 mod exchange;
 mod fetched;
 mod slots;
 
 use error::classify;
-pub use error::{OriginError, kms_key};
-pub use fetched::{Fetched, GetRequest, NotModified, OriginObject};
+pub(crate) use error::{OriginError, kms_key};
+pub(crate) use fetched::{Fetched, GetRequest, NotModified, OriginObject};
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -612,7 +612,7 @@ fn is_local_endpoint(endpoint: &str) -> bool {
 }
 
 /// Reads the next chunk of an origin body, failing if it stalls for `idle`.
-pub async fn next_chunk(
+pub(crate) async fn next_chunk(
     body: &mut ByteStream,
     idle: Duration,
 ) -> Result<Option<Bytes>, OriginError> {
@@ -633,7 +633,7 @@ pub struct StoreAccess {
 }
 
 /// The embedded store, when it runs in-process.
-pub type Embedded = Option<StoreAccess>;
+pub(crate) type Embedded = Option<StoreAccess>;
 
 #[cfg(test)]
 mod tests {

@@ -36,7 +36,7 @@ struct State {
 }
 
 #[derive(Debug)]
-pub struct Slots {
+pub(super) struct Slots {
     total: usize,
     /// The most one client holds at once.
     share: usize,
@@ -44,7 +44,7 @@ pub struct Slots {
 }
 
 impl Slots {
-    pub fn new(total: usize) -> Arc<Slots> {
+    pub(super) fn new(total: usize) -> Arc<Slots> {
         Arc::new(Slots {
             total,
             share: (total / 4).max(1),
@@ -71,7 +71,11 @@ impl Slots {
     }
 
     /// A slot for `client`, waiting at most `wait` for one; `None` if none came.
-    pub async fn acquire(self: &Arc<Self>, client: ClientKey, wait: Duration) -> Option<Slot> {
+    pub(super) async fn acquire(
+        self: &Arc<Self>,
+        client: ClientKey,
+        wait: Duration,
+    ) -> Option<Slot> {
         let rx = {
             let mut s = self.lock();
             // First come, first served: a newcomer does not pass a waiting request that

@@ -20,7 +20,7 @@ use super::route::RouteName;
 
 /// How a response ended, as the log line says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
+pub(super) enum Delivery {
     /// Every byte was handed to the connection.
     Complete,
     /// The client went away first.
@@ -33,7 +33,7 @@ pub enum Delivery {
 }
 
 impl Delivery {
-    pub fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Delivery::Complete => "complete",
             Delivery::ClientGone => "client_gone",
@@ -43,7 +43,7 @@ impl Delivery {
     }
 
     /// How a body that ended `how` on connection `conn` was delivered.
-    pub fn of(how: BodyEnd, conn: Option<&Activity>) -> Delivery {
+    pub(super) fn of(how: BodyEnd, conn: Option<&Activity>) -> Delivery {
         match how {
             BodyEnd::Complete => Delivery::Complete,
             BodyEnd::Failed => Delivery::Aborted,
@@ -57,7 +57,7 @@ impl Delivery {
 }
 
 /// Everything a request's log line says but how its body ended.
-pub struct Record {
+pub(super) struct Record {
     pub metrics: Arc<Metrics>,
     pub id: String,
     pub client: Option<IpAddr>,
@@ -79,7 +79,7 @@ pub struct Record {
 impl Record {
     /// Writes the line, and counts the bytes for the tenant. The query (which may hold a
     /// signature) is never logged.
-    pub fn write(self, bytes: u64, how: BodyEnd) {
+    pub(super) fn write(self, bytes: u64, how: BodyEnd) {
         let outcome = Delivery::of(how, self.conn.as_deref());
         if let Some(tenant) = &self.tenant {
             self.metrics.tenant_request(&tenant.name, bytes);

@@ -48,7 +48,7 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    pub fn new(
+    pub(super) fn new(
         deadlines: Deadlines,
         tls: Option<TlsAcceptor>,
         metrics: ConnMetrics,
@@ -94,7 +94,7 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    pub async fn run<F, Fut, B>(self, stream: TcpStream, handler: F)
+    pub(super) async fn run<F, Fut, B>(self, stream: TcpStream, handler: F)
     where
         F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Response<B>> + Send + 'static,

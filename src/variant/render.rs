@@ -269,9 +269,12 @@ mod jpeg_error {
     use mozjpeg_sys::{JWRN_HIT_MARKER, JWRN_JPEG_EOF, jpeg_common_struct, jpeg_error_mgr};
     use std::os::raw::c_int;
 
-    pub fn strict() -> jpeg_error_mgr {
-        // SAFETY: jpeg_std_error fills in every field of a zeroed manager.
+    pub(super) fn strict() -> jpeg_error_mgr {
+        // SAFETY: a C struct of integers, pointers and optional function pointers, for
+        // which all-zero bytes are a valid value (null, None, 0).
         let mut err: jpeg_error_mgr = unsafe { std::mem::zeroed() };
+        // SAFETY: jpeg_std_error fills in every field of the manager it is given, a live
+        // exclusive borrow here.
         unsafe { mozjpeg_sys::jpeg_std_error(&mut err) };
         err.error_exit = Some(fail);
         err.emit_message = Some(message);

@@ -1,7 +1,9 @@
 //! Test harness: a real embedded store and a real proxy on loopback ports the OS picks,
 //! a small HTTP client, and origins that misbehave on purpose. Everything started here
 //! stops when the harness is dropped or `stop`ped.
-#![allow(dead_code)]
+// Each test binary uses its own subset, and a test crate has no public surface: its
+// helpers are `pub` for the test files beside them.
+#![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! Loopback ports and listeners, and the one way to wait for what another task or
 //! process does: shared by the tests (`tests/common`) and the benches (`benches/support`,
 //! which include this file by path).
+#![allow(unreachable_pub)] // included by test and bench crates: no public surface
 
 use std::time::Duration;
 

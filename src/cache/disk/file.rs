@@ -41,7 +41,7 @@ const MAX_BLOCKS: u64 = 1 << 20;
 
 /// Why a file was not used.
 #[derive(Debug, thiserror::Error)]
-pub enum ReadError {
+pub(super) enum ReadError {
     #[error("corrupt: {0}")]
     Corrupt(&'static str),
     /// A file of another format version (`BFDISKnn`), written by another (newer)
@@ -54,7 +54,7 @@ pub enum ReadError {
 
 /// The part of a file that says what it holds.
 #[derive(Serialize, Deserialize)]
-pub struct Header {
+pub(super) struct Header {
     provider: ProviderKind,
     /// S3's partition; absent for the commercial one (and in files written before).
     #[serde(default, skip_serializing_if = "is_aws")]
@@ -86,7 +86,7 @@ pub struct Header {
 }
 
 impl Header {
-    pub fn new(key: &CacheKey, meta: &ObjectMeta, stored: SystemTime) -> Header {
+    pub(super) fn new(key: &CacheKey, meta: &ObjectMeta, stored: SystemTime) -> Header {
         // Exhaustive: a new metadata field does not compile until it is stored here.
         let ObjectMeta {
             content_type,
@@ -120,7 +120,7 @@ impl Header {
         }
     }
 
-    pub fn key(&self) -> CacheKey {
+    pub(super) fn key(&self) -> CacheKey {
         CacheKey {
             provider: self.provider,
             partition: self.partition,
@@ -131,11 +131,11 @@ impl Header {
     }
 
     /// When the object's age was zero.
-    pub fn stored(&self) -> SystemTime {
+    pub(super) fn stored(&self) -> SystemTime {
         from_unix_ms(self.stored_ms)
     }
 
-    pub fn meta(&self, size: u64) -> ObjectMeta {
+    pub(super) fn meta(&self, size: u64) -> ObjectMeta {
         ObjectMeta {
             content_type: self.content_type.clone(),
             size,
@@ -258,7 +258,7 @@ impl Layout {
 
 /// A file opened for reading: prelude, header and block table read and checked; the
 /// body is read block by block with [`Opened::next_block`].
-pub struct Opened {
+pub(super) struct Opened {
     file: File,
     pub header: Header,
     layout: Layout,
@@ -268,27 +268,27 @@ pub struct Opened {
 }
 
 impl Opened {
-    pub fn body_len(&self) -> u64 {
+    pub(super) fn body_len(&self) -> u64 {
         self.layout.body_len
     }
 
     /// The whole file's length (what the index weighs).
-    pub fn file_len(&self) -> u64 {
+    pub(super) fn file_len(&self) -> u64 {
         self.layout.file_len()
     }
 
     /// Where in the body the next block starts.
-    pub fn position(&self) -> u64 {
+    pub(super) fn position(&self) -> u64 {
         (self.next * self.layout.block).min(self.layout.body_len)
     }
 
     /// Whether every block has been read.
-    pub fn done(&self) -> bool {
+    pub(super) fn done(&self) -> bool {
         self.next >= self.layout.blocks()
     }
 
     /// The next block of the body, checked against its CRC32C; `None` after the last.
-    pub fn next_block(&mut self) -> Option<Result<Bytes, ReadError>> {
+    pub(super) fn next_block(&mut self) -> Option<Result<Bytes, ReadError>> {
         if self.done() {
             return None;
         }
@@ -318,14 +318,14 @@ fn read_block(file: &mut File, n: u64, crc: u32) -> Result<Bytes, ReadError> {
 /// Opens `path` and reads its prelude, header and block table, checked; `None` when
 /// there is no such file. A file whose length is not what its prelude says is corrupt
 /// (truncated, or written over).
-pub fn open(path: &Path) -> Result<Option<Opened>, ReadError> {
+pub(super) fn open(path: &Path) -> Result<Option<Opened>, ReadError> {
     open_checking(path, true)
 }
 
 /// [`open`] without the length check, for a test that feeds a file through a pipe (whose
 /// length is 0) to make its reads block the way a hung disk's do.
 #[cfg(test)]
-pub fn open_pipe(path: &Path) -> Result<Option<Opened>, ReadError> {
+pub(super) fn open_pipe(path: &Path) -> Result<Option<Opened>, ReadError> {
     open_checking(path, false)
 }
 
@@ -407,7 +407,7 @@ fn block_crcs(body: &Pieces) -> Vec<u32> {
 
 /// Writes a complete file for `header` and `body` at `path` (a temporary name: the
 /// tier renames it into place); returns its length.
-pub fn write(path: &Path, header: &Header, body: &Pieces) -> io::Result<u64> {
+pub(super) fn write(path: &Path, header: &Header, body: &Pieces) -> io::Result<u64> {
     let header = serde_json::to_vec(header)?;
     let header_len = u32::try_from(header.len()).map_err(io::Error::other)?;
     let table: Vec<u8> = block_crcs(body)

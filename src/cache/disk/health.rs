@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 pub const RETRY_AFTER: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
-pub struct Health {
+pub(super) struct Health {
     state: Mutex<State>,
 }
 
@@ -27,7 +27,7 @@ impl Health {
 
     /// Whether to use the disk now: always while it works; after a failure, not until
     /// [`RETRY_AFTER`] has passed, and then for one attempt per [`RETRY_AFTER`].
-    pub fn may_try(&self) -> bool {
+    pub(super) fn may_try(&self) -> bool {
         let mut s = self.state();
         match s.retry_at {
             Some(at) if Instant::now() < at => false,
@@ -40,7 +40,7 @@ impl Health {
     }
 
     /// Records a failure; `true` for the first of a run of them (the one to log).
-    pub fn failed(&self) -> bool {
+    pub(super) fn failed(&self) -> bool {
         let mut s = self.state();
         s.retry_at = Some(Instant::now() + RETRY_AFTER);
         let first = s.failing_since.is_none();
@@ -51,13 +51,13 @@ impl Health {
     }
 
     /// Records a success; how long the side had been failing, if it was.
-    pub fn recovered(&self) -> Option<Duration> {
+    pub(super) fn recovered(&self) -> Option<Duration> {
         let mut s = self.state();
         s.retry_at = None;
         s.failing_since.take().map(|since| since.elapsed())
     }
 
-    pub fn is_failing(&self) -> bool {
+    pub(super) fn is_failing(&self) -> bool {
         self.state().failing_since.is_some()
     }
 }

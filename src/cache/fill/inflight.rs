@@ -17,7 +17,7 @@ const SHARDS: usize = 64;
 
 type Shard = HashMap<CacheKey, Arc<Fill>>;
 
-pub struct Inflight {
+pub(crate) struct Inflight {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
 }
@@ -43,7 +43,7 @@ impl Inflight {
     /// run it (or drop the guard, which fails the fill). A fill whose body broke is not
     /// joined, even in the moment before its task removes it: it has nothing whole to
     /// give a newcomer.
-    pub fn join_or_lead(self: &Arc<Self>, key: &CacheKey) -> (Arc<Fill>, Option<Leader>) {
+    pub(crate) fn join_or_lead(self: &Arc<Self>, key: &CacheKey) -> (Arc<Fill>, Option<Leader>) {
         let mut shard = self.shard(key);
         if let Some(fill) = shard.get(key).filter(|f| !f.is_broken()) {
             return (fill.clone(), None);
@@ -60,7 +60,7 @@ impl Inflight {
 
     /// Fills in progress.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
@@ -68,20 +68,20 @@ impl Inflight {
     }
 
     #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
 /// Ownership of one fill: its entry lives exactly as long as this guard.
-pub struct Leader {
+pub(crate) struct Leader {
     inflight: Arc<Inflight>,
     key: CacheKey,
     pub fill: Arc<Fill>,
 }
 
 impl Leader {
-    pub fn key(&self) -> &CacheKey {
+    pub(crate) fn key(&self) -> &CacheKey {
         &self.key
     }
 }

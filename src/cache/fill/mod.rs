@@ -62,6 +62,7 @@ pub(crate) fn start(
 const FORGET_WINDOW: u64 = 1 << 20;
 
 impl FillTask {
+    #[warn(clippy::wildcard_enum_match_arm)]
     async fn fetch(&self) {
         let tiers = &self.tiers;
         let stale = match tiers.earlier(&self.key, self.stale.as_ref(), true).await {
@@ -99,9 +100,29 @@ impl FillTask {
                     .fill
                     .set_head(Head::Ready(backing_off, CacheStatus::Stale));
             }
-            (_, Err(e), _) => return self.fill.set_head(Head::Failed(e.into_error())),
-            (_, Ok(_), _) => {
+            (Outcome::Fail, Err(e), _) => return self.fill.set_head(Head::Failed(e.into_error())),
+            (Outcome::Unexpected, Ok(_), _) => {
                 let e = Error::bad_gateway().with_detail("unexpected 304");
+                return self.fill.set_head(Head::Failed(e));
+            }
+            // The outcome was decided from this very answer and entry, so no other pairing
+            // arises; every outcome is named so that a new one does not compile unhandled.
+            (
+                Outcome::Take
+                | Outcome::Refresh
+                | Outcome::RememberNotFound
+                | Outcome::ServeStale
+                | Outcome::Fail
+                | Outcome::Unexpected,
+                result,
+                _,
+            ) => {
+                let e = match result {
+                    Err(e) => e.into_error(),
+                    Ok(_) => {
+                        Error::bad_gateway().with_detail("an answer the decision did not expect")
+                    }
+                };
                 return self.fill.set_head(Head::Failed(e));
             }
         };

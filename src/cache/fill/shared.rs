@@ -62,7 +62,7 @@ pub enum End {
     Broken,
 }
 
-pub struct Progress {
+pub(crate) struct Progress {
     pub head: Head,
     chunks: VecDeque<Bytes>,
     /// How many chunks were dropped from the front (a fill that forgets).
@@ -88,7 +88,7 @@ struct Readers {
 
 /// What a fill that forgets holds after forgetting what it could.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Held {
+pub(crate) struct Held {
     /// Bytes the slowest reader has not read.
     pub bytes: u64,
     pub readers: usize,
