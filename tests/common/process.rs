@@ -1,0 +1,66 @@
+//! The real binary as a child process: started, signalled, measured, and always reaped.
+
+/// Resident set size of this process.
+pub fn rss() -> u64 {
+    bucketfront::metrics::resident_bytes().unwrap_or(0)
+}
+
+/// `bucketfront serve -c PATH`, without a notify socket or IMDS lookups and with its
+/// output discarded; callers add their environment and pipes.
+pub fn serve(path: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_bucketfront"));
+    command
+        .args(["serve", "-c", path.to_str().unwrap()])
+        .env_remove("NOTIFY_SOCKET")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    command
+}
+
+/// Sends `sig` (`-TERM`, `-HUP`…) to process `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+/// A child process that is killed and reaped when dropped, so that a failing assertion
+/// leaves nothing running behind the test.
+pub struct Reaped(Option<std::process::Child>);
+
+impl Reaped {
+    pub fn new(child: std::process::Child) -> Reaped {
+        Reaped(Some(child))
+    }
+
+    /// Hands the child over (to wait for its output); the caller owns it from here.
+    pub fn take(mut self) -> std::process::Child {
+        self.0.take().expect("a child not yet taken")
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        self.0.as_ref().expect("a child not yet taken")
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("a child not yet taken")
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
