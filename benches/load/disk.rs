@@ -1,0 +1,148 @@
+//! Disk-tier hits against nginx `proxy_cache` on the same disk, page cache warm and
+//! dropped (`-- disk`).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::*;
+use crate::support::{BUCKET, accepting, seed};
+
+/// Disk-tier hits: bucketfront with a 16 MiB memory tier and `[cache.disk]`, against
+/// nginx `proxy_cache` on the same file system, both warmed with every key, then asked
+/// for keys at random (far more bytes than the memory tier holds, so nearly every
+/// bucketfront hit is a disk read: checked block by block, put in memory). With
+/// `BUCKETFRONT_B`, that build runs beside them with the same settings (before/after).
+pub(crate) async fn disk(seconds: u64, rounds: usize) -> String {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let stop = CancellationToken::new();
+    let (store, mirror_port) = start_store_and_mirror(&stop).await;
+    let disk_cfg = format!(
+        "[cache.disk]\npath = \"{}\"\nmax_size = \"8GiB\"\n",
+        dir.path().join("bf-disk").display()
+    );
+    let (_bf, bf_port) =
+        start_bucketfront_cache(dir.path(), &store.endpoint, "disk", "16MiB", &disk_cfg);
+    let other = std::env::var_os("BUCKETFRONT_B").map(|bin| {
+        let cfg = disk_cfg.replace("bf-disk", "bf-disk-b");
+        let bin = PathBuf::from(bin);
+        let (proc, port) = start_binary(
+            &bin,
+            dir.path(),
+            &store.endpoint,
+            "disk-b",
+            "16MiB",
+            &cfg,
+            "",
+        );
+        (proc, port, bin)
+    });
+    let files = dir.path().join("files");
+    let (_nginx, nginx_port, _) = start_nginx_cache(
+        dir.path(),
+        mirror_port,
+        &files,
+        &dir.path().join("nginx-cache"),
+        // The best knobs for 64 KiB and up in the hot-object runs.
+        NGINX_KNOBS[1],
+    );
+    accepting(bf_port, "bucketfront").await;
+    accepting(nginx_port, "nginx").await;
+    if let Some((_, port, _)) = &other {
+        accepting(*port, "bucketfront B").await;
+    }
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "## Disk-tier hits ({CONNECTIONS} connections, wrk -t2, random keys, {seconds}s x {rounds} alternating rounds)\n\nbucketfront: `max_memory = \"16MiB\"` (a tenth of the keys at most), `[cache.disk]` on {}; nginx: `proxy_cache` on the same file system (sendfile on). \"dropped\": `/proc/sys/vm/drop_caches` before each run.\n",
+        dir.path().display()
+    );
+    let _ = writeln!(
+        report,
+        "| size | keys | page cache | server | req/s | MB/s | p50 ms | p99 ms | bucketfront / this |\n|---|---:|---|---|---:|---:|---:|---:|---:|"
+    );
+    for (name, size, keys) in [("200KiB", 200usize << 10, 400usize), ("1MiB", 1 << 20, 200)] {
+        seed(&store, &format!("d{name}"), keys, size).await;
+        let bf_paths: Vec<String> = (0..keys)
+            .map(|i| signed_path(&format!("d{name}/{i}.png")))
+            .collect();
+        let nginx_paths: Vec<String> = (0..keys)
+            .map(|i| format!("/{BUCKET}/d{name}/{i}.png"))
+            .collect();
+        let mut warm = vec![(bf_port, &bf_paths), (nginx_port, &nginx_paths)];
+        warm.extend(other.iter().map(|(_, port, _)| (*port, &bf_paths)));
+        for (port, paths) in warm {
+            for p in paths.iter() {
+                ttfb(&format!("http://127.0.0.1:{port}{p}")).await;
+            }
+        }
+        // bucketfront writes files in the background: let them land before measuring.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut targets = vec![
+            (
+                "bucketfront".to_string(),
+                random_paths_script(dir.path(), "bf", &bf_paths),
+                bf_port,
+            ),
+            (
+                "nginx proxy_cache".to_string(),
+                random_paths_script(dir.path(), "nginx", &nginx_paths),
+                nginx_port,
+            ),
+        ];
+        if let Some((_, port, bin)) = &other {
+            let name = format!("bucketfront B ({})", bin.display());
+            targets.push((
+                name,
+                random_paths_script(dir.path(), "bf", &bf_paths),
+                *port,
+            ));
+        }
+        for cache in ["warm", "dropped"] {
+            let mut results: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
+            let mut dropped = true;
+            for round in 0..rounds {
+                let mut order: Vec<usize> = (0..targets.len()).collect();
+                if round % 2 == 1 {
+                    order.reverse();
+                }
+                for i in order {
+                    if cache == "dropped" {
+                        dropped &= drop_page_cache();
+                    }
+                    let (url, script) = (
+                        format!("http://127.0.0.1:{}/", targets[i].2),
+                        targets[i].1.clone(),
+                    );
+                    let r =
+                        tokio::task::spawn_blocking(move || wrk_with(&url, seconds, Some(&script)))
+                            .await
+                            .unwrap();
+                    results[i].push(r);
+                }
+            }
+            if !dropped {
+                let _ = writeln!(
+                    report,
+                    "| {name} | {keys} | dropped | (not permitted here: not root) | | | | | |"
+                );
+                continue;
+            }
+            let means: Vec<Run> = results.iter().map(|r| mean(r)).collect();
+            for (i, (server, _, _)) in targets.iter().enumerate() {
+                let m = means[i];
+                let _ = writeln!(
+                    report,
+                    "| {name} | {keys} | {cache} | {server} | {:.0} | {:.0} | {:.3} | {:.3} | {:.2} |",
+                    m.rps,
+                    m.mb_s,
+                    m.p50_ms,
+                    m.p99_ms,
+                    means[0].rps / m.rps
+                );
+            }
+        }
+    }
+    report
+}
