@@ -5,8 +5,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
 use http_body_util::BodyExt;
@@ -59,11 +57,7 @@ impl Admin {
                 "not found\n".to_string(),
             ),
         };
-        let mut r = Response::new(ProxyBody::full(Bytes::from(body)));
-        *r.status_mut() = status;
-        r.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        r
+        crate::body::small_response(status, content_type, body)
     }
 }
 

@@ -71,6 +71,22 @@ impl Drop for InFlight {
     }
 }
 
+/// A small, whole answer of the admin listener or the demo page: `status`, its content
+/// type and body.
+pub(crate) fn small_response(
+    status: http::StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> http::Response<ProxyBody> {
+    let mut r = http::Response::new(ProxyBody::full(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
 impl ProxyBody {
     fn new(inner: Inner) -> ProxyBody {
         ProxyBody {

@@ -6,8 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use http::header::{CACHE_CONTROL, HeaderValue};
 use http::{Response, StatusCode};
 
 use crate::auth::Tenants;
@@ -40,10 +39,7 @@ impl Demo {
                 "not found\n".to_string(),
             ),
         };
-        let mut r = Response::new(ProxyBody::full(Bytes::from(body)));
-        *r.status_mut() = status;
-        r.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+        let mut r = crate::body::small_response(status, ct, body);
         r.headers_mut()
             .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         r

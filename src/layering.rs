@@ -204,39 +204,48 @@ fn paths(base: &[String], path: &str, out: &mut Vec<Vec<String>>) {
     }
 }
 
-/// Every (module, module it uses) of `src/`.
-fn uses() -> Vec<(Vec<String>, Vec<String>)> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut out = Vec::new();
-    let mut stack = vec![src.clone()];
+/// Every `.rs` file below `src/`.
+fn source_files() -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap().flatten() {
             let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
-                continue;
+            } else {
+                files.push(path);
             }
-            let rel = path.strip_prefix(&src).unwrap();
-            let module = module_of(rel);
-            let top = module[0].as_str();
-            if matches!(top, "lib" | "main" | "layering") || top.ends_with("_tests") {
-                continue;
-            }
-            let code = code_of(&std::fs::read_to_string(&path).unwrap());
-            for (keyword, base) in [
-                ("crate::", Vec::new()),
-                ("super::", module[..module.len() - 1].to_vec()),
-            ] {
-                for (i, _) in code.match_indices(keyword) {
-                    let before = code[..i].chars().last();
-                    if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
-                        continue;
-                    }
-                    let mut found = Vec::new();
-                    paths(&base, &code[i + keyword.len()..], &mut found);
-                    for to in found {
-                        out.push((module.clone(), to));
-                    }
+        }
+    }
+    files
+}
+
+/// Every (module, module it uses) of `src/`.
+fn uses() -> Vec<(Vec<String>, Vec<String>)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut out = Vec::new();
+    for path in source_files() {
+        let rel = path.strip_prefix(&src).unwrap();
+        let module = module_of(rel);
+        let top = module[0].as_str();
+        if matches!(top, "lib" | "main" | "layering") || top.ends_with("_tests") {
+            continue;
+        }
+        let code = code_of(&std::fs::read_to_string(&path).unwrap());
+        for (keyword, base) in [
+            ("crate::", Vec::new()),
+            ("super::", module[..module.len() - 1].to_vec()),
+        ] {
+            for (i, _) in code.match_indices(keyword) {
+                let before = code[..i].chars().last();
+                if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+                    continue;
+                }
+                let mut found = Vec::new();
+                paths(&base, &code[i + keyword.len()..], &mut found);
+                for to in found {
+                    out.push((module.clone(), to));
                 }
             }
         }
@@ -322,26 +331,18 @@ fn modules_use_only_their_layer_or_below() {
 fn every_module_is_in_a_layer() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut missing = Vec::new();
-    let mut stack = vec![src.clone()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let module = module_of(path.strip_prefix(&src).unwrap());
-            let (parent, own) = module.split_at(module.len() - 1);
-            let own = own[0].as_str();
-            if parent.is_empty()
-                && (matches!(own, "lib" | "main" | "layering") || own.ends_with("_tests"))
-            {
-                continue;
-            }
-            match table(parent) {
-                Some(t) if layer_in(&t, own).is_some() => {}
-                _ => missing.push(name(parent, own)),
-            }
+    for path in source_files() {
+        let module = module_of(path.strip_prefix(&src).unwrap());
+        let (parent, own) = module.split_at(module.len() - 1);
+        let own = own[0].as_str();
+        if parent.is_empty()
+            && (matches!(own, "lib" | "main" | "layering") || own.ends_with("_tests"))
+        {
+            continue;
+        }
+        match table(parent) {
+            Some(t) if layer_in(&t, own).is_some() => {}
+            _ => missing.push(name(parent, own)),
         }
     }
     assert!(missing.is_empty(), "not in src/layering.rs: {missing:?}");

@@ -20,7 +20,7 @@ pub struct PurgeRequest {
 
 /// A validated purge request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selector {
+pub(crate) enum Selector {
     Object { bucket: String, key: String },
     Prefix { bucket: String, prefix: String },
     Tenant(String),
@@ -43,7 +43,7 @@ impl TryFrom<PurgeRequest> for Selector {
 impl Selector {
     /// Whether the object `bucket`/`key` is selected; `owner` is the name of the tenant
     /// owning `bucket`, if any.
-    pub fn matches(&self, bucket: &str, key: &str, owner: Option<&str>) -> bool {
+    pub(crate) fn matches(&self, bucket: &str, key: &str, owner: Option<&str>) -> bool {
         match self {
             Selector::Object { bucket: b, key: k } => b == bucket && k == key,
             Selector::Prefix { bucket: b, prefix } => {

@@ -55,6 +55,12 @@ pub fn jpeg(
     if let Some(o) = orientation {
         let _ = enc.set_exif_metadata(exif_orientation(o));
     }
+    write_rgb(enc, img, icc);
+    out
+}
+
+/// Writes `img` (RGB) with `enc`, with an ICC profile when given.
+fn write_rgb(mut enc: impl ImageEncoder, img: &RgbImage, icc: Option<Vec<u8>>) {
     if let Some(icc) = icc {
         let _ = enc.set_icc_profile(icc);
     }
@@ -64,24 +70,13 @@ pub fn jpeg(
         img.height(),
         ExtendedColorType::Rgb8,
     )
-    .expect("encoding a JPEG in memory");
-    out
+    .expect("encoding an image in memory");
 }
 
 /// A PNG of `img` (RGB), with an ICC profile when given.
 pub fn png(img: &RgbImage, icc: Option<Vec<u8>>) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut enc = PngEncoder::new(&mut out);
-    if let Some(icc) = icc {
-        let _ = enc.set_icc_profile(icc);
-    }
-    enc.write_image(
-        img.as_raw(),
-        img.width(),
-        img.height(),
-        ExtendedColorType::Rgb8,
-    )
-    .expect("encoding a PNG in memory");
+    write_rgb(PngEncoder::new(&mut out), img, icc);
     out
 }
 
