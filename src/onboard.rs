@@ -599,4 +599,45 @@ mod tests {
         );
         assert!(assignment["name"].as_str().unwrap().starts_with("[concat("));
     }
+
+    /// The failures only a real Azure gives (Azurite resolves every account and checks no
+    /// client secret), in plain words.
+    #[test]
+    fn azure_failures_azurite_cannot_make_are_explained() {
+        let mut config = Config::default();
+        config.buckets.push(crate::config::Bucket {
+            name: "images".into(),
+            provider: ProviderKind::Azure,
+            account: Some("acmestorage".into()),
+            directory: Some("dir-1".into()),
+            ..Default::default()
+        });
+        let obj = parse_source_url("az://images/cats/1.jpg").unwrap();
+        let said = |e: OriginError| explain_azure(&e, &config, &obj);
+        let dns = said(OriginError::Unreachable(
+            "https://acmestorage.blob.core.windows.net (dns error: failed to lookup address information)".into(),
+        ));
+        assert!(
+            dns.contains("no storage account named acmestorage"),
+            "{dns}"
+        );
+        let secret = said(OriginError::Credentials(
+            "Entra ID token: AADSTS7000215: Invalid client secret provided.".into(),
+        ));
+        assert!(
+            secret.contains("client secret is wrong or expired"),
+            "{secret}"
+        );
+        let tenant = said(OriginError::Credentials(
+            "Entra ID token: AADSTS90002: Tenant 'dir-1' not found.".into(),
+        ));
+        assert!(tenant.contains("no Entra directory dir-1"), "{tenant}");
+        let consent = said(OriginError::Credentials(
+            "Entra ID token: AADSTS65001: The user or administrator has not consented.".into(),
+        ));
+        assert!(
+            consent.contains("adminconsent?client_id=") && consent.contains("AADSTS65001"),
+            "{consent}"
+        );
+    }
 }
