@@ -274,27 +274,27 @@ impl AzureOrigin {
         let timeout = self.timeout;
         let call = async {
             let mut url = url.to_string();
-            let mut rb = self.http.request(method, "http://unset.invalid");
+            let mut bearer = None;
             match &c.access {
                 Access::Sas(sas) => {
                     url.push(if url.contains('?') { '&' } else { '?' });
                     url.push_str(sas.expose());
                 }
-                Access::Token(credential) => {
-                    let token = token(credential.as_ref()).await?;
-                    rb = rb.bearer_auth(token.token.secret());
-                }
+                Access::Token(credential) => bearer = Some(token(credential.as_ref()).await?),
             }
-            let mut request = rb
+            let mut rb = self.http.request(method, url.as_str());
+            if let Some(token) = &bearer {
+                rb = rb.bearer_auth(token.token.secret());
+            }
+            // Errors without the URL: it may carry the customer's SAS, never logged.
+            let request = rb
                 .headers(headers)
                 .header("x-ms-version", API_VERSION)
                 .header("x-ms-date", httpdate::fmt_http_date(SystemTime::now()))
                 .build()
-                .map_err(|e| OriginError::Protocol(format!("request not built: {e}")))?;
-            *request.url_mut() = url
-                .parse()
-                .map_err(|e| OriginError::Protocol(format!("blob URL {url:?}: {e}")))?;
-            // Without the URL: it may carry the customer's SAS, which is never logged.
+                .map_err(|e| {
+                    OriginError::Protocol(format!("blob request not built: {}", e.without_url()))
+                })?;
             self.http.execute(request).await.map_err(|e| {
                 OriginError::Unreachable(format!(
                     "{} ({})",
