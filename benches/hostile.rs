@@ -91,13 +91,7 @@ async fn start_proxy_with(dir: &Path, store: &str, extra: &str, tenants: &str) -
     std::fs::write(&path, config).unwrap();
     let bin = std::env::var("BUCKETFRONT_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_bucketfront").to_string());
-    let child = Command::new(bin)
-        .args(["serve", "-c", path.to_str().unwrap()])
-        .env("BUCKETFRONT_LOG", "warn")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("bucketfront binary");
+    let child = support::serve(bin, &path);
     // Owned from here, so that it is killed however this ends.
     let proxy = Proxy { child, port };
     accepting(port, "bucketfront").await;

@@ -120,13 +120,7 @@ secret_key = "bench-secret-key"
     );
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config).unwrap();
-    let child = Command::new(bin)
-        .args(["serve", "-c", path.to_str().unwrap()])
-        .env("BUCKETFRONT_LOG", "warn")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("bucketfront binary");
+    let child = crate::support::serve(bin, &path);
     (Proc(child), port)
 }
 

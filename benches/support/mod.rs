@@ -38,3 +38,15 @@ pub async fn seed(store: &Store, prefix: &str, count: usize, size: usize) {
     }
     while tasks.join_next().await.is_some() {}
 }
+
+/// `bin serve -c config` as the benches run it: warnings only in its log, no IMDS
+/// lookups, stdout discarded.
+pub fn serve(bin: impl AsRef<std::ffi::OsStr>, config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(bin)
+        .args(["serve", "-c", config.to_str().unwrap()])
+        .env("BUCKETFRONT_LOG", "warn")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("bucketfront binary")
+}
