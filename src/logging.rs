@@ -1,30 +1,39 @@
-//! Log output: JSON lines on stdout, written by a thread of its own.
+//! Log output: JSON lines on stdout, written in batches by a thread of its own.
 //!
 //! A runtime worker never writes to stdout itself: when the pipe is full (journald
 //! stalled, a `| tee` that stopped reading), a write would block the worker and with it
-//! every request it serves. Lines go into a bounded queue instead; when the queue is
+//! every request it serves. Lines are appended to one bounded buffer instead; when it is
 //! full they are dropped and counted (`bucketfront_log_lines_dropped_total`), so a stuck
-//! log reader costs at most [`QUEUE_LINES`] lines of memory.
+//! log reader costs at most [`BUFFER_BYTES`] of memory.
+//!
+//! The writer thread is woken once per batch, not once per line: the first line into an
+//! empty buffer wakes it, it lets [`BATCH_WINDOW`] of lines gather and writes them with
+//! one `write`. A queue with a wake-up per line (tracing-appender's) cost each response
+//! about eight syscalls (futex wake-ups, the consumer's spinning `sched_yield`s, a
+//! `write`) in BENCHMARKS.md's count; a batch costs the workers one futex wake-up per
+//! window, whatever the request rate.
 
-use std::sync::OnceLock;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
+/// What lines may wait for the writer thread. An access-log line is 300-500 bytes, so
+/// about 20,000 lines: a window's worth at any request rate one process serves.
+pub const BUFFER_BYTES: usize = 8 << 20;
 
-/// Lines waiting for the writer thread. An access-log line is 300-500 bytes, so a full
-/// queue holds about 8 MiB.
-pub const QUEUE_LINES: usize = 16_384;
+/// How long the writer thread lets lines gather after the first one of a batch: a line
+/// reaches stdout at most this late (plus the write itself).
+pub const BATCH_WINDOW: Duration = Duration::from_millis(20);
 
-static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+static DROPPED: OnceLock<Arc<Batch>> = OnceLock::new();
 
 /// Installs the JSON subscriber (filter from `BUCKETFRONT_LOG`). Keep the guard until the
-/// process ends: dropping it flushes the queue.
-pub fn init() -> WorkerGuard {
-    let (writer, guard) = NonBlockingBuilder::default()
-        .buffered_lines_limit(QUEUE_LINES)
-        .lossy(true)
-        .thread_name("bucketfront-log")
-        .finish(std::io::stdout());
-    let _ = DROPPED.set(writer.error_counter());
+/// process ends: dropping it writes what is still buffered.
+pub fn init() -> LogGuard {
+    let (writer, guard) = BatchWriter::start(std::io::stdout(), BUFFER_BYTES);
+    let _ = DROPPED.set(writer.batch.clone());
     let filter = tracing_subscriber::EnvFilter::try_from_env("BUCKETFRONT_LOG")
         // h2's warnings (a flood's GOAWAY) come one per attacking connection: an attacker
         // would choose the log's volume. They are counted instead
@@ -42,7 +51,203 @@ pub fn init() -> WorkerGuard {
     guard
 }
 
-/// Lines dropped because the queue was full (0 before [`init`]).
+/// Lines dropped because the buffer was full (0 before [`init`]).
 pub fn dropped_lines() -> u64 {
-    DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
+    DROPPED
+        .get()
+        .map_or(0, |b| b.dropped.load(Ordering::Relaxed))
+}
+
+/// The lines waiting for the writer thread.
+struct Batch {
+    lines: Mutex<Vec<u8>>,
+    /// Rung when a line goes into an empty buffer, and at the end.
+    ready: Condvar,
+    budget: usize,
+    dropped: AtomicU64,
+    closing: AtomicBool,
+}
+
+impl Batch {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        // A panic while holding the lock left whole lines or none: keep logging.
+        self.lines.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The subscriber's writer: appends each formatted line to the batch (the fmt layer
+/// hands over one whole line per `write`).
+#[derive(Clone)]
+pub struct BatchWriter {
+    batch: Arc<Batch>,
+}
+
+/// Ends the writer thread when dropped, after it wrote everything buffered.
+pub struct LogGuard {
+    batch: Arc<Batch>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl BatchWriter {
+    /// A writer whose lines go to `sink` from a thread of its own, holding at most
+    /// `budget` bytes of lines not yet written.
+    fn start<W: Write + Send + 'static>(mut sink: W, budget: usize) -> (BatchWriter, LogGuard) {
+        let batch = Arc::new(Batch {
+            lines: Mutex::new(Vec::new()),
+            ready: Condvar::new(),
+            budget,
+            dropped: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
+        });
+        let shared = batch.clone();
+        let thread = std::thread::Builder::new()
+            .name("bucketfront-log".into())
+            .spawn(move || {
+                let mut out = Vec::new();
+                loop {
+                    let mut lines = shared.lock();
+                    while lines.is_empty() && !shared.closing.load(Ordering::Acquire) {
+                        lines = shared
+                            .ready
+                            .wait(lines)
+                            .unwrap_or_else(PoisonError::into_inner);
+                    }
+                    if lines.is_empty() {
+                        return;
+                    }
+                    if !shared.closing.load(Ordering::Acquire) {
+                        drop(lines);
+                        std::thread::sleep(BATCH_WINDOW);
+                        lines = shared.lock();
+                    }
+                    std::mem::swap(&mut *lines, &mut out);
+                    drop(lines);
+                    // A failed write (stdout closed) loses this batch; nothing else can
+                    // be done with it, and the workers must not notice.
+                    let _ = sink.write_all(&out).and_then(|()| sink.flush());
+                    out.clear();
+                    // A burst's buffer is not kept for the quiet that follows.
+                    out.shrink_to(64 << 10);
+                }
+            })
+            .ok();
+        if thread.is_none() {
+            // No thread, no output: every line counts as dropped rather than piling up.
+            batch.closing.store(true, Ordering::Release);
+        }
+        let guard = LogGuard {
+            batch: batch.clone(),
+            thread,
+        };
+        (BatchWriter { batch }, guard)
+    }
+}
+
+impl Write for BatchWriter {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        let b = &self.batch;
+        let mut lines = b.lock();
+        if b.closing.load(Ordering::Acquire) || lines.len() + line.len() > b.budget {
+            drop(lines);
+            b.dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(line.len());
+        }
+        let was_empty = lines.is_empty();
+        lines.extend_from_slice(line);
+        drop(lines);
+        if was_empty {
+            b.ready.notify_one();
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BatchWriter {
+    type Writer = BatchWriter;
+
+    fn make_writer(&'a self) -> BatchWriter {
+        self.clone()
+    }
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        self.batch.closing.store(true, Ordering::Release);
+        // Taken under the lock so that the thread is either about to check `closing`
+        // or already waiting when the bell rings.
+        drop(self.batch.lock());
+        self.batch.ready.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink the test can read, and hold shut (a stalled log reader).
+    #[derive(Clone, Default)]
+    struct Sink {
+        got: Arc<Mutex<Vec<u8>>>,
+        writes: Arc<AtomicU64>,
+        gate: Arc<Mutex<()>>,
+    }
+
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let _open = self.gate.lock().unwrap();
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            self.got.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_arrive_in_order_in_few_writes_and_all_are_written_at_the_end() {
+        let sink = Sink::default();
+        let (mut w, guard) = BatchWriter::start(sink.clone(), 1 << 20);
+        for i in 0..1000 {
+            w.write_all(format!("line {i}\n").as_bytes()).unwrap();
+        }
+        drop(guard);
+        let got = String::from_utf8(sink.got.lock().unwrap().clone()).unwrap();
+        let want: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(got, want);
+        // 1,000 lines written in a few batches, not one write each.
+        assert!(sink.writes.load(Ordering::Relaxed) < 100);
+        assert_eq!(w.batch.dropped.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_stalled_reader_costs_the_budget_and_the_rest_is_counted() {
+        let sink = Sink::default();
+        let stalled = sink.gate.lock().unwrap();
+        let (mut w, guard) = BatchWriter::start(sink.clone(), 1000);
+        let line = [b'x'; 99];
+        // The thread may take one batch before it blocks on the stalled sink: it holds at
+        // most the budget, and everything after the buffer filled again is dropped.
+        for _ in 0..100 {
+            w.write_all(&line).unwrap();
+        }
+        let buffered = w.batch.lock().len();
+        assert!(buffered <= 1000, "{buffered} bytes held");
+        let dropped = w.batch.dropped.load(Ordering::Relaxed);
+        assert!(dropped >= 80, "{dropped} dropped");
+        drop(stalled);
+        drop(guard);
+        let written = sink.got.lock().unwrap().len() as u64;
+        assert_eq!(written + dropped * 99, 100 * 99);
+        // After the end, lines are counted, not kept.
+        w.write_all(&line).unwrap();
+        assert_eq!(w.batch.dropped.load(Ordering::Relaxed), dropped + 1);
+    }
 }

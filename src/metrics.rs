@@ -438,7 +438,7 @@ impl Metrics {
         let log_lines_dropped = Counter::default();
         registry.register(
             "log_lines_dropped",
-            "Log lines dropped because stdout did not keep up (see logging::QUEUE_LINES)",
+            "Log lines dropped because stdout did not keep up (see logging::BUFFER_BYTES)",
             log_lines_dropped.clone(),
         );
         Metrics {
