@@ -87,7 +87,7 @@ async fn start_proxy_with(dir: &Path, store: &str, extra: &str, tenants: &str) -
     let config = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nmax_connections = 5000\n{extra}\n{tenants}\n[[tenants]]\nname = \"bench\"\nbuckets = [\"{BUCKET}\"]\nsigning_keys = [{{ id = \"k1\", secret = \"{SECRET}\" }}]\n[[buckets]]\nname = \"{BUCKET}\"\nendpoint = \"{store}\"\npath_style = true\naccess_key = \"BENCHKEY\"\nsecret_key = \"bench-secret-key\"\n"
     );
-    let path = dir.join("proxy.toml");
+    let path = dir.join(format!("proxy-{port}.toml"));
     std::fs::write(&path, config).unwrap();
     let bin = std::env::var("BUCKETFRONT_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_bucketfront").to_string());
@@ -736,6 +736,9 @@ async fn attacks(store: &Store, dir: &Path) -> String {
         )
     };
     out.push_str(&row("none (quiet)", quiet, proxy.hwm() >> 20));
+    // `ATTACKS=rapid,ping` runs only the attacks whose names contain one of those words.
+    let only = std::env::var("ATTACKS").unwrap_or_default();
+    let chosen = |kind: &str| only.is_empty() || only.split(',').any(|w| kind.contains(w));
     for kind in [
         "silent sockets",
         "slow request heads",
@@ -746,7 +749,10 @@ async fn attacks(store: &Store, dir: &Path) -> String {
         "h2 settings_flood",
         "h2 continuation_flood",
         "h2 too_many_streams",
-    ] {
+    ]
+    .into_iter()
+    .filter(|k| chosen(k))
+    {
         let stop = CancellationToken::new();
         attack(kind, proxy.port, &stop);
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -764,6 +770,30 @@ async fn attacks(store: &Store, dir: &Path) -> String {
         out.push_str(&row(label, r, proxy.hwm() >> 20));
         // Let the proxy's deadlines clear what is left before the next attack.
         tokio::time::sleep(Duration::from_secs(3)).await;
+        if kind == "h2 rapid_reset" {
+            // The same flood on a second proxy process, same store, same CPUs: what the
+            // control loses to the machine (two cores shared with the attacker's
+            // processes and the flood's server-side work) rather than to sharing a
+            // process, and a worker, with the attacker.
+            let twin = start_proxy(
+                dir,
+                &store.endpoint,
+                "[cache]\nmax_memory = \"64MiB\"\nfill_memory = \"32MiB\"",
+            )
+            .await;
+            let stop = CancellationToken::new();
+            attack(kind, twin.port, &stop);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let r = control(proxy.port, 10).await;
+            stop.cancel();
+            out.push_str(&row(
+                "h2 rapid_reset on a twin proxy process (the machine's share)",
+                r,
+                proxy.hwm() >> 20,
+            ));
+            drop(twin);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
     }
     out
 }
