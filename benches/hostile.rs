@@ -711,21 +711,37 @@ async fn control(port: u16, seconds: u64) -> (f64, f64, f64, usize) {
     (percentile(&ms, 0.5), percentile(&ms, 0.99), max, failed)
 }
 
+/// The `[cache]` of the proxies the attacks run against (and of the twin).
+const ATTACKED_CACHE: &str = "[cache]\nmax_memory = \"64MiB\"\nfill_memory = \"32MiB\"";
+
+/// The control client's latency on `proxy` while `kind` attacks the proxy on
+/// `target_port`, and `proxy`'s VmHWM in MiB then; afterwards waits for the deadlines to
+/// clear what the attack left before the next one.
+async fn under_attack(
+    kind: &'static str,
+    target_port: u16,
+    proxy: &Proxy,
+) -> ((f64, f64, f64, usize), u64) {
+    let stop = CancellationToken::new();
+    attack(kind, target_port, &stop);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let r = control(proxy.port, 10).await;
+    stop.cancel();
+    let hwm = proxy.hwm() >> 20;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    (r, hwm)
+}
+
 /// Each attack of issue 12 in turn against one proxy; a polite client's latency meanwhile.
 async fn attacks(store: &Store, dir: &Path) -> String {
     seed(store, "hot", 100, 64 << 10).await;
     seed(store, "big", 100, 4 << 20).await;
-    let proxy = start_proxy(
-        dir,
-        &store.endpoint,
-        "[cache]\nmax_memory = \"64MiB\"\nfill_memory = \"32MiB\"",
-    )
-    .await;
+    let proxy = start_proxy(dir, &store.endpoint, ATTACKED_CACHE).await;
     let quiet = control(proxy.port, 10).await;
     let mut out = String::from(
         "| attack (while it runs) | control p50 ms | p99 ms | max ms | failed | p99 / quiet p99 | proxy VmHWM MiB |\n|---|---:|---:|---:|---:|---:|---:|\n",
     );
-    let row = |name: &str, r: (f64, f64, f64, usize), hwm: u64| {
+    let row = |name: &str, (r, hwm): ((f64, f64, f64, usize), u64)| {
         format!(
             "| {name} | {:.2} | {:.2} | {:.1} | {} | {:.2} | {hwm} |\n",
             r.0,
@@ -735,7 +751,7 @@ async fn attacks(store: &Store, dir: &Path) -> String {
             r.1 / quiet.1.max(0.001)
         )
     };
-    out.push_str(&row("none (quiet)", quiet, proxy.hwm() >> 20));
+    out.push_str(&row("none (quiet)", (quiet, proxy.hwm() >> 20)));
     // `ATTACKS=rapid,ping` runs only the attacks whose names contain one of those words.
     let only = std::env::var("ATTACKS").unwrap_or_default();
     let chosen = |kind: &str| only.is_empty() || only.split(',').any(|w| kind.contains(w));
@@ -753,11 +769,6 @@ async fn attacks(store: &Store, dir: &Path) -> String {
     .into_iter()
     .filter(|k| chosen(k))
     {
-        let stop = CancellationToken::new();
-        attack(kind, proxy.port, &stop);
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let r = control(proxy.port, 10).await;
-        stop.cancel();
         let label = match kind {
             "silent sockets" => "4,000 silent sockets (reopened when closed)",
             "slow request heads" => "1,000 request heads sent a byte per 500 ms",
@@ -767,32 +778,17 @@ async fn attacks(store: &Store, dir: &Path) -> String {
             "abandoned downloads" => "50 downloads/s abandoned after 4 KiB",
             other => other,
         };
-        out.push_str(&row(label, r, proxy.hwm() >> 20));
-        // Let the proxy's deadlines clear what is left before the next attack.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        out.push_str(&row(label, under_attack(kind, proxy.port, &proxy).await));
         if kind == "h2 rapid_reset" {
             // The same flood on a second proxy process, same store, same CPUs: what the
             // control loses to the machine (two cores shared with the attacker's
             // processes and the flood's server-side work) rather than to sharing a
             // process, and a worker, with the attacker.
-            let twin = start_proxy(
-                dir,
-                &store.endpoint,
-                "[cache]\nmax_memory = \"64MiB\"\nfill_memory = \"32MiB\"",
-            )
-            .await;
-            let stop = CancellationToken::new();
-            attack(kind, twin.port, &stop);
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let r = control(proxy.port, 10).await;
-            stop.cancel();
+            let twin = start_proxy(dir, &store.endpoint, ATTACKED_CACHE).await;
             out.push_str(&row(
                 "h2 rapid_reset on a twin proxy process (the machine's share)",
-                r,
-                proxy.hwm() >> 20,
+                under_attack(kind, twin.port, &proxy).await,
             ));
-            drop(twin);
-            tokio::time::sleep(Duration::from_secs(3)).await;
         }
     }
     out
