@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use bucketfront::cache::CacheKey;
-use bucketfront::cache::disk::DiskTier;
-use bucketfront::cache::pieces::Pieces;
+use bucketfront::CacheKey;
+use bucketfront::DiskTier;
+use bucketfront::ObjectMeta;
+use bucketfront::Pieces;
+use bucketfront::TierMetrics;
 use bucketfront::config::{DiskConfig, ProviderKind, Size};
-use bucketfront::metrics::TierMetrics;
-use bucketfront::object::ObjectMeta;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bucketfront::store::Store;
+use bucketfront::Store;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -104,7 +104,7 @@ fn signed(key: &str) -> String {
         .unwrap()
         .as_secs()
         + 3 * 24 * 3600;
-    let sig = bucketfront::auth::sign(SECRET.as_bytes(), BUCKET, key, exp);
+    let sig = bucketfront::sign(SECRET.as_bytes(), BUCKET, key, exp);
     format!("/{BUCKET}/{key}?exp={exp}&sig={sig}")
 }
 

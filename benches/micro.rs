@@ -8,12 +8,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bucketfront::app::App;
-use bucketfront::auth::{self, SignatureParams, Tenants};
+use bucketfront as proxy;
+use bucketfront::App;
+use bucketfront::Store;
 use bucketfront::config::Config;
-use bucketfront::proxy;
-use bucketfront::source::{ObjectRef, parse_source_url};
-use bucketfront::store::Store;
+use bucketfront::{self as auth, SignatureParams, Tenants};
+use bucketfront::{ObjectRef, parse_source_url};
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
 use http_body_util::BodyExt;
 use tokio::net::TcpListener;
@@ -160,7 +160,7 @@ fn hot() -> Hot {
 }
 
 impl Hot {
-    fn tenant(&self) -> Arc<bucketfront::auth::Tenant> {
+    fn tenant(&self) -> Arc<bucketfront::Tenant> {
         self.state.tenants.for_bucket(BUCKET).unwrap().clone()
     }
 }
@@ -174,15 +174,15 @@ async fn request(hot: &Hot) -> usize {
 /// The request for `obj` of `tenant`, as the proxy builds it after authorizing.
 fn object_request(
     hot: &Hot,
-    tenant: &std::sync::Arc<bucketfront::auth::Tenant>,
+    tenant: &std::sync::Arc<bucketfront::Tenant>,
     obj: &ObjectRef,
-) -> bucketfront::request::ObjectRequest {
-    bucketfront::request::ObjectRequest {
+) -> bucketfront::ObjectRequest {
+    bucketfront::ObjectRequest {
         origins: hot.state.origins.clone(),
         tenant: tenant.clone(),
-        client: bucketfront::peer::ClientKey::of(std::net::Ipv4Addr::LOCALHOST.into()),
+        client: bucketfront::ClientKey::of(std::net::Ipv4Addr::LOCALHOST.into()),
         obj: obj.clone(),
-        allowed: [bucketfront::pattern::MediaRange::parse("image/*").unwrap()].into(),
+        allowed: [bucketfront::MediaRange::parse("image/*").unwrap()].into(),
         head: false,
         passthrough: Default::default(),
     }
@@ -200,7 +200,7 @@ fn hit_path(c: &mut Criterion) {
     g.bench_function("cache_lookup", |b| {
         b.to_async(&hot.rt).iter(|| async {
             match hot.state.cache.serve(&req).await {
-                Ok(bucketfront::cache::Served::Complete { cached, .. }) => cached.body.len(),
+                Ok(bucketfront::Served::Complete { cached, .. }) => cached.body.len(),
                 _ => panic!("expected a hit"),
             }
         })
@@ -267,7 +267,7 @@ fn presign(c: &mut Criterion) {
 fn metrics(c: &mut Criterion) {
     use prometheus_client::metrics::counter::Counter;
     use prometheus_client::metrics::family::Family;
-    let m = bucketfront::metrics::Metrics::new();
+    let m = bucketfront::Metrics::new();
     let family = Family::<Vec<(String, String)>, Counter>::default();
     let labels = vec![
         ("route".to_string(), "object".to_string()),
@@ -279,7 +279,7 @@ fn metrics(c: &mut Criterion) {
         b.iter(|| m.request(black_box("object"), 200))
     });
     g.bench_function("cache_status_handle", |b| {
-        b.iter(|| m.cache(black_box(bucketfront::cache::CacheStatus::Hit)))
+        b.iter(|| m.cache(black_box(bucketfront::CacheStatus::Hit)))
     });
     g.bench_function("baseline_counter_inc", |b| {
         b.iter(|| black_box(&handle).inc())

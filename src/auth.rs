@@ -134,7 +134,7 @@ pub fn sign(secret: &[u8], bucket: &str, key: &str, exp: u64) -> String {
 
 /// [`sign`] for a variant: `variant` is its parameters sorted by name, `name=value`
 /// joined by `&` (the fifth line of the signed string).
-pub fn sign_variant(
+pub(crate) fn sign_variant(
     secret: &[u8],
     bucket: &str,
     key: &str,

@@ -16,9 +16,9 @@ use http_body::{Frame, SizeHint};
 use prometheus_client::metrics::gauge::Gauge;
 
 /// The largest frame handed to hyper at once.
-pub const FRAME: usize = 64 * 1024;
+pub(crate) const FRAME: usize = 64 * 1024;
 
-pub type BoxStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+pub(crate) type BoxStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
 
 pub struct ProxyBody {
     inner: Inner,
@@ -42,7 +42,7 @@ pub enum BodyEnd {
 }
 
 /// What is told how a body ended, with the bytes it handed to the connection.
-pub type OnEnd = Box<dyn FnOnce(u64, BodyEnd) + Send>;
+pub(crate) type OnEnd = Box<dyn FnOnce(u64, BodyEnd) + Send>;
 
 enum Inner {
     Full(Option<Bytes>),

@@ -8,42 +8,85 @@
 //! that at every depth a module uses only its own layer or those below it, and that no
 //! two use each other (docs/design.md, "Module layout").
 //!
-//! Public modules are what the binary, the tests and the benches use; the rest is
-//! private to the crate.
+//! Every module is private to the crate but four; the facade below re-exports what the
+//! binary, the tests, the benches and the fuzz targets use, and `unreachable_pub` keeps
+//! everything else `pub(crate)`.
 
 mod activity;
 mod admin;
-pub mod allocator;
-pub mod app;
-pub mod auth;
-pub mod body;
-pub mod cache;
+mod allocator;
+mod app;
+mod auth;
+mod body;
+mod cache;
 mod cache_status;
 pub mod cli;
 mod clock;
 pub mod config;
 mod config_check;
 mod cors;
-pub mod demo;
+mod demo;
 mod error;
-pub mod logging;
-pub mod metrics;
-pub mod object;
+mod logging;
+mod metrics;
+mod object;
 pub mod onboard;
 mod origin;
-pub mod pattern;
-pub mod peer;
+mod pattern;
+mod peer;
 mod presign;
-pub mod proxy;
+mod proxy;
 mod purge;
-pub mod request;
+mod request;
 mod s3;
-pub mod server;
-pub mod source;
-pub mod store;
+mod server;
+mod source;
+mod store;
 pub mod systemd;
 mod tls;
-pub mod variant;
+mod variant;
+
+// The facade: what the binary, the integration tests, the benches and the fuzz targets
+// use. `cli` and `config` are public as a whole (the command line and the schema of
+// `config.toml` are the product's contract), as are `onboard` and `systemd` (one
+// command, one service manager, each a namespace of a few functions); from the rest
+// only the items below leave the crate.
+
+// The process: wiring, listeners, the embedded store, logs.
+pub use allocator::return_freed_pages_at_once;
+pub use app::{App, Listeners, WiringError};
+pub use demo::{Demo, thumbnail_query};
+pub use logging::init as init_logging;
+pub use server::{Limits, Listener, fds_needed};
+pub use store::{Store, content_type_for, generate_keys};
+
+// A request's way through: the handler, its parts, and the cache it reads.
+pub use body::ProxyBody;
+pub use cache::disk::{BLOCK as DISK_BLOCK, DiskTier};
+pub use cache::entry::CacheKey;
+pub use cache::lookup::Served;
+pub use cache::pieces::Pieces;
+pub use cache_status::CacheStatus;
+pub use metrics::{Metrics, TierMetrics, resident_bytes};
+pub use object::ObjectMeta;
+pub use peer::ClientKey;
+pub use proxy::conditional::{RangeAsk, parse_range};
+pub use proxy::route::route;
+pub use proxy::{State, handle};
+pub use request::ObjectRequest;
+
+// Signed URLs, tenants, and the names of objects.
+pub use auth::{
+    SignatureParams, Tenant, Tenants, sign, signed_query, signed_variant_query, unix_secs, verify,
+};
+pub use pattern::{BucketPattern, MediaRange, OriginPattern};
+pub use source::{ObjectRef, encode_path, parse_path, parse_source_url};
+
+// Image variants; the fixtures only for this crate's tests and benches.
+pub use variant::params::{Fit, Format, Output};
+pub use variant::render::{Spec, render};
+#[cfg(feature = "test-support")]
+pub use variant::samples;
 
 #[cfg(test)]
 mod layering;

@@ -21,11 +21,11 @@ use std::time::Duration;
 
 /// What lines may wait for the writer thread. An access-log line is 300-500 bytes, so
 /// about 20,000 lines: a window's worth at any request rate one process serves.
-pub const BUFFER_BYTES: usize = 8 << 20;
+pub(crate) const BUFFER_BYTES: usize = 8 << 20;
 
 /// How long the writer thread lets lines gather after the first one of a batch: a line
 /// reaches stdout at most this late (plus the write itself).
-pub const BATCH_WINDOW: Duration = Duration::from_millis(20);
+pub(crate) const BATCH_WINDOW: Duration = Duration::from_millis(20);
 
 static DROPPED: OnceLock<Arc<Batch>> = OnceLock::new();
 
@@ -52,7 +52,7 @@ pub fn init() -> LogGuard {
 }
 
 /// Lines dropped because the buffer was full (0 before [`init`]).
-pub fn dropped_lines() -> u64 {
+pub(crate) fn dropped_lines() -> u64 {
     DROPPED
         .get()
         .map_or(0, |b| b.dropped.load(Ordering::Relaxed))
@@ -78,7 +78,7 @@ impl Batch {
 /// The subscriber's writer: appends each formatted line to the batch (the fmt layer
 /// hands over one whole line per `write`).
 #[derive(Clone)]
-pub struct BatchWriter {
+pub(crate) struct BatchWriter {
     batch: Arc<Batch>,
 }
 

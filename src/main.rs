@@ -9,14 +9,14 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use bucketfront::app::{App, Listeners, WiringError};
-use bucketfront::auth::Tenants;
+use bucketfront::Demo;
+use bucketfront::Store;
+use bucketfront::Tenants;
 use bucketfront::cli::{self, Cli, Command};
 use bucketfront::config::Config;
-use bucketfront::demo::Demo;
-use bucketfront::server::{self, Limits, Listener};
-use bucketfront::store::{self, Store};
 use bucketfront::systemd;
+use bucketfront::{App, Listeners, WiringError};
+use bucketfront::{Limits, Listener};
 
 /// mimalloc gives freed pages back to the system (src/allocator.rs), so RSS comes back
 /// down after a burst (glibc malloc keeps its high-water mark in its arenas).
@@ -24,7 +24,7 @@ use bucketfront::systemd;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    bucketfront::allocator::return_freed_pages_at_once();
+    bucketfront::return_freed_pages_at_once();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::CheckConfig(c) => c
@@ -151,7 +151,7 @@ fn raise_nofile(config: &Config) -> Result<(), WiringError> {
             }
         }
     }
-    let needed = server::fds_needed(config.server.max_connections);
+    let needed = bucketfront::fds_needed(config.server.max_connections);
     if lim.rlim_cur < needed {
         return Err(WiringError::Refused(format!(
             "server.max_connections = {} needs about {needed} open files, but the limit is {}: \
@@ -163,7 +163,7 @@ fn raise_nofile(config: &Config) -> Result<(), WiringError> {
 }
 
 async fn serve(config: Config, config_path: std::path::PathBuf) -> Result<(), WiringError> {
-    let _log = bucketfront::logging::init();
+    let _log = bucketfront::init_logging();
     raise_nofile(&config)?;
     let shutdown = CancellationToken::new();
     let mut embedded = None;
@@ -174,7 +174,7 @@ async fn serve(config: Config, config_path: std::path::PathBuf) -> Result<(), Wi
         let listener = bind("embedded_store.listen", es.listen).await?;
         let (access, secret) = match (&es.access_key, &es.secret_key) {
             (Some(a), Some(s)) => (a.expose().to_string(), s.expose().to_string()),
-            _ => store::generate_keys(),
+            _ => bucketfront::generate_keys(),
         };
         let s = Store::start(listener, &access, &secret, shutdown.child_token())
             .map_err(WiringError::starting("the embedded store"))?;
@@ -207,7 +207,7 @@ async fn serve(config: Config, config_path: std::path::PathBuf) -> Result<(), Wi
         .map_err(WiringError::starting("the public listener"))?;
     let limits = Limits::from_config(&config.server);
     let tenants = Arc::new(Tenants::from_config(&config));
-    let thumbnail = bucketfront::demo::thumbnail_query(&config.variants.widths);
+    let thumbnail = bucketfront::thumbnail_query(&config.variants.widths);
     let app = App::build(config, embedded).await?;
     if let Some((listener, objects)) = demo {
         let page = Arc::new(Demo {

@@ -141,7 +141,7 @@ impl Exchange {
 }
 
 /// Response headers made from an object's metadata, each encoded once.
-pub type EncodedHeaders = Vec<(HeaderName, HeaderValue)>;
+pub(crate) type EncodedHeaders = Vec<(HeaderName, HeaderValue)>;
 
 /// The headers an answer with this object's bytes carries: `Content-Type`, the stored
 /// `Content-Encoding`/`-Disposition`/`-Language` (sent as stored: an encoded body stays
@@ -150,7 +150,7 @@ pub type EncodedHeaders = Vec<(HeaderName, HeaderValue)>;
 /// `Age`: RFC 9111 §4). A cached object keeps them beside its bytes, so a hit copies
 /// reference counts instead of validating strings and formatting a date. Values that
 /// are not valid header values are left out.
-pub fn response_headers(meta: &ObjectMeta) -> EncodedHeaders {
+pub(crate) fn response_headers(meta: &ObjectMeta) -> EncodedHeaders {
     let mut out = Vec::with_capacity(9);
     let last_modified = meta.last_modified_http();
     let date = meta.date.map(httpdate::fmt_http_date);
@@ -177,7 +177,7 @@ pub fn response_headers(meta: &ObjectMeta) -> EncodedHeaders {
 
 /// Whether a `304` repeats `name`: the validators, and `Date` and `Expires` (RFC 9110
 /// §15.4.5: what a `200` would have said of the response's freshness).
-pub fn in_not_modified(name: &HeaderName) -> bool {
+pub(crate) fn in_not_modified(name: &HeaderName) -> bool {
     name == header::ETAG
         || name == header::LAST_MODIFIED
         || name == header::DATE
@@ -187,7 +187,7 @@ pub fn in_not_modified(name: &HeaderName) -> bool {
 /// Whether two entity tags name the same version, by the weak comparison of RFC 9110
 /// §8.8.3.2 (a `W/` prefix ignored). Quotes are optional on either side: some
 /// S3-compatible stores send bare ETags, and clients echo what they got.
-pub fn same_etag(a: &str, b: &str) -> bool {
+pub(crate) fn same_etag(a: &str, b: &str) -> bool {
     let opaque = |t: &str| {
         let t = t.trim();
         let t = t.strip_prefix("W/").unwrap_or(t);
@@ -337,7 +337,7 @@ impl Directives {
 /// - `max-age` and `s-maxage` never exceed `lifetime`, the object's freshness at the
 ///   proxy; with `Age` on the answer, a browser therefore never keeps an object past the
 ///   moment the proxy itself would revalidate it.
-pub fn downstream_cache_control(base: &str, d: &Directives, lifetime: Duration) -> String {
+pub(crate) fn downstream_cache_control(base: &str, d: &Directives, lifetime: Duration) -> String {
     if d.no_store {
         return "no-store".into();
     }

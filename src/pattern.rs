@@ -216,7 +216,7 @@ impl fmt::Display for MediaRange {
 }
 
 /// Whether `content_type` falls in one of `allowed` (none allows a missing type).
-pub fn content_type_allowed(content_type: Option<&str>, allowed: &[MediaRange]) -> bool {
+pub(crate) fn content_type_allowed(content_type: Option<&str>, allowed: &[MediaRange]) -> bool {
     allowed.iter().any(|range| range.matches(content_type))
 }
 

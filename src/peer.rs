@@ -29,7 +29,7 @@ impl ClientKey {
 /// The rightmost `X-Forwarded-For` address not in `trusted`, walking back from `peer`:
 /// each trusted hop vouches only for the address it appended (RFC 7239 section 5.2
 /// reasoning), so anything a client wrote at the left is never believed.
-pub fn client_addr(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
+pub(crate) fn client_addr(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;

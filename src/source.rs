@@ -8,7 +8,7 @@ use crate::config::{Partition, ProviderKind};
 use crate::error::Error;
 
 /// Longest object key S3 and GCS accept, in bytes of UTF-8.
-pub const MAX_KEY_BYTES: usize = 1024;
+pub(crate) const MAX_KEY_BYTES: usize = 1024;
 
 /// One object in one bucket of one provider: the cache key and the origin's address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -36,7 +36,7 @@ impl ObjectRef {
 
 /// Percent-decodes once; `+` stays a literal plus. Malformed escapes and bytes that are
 /// not UTF-8 are refused rather than guessed at.
-pub fn decode_component(raw: &str) -> Result<String, Error> {
+pub(crate) fn decode_component(raw: &str) -> Result<String, Error> {
     let bytes = raw.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
@@ -236,7 +236,7 @@ fn looks_like_ipv4(s: &str) -> bool {
 }
 
 /// S3 bucket naming rules (and GCS's, which also allow `_` and longer dotted names).
-pub fn validate_bucket(name: &str, provider: ProviderKind) -> Result<(), Error> {
+pub(crate) fn validate_bucket(name: &str, provider: ProviderKind) -> Result<(), Error> {
     let bad = |why: &str| Err(Error::bad_request(format!("invalid bucket name: {why}")));
     if provider == ProviderKind::Azure {
         // Azure container names: 3-63 lowercase letters, digits and single hyphens.
@@ -280,7 +280,7 @@ pub fn validate_bucket(name: &str, provider: ProviderKind) -> Result<(), Error> 
     Ok(())
 }
 
-pub fn validate_key(key: &str) -> Result<(), Error> {
+pub(crate) fn validate_key(key: &str) -> Result<(), Error> {
     if key.is_empty() {
         return Err(Error::bad_request("the object key is empty"));
     }

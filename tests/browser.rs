@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use bucketfront::auth::Tenants;
-use bucketfront::body::ProxyBody;
+use bucketfront::Demo;
+use bucketfront::ProxyBody;
+use bucketfront::Tenants;
 use bucketfront::config::Config;
-use bucketfront::demo::Demo;
-use bucketfront::server::{Limits, Listener};
+use bucketfront::{Limits, Listener};
 use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
@@ -276,7 +276,7 @@ async fn a_browser_loads_images_through_the_proxy() {
             format!(
                 "{proxy_base}/{}/{}",
                 o.bucket,
-                bucketfront::source::encode_path(&o.key)
+                bucketfront::encode_path(&o.key)
             )
         })
         .collect();
@@ -383,7 +383,7 @@ async fn a_browser_loads_images_through_the_proxy() {
     let demo_origin = format!("http://{}", demo_listener.local_addr().unwrap());
     let demo_config = demo_config(&env.store.endpoint, &demo_origin);
     let proxy2 = Proxy::start(demo_config.clone(), Some(&env.store)).await;
-    let thumbnail = bucketfront::demo::thumbnail_query(&demo_config.variants.widths);
+    let thumbnail = bucketfront::thumbnail_query(&demo_config.variants.widths);
     let demo = Arc::new(Demo {
         proxy_base: format!("http://{}", proxy2.addr),
         objects: objects.clone(),
@@ -425,7 +425,7 @@ async fn a_browser_loads_images_through_the_proxy() {
         "http://{}/{}/{}?w=128&fmt=auto",
         proxy2.addr,
         photo.bucket,
-        bucketfront::source::encode_path(&photo.key),
+        bucketfront::encode_path(&photo.key),
     );
     let results = browser.run(CANVAS, json!([auto])).await;
     assert_eq!(results[0]["ok"], true, "{results}");
@@ -486,7 +486,7 @@ async fn a_browser_loads_azure_blobs_through_the_proxy() {
         .map(|name| {
             proxy.url(&format!(
                 "/images/{}",
-                bucketfront::source::encode_path(&format!("demo/{name}"))
+                bucketfront::encode_path(&format!("demo/{name}"))
             ))
         })
         .collect();

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use bucketfront::cache::disk::BLOCK;
+use bucketfront::DISK_BLOCK as BLOCK;
 use bucketfront::config::Dur;
 use bytes::Bytes;
 use common::*;

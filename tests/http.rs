@@ -5,8 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use bucketfront::MediaRange;
 use bucketfront::config::{Dur, Size};
-use bucketfront::pattern::MediaRange;
 use common::*;
 use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,7 +35,7 @@ async fn seed_samples(env: &Env) -> Vec<(String, Vec<u8>)> {
                 "test-images",
                 &key,
                 bytes.clone(),
-                bucketfront::store::content_type_for(&key),
+                bucketfront::content_type_for(&key),
             )
             .await;
             out.push((key, bytes));
@@ -49,7 +49,7 @@ async fn seed_samples(env: &Env) -> Vec<(String, Vec<u8>)> {
 }
 
 fn enc(key: &str) -> String {
-    bucketfront::source::encode_path(key)
+    bucketfront::encode_path(key)
 }
 
 #[tokio::test]
@@ -549,7 +549,7 @@ async fn a_reload_applies_to_the_next_request_and_keeps_the_cache() {
     new.cache.ttl = Dur::secs(300);
     let err = env.proxy.app.reload(new).await.unwrap_err();
     assert!(
-        matches!(&err, bucketfront::app::WiringError::NeedsRestart(names) if names == &["cache"]),
+        matches!(&err, bucketfront::WiringError::NeedsRestart(names) if names == &["cache"]),
         "{err}"
     );
     env.stop().await;
@@ -660,7 +660,7 @@ async fn the_request_future_stays_small() {
         .body(())
         .unwrap()
         .into_parts();
-    let request = bucketfront::proxy::handle(env.proxy.app.state(), parts);
+    let request = bucketfront::handle(env.proxy.app.state(), parts);
     let size = std::mem::size_of_val(&request);
     assert!(size <= 4096, "proxy::handle's future is {size} bytes");
 }

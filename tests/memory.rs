@@ -17,7 +17,7 @@ use http_body_util::BodyExt;
 
 #[tokio::test]
 async fn memory_stays_bounded() {
-    bucketfront::allocator::return_freed_pages_at_once();
+    bucketfront::return_freed_pages_at_once();
     hostile_readers_stay_within_the_documented_bound().await;
     cached_bytes_never_exceed_max_memory().await;
     a_300_mib_object_streams_in_bounded_memory().await;
@@ -191,7 +191,7 @@ async fn a_300_mib_object_streams_in_bounded_memory() {
 /// sources fetched at once, so some renders fetch their source outside the cache (and
 /// still answer 200).
 async fn renders_stay_within_the_documented_bound() {
-    use bucketfront::variant::samples;
+    use bucketfront::samples;
     const SOURCES: usize = 16;
     let env = Env::with(|c, _| {
         c.cache.max_memory = Size(32 << 20);

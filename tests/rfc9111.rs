@@ -228,8 +228,7 @@ async fn an_unsized_body_is_kept_on_disk_too() {
 /// A variant's source that arrives without a length is rendered like any other.
 #[tokio::test]
 async fn a_variant_of_an_unsized_source() {
-    let png =
-        bucketfront::variant::samples::png(&bucketfront::variant::samples::picture(300, 200), None);
+    let png = bucketfront::samples::png(&bucketfront::samples::picture(300, 200), None);
     let (origin, proxy) = start(vec![Behaviour::Raw {
         head: CHUNKED_HEAD.into(),
         body: chunked(&png, 5_000),

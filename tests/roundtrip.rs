@@ -1,9 +1,9 @@
 //! Properties over generated inputs: a URL signed for (bucket, key, exp) verifies, and
 //! only for that triple; a key written into a proxy path comes back as the same key.
 
-use bucketfront::auth::{self, SignatureParams, Tenants};
+use bucketfront::BucketPattern;
 use bucketfront::config::{Config, Secret, SigningKey, TenantConfig};
-use bucketfront::pattern::BucketPattern;
+use bucketfront::{self as auth, SignatureParams, Tenants};
 use proptest::prelude::*;
 
 const SECRET: &str = "roundtrip-signing-secret";
@@ -52,8 +52,8 @@ proptest! {
 
     #[test]
     fn key_to_path_to_key(key in "[^\u{0}]{1,100}") {
-        let path = format!("/b-1/{}", bucketfront::source::encode_path(&key));
-        let parsed = bucketfront::source::parse_path(&path);
+        let path = format!("/b-1/{}", bucketfront::encode_path(&key));
+        let parsed = bucketfront::parse_path(&path);
         // Keys with '.'/'..' segments or empty segments may be refused, never changed.
         if let Ok((bucket, back)) = parsed {
             prop_assert_eq!(bucket, "b-1");

@@ -167,7 +167,7 @@ async fn notify_reload_logs_and_stop() {
 
     // A signed request, to look for secrets in the log afterwards.
     let exp = in_an_hour();
-    let sig = bucketfront::auth::sign(SECRET.as_bytes(), "svc-images", "a.png", exp);
+    let sig = bucketfront::sign(SECRET.as_bytes(), "svc-images", "a.png", exp);
     let signed = get(&format!("{base}/svc-images/a.png?exp={exp}&sig={sig}")).await;
     let request_id = signed.header("x-request-id").unwrap().to_string();
     let metrics = get(&format!("http://127.0.0.1:{admin}/metrics")).await;
@@ -308,9 +308,8 @@ async fn the_standard_aws_environment_reaches_an_s3_compatible_store() {
     // an operator pointing the proxy at MinIO or another S3-compatible store would do.
     let stop = tokio_util::sync::CancellationToken::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let store =
-        bucketfront::store::Store::start(listener, "ENVACCESSKEY", "env-secret-key", stop.clone())
-            .unwrap();
+    let store = bucketfront::Store::start(listener, "ENVACCESSKEY", "env-secret-key", stop.clone())
+        .unwrap();
     store
         .client()
         .create_bucket()
@@ -478,8 +477,8 @@ async fn the_shipped_config_serves_the_demo_page_under_silent_sockets() {
 async fn access_log_lines_say_how_each_response_ended() {
     let stop = tokio_util::sync::CancellationToken::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let store = bucketfront::store::Store::start(listener, "LOGACCESS", "log-secret", stop.clone())
-        .unwrap();
+    let store =
+        bucketfront::Store::start(listener, "LOGACCESS", "log-secret", stop.clone()).unwrap();
     store
         .client()
         .create_bucket()

@@ -37,8 +37,7 @@ async fn refusals_are_403_json_and_never_reach_the_origin() {
     let past = 1_000_000;
     let expired = signed_query("sig-images", "cat.png", past);
     let other_tenant = {
-        let sig =
-            bucketfront::auth::sign(b"some-other-tenants-secret", "sig-images", "cat.png", exp);
+        let sig = bucketfront::sign(b"some-other-tenants-secret", "sig-images", "cat.png", exp);
         format!("exp={exp}&sig={sig}")
     };
     let for_dog = signed_query("sig-images", "dog.png", exp);
@@ -120,7 +119,7 @@ async fn refusals_are_403_json_and_never_reach_the_origin() {
     }
     // Re-signed URLs (a new exp, the second key) hit the same cache entry.
     let resigned = {
-        let sig = bucketfront::auth::sign(
+        let sig = bucketfront::sign(
             b"second-signing-secret-xyz",
             "sig-images",
             "cat.png",
@@ -147,7 +146,7 @@ async fn a_removed_key_stops_working() {
     let env = Env::start().await;
     env.put("sig-images", "k.png", "data", "image/png").await;
     let exp = in_an_hour();
-    let sig = bucketfront::auth::sign(b"second-signing-secret-xyz", "sig-images", "k.png", exp);
+    let sig = bucketfront::sign(b"second-signing-secret-xyz", "sig-images", "k.png", exp);
     let path = format!("/sig-images/k.png?exp={exp}&sig={sig}");
     assert_eq!(get(&env.proxy.url(&path)).await.status, 200);
     // The same store, a config where tenant `signed` kept only k1.
@@ -316,19 +315,16 @@ async fn presigned_urls_are_reused_until_refresh_before_with_a_controlled_clock(
     .await;
     let state = env.proxy.state.clone();
     let tenant = state.tenants.for_bucket("sig-images").unwrap().clone();
-    let obj =
-        bucketfront::source::ObjectRef::new(Default::default(), "sig-images", "clock.png").unwrap();
+    let obj = bucketfront::ObjectRef::new(Default::default(), "sig-images", "clock.png").unwrap();
     env.put("sig-images", "clock.png", "png", "image/png").await;
     env.put("test-images", "clock.png", "png", "image/png")
         .await;
-    let images: std::sync::Arc<[_]> =
-        [bucketfront::pattern::MediaRange::parse("image/*").unwrap()].into();
-    let request = |tenant: &std::sync::Arc<bucketfront::auth::Tenant>,
-                   obj: &bucketfront::source::ObjectRef| {
-        bucketfront::request::ObjectRequest {
+    let images: std::sync::Arc<[_]> = [bucketfront::MediaRange::parse("image/*").unwrap()].into();
+    let request = |tenant: &std::sync::Arc<bucketfront::Tenant>, obj: &bucketfront::ObjectRef| {
+        bucketfront::ObjectRequest {
             origins: state.origins.clone(),
             tenant: tenant.clone(),
-            client: bucketfront::peer::ClientKey::of(std::net::Ipv4Addr::LOCALHOST.into()),
+            client: bucketfront::ClientKey::of(std::net::Ipv4Addr::LOCALHOST.into()),
             obj: obj.clone(),
             allowed: images.clone(),
             head: false,
@@ -377,8 +373,7 @@ async fn presigned_urls_are_reused_until_refresh_before_with_a_controlled_clock(
     assert_eq!(capped.expires_at, at(6003));
     // An object the proxy would answer 415 for gets no presigned URL either.
     env.put("sig-images", "page.html", "<p>", "text/html").await;
-    let html =
-        bucketfront::source::ObjectRef::new(Default::default(), "sig-images", "page.html").unwrap();
+    let html = bucketfront::ObjectRef::new(Default::default(), "sig-images", "page.html").unwrap();
     let refused = state
         .presigner
         .get(&request(&tenant, &html), at(5404), None)

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bucketfront::variant::samples;
+use bucketfront::samples;
 use common::*;
 
 fn photo() -> Vec<u8> {
@@ -122,7 +122,7 @@ async fn the_signature_covers_the_variant() {
     env.put("sig-images", "s.jpg", photo(), "image/jpeg").await;
     let exp = in_an_hour();
     let signed = |variant: Option<&str>| {
-        bucketfront::auth::signed_variant_query(
+        bucketfront::signed_variant_query(
             SIGNING_SECRET.as_bytes(),
             "sig-images",
             "s.jpg",

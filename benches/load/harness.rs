@@ -1,7 +1,7 @@
 //! The load bench's harness: the processes it runs (bucketfront, nginx, Varnish), the
 //! drivers (`wrk`, `h2load`), what it reads from them, and the store they share.
 
-use bucketfront::store::Store;
+use bucketfront::Store;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -46,11 +46,11 @@ impl Drop for Proc {
 
 /// Six days ahead: within the default `max_signature_ttl` (7 days), which refuses later.
 pub(crate) fn exp_far() -> u64 {
-    bucketfront::auth::unix_secs(std::time::SystemTime::now()) + 6 * 24 * 3600
+    bucketfront::unix_secs(std::time::SystemTime::now()) + 6 * 24 * 3600
 }
 
 pub(crate) fn signed_path(key: &str) -> String {
-    let sig = bucketfront::auth::sign(SECRET.as_bytes(), BUCKET, key, exp_far());
+    let sig = bucketfront::sign(SECRET.as_bytes(), BUCKET, key, exp_far());
     format!("/{BUCKET}/{key}?exp={}&sig={sig}", exp_far())
 }
 

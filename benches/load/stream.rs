@@ -1,6 +1,6 @@
 //! The 1 GiB stream against a direct GET, with peak RSS (`-- stream`).
 
-use bucketfront::store::Store;
+use bucketfront::Store;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;

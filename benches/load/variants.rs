@@ -12,7 +12,7 @@ use crate::support::{BUCKET, SECRET, accepting};
 /// alternating), and cold renders per second on this machine, from sources already in the
 /// cache and from sources fetched for the render.
 pub(crate) async fn variants(seconds: u64, rounds: usize) -> String {
-    use bucketfront::variant::samples;
+    use bucketfront::samples;
     const SOURCES: usize = 64;
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
@@ -32,7 +32,7 @@ pub(crate) async fn variants(seconds: u64, rounds: usize) -> String {
     let original = |i: usize| signed_path(&format!("photos/{i}.jpg"));
     let variant = |i: usize, q: &str| {
         let key = format!("photos/{i}.jpg");
-        let query = bucketfront::auth::signed_variant_query(
+        let query = bucketfront::signed_variant_query(
             SECRET.as_bytes(),
             BUCKET,
             &key,

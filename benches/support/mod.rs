@@ -4,7 +4,7 @@
 
 #![allow(dead_code, unreachable_pub)] // a bench crate has no public surface
 
-use bucketfront::store::Store;
+use bucketfront::Store;
 use bytes::Bytes;
 
 pub const BUCKET: &str = "bench-images";

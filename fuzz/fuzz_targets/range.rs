@@ -1,7 +1,7 @@
 //! `Range` headers: any value against any size gives a range inside the object, the whole
 //! object, or unsatisfiable; never a panic or an out-of-bounds part.
 #![no_main]
-use bucketfront::proxy::conditional::{RangeAsk, parse_range};
+use bucketfront::{RangeAsk, parse_range};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

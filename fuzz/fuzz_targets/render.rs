@@ -1,8 +1,8 @@
 //! The variant decode path: any bytes, rendered to a small thumbnail, either render or
 //! answer an error (422), never panic; a render's output is an image of at most the box.
 #![no_main]
-use bucketfront::variant::render::{Spec, render};
-use bucketfront::variant::{Fit, Format, Output};
+use bucketfront::{Spec, render};
+use bucketfront::{Fit, Format, Output};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -10,6 +10,6 @@ fuzz_target!(|data: &[u8]| {
         None => (text.to_string(), None),
     };
     for method in [http::Method::GET, http::Method::HEAD, http::Method::OPTIONS] {
-        let _ = bucketfront::proxy::route::route(&method, &path, query.as_deref());
+        let _ = bucketfront::route(&method, &path, query.as_deref());
     }
 });

@@ -5,9 +5,9 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    if let Ok(obj) = bucketfront::source::parse_source_url(&text) {
+    if let Ok(obj) = bucketfront::parse_source_url(&text) {
         assert!(!obj.key.is_empty());
-        assert!(bucketfront::source::ObjectRef::new(obj.provider, &obj.bucket, &obj.key).is_ok());
+        assert!(bucketfront::ObjectRef::new(obj.provider, &obj.bucket, &obj.key).is_ok());
     }
-    let _ = bucketfront::source::parse_path(&text);
+    let _ = bucketfront::parse_path(&text);
 });

@@ -15,12 +15,12 @@
 //! No room uses one above it (`src/layering.rs` checks it).
 
 pub(crate) mod budget;
-pub mod disk;
-pub mod entry;
+pub(crate) mod disk;
+pub(crate) mod entry;
 pub(crate) mod fill;
 pub(crate) mod freshness;
-mod lookup;
-pub mod pieces;
+pub(crate) mod lookup;
+pub(crate) mod pieces;
 pub(crate) mod tiers;
 mod variants;
 
@@ -34,11 +34,11 @@ use crate::request::ObjectRequest;
 use lookup::Lookup;
 use tiers::Tiers;
 
-pub use crate::cache_status::CacheStatus;
-pub use entry::{CacheKey, Cached, Freshness};
-pub use fill::shared::{Place, Streamed};
-pub use lookup::Served;
-pub use variants::VariantQuery;
+pub(crate) use crate::cache_status::CacheStatus;
+pub(crate) use entry::{CacheKey, Cached, Freshness};
+pub(crate) use fill::shared::{Place, Streamed};
+pub(crate) use lookup::Served;
+pub(crate) use variants::VariantQuery;
 
 pub struct Cache {
     lookup: Lookup,

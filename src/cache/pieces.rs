@@ -71,7 +71,7 @@ impl Pieces {
 
 /// Copies an origin body, as it arrives, into blocks that double from [`FRAME`] to
 /// [`MAX_BLOCK`] (never beyond the announced length) and cuts them into pieces.
-pub struct PieceWriter {
+pub(crate) struct PieceWriter {
     block: BytesMut,
     remaining: u64,
     next_block: usize,
@@ -80,7 +80,7 @@ pub struct PieceWriter {
 
 impl PieceWriter {
     /// For a body of exactly `len` bytes.
-    pub fn new(len: u64) -> PieceWriter {
+    pub(crate) fn new(len: u64) -> PieceWriter {
         PieceWriter {
             block: BytesMut::new(),
             remaining: len,
@@ -90,7 +90,7 @@ impl PieceWriter {
     }
 
     /// For a body of unknown length, whose last piece [`PieceWriter::finish`] returns.
-    pub fn open_ended() -> PieceWriter {
+    pub(crate) fn open_ended() -> PieceWriter {
         PieceWriter {
             max_block: OPEN_BLOCK,
             ..PieceWriter::new(u64::MAX)
@@ -98,13 +98,13 @@ impl PieceWriter {
     }
 
     /// What was written since the last piece (a body of unknown length has ended).
-    pub fn finish(mut self) -> Option<Bytes> {
+    pub(crate) fn finish(mut self) -> Option<Bytes> {
         (!self.block.is_empty()).then(|| self.block.split().freeze())
     }
 
     /// Appends `chunk` and returns the pieces it completed. The last piece is returned
     /// when the announced length is reached.
-    pub fn write(&mut self, mut chunk: &[u8]) -> Vec<Bytes> {
+    pub(crate) fn write(&mut self, mut chunk: &[u8]) -> Vec<Bytes> {
         let mut done = Vec::new();
         while !chunk.is_empty() {
             if self.block.capacity() == self.block.len() {

@@ -69,7 +69,7 @@ pub fn parse_range(value: &str, size: u64) -> RangeAsk {
 }
 
 /// Whether a GET/HEAD should be answered `304 Not Modified`.
-pub fn not_modified(request: &HeaderMap, meta: &ObjectMeta) -> bool {
+pub(crate) fn not_modified(request: &HeaderMap, meta: &ObjectMeta) -> bool {
     if let Some(inm) = request
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -93,7 +93,7 @@ pub fn not_modified(request: &HeaderMap, meta: &ObjectMeta) -> bool {
 }
 
 /// Whether `If-Range` (if any) lets a `Range` apply; otherwise the whole object is sent.
-pub fn range_applies(request: &HeaderMap, meta: &ObjectMeta) -> bool {
+pub(crate) fn range_applies(request: &HeaderMap, meta: &ObjectMeta) -> bool {
     let Some(v) = request.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) else {
         return true;
     };

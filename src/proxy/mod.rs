@@ -8,9 +8,9 @@
 //! 7. log: one line and the metrics, for every request, errors included
 
 mod access;
-pub mod conditional;
-pub mod respond;
-pub mod route;
+pub(crate) mod conditional;
+pub(crate) mod respond;
+pub(crate) mod route;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -10,7 +10,6 @@ use http::{Response, StatusCode};
 use super::conditional::{RangeAsk, not_modified, parse_range, range_applies};
 use crate::body::ProxyBody;
 use crate::cache::Cached;
-use crate::cache::pieces::Pieces;
 use crate::cache::{Place, Streamed};
 use crate::error::{Error, Kind, Side};
 use crate::object::{EncodedHeaders, ObjectMeta, in_not_modified, response_headers};
@@ -56,7 +55,7 @@ fn plan(request: &HeaderMap, meta: &ObjectMeta) -> Plan {
 }
 
 /// An object held whole in memory (its headers encoded when it was stored).
-pub fn from_memory(request: &HeaderMap, head: bool, cached: &Cached) -> Response<ProxyBody> {
+pub(crate) fn from_memory(request: &HeaderMap, head: bool, cached: &Cached) -> Response<ProxyBody> {
     let body = &cached.body;
     build(
         request,
@@ -67,26 +66,10 @@ pub fn from_memory(request: &HeaderMap, head: bool, cached: &Cached) -> Response
     )
 }
 
-/// A whole object's bytes that are not (or not yet) a cache entry.
-pub fn from_pieces(
-    request: &HeaderMap,
-    head: bool,
-    meta: &ObjectMeta,
-    body: &Pieces,
-) -> Response<ProxyBody> {
-    build(
-        request,
-        head,
-        meta,
-        &response_headers(meta),
-        |start, len| ProxyBody::pieces(body.range(start, len)),
-    )
-}
-
 /// An object whose body is still arriving through a fill, read from this request's
 /// `place` in it. A body of unknown length is sent whole (chunked), `Range` ignored (RFC
 /// 9110 §14.2 allows it; the proxy waits for the whole body instead where it can).
-pub fn from_fill(
+pub(crate) fn from_fill(
     request: &HeaderMap,
     head: bool,
     streamed: &Streamed,
@@ -177,7 +160,7 @@ fn build(
 /// An origin response passed through (objects too large to cache). Range and
 /// conditionals were forwarded upstream, so its status is the origin's. A body of
 /// unknown length is sent chunked, and cut (never ended cleanly) if the origin's breaks.
-pub fn from_origin(head: bool, object: OriginObject, idle: Duration) -> Response<ProxyBody> {
+pub(crate) fn from_origin(head: bool, object: OriginObject, idle: Duration) -> Response<ProxyBody> {
     let len = object.content_length;
     let body = if head || len == Some(0) {
         ProxyBody::empty()
@@ -259,7 +242,7 @@ fn coalesce(
 const COALESCE: usize = 256 << 10;
 
 /// The origin's `304` for a passed-through conditional request.
-pub fn not_modified_passthrough() -> Response<ProxyBody> {
+pub(crate) fn not_modified_passthrough() -> Response<ProxyBody> {
     let mut r = Response::new(ProxyBody::empty());
     *r.status_mut() = StatusCode::NOT_MODIFIED;
     r
@@ -273,7 +256,7 @@ fn insert(h: &mut HeaderMap, name: header::HeaderName, value: String) {
 
 /// The JSON error response of docs/http.md, "Answers"; headers common to every response
 /// are added by the caller.
-pub fn error_response(e: &Error) -> Response<ProxyBody> {
+pub(crate) fn error_response(e: &Error) -> Response<ProxyBody> {
     let body = Bytes::from(e.body());
     let mut r = Response::new(ProxyBody::full(body.clone()));
     *r.status_mut() = e.status();

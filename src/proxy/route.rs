@@ -148,7 +148,7 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Action,
     })
 }
 
-pub fn not_found() -> Error {
+pub(crate) fn not_found() -> Error {
     Error::new(Kind::NotFound, Side::Client, "no such route").with_detail("unknown route")
 }
 
@@ -157,7 +157,7 @@ fn is_true(v: Option<String>) -> bool {
 }
 
 /// `a=1&b=2` → pairs, values percent-decoded once (`+` literal, as in paths).
-pub fn parse_query(query: &str) -> Result<Vec<(String, String)>, Error> {
+pub(crate) fn parse_query(query: &str) -> Result<Vec<(String, String)>, Error> {
     query
         .split('&')
         .filter(|p| !p.is_empty())

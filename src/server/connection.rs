@@ -30,7 +30,7 @@ use crate::body::FRAME;
 use crate::metrics::ConnMetrics;
 
 /// hyper's HTTP/1 read buffer, and so the largest request head (a larger one gets 431).
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Streams one h2 connection may have open at once.
 const H2_MAX_STREAMS: u32 = 64;
 /// Header block an h2 client may send for one request.

@@ -27,8 +27,7 @@ use tokio_util::task::TaskTracker;
 use crate::activity::{Activity, Deadlines, EndReason};
 use crate::metrics::ConnMetrics;
 use admission::{Admission, Open, Room};
-pub use connection::MAX_HEAD_BYTES;
-pub use workers::Workers;
+pub(crate) use workers::Workers;
 
 /// The bounds of one listener.
 #[derive(Debug, Clone, PartialEq, Eq)]

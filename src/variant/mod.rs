@@ -3,10 +3,10 @@
 //! and the bounded pool renders run on ([`pool`]). The cache stores and coalesces
 //! variants like originals (`cache::variants`).
 
-pub mod params;
-pub mod pool;
-pub mod render;
+pub(crate) mod params;
+pub(crate) mod pool;
+pub(crate) mod render;
 #[cfg(any(test, feature = "test-support"))]
 pub mod samples;
 
-pub use params::{Fit, Format, FormatChoice, Output, Variant};
+pub(crate) use params::{Output, Variant};

@@ -5,7 +5,7 @@
 use crate::error::Error;
 
 /// The variant parameter names, sorted (the order of the signed line).
-pub const NAMES: [&str; 5] = ["fit", "fmt", "h", "q", "w"];
+pub(crate) const NAMES: [&str; 5] = ["fit", "fmt", "h", "q", "w"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Fit {
@@ -214,7 +214,7 @@ fn number(name: &str, value: &str, min: u32, max: u32) -> Result<u32, Error> {
 /// costs several times the CPU of a WebP one on the render pool (BENCHMARKS.md,
 /// "Variants"), and every browser that takes AVIF takes WebP. `image/*` and `*/*` do not
 /// count: browsers send them for formats they cannot show.
-pub fn negotiate(accept: Option<&str>) -> Output {
+pub(crate) fn negotiate(accept: Option<&str>) -> Output {
     let takes = |wanted: &str| {
         accept.is_some_and(|a| {
             a.split(',').any(|item| {

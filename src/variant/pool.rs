@@ -16,7 +16,7 @@ use crate::config;
 use prometheus_client::metrics::gauge::Gauge;
 
 /// Requests that may wait for a ticket (each one a task and its request, nothing more).
-pub const MAX_WAITING: usize = 1024;
+pub(crate) const MAX_WAITING: usize = 1024;
 
 /// Sources held (being fetched, waiting for a slot, rendering) per render slot.
 const TICKETS_PER_SLOT: usize = 4;

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bucketfront::app::{App, Listeners};
+use bucketfront::State;
+use bucketfront::Store;
 use bucketfront::config::{self, Config, Dur, Secret, SigningKey};
-use bucketfront::pattern::{BucketPattern, OriginPattern};
-use bucketfront::proxy::State;
-use bucketfront::store::Store;
+use bucketfront::{App, Listeners};
+use bucketfront::{BucketPattern, OriginPattern};
 use bytes::Bytes;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -279,7 +279,7 @@ impl Env {
 
 /// A signed query string for `sig-*` buckets with the first test key.
 pub fn signed_query(bucket: &str, key: &str, exp: u64) -> String {
-    bucketfront::auth::signed_query(SIGNING_SECRET.as_bytes(), bucket, key, exp, None)
+    bucketfront::signed_query(SIGNING_SECRET.as_bytes(), bucket, key, exp, None)
 }
 
 /// `[cache.disk]` at `dir`, room for 1 GiB.

@@ -2,7 +2,7 @@
 
 /// Resident set size of this process.
 pub fn rss() -> u64 {
-    bucketfront::metrics::resident_bytes().unwrap_or(0)
+    bucketfront::resident_bytes().unwrap_or(0)
 }
 
 /// `bucketfront serve -c PATH`, without a notify socket or IMDS lookups and with its

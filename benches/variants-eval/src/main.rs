@@ -1,7 +1,7 @@
 //! Three variant pipelines on the same sources, sizes and formats (BENCHMARKS.md,
 //! "Variants: which pipeline"):
 //!
-//! - `ours`: `bucketfront::variant::render` (libjpeg-turbo scaled in the DCT, image's
+//! - `ours`: `bucketfront::render` (libjpeg-turbo scaled in the DCT, image's
 //!   PNG/WebP decoders, fast_image_resize Lanczos3, libwebp, rav1e);
 //! - `libvips`: libvips 8.14 through the `libvips` crate (`thumbnail_buffer`, which shrinks
 //!   JPEGs on load too), one thread (`concurrency_set(1)`), as one render slot would run it;
@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use bucketfront::variant::render::{self, Spec};
-use bucketfront::variant::{Fit, Format, Output, samples};
+use bucketfront::{self as render, Spec};
+use bucketfront::{Fit, Format, Output, samples};
 
 const FORMATS: [Format; 4] = [Format::Jpeg, Format::Png, Format::Webp, Format::Avif];
 const SIZES: [u32; 2] = [256, 1024];

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long a failing side of the disk is left alone before one attempt tries it again.
-pub const RETRY_AFTER: Duration = Duration::from_secs(10);
+pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 pub(super) struct Health {

@@ -46,13 +46,13 @@ use file::{Header, Opened, ReadError};
 use health::{Health, lock};
 
 pub use file::BLOCK;
-pub use health::RETRY_AFTER;
+pub(crate) use health::RETRY_AFTER;
 
 /// Bytes of objects queued for writing at once; past it, new objects are not written
 /// (counted in `bucketfront_disk_writes_skipped`).
 const WRITE_BUDGET: u64 = 64 << 20;
 /// A purge's selection of keys.
-pub type Pick = Arc<dyn Fn(&CacheKey) -> bool + Send + Sync>;
+pub(crate) type Pick = Arc<dyn Fn(&CacheKey) -> bool + Send + Sync>;
 
 /// How long a purge waits for its files to be removed before it answers (a hung disk
 /// must not hang the admin request; the keys are gone from the index already).
@@ -60,16 +60,16 @@ const PURGE_WAIT: Duration = Duration::from_secs(10);
 
 /// Disk reads in progress at once (each on a blocking thread); more wait, up to
 /// [`READ_DEADLINE`], then are misses. A hung disk holds at most this many threads.
-pub const READ_SLOTS: usize = 32;
+pub(crate) const READ_SLOTS: usize = 32;
 /// How long a read may take to open a file or to bring its next block (a busy disk
 /// takes milliseconds); past it the disk is taken to be hung.
-pub const READ_DEADLINE: Duration = Duration::from_secs(2);
+pub(crate) const READ_DEADLINE: Duration = Duration::from_secs(2);
 /// Disk writes in progress at once (each on a blocking thread); more wait, holding their
 /// share of the write budget. A hung disk holds at most this many threads with writes.
-pub const WRITE_SLOTS: usize = 4;
+pub(crate) const WRITE_SLOTS: usize = 4;
 /// How long a write of one file may take (objects are up to `max_object_size`, so this
 /// is more generous than [`READ_DEADLINE`]); past it the disk is taken to be hung.
-pub const WRITE_DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const WRITE_DEADLINE: Duration = Duration::from_secs(30);
 
 /// An object read back from disk whole.
 pub struct Loaded {
