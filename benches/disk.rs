@@ -8,10 +8,10 @@ use std::time::{Instant, SystemTime};
 
 use bucketfront::CacheKey;
 use bucketfront::DiskTier;
-use bucketfront::ObjectMeta;
 use bucketfront::Pieces;
 use bucketfront::TierMetrics;
 use bucketfront::config::{DiskConfig, ProviderKind, Size};
+use bucketfront::{ObjectMeta, StoredFields};
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
@@ -55,8 +55,11 @@ async fn main() {
         max_size: Size((n * size as u64 * 2).max(1 << 30)),
     };
     let meta = ObjectMeta {
-        content_type: Some("image/jpeg".into()),
-        etag: Some("\"0123456789abcdef\"".into()),
+        fields: StoredFields {
+            content_type: Some("image/jpeg".into()),
+            etag: Some("\"0123456789abcdef\"".into()),
+            ..StoredFields::default()
+        },
         ..ObjectMeta::default()
     };
     let budget = Arc::new(Semaphore::new(1 << 20));

@@ -68,7 +68,7 @@ pub use cache::lookup::Served;
 pub use cache::pieces::Pieces;
 pub use cache_status::CacheStatus;
 pub use metrics::{Metrics, TierMetrics, resident_bytes};
-pub use object::ObjectMeta;
+pub use object::{ObjectMeta, StoredFields};
 pub use peer::ClientKey;
 pub use proxy::conditional::{RangeAsk, parse_range};
 pub use proxy::route::route;

@@ -11,9 +11,16 @@ use crate::pattern::{MediaRange, content_type_allowed};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObjectMeta {
-    pub content_type: Option<String>,
     /// The whole object's size in bytes (not the size of one range of it).
     pub size: u64,
+    pub fields: StoredFields,
+}
+
+/// The header fields stored with an object and sent with every answer for it; a `304`
+/// carries the same set (those present replace the stored ones, RFC 9111 §4.3.4).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredFields {
+    pub content_type: Option<String>,
     pub etag: Option<String>,
     pub last_modified: Option<SystemTime>,
     /// Stored with the object and sent as they are: a `gzip` SVG is served encoded
@@ -31,71 +38,53 @@ pub struct ObjectMeta {
     pub date: Option<SystemTime>,
 }
 
+impl StoredFields {
+    /// Each field `new` has replaces the stored one; the others stay.
+    pub fn overlay(&mut self, new: StoredFields) {
+        fn keep<T>(slot: &mut Option<T>, new: Option<T>) {
+            if new.is_some() {
+                *slot = new;
+            }
+        }
+        keep(&mut self.content_type, new.content_type);
+        keep(&mut self.etag, new.etag);
+        keep(&mut self.last_modified, new.last_modified);
+        keep(&mut self.content_encoding, new.content_encoding);
+        keep(&mut self.content_disposition, new.content_disposition);
+        keep(&mut self.content_language, new.content_language);
+        keep(&mut self.cache_control, new.cache_control);
+        keep(&mut self.expires, new.expires);
+        keep(&mut self.date, new.date);
+    }
+}
+
 impl ObjectMeta {
     /// `Last-Modified` as an HTTP date.
     pub fn last_modified_http(&self) -> Option<String> {
-        self.last_modified.map(httpdate::fmt_http_date)
+        self.fields.last_modified.map(httpdate::fmt_http_date)
     }
 
     /// Whether the content type is one of the allowed ranges (`image/*`, `image/png`).
     /// An object without a content type is never allowed: browsers would sniff it.
     pub fn content_type_allowed(&self, allowed: &[MediaRange]) -> bool {
-        content_type_allowed(self.content_type.as_deref(), allowed)
+        content_type_allowed(self.fields.content_type.as_deref(), allowed)
     }
 
     /// The caching rules of the object's own metadata; `received` stands in for a
     /// missing `Date` (RFC 9111 §4.2.1).
     pub fn directives(&self, received: SystemTime) -> Directives {
         Directives::parse(
-            self.cache_control.as_deref(),
-            self.expires.as_deref(),
-            self.date.unwrap_or(received),
+            self.fields.cache_control.as_deref(),
+            self.fields.expires.as_deref(),
+            self.fields.date.unwrap_or(received),
         )
     }
 
     /// The header fields of a `304` replace the stored ones they name (RFC 9111 §4.3.4):
     /// a new lifetime, type or name applies at once.
-    pub fn update(&mut self, u: &HeaderUpdate) {
-        let HeaderUpdate {
-            content_type,
-            etag,
-            last_modified,
-            content_encoding,
-            content_disposition,
-            content_language,
-            cache_control,
-            expires,
-            date,
-        } = u.clone();
-        let replace = |slot: &mut Option<String>, new: Option<String>| {
-            if new.is_some() {
-                *slot = new;
-            }
-        };
-        replace(&mut self.content_type, content_type);
-        replace(&mut self.etag, etag);
-        replace(&mut self.content_encoding, content_encoding);
-        replace(&mut self.content_disposition, content_disposition);
-        replace(&mut self.content_language, content_language);
-        replace(&mut self.cache_control, cache_control);
-        replace(&mut self.expires, expires);
-        self.last_modified = last_modified.or(self.last_modified);
-        self.date = date.or(self.date);
+    pub fn update(&mut self, new: &StoredFields) {
+        self.fields.overlay(new.clone());
     }
-}
-
-/// The stored header fields a `304` carries (those present replace the stored ones).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HeaderUpdate {
-    pub content_type: Option<String>,
-    pub etag: Option<String>,
-    pub last_modified: Option<SystemTime>,
-    pub content_encoding: Option<String>,
-    pub content_disposition: Option<String>,
-    pub content_language: Option<String>,
-    pub cache_control: Option<String>,
-    pub expires: Option<String>,
-    pub date: Option<SystemTime>,
 }
 
 /// When one origin exchange happened, as the origin client measured it: what a
@@ -153,19 +142,25 @@ pub(crate) type EncodedHeaders = Vec<(HeaderName, HeaderValue)>;
 pub(crate) fn response_headers(meta: &ObjectMeta) -> EncodedHeaders {
     let mut out = Vec::with_capacity(9);
     let last_modified = meta.last_modified_http();
-    let date = meta.date.map(httpdate::fmt_http_date);
+    let date = meta.fields.date.map(httpdate::fmt_http_date);
     for (name, value) in [
-        (header::CONTENT_TYPE, meta.content_type.as_deref()),
-        (header::CONTENT_ENCODING, meta.content_encoding.as_deref()),
+        (header::CONTENT_TYPE, meta.fields.content_type.as_deref()),
+        (
+            header::CONTENT_ENCODING,
+            meta.fields.content_encoding.as_deref(),
+        ),
         (
             header::CONTENT_DISPOSITION,
-            meta.content_disposition.as_deref(),
+            meta.fields.content_disposition.as_deref(),
         ),
-        (header::CONTENT_LANGUAGE, meta.content_language.as_deref()),
-        (header::ETAG, meta.etag.as_deref()),
+        (
+            header::CONTENT_LANGUAGE,
+            meta.fields.content_language.as_deref(),
+        ),
+        (header::ETAG, meta.fields.etag.as_deref()),
         (header::LAST_MODIFIED, last_modified.as_deref()),
         (header::DATE, date.as_deref()),
-        (header::EXPIRES, meta.expires.as_deref()),
+        (header::EXPIRES, meta.fields.expires.as_deref()),
     ] {
         if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
             out.push((name, v));
@@ -491,28 +486,55 @@ mod tests {
     }
 
     #[test]
+    fn a_304_carrying_every_field_replaces_every_field() {
+        // Every field listed, so a field added to `StoredFields` fails to compile here
+        // until it is, and then fails this test until `overlay` copies it.
+        let new = StoredFields {
+            content_type: Some("image/webp".into()),
+            etag: Some("\"b\"".into()),
+            last_modified: Some(at(T0 + 1)),
+            content_encoding: Some("gzip".into()),
+            content_disposition: Some("inline".into()),
+            content_language: Some("de".into()),
+            cache_control: Some("max-age=9".into()),
+            expires: Some(httpdate::fmt_http_date(at(T0 + 9))),
+            date: Some(at(T0 + 2)),
+        };
+        let mut meta = ObjectMeta {
+            size: 7,
+            fields: StoredFields::default(),
+        };
+        meta.update(&new);
+        assert_eq!(meta.fields, new);
+        assert_eq!(meta.size, 7);
+    }
+
+    #[test]
     fn a_304_replaces_only_what_it_carries() {
         let mut meta = ObjectMeta {
-            content_type: Some("image/png".into()),
-            etag: Some("\"a\"".into()),
-            cache_control: Some("max-age=1".into()),
-            content_language: Some("en".into()),
-            date: Some(at(T0)),
+            fields: StoredFields {
+                content_type: Some("image/png".into()),
+                etag: Some("\"a\"".into()),
+                cache_control: Some("max-age=1".into()),
+                content_language: Some("en".into()),
+                date: Some(at(T0)),
+                ..StoredFields::default()
+            },
             ..ObjectMeta::default()
         };
-        meta.update(&HeaderUpdate {
+        meta.update(&StoredFields {
             content_type: Some("image/webp".into()),
             cache_control: Some("max-age=3600".into()),
             expires: Some("0".into()),
             date: Some(at(T0 + 5)),
-            ..HeaderUpdate::default()
+            ..StoredFields::default()
         });
-        assert_eq!(meta.content_type.as_deref(), Some("image/webp"));
-        assert_eq!(meta.cache_control.as_deref(), Some("max-age=3600"));
-        assert_eq!(meta.expires.as_deref(), Some("0"));
-        assert_eq!(meta.date, Some(at(T0 + 5)));
-        assert_eq!(meta.etag.as_deref(), Some("\"a\""));
-        assert_eq!(meta.content_language.as_deref(), Some("en"));
+        assert_eq!(meta.fields.content_type.as_deref(), Some("image/webp"));
+        assert_eq!(meta.fields.cache_control.as_deref(), Some("max-age=3600"));
+        assert_eq!(meta.fields.expires.as_deref(), Some("0"));
+        assert_eq!(meta.fields.date, Some(at(T0 + 5)));
+        assert_eq!(meta.fields.etag.as_deref(), Some("\"a\""));
+        assert_eq!(meta.fields.content_language.as_deref(), Some("en"));
     }
 
     /// RFC 9111 §4.2.3: the age a response arrives with.

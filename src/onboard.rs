@@ -328,7 +328,7 @@ pub async fn check(config: &Config, url: &str) -> Report {
             ),
         );
     }
-    let ct = o.meta.content_type.as_deref().unwrap_or("(none)");
+    let ct = o.meta.fields.content_type.as_deref().unwrap_or("(none)");
     if o.meta
         .content_type_allowed(&config.server.allowed_content_types)
     {

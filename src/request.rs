@@ -39,7 +39,9 @@ impl ObjectRequest {
         if meta.content_type_allowed(&self.allowed) {
             Ok(())
         } else {
-            Err(Error::unsupported_media_type(meta.content_type.as_deref()))
+            Err(Error::unsupported_media_type(
+                meta.fields.content_type.as_deref(),
+            ))
         }
     }
 

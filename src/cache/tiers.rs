@@ -127,7 +127,7 @@ impl Tiers {
         let directives = meta.directives(exchange.response_time);
         Stamp {
             received: self.clock.now(),
-            initial_age: exchange.initial_age(meta.date),
+            initial_age: exchange.initial_age(meta.fields.date),
             directives,
             policy: freshness::policy(&directives, &self.lifetimes()),
         }

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use crate::cache_status::CacheStatus;
 use crate::error::{Error, Kind, Side};
 use crate::metrics::RenderOutcome;
-use crate::object::ObjectMeta;
+use crate::object::{ObjectMeta, StoredFields};
 use crate::origin::OriginObject;
 use crate::origin::next_chunk;
 use crate::request::ObjectRequest;
@@ -161,11 +161,11 @@ impl RenderTask {
             Ok(source) => source,
             Err(e) => return self.stale_or(stale, e).await,
         };
-        let etag = variant_etag(source.meta.etag.as_deref(), &self.key);
+        let etag = variant_etag(source.meta.fields.etag.as_deref(), &self.key);
         // Made from the same source: the old variant is good again, without a render.
         if let Some(stale) = stale
-            && source.meta.etag.is_some()
-            && stale.meta.etag.as_deref() == Some(etag.as_str())
+            && source.meta.fields.etag.is_some()
+            && stale.meta.fields.etag.as_deref() == Some(etag.as_str())
         {
             let status = match source.status {
                 CacheStatus::Stale => CacheStatus::Stale,
@@ -196,18 +196,20 @@ impl RenderTask {
             }
         };
         let meta = ObjectMeta {
-            content_type: Some(rendered.format.content_type().to_string()),
             size: rendered.bytes.len() as u64,
-            etag: Some(etag),
-            last_modified: source.meta.last_modified,
-            // Not passed on: the bytes are no longer the object's (its encoding, its
-            // download name, its language need not hold for them).
-            content_encoding: None,
-            content_disposition: None,
-            content_language: None,
-            cache_control: source.meta.cache_control.clone(),
-            expires: source.meta.expires.clone(),
-            date: source.meta.date,
+            fields: StoredFields {
+                content_type: Some(rendered.format.content_type().to_string()),
+                etag: Some(etag),
+                last_modified: source.meta.fields.last_modified,
+                // Not passed on: the bytes are no longer the object's (its encoding, its
+                // download name, its language need not hold for them).
+                content_encoding: None,
+                content_disposition: None,
+                content_language: None,
+                cache_control: source.meta.fields.cache_control.clone(),
+                expires: source.meta.fields.expires.clone(),
+                date: source.meta.fields.date,
+            },
         };
         let c = Cached::new(
             Arc::new(meta),

@@ -22,7 +22,7 @@ use super::error::OriginError;
 use super::exchange::read_fields;
 use super::fetched::{Fetched, GetRequest, NotModified, OriginObject};
 use crate::config::{self, Config, ProviderKind, Secret};
-use crate::object::{Exchange, ObjectMeta};
+use crate::object::{Exchange, ObjectMeta, StoredFields};
 use crate::source::{ObjectRef, encode_path};
 
 /// The Blob service version every request names (user delegation SAS of the 2020-12-06
@@ -216,17 +216,19 @@ impl AzureOrigin {
             .or(content_length)
             .unwrap_or(0);
         let meta = ObjectMeta {
-            content_type: fields.content_type,
             size,
-            etag: fields.etag,
-            last_modified: fields.last_modified,
-            content_encoding: fields.content_encoding,
-            content_disposition: fields.content_disposition,
-            content_language: fields.content_language,
-            cache_control: fields.cache_control,
-            expires: fields.expires,
-            // RFC 9110 §6.6.1: an answer without a Date gets the time it arrived.
-            date: Some(fields.date.unwrap_or(response_time)),
+            fields: StoredFields {
+                content_type: fields.content_type,
+                etag: fields.etag,
+                last_modified: fields.last_modified,
+                content_encoding: fields.content_encoding,
+                content_disposition: fields.content_disposition,
+                content_language: fields.content_language,
+                cache_control: fields.cache_control,
+                expires: fields.expires,
+                // RFC 9110 §6.6.1: an answer without a Date gets the time it arrived.
+                date: Some(fields.date.unwrap_or(response_time)),
+            },
         };
         let body: http::Response<reqwest::Body> = resp.into();
         Ok(Fetched::Object(Box::new(OriginObject {

@@ -19,14 +19,14 @@ use aws_smithy_runtime_api::client::interceptors::context::{
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
-use crate::object::{Exchange, HeaderUpdate};
+use crate::object::{Exchange, StoredFields};
 
 /// What one answer said and when it came.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Seen {
     pub exchange: Option<Exchange>,
     /// The stored fields the answer carried (all of them, for a `200` or a `304`).
-    pub fields: HeaderUpdate,
+    pub fields: StoredFields,
 }
 
 #[derive(Debug, Default)]
@@ -104,7 +104,7 @@ impl Intercept for Recorder {
 /// `Expires` sent twice becomes two dates in one value, which is no date: stale (RFC
 /// 9111 §4.2.1 allows it). `Expires` is read before the SDK's own interceptor may have
 /// moved it to `ExpiresString`.
-pub(super) fn read_fields<'a>(get_all: impl Fn(&str) -> Vec<&'a str>) -> HeaderUpdate {
+pub(super) fn read_fields<'a>(get_all: impl Fn(&str) -> Vec<&'a str>) -> StoredFields {
     let joined = |name: &str| {
         let lines: Vec<&str> = get_all(name).into_iter().map(str::trim).collect();
         (!lines.is_empty()).then(|| lines.join(", "))
@@ -115,7 +115,7 @@ pub(super) fn read_fields<'a>(get_all: impl Fn(&str) -> Vec<&'a str>) -> HeaderU
             .first()
             .and_then(|v| httpdate::parse_http_date(v.trim()).ok())
     };
-    HeaderUpdate {
+    StoredFields {
         content_type: one("content-type"),
         etag: one("etag"),
         last_modified: date("last-modified"),

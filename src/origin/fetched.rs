@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use aws_sdk_s3::primitives::ByteStream;
 
 use super::slots::Slot;
-use crate::object::{Exchange, HeaderUpdate, ObjectMeta};
+use crate::object::{Exchange, ObjectMeta, StoredFields};
 use crate::peer::ClientKey;
 
 /// What to ask the origin for, beyond the object itself.
@@ -50,6 +50,6 @@ pub enum Fetched {
 /// 9111 §4.3.4) and when it came.
 #[derive(Debug, Clone)]
 pub struct NotModified {
-    pub fields: HeaderUpdate,
+    pub fields: StoredFields,
     pub exchange: Exchange,
 }

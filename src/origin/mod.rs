@@ -33,7 +33,7 @@ use bytes::Bytes;
 use crate::auth::Tenant;
 use crate::config::{self, Config, ProviderKind};
 use crate::metrics::{Metrics, UpstreamOutcome};
-use crate::object::{Exchange, ObjectMeta};
+use crate::object::{Exchange, ObjectMeta, StoredFields};
 use crate::source::ObjectRef;
 use credentials::{CachedCredentials, error_chain};
 use exchange::Recorder;
@@ -524,17 +524,19 @@ impl Origins {
         let seen = recorder.seen();
         let exchange = seen.exchange.unwrap_or_else(Exchange::now);
         let meta = ObjectMeta {
-            content_type: out.content_type,
             size,
-            etag: out.e_tag,
-            last_modified: out.last_modified.and_then(|d| SystemTime::try_from(d).ok()),
-            content_encoding: out.content_encoding,
-            content_disposition: out.content_disposition,
-            content_language: out.content_language,
-            cache_control: seen.fields.cache_control,
-            expires: seen.fields.expires,
-            // RFC 9110 §6.6.1: an answer without a Date gets the time it arrived.
-            date: Some(seen.fields.date.unwrap_or(exchange.response_time)),
+            fields: StoredFields {
+                content_type: out.content_type,
+                etag: out.e_tag,
+                last_modified: out.last_modified.and_then(|d| SystemTime::try_from(d).ok()),
+                content_encoding: out.content_encoding,
+                content_disposition: out.content_disposition,
+                content_language: out.content_language,
+                cache_control: seen.fields.cache_control,
+                expires: seen.fields.expires,
+                // RFC 9110 §6.6.1: an answer without a Date gets the time it arrived.
+                date: Some(seen.fields.date.unwrap_or(exchange.response_time)),
+            },
         };
         Ok(Fetched::Object(Box::new(OriginObject {
             meta,

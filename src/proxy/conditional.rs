@@ -74,7 +74,7 @@ pub(crate) fn not_modified(request: &HeaderMap, meta: &ObjectMeta) -> bool {
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
     {
-        let Some(etag) = &meta.etag else {
+        let Some(etag) = &meta.fields.etag else {
             return false;
         };
         return inm
@@ -86,7 +86,7 @@ pub(crate) fn not_modified(request: &HeaderMap, meta: &ObjectMeta) -> bool {
         .get(header::IF_MODIFIED_SINCE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v).ok());
-    match (ims, meta.last_modified) {
+    match (ims, meta.fields.last_modified) {
         (Some(since), Some(modified)) => truncate_to_secs(modified) <= since,
         _ => false,
     }
@@ -99,9 +99,9 @@ pub(crate) fn range_applies(request: &HeaderMap, meta: &ObjectMeta) -> bool {
     };
     if v.starts_with('"') {
         // A strong comparison: weak validators never match If-Range.
-        return meta.etag.as_deref() == Some(v.trim());
+        return meta.fields.etag.as_deref() == Some(v.trim());
     }
-    match (httpdate::parse_http_date(v), meta.last_modified) {
+    match (httpdate::parse_http_date(v), meta.fields.last_modified) {
         (Ok(date), Some(modified)) => truncate_to_secs(modified) == date,
         _ => false,
     }
@@ -117,6 +117,7 @@ fn truncate_to_secs(t: SystemTime) -> SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::object::StoredFields;
     use http::HeaderValue;
     use std::time::Duration;
 
@@ -148,11 +149,15 @@ mod tests {
 
     fn meta() -> ObjectMeta {
         ObjectMeta {
-            content_type: Some("image/png".into()),
             size: 10,
-            etag: Some("\"abc\"".into()),
-            last_modified: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_500)),
-            ..ObjectMeta::default()
+            fields: StoredFields {
+                content_type: Some("image/png".into()),
+                etag: Some("\"abc\"".into()),
+                last_modified: Some(
+                    SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_500),
+                ),
+                ..StoredFields::default()
+            },
         }
     }
 
@@ -184,8 +189,11 @@ mod tests {
         // Quotes on either side or neither (a store that sends bare ETags).
         assert!(not_modified(&headers(&[("if-none-match", "abc")]), &m));
         let bare = ObjectMeta {
-            etag: Some("abc".into()),
-            ..meta()
+            fields: StoredFields {
+                etag: Some("abc".into()),
+                ..meta().fields
+            },
+            ..ObjectMeta::default()
         };
         assert!(not_modified(
             &headers(&[("if-none-match", "\"abc\"")]),

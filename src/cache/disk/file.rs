@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::entry::CacheKey;
 use crate::cache::pieces::Pieces;
 use crate::config::{Partition, ProviderKind};
-use crate::object::ObjectMeta;
+use crate::object::{ObjectMeta, StoredFields};
 
 const MAGIC_V1: &[u8; 8] = b"BFDISK01";
 const MAGIC: &[u8; 8] = b"BFDISK02";
@@ -88,9 +88,8 @@ pub(super) struct Header {
 impl Header {
     pub(super) fn new(key: &CacheKey, meta: &ObjectMeta, stored: SystemTime) -> Header {
         // Exhaustive: a new metadata field does not compile until it is stored here.
-        let ObjectMeta {
+        let StoredFields {
             content_type,
-            size: _,
             etag,
             last_modified,
             content_encoding,
@@ -99,7 +98,7 @@ impl Header {
             cache_control,
             expires,
             date,
-        } = meta.clone();
+        } = meta.fields.clone();
         Header {
             provider: key.provider,
             partition: key.partition,
@@ -137,19 +136,21 @@ impl Header {
 
     pub(super) fn meta(&self, size: u64) -> ObjectMeta {
         ObjectMeta {
-            content_type: self.content_type.clone(),
             size,
-            etag: self.etag.clone(),
-            last_modified: self.last_modified_ms.map(from_unix_ms),
-            content_encoding: self.content_encoding.clone(),
-            content_disposition: self.content_disposition.clone(),
-            content_language: self.content_language.clone(),
-            cache_control: self.cache_control.clone(),
-            expires: self.expires.clone().or_else(|| {
-                self.expires_ms
-                    .map(|ms| httpdate::fmt_http_date(from_unix_ms(ms)))
-            }),
-            date: self.date_ms.map(from_unix_ms),
+            fields: StoredFields {
+                content_type: self.content_type.clone(),
+                etag: self.etag.clone(),
+                last_modified: self.last_modified_ms.map(from_unix_ms),
+                content_encoding: self.content_encoding.clone(),
+                content_disposition: self.content_disposition.clone(),
+                content_language: self.content_language.clone(),
+                cache_control: self.cache_control.clone(),
+                expires: self.expires.clone().or_else(|| {
+                    self.expires_ms
+                        .map(|ms| httpdate::fmt_http_date(from_unix_ms(ms)))
+                }),
+                date: self.date_ms.map(from_unix_ms),
+            },
         }
     }
 }
@@ -441,8 +442,11 @@ mod tests {
 
     fn header() -> Header {
         let meta = ObjectMeta {
-            content_type: Some("image/png".into()),
-            etag: Some("\"e\"".into()),
+            fields: StoredFields {
+                content_type: Some("image/png".into()),
+                etag: Some("\"e\"".into()),
+                ..StoredFields::default()
+            },
             ..ObjectMeta::default()
         };
         Header::new(&CacheKey::test("k"), &meta, SystemTime::UNIX_EPOCH)
@@ -538,18 +542,21 @@ mod tests {
         let header: Header = serde_json::from_str(old).unwrap();
         let meta = header.meta(10);
         assert_eq!(
-            meta.expires.as_deref(),
+            meta.fields.expires.as_deref(),
             Some("Tue, 14 Nov 2023 22:14:50 GMT")
         );
-        assert_eq!(meta.date, None);
-        assert_eq!(meta.cache_control.as_deref(), Some("max-age=60"));
+        assert_eq!(meta.fields.date, None);
+        assert_eq!(meta.fields.cache_control.as_deref(), Some("max-age=60"));
         let directives = meta.directives(header.stored());
         assert_eq!(directives.max_age, Some(Duration::from_secs(60)));
         // What this version writes reads back the same.
         let now = ObjectMeta {
-            expires: Some("0".into()),
-            date: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
-            ..meta
+            fields: StoredFields {
+                expires: Some("0".into()),
+                date: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+                ..meta.fields
+            },
+            ..ObjectMeta::default()
         };
         let written =
             serde_json::to_string(&Header::new(&CacheKey::test("k"), &now, header.stored()))

@@ -727,6 +727,7 @@ fn object_path(objects: &Path, key: &CacheKey) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::object::StoredFields;
 
     fn key(k: &str) -> CacheKey {
         CacheKey::test(k)
@@ -749,10 +750,13 @@ mod tests {
 
     fn meta() -> ObjectMeta {
         ObjectMeta {
-            content_type: Some("image/png".into()),
-            etag: Some("\"e\"".into()),
-            content_encoding: Some("gzip".into()),
-            cache_control: Some("max-age=60".into()),
+            fields: StoredFields {
+                content_type: Some("image/png".into()),
+                etag: Some("\"e\"".into()),
+                content_encoding: Some("gzip".into()),
+                cache_control: Some("max-age=60".into()),
+                ..StoredFields::default()
+            },
             ..ObjectMeta::default()
         }
     }
@@ -803,7 +807,7 @@ mod tests {
         let got = load(&t, "a").await.expect("found after reopen");
         let bytes: Vec<u8> = got.body.range(0, got.body.len()).concat();
         assert_eq!(bytes, body);
-        assert_eq!(got.meta.content_encoding.as_deref(), Some("gzip"));
+        assert_eq!(got.meta.fields.content_encoding.as_deref(), Some("gzip"));
         assert_eq!(got.meta.size, body.len() as u64);
         assert_eq!(got.stored, stored);
         assert!(load(&t, "b").await.is_none());

@@ -182,7 +182,7 @@ impl FillTask {
     /// there is a stale copy. A `304` that names another strong validator is not about
     /// that copy (RFC 9111 §4.3.4): the object is asked for again, whole.
     async fn ask(&self, stale: Option<&Cached>) -> Result<Fetched, OriginError> {
-        let etag = stale.and_then(|s| s.meta.etag.clone());
+        let etag = stale.and_then(|s| s.meta.fields.etag.clone());
         let req = GetRequest {
             if_none_match: etag.clone(),
             ..self.req.get()
@@ -270,7 +270,7 @@ impl FillTask {
     /// range, or the transfer breaks (never a byte of another version).
     async fn resume(&self, head: &Streamed, good: u64) {
         let meta = &head.meta;
-        let Some(etag) = meta.etag.clone() else {
+        let Some(etag) = meta.fields.etag.clone() else {
             return self.fill.finish(End::Broken);
         };
         let expected = meta.size.saturating_sub(good);
@@ -283,7 +283,7 @@ impl FillTask {
         let obj = &self.req.obj;
         match self.req.origins.get(&self.req.tenant, obj, &req).await {
             Ok(Fetched::Object(o))
-                if o.meta.etag.as_deref() == Some(etag.as_str())
+                if o.meta.fields.etag.as_deref() == Some(etag.as_str())
                     && o.content_length == Some(expected)
                     && o.content_range.as_deref() == Some(range.as_str()) =>
             {
@@ -474,6 +474,7 @@ mod tests {
     use crate::clock::Clock;
     use crate::config::{self, Config, Size};
     use crate::metrics::Metrics;
+    use crate::object::StoredFields;
     use crate::origin::Origins;
     use crate::pattern::{BucketPattern, MediaRange};
     use crate::source::ObjectRef;
@@ -704,7 +705,10 @@ mod tests {
             stale: None,
         };
         let meta = ObjectMeta {
-            content_type: Some("image/png".into()),
+            fields: StoredFields {
+                content_type: Some("image/png".into()),
+                ..StoredFields::default()
+            },
             ..ObjectMeta::default()
         };
         let head = Streamed {
