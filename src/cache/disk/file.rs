@@ -551,12 +551,12 @@ mod tests {
         assert_eq!(directives.max_age, Some(Duration::from_secs(60)));
         // What this version writes reads back the same.
         let now = ObjectMeta {
+            size: meta.size,
             fields: StoredFields {
                 expires: Some("0".into()),
                 date: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
                 ..meta.fields
             },
-            ..ObjectMeta::default()
         };
         let written =
             serde_json::to_string(&Header::new(&CacheKey::test("k"), &now, header.stored()))
