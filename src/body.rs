@@ -2,10 +2,13 @@
 //! stream (a fill in progress, or an origin body passed through). A stream that fails
 //! makes hyper abort the response, so a broken transfer never looks complete.
 //!
-//! A whole buffer is handed out in frames of at most [`FRAME`] bytes: hyper asks for the
-//! next frame only when the client has taken the previous one (h1 socket space, h2
-//! flow-control window), so a client that stops reading shows as a body that stops
-//! moving, which the listener cuts after `send_timeout`.
+//! A whole buffer is handed out in frames of at most [`WHOLE_FRAME`] bytes, views of
+//! memory the cache holds anyway: hyper's HTTP/1 connection writes what it has queued
+//! before it asks for the next frame, so a large frame is a large `writev` (and a
+//! 64 KiB one would be one `writev` per 64 KiB: hyper's queue is bounded by the same
+//! 64 KiB that bounds request heads). hyper asks for the next frame only when the
+//! client has taken the previous one (h1 socket space, h2 flow-control window); the
+//! listener's `send_timeout` counts the bytes the client takes, not frames.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -15,8 +18,12 @@ use futures_util::Stream;
 use http_body::{Frame, SizeHint};
 use prometheus_client::metrics::gauge::Gauge;
 
-/// The largest frame handed to hyper at once.
+/// The size of the pieces a fill publishes to its readers, and of h2's send buffer.
 pub(crate) const FRAME: usize = 64 * 1024;
+
+/// The largest frame handed to hyper at once from a whole buffer: the largest block the
+/// cache stores (`cache::pieces`).
+pub(crate) const WHOLE_FRAME: usize = 1 << 20;
 
 pub(crate) type BoxStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
 
@@ -159,10 +166,10 @@ impl Drop for ProxyBody {
     }
 }
 
-/// Takes at most [`FRAME`] bytes off the front of `b`; the rest stays in `b`.
+/// Takes at most [`WHOLE_FRAME`] bytes off the front of `b`; the rest stays in `b`.
 fn cut_frame(b: &mut Bytes) -> Bytes {
-    if b.len() > FRAME {
-        b.split_to(FRAME)
+    if b.len() > WHOLE_FRAME {
+        b.split_to(WHOLE_FRAME)
     } else {
         std::mem::take(b)
     }

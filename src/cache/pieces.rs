@@ -1,14 +1,18 @@
-//! An object's bytes held once: a list of pieces of about [`FRAME`] bytes that live in a
-//! few large allocations. A fill publishes each piece to its readers as soon as it is
-//! complete, and the cache entry is the same list, so an object being fetched and then
-//! cached is never held twice.
+//! An object's bytes held once, in a few large allocations. A fill publishes pieces of
+//! about [`FRAME`] bytes to its readers as soon as each is complete; the cache entry is
+//! views of the same allocations, a whole block each (up to [`MAX_BLOCK`]), so an object
+//! being fetched and then cached is never held twice, and a hit is written to its
+//! socket in large writes.
 
-use bytes::{Bytes, BytesMut};
+use std::ptr::NonNull;
+use std::sync::Arc;
 
-use crate::body::FRAME;
+use bytes::Bytes;
 
-/// The largest allocation a fill makes at once.
-const MAX_BLOCK: usize = 1 << 20;
+use crate::body::{FRAME, WHOLE_FRAME};
+
+/// The largest allocation a fill makes at once (and so the largest piece of an entry).
+const MAX_BLOCK: usize = WHOLE_FRAME;
 /// The largest allocation for a body of unknown length (its size is known only at its
 /// end, so what a block holds beyond the bytes received is not in any budget).
 const OPEN_BLOCK: usize = 4 * FRAME;
@@ -69,37 +73,66 @@ impl Pieces {
     }
 }
 
-/// Copies an origin body, as it arrives, into blocks that double from [`FRAME`] to
-/// [`MAX_BLOCK`] (never beyond the announced length) and cuts them into pieces.
+/// Copies an origin body, as it arrives, into blocks of [`MAX_BLOCK`] (never beyond the
+/// announced length, which the fill's budget counts already; blocks of a body of
+/// unknown length double from [`FRAME`] to [`OPEN_BLOCK`]), and hands out views of them, none
+/// a copy: pieces of about [`FRAME`] bytes as soon as they are complete (for the fill's
+/// readers, so that a miss streams), and, when asked to keep them, the whole blocks (for
+/// the cache entry, so that a hit goes to the socket in few large writes).
 pub(crate) struct PieceWriter {
-    block: BytesMut,
+    block: Option<BlockWriter>,
+    /// Where the next piece starts in `block`.
+    piece_start: usize,
     remaining: u64,
     next_block: usize,
     max_block: usize,
+    /// Views of the blocks filled before `block`; `None`: not kept.
+    blocks: Option<Vec<Bytes>>,
 }
 
 impl PieceWriter {
-    /// For a body of exactly `len` bytes.
-    pub(crate) fn new(len: u64) -> PieceWriter {
+    /// For a body of exactly `len` bytes; `keep`: its whole blocks are kept for
+    /// [`PieceWriter::whole`].
+    pub(crate) fn new(len: u64, keep: bool) -> PieceWriter {
         PieceWriter {
-            block: BytesMut::new(),
+            block: None,
+            piece_start: 0,
             remaining: len,
-            next_block: FRAME,
+            next_block: MAX_BLOCK,
             max_block: MAX_BLOCK,
+            blocks: keep.then(Vec::new),
         }
     }
 
     /// For a body of unknown length, whose last piece [`PieceWriter::finish`] returns.
-    pub(crate) fn open_ended() -> PieceWriter {
+    pub(crate) fn open_ended(keep: bool) -> PieceWriter {
         PieceWriter {
+            next_block: FRAME,
             max_block: OPEN_BLOCK,
-            ..PieceWriter::new(u64::MAX)
+            ..PieceWriter::new(u64::MAX, keep)
         }
     }
 
+    /// Whole blocks are no longer kept (the body will not be cached): the memory of the
+    /// blocks is then held only by the pieces the readers still hold.
+    pub(crate) fn stop_keeping(&mut self) {
+        self.blocks = None;
+    }
+
     /// What was written since the last piece (a body of unknown length has ended).
-    pub(crate) fn finish(mut self) -> Option<Bytes> {
-        (!self.block.is_empty()).then(|| self.block.split().freeze())
+    pub(crate) fn finish(&mut self) -> Option<Bytes> {
+        self.cut_piece()
+    }
+
+    /// Everything written, as views of whole blocks (empty when not kept).
+    pub(crate) fn whole(&self) -> Vec<Bytes> {
+        let Some(blocks) = &self.blocks else {
+            return Vec::new();
+        };
+        let mut all = blocks.clone();
+        all.extend(self.block.as_ref().map(|b| b.view(0, b.len())));
+        all.retain(|b| !b.is_empty());
+        all
     }
 
     /// Appends `chunk` and returns the pieces it completed. The last piece is returned
@@ -107,24 +140,30 @@ impl PieceWriter {
     pub(crate) fn write(&mut self, mut chunk: &[u8]) -> Vec<Bytes> {
         let mut done = Vec::new();
         while !chunk.is_empty() {
-            if self.block.capacity() == self.block.len() {
+            if self.block.as_ref().is_none_or(|b| b.room() == 0) {
                 // The block is full: what it holds is a (short) piece of its own.
-                if !self.block.is_empty() {
-                    done.push(self.block.split().freeze());
-                }
+                done.extend(self.cut_piece());
                 self.start_block();
             }
-            let room = self.block.capacity() - self.block.len();
-            let n = room.min(chunk.len());
-            self.block.extend_from_slice(&chunk[..n]);
+            let Some(block) = self.block.as_mut() else {
+                break;
+            };
+            let n = block.append(chunk);
             chunk = &chunk[n..];
             self.remaining = self.remaining.saturating_sub(n as u64);
-            if self.block.len() >= FRAME || self.remaining == 0 {
-                // `split` keeps the rest of the allocation for the next piece.
-                done.push(self.block.split().freeze());
+            if block.len() - self.piece_start >= FRAME || self.remaining == 0 {
+                done.extend(self.cut_piece());
             }
         }
         done
+    }
+
+    /// What the block holds beyond the last piece, as a piece.
+    fn cut_piece(&mut self) -> Option<Bytes> {
+        let block = self.block.as_ref()?;
+        let (start, end) = (self.piece_start, block.len());
+        self.piece_start = end;
+        (end > start).then(|| block.view(start, end))
     }
 
     fn start_block(&mut self) {
@@ -132,8 +171,105 @@ impl PieceWriter {
             .next_block
             .min(usize::try_from(self.remaining).unwrap_or(usize::MAX))
             .max(1);
-        self.block = BytesMut::with_capacity(size);
+        let full = self.block.replace(BlockWriter::new(size));
+        if let (Some(full), Some(blocks)) = (full, self.blocks.as_mut()) {
+            blocks.push(full.view(0, full.len()));
+        }
+        self.piece_start = 0;
         self.next_block = (self.next_block * 2).min(self.max_block);
+    }
+}
+
+/// One allocation that a single [`BlockWriter`] fills front to back while views of what
+/// it has written already are shared with other threads.
+struct Block {
+    ptr: NonNull<u8>,
+    cap: usize,
+}
+
+// SAFETY: the bytes are written only through the one `BlockWriter`, and only at offsets
+// no view covers yet (below); views only read. The memory is freed once, by the last
+// `Arc` holder.
+unsafe impl Send for Block {}
+// SAFETY: as above: shared references only read bytes that no one writes any more.
+unsafe impl Sync for Block {}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` and `cap` are those of the `Vec` made in `BlockWriter::new`,
+        // whose memory was not freed since; a length of 0 drops no elements (u8 needs
+        // none anyway).
+        drop(unsafe { Vec::from_raw_parts(self.ptr.as_ptr(), 0, self.cap) });
+    }
+}
+
+/// The one writer of a [`Block`]: it appends at `len` and hands out views of `[0, len)`.
+/// Everything below `len` is initialized and never written again; everything above it
+/// is seen by no view. That split is what makes the sharing sound.
+struct BlockWriter {
+    block: Arc<Block>,
+    len: usize,
+}
+
+impl BlockWriter {
+    fn new(cap: usize) -> BlockWriter {
+        let mut v = std::mem::ManuallyDrop::new(Vec::<u8>::with_capacity(cap));
+        let cap = v.capacity();
+        let ptr = NonNull::new(v.as_mut_ptr()).unwrap_or(NonNull::dangling());
+        BlockWriter {
+            block: Arc::new(Block { ptr, cap }),
+            len: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn room(&self) -> usize {
+        self.block.cap - self.len
+    }
+
+    /// Copies as much of `src` as fits; returns how much that was.
+    fn append(&mut self, src: &[u8]) -> usize {
+        let n = src.len().min(self.room());
+        // SAFETY: `[len, len + n)` lies inside the allocation (`n <= cap - len`), `src`
+        // is another allocation, and no view covers these bytes: views end at or below
+        // `len`, and only this writer (not `Clone`, one per block) writes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.block.ptr.as_ptr().add(self.len), n);
+        }
+        self.len += n;
+        n
+    }
+
+    /// The written bytes `[start, end)`, shared without a copy.
+    fn view(&self, start: usize, end: usize) -> Bytes {
+        assert!(
+            start <= end && end <= self.len,
+            "a view covers written bytes only"
+        );
+        Bytes::from_owner(View {
+            block: self.block.clone(),
+            start,
+            len: end - start,
+        })
+    }
+}
+
+/// Written bytes of a [`Block`], kept alive by the view.
+struct View {
+    block: Arc<Block>,
+    start: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for View {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `BlockWriter::view` made this view of bytes it had written (so they
+        // are initialized), inside the allocation, which the `Arc` keeps alive; they are
+        // never written again. An empty view of a zero-capacity block reads nothing.
+        unsafe { std::slice::from_raw_parts(self.block.ptr.as_ptr().add(self.start), self.len) }
     }
 }
 
@@ -144,7 +280,7 @@ mod tests {
     #[test]
     fn writer_cuts_frames_and_ranges_read_across_pieces() {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        let mut w = PieceWriter::new(data.len() as u64);
+        let mut w = PieceWriter::new(data.len() as u64, true);
         let mut pieces = Vec::new();
         for chunk in data.chunks(7_000) {
             pieces.extend(w.write(chunk));
@@ -169,11 +305,71 @@ mod tests {
             assert_eq!(got, data[start as usize..end], "{start}+{len}");
         }
         assert!(whole.range(300_000, 10).is_empty());
+        // The whole block: one, of the announced length, where its pieces are: no byte
+        // held twice.
+        let blocks = w.whole();
+        let sizes: Vec<usize> = blocks.iter().map(Bytes::len).collect();
+        assert_eq!(sizes, [300_000]);
+        assert_eq!(Pieces::new(blocks.clone()).to_vec(), data);
+        let piece_ptrs: Vec<*const u8> =
+            whole.range(0, 300_000).iter().map(|p| p.as_ptr()).collect();
+        for b in &blocks {
+            assert!(
+                piece_ptrs.contains(&b.as_ptr()),
+                "a block starts where a piece does"
+            );
+        }
+    }
+
+    #[test]
+    fn blocks_of_a_known_length_are_as_large_as_allowed() {
+        let len = 2 * MAX_BLOCK + 5;
+        let mut w = PieceWriter::new(len as u64, true);
+        let pieces: Vec<Bytes> = vec![3u8; len]
+            .chunks(50_000)
+            .flat_map(|c| w.write(c))
+            .collect();
+        assert!(pieces.iter().all(|p| p.len() <= FRAME + 50_000));
+        let sizes: Vec<usize> = w.whole().iter().map(Bytes::len).collect();
+        assert_eq!(sizes, [MAX_BLOCK, MAX_BLOCK, 5]);
+    }
+
+    #[test]
+    fn pieces_read_on_another_thread_while_the_block_is_written() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(4);
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while let Ok(p) = rx.recv() {
+                got.extend_from_slice(&p);
+            }
+            got
+        });
+        let mut w = PieceWriter::new(data.len() as u64, false);
+        for chunk in data.chunks(9_000) {
+            for p in w.write(chunk) {
+                tx.send(p).unwrap();
+            }
+        }
+        drop(tx);
+        assert_eq!(reader.join().unwrap(), data);
+        assert!(w.whole().is_empty(), "blocks not kept");
+    }
+
+    #[test]
+    fn a_writer_that_stops_keeping_holds_no_block() {
+        let mut w = PieceWriter::open_ended(true);
+        let pieces = w.write(&[7u8; 600_000]);
+        w.stop_keeping();
+        assert!(w.whole().is_empty());
+        drop(w);
+        // The pieces keep their memory alive on their own.
+        assert!(pieces.iter().all(|p| p.iter().all(|&b| b == 7)));
     }
 
     #[test]
     fn a_small_body_is_one_piece_in_one_allocation_of_its_size() {
-        let mut w = PieceWriter::new(10);
+        let mut w = PieceWriter::new(10, true);
         assert!(w.write(b"01234").is_empty());
         let last = w.write(b"56789");
         assert_eq!(last, vec![Bytes::from_static(b"0123456789")]);
@@ -182,7 +378,7 @@ mod tests {
     #[test]
     fn an_open_ended_body_ends_with_what_it_holds() {
         let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
-        let mut w = PieceWriter::open_ended();
+        let mut w = PieceWriter::open_ended(true);
         let mut pieces = Vec::new();
         for chunk in data.chunks(10_000) {
             pieces.extend(w.write(chunk));
@@ -191,6 +387,9 @@ mod tests {
         assert!(pieces.iter().all(|p| p.len() <= OPEN_BLOCK));
         let whole = Pieces::new(pieces);
         assert_eq!(whole.to_vec(), data);
-        assert!(PieceWriter::open_ended().finish().is_none());
+        assert!(PieceWriter::open_ended(true).finish().is_none());
+        // The cache entry: whole blocks, the same bytes.
+        assert!(w.whole().iter().all(|b| b.len() <= OPEN_BLOCK));
+        assert_eq!(Pieces::new(w.whole()).to_vec(), data);
     }
 }

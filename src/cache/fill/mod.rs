@@ -172,7 +172,7 @@ impl FillTask {
         };
         self.fill.set_head(Head::Body(head.clone()));
         match content_length {
-            Some(len) => self.pump(&head, keep, len, body).await,
+            Some(len) => self.pump(&head, keep, len, body, Vec::new()).await,
             None => self.pump_open_ended(&head, keep, body).await,
         }
         drop(budget);
@@ -288,7 +288,9 @@ impl FillTask {
                     && o.content_range.as_deref() == Some(range.as_str()) =>
             {
                 tracing::info!(bucket = %obj.bucket, from = good, "disk copy bad or hung mid-body; rest from the origin");
-                self.pump(head, true, expected, o.body).await;
+                // The entry is what the disk gave so far, then what the origin sends.
+                let before = self.fill.pieces();
+                self.pump(head, true, expected, o.body, before).await;
             }
             Ok(_) => {
                 tracing::warn!(bucket = %obj.bucket, "disk copy bad or hung mid-body and the origin has another version; transfer cut");
@@ -301,18 +303,19 @@ impl FillTask {
         }
     }
 
-    /// Copies the body into the fill; caches it (when `keep`) only if exactly `expected`
-    /// bytes came.
+    /// Copies the body into the fill; caches it (when `keep`), after `before` (the
+    /// object's bytes already in the fill), only if exactly `expected` bytes came.
     async fn pump(
         &self,
         head: &Streamed,
         keep: bool,
         expected: u64,
         mut body: aws_sdk_s3::primitives::ByteStream,
+        mut before: Vec<bytes::Bytes>,
     ) {
         let obj = &self.req.obj;
         let idle = self.req.origins.idle_timeout();
-        let mut writer = PieceWriter::new(expected);
+        let mut writer = PieceWriter::new(expected, keep);
         let mut received = 0u64;
         while received < expected {
             match next_chunk(&mut body, idle).await {
@@ -335,9 +338,9 @@ impl FillTask {
                     }
                     if let Some(last) = last {
                         if keep {
-                            let mut pieces = self.fill.pieces();
-                            pieces.push(last.clone());
-                            self.store(head, pieces).await;
+                            let mut whole = std::mem::take(&mut before);
+                            whole.extend(writer.whole());
+                            self.store(head, whole).await;
                         }
                         self.fill.push(last);
                     }
@@ -376,7 +379,7 @@ impl FillTask {
         let limit = tiers.cfg.max_object_size.0;
         let obj = &self.req.obj;
         let mut budget: Option<OwnedSemaphorePermit> = None;
-        let mut writer = PieceWriter::open_ended();
+        let mut writer = PieceWriter::open_ended(keep);
         // No length was announced to count at the head: the bytes are counted as they
         // come, for the tenant, however the body ends.
         let mut received = Unannounced {
@@ -404,6 +407,7 @@ impl FillTask {
                         tiers.metrics.fill_budget_exhausted.inc();
                     }
                     self.fill.forget();
+                    writer.stop_keeping();
                     shrink(&mut budget, FORGET_WINDOW);
                 }
             }
@@ -417,8 +421,6 @@ impl FillTask {
         }
         let last = writer.finish();
         if keep && !self.fill.forgets() {
-            let mut pieces = self.fill.pieces();
-            pieces.extend(last.clone());
             let whole = Streamed {
                 meta: Arc::new(ObjectMeta {
                     size: received.bytes,
@@ -426,7 +428,7 @@ impl FillTask {
                 }),
                 ..head.clone()
             };
-            self.store(&whole, pieces).await;
+            self.store(&whole, writer.whole()).await;
         }
         if let Some(last) = last {
             self.fill.push(last);
@@ -435,7 +437,7 @@ impl FillTask {
         drop(budget);
     }
 
-    /// Puts the whole object (these pieces, shared with the fill's readers) in the cache.
+    /// Puts the whole object (these blocks, shared with the fill's readers) in the cache.
     async fn store(&self, head: &Streamed, pieces: Vec<bytes::Bytes>) {
         let cached = Cached::new(head.meta.clone(), Pieces::new(pieces), head.stamp);
         self.tiers.write_disk(&self.key, &cached);
