@@ -131,7 +131,6 @@ impl PieceWriter {
         };
         let mut all = blocks.clone();
         all.extend(self.block.as_ref().map(|b| b.view(0, b.len())));
-        all.retain(|b| !b.is_empty());
         all
     }
 

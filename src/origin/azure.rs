@@ -218,16 +218,9 @@ impl AzureOrigin {
         let meta = ObjectMeta {
             size,
             fields: StoredFields {
-                content_type: fields.content_type,
-                etag: fields.etag,
-                last_modified: fields.last_modified,
-                content_encoding: fields.content_encoding,
-                content_disposition: fields.content_disposition,
-                content_language: fields.content_language,
-                cache_control: fields.cache_control,
-                expires: fields.expires,
                 // RFC 9110 §6.6.1: an answer without a Date gets the time it arrived.
                 date: Some(fields.date.unwrap_or(response_time)),
+                ..fields
             },
         };
         let body: http::Response<reqwest::Body> = resp.into();
