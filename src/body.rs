@@ -244,3 +244,38 @@ impl http_body::Body for ProxyBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::task::Waker;
+
+    use super::*;
+
+    /// The sizes of the frames a body hands to hyper, in order.
+    fn frames(body: ProxyBody) -> Vec<usize> {
+        let mut body = pin!(body);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut sizes = Vec::new();
+        while let Poll::Ready(Some(frame)) = http_body::Body::poll_frame(body.as_mut(), &mut cx) {
+            sizes.push(frame.unwrap().into_data().unwrap().len());
+        }
+        sizes
+    }
+
+    #[test]
+    fn whole_buffers_go_out_in_frames_of_up_to_a_mebibyte() {
+        let big = Bytes::from(vec![1u8; 2 * WHOLE_FRAME + 1]);
+        assert_eq!(
+            frames(ProxyBody::full(big.clone())),
+            [WHOLE_FRAME, WHOLE_FRAME, 1]
+        );
+        // A cache entry's blocks: each block one frame, however large, up to the cap.
+        let pieces = vec![big.slice(..WHOLE_FRAME), big.slice(WHOLE_FRAME..)];
+        assert_eq!(
+            frames(ProxyBody::pieces(pieces)),
+            [WHOLE_FRAME, WHOLE_FRAME, 1]
+        );
+        assert_eq!(frames(ProxyBody::full(Bytes::from_static(b"abc"))), [3]);
+    }
+}
