@@ -1,5 +1,7 @@
 //! One disk-tier file: its format, writing it, and reading it back checked block by
-//! block (all blocking I/O: the tier runs these on the blocking pool).
+//! block. Reads either wait for the disk (on the blocking pool) or take only what is in
+//! memory already ([`Wait::No`]: path and pages cached, else [`ReadError::NotCached`]),
+//! which an async worker may do; writes always wait.
 //!
 //! ```text
 //! "BFDISK02" | header length u32 | block size u32 | body length u64 | reserved u32 | CRC32C u32
@@ -50,6 +52,25 @@ pub(super) enum ReadError {
     UnknownFormat(String),
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// A read that may not wait ([`Wait::No`]) would have: the path or the pages are
+    /// not in memory, or the name is not a plain file. A waiting read tells what it is.
+    #[error("not in memory")]
+    NotCached,
+    /// This kernel or file system cannot open or read without waiting (`openat2`'s
+    /// `RESOLVE_CACHED` is Linux 5.12, `RWF_NOWAIT` reads need the file system's support).
+    #[error("reads that do not wait are not supported here")]
+    NoWaitUnsupported,
+}
+
+/// Whether a read may wait for the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Wait {
+    /// Yes: it runs on the blocking pool.
+    Yes,
+    /// No: it runs on an async worker, so it takes only what the kernel holds in memory
+    /// (the path in the dentry cache, the pages in the page cache) and fails with
+    /// [`ReadError::NotCached`] where it would have waited.
+    No,
 }
 
 /// The part of a file that says what it holds.
@@ -289,7 +310,9 @@ impl Opened {
     }
 
     /// The next block of the body, checked against its CRC32C; `None` after the last.
-    pub(super) fn next_block(&mut self) -> Option<Result<Bytes, ReadError>> {
+    /// One that was not read ([`ReadError::NotCached`]) leaves the file's position
+    /// anywhere: the file is then given up, not read on.
+    pub(super) fn next_block(&mut self, wait: Wait) -> Option<Result<Bytes, ReadError>> {
         if self.done() {
             return None;
         }
@@ -297,19 +320,13 @@ impl Opened {
         let n = self.layout.block.min(self.layout.body_len - start);
         let crc = self.crcs[self.next as usize];
         self.next += 1;
-        Some(read_block(&mut self.file, n, crc))
+        Some(read_block(&mut self.file, n, crc, wait))
     }
 }
 
 /// Reads `n` bytes at the file's position and checks them against `crc`.
-fn read_block(file: &mut File, n: u64, crc: u32) -> Result<Bytes, ReadError> {
-    let len = usize::try_from(n).map_err(|_| ReadError::Corrupt("block too large"))?;
-    // Not zeroed first: `take` + `read_to_end` fill exactly the capacity.
-    let mut block = Vec::with_capacity(len);
-    file.take(n).read_to_end(&mut block)?;
-    if block.len() != len {
-        return Err(ReadError::Corrupt("file shorter than its header says"));
-    }
+fn read_block(file: &mut File, n: u64, crc: u32, wait: Wait) -> Result<Bytes, ReadError> {
+    let block = read_exactly(file, n, wait)?;
     if crc32c::crc32c(&block) != crc {
         return Err(ReadError::Corrupt("body checksum mismatch"));
     }
@@ -319,34 +336,31 @@ fn read_block(file: &mut File, n: u64, crc: u32) -> Result<Bytes, ReadError> {
 /// Opens `path` and reads its prelude, header and block table, checked; `None` when
 /// there is no such file. A file whose length is not what its prelude says is corrupt
 /// (truncated, or written over).
-pub(super) fn open(path: &Path) -> Result<Option<Opened>, ReadError> {
-    open_checking(path, true)
+pub(super) fn open(path: &Path, wait: Wait) -> Result<Option<Opened>, ReadError> {
+    open_checking(path, true, wait)
 }
 
 /// [`open`] without the length check, for a test that feeds a file through a pipe (whose
 /// length is 0) to make its reads block the way a hung disk's do.
 #[cfg(test)]
 pub(super) fn open_pipe(path: &Path) -> Result<Option<Opened>, ReadError> {
-    open_checking(path, false)
+    open_checking(path, false, Wait::Yes)
 }
 
-fn open_checking(path: &Path, check_length: bool) -> Result<Option<Opened>, ReadError> {
-    let mut file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
+fn open_checking(path: &Path, check_length: bool, wait: Wait) -> Result<Option<Opened>, ReadError> {
+    let Some(mut file) = open_file(path, wait)? else {
+        return Ok(None);
     };
-    let mut prelude = [0u8; PRELUDE];
-    read_exact_or_corrupt(&mut file, &mut prelude)?;
+    let prelude: [u8; PRELUDE] = read_exactly(&mut file, PRELUDE as u64, wait)?
+        .try_into()
+        .map_err(|_| ReadError::Corrupt("file shorter than its header says"))?;
     let layout = Layout::decode(&prelude)?;
     // Before anything is allocated from the prelude's lengths.
     if check_length && file.metadata()?.len() != layout.file_len() {
         return Err(ReadError::Corrupt("file length does not match its header"));
     }
-    let mut header = vec![0u8; layout.header_len as usize];
-    read_exact_or_corrupt(&mut file, &mut header)?;
-    let mut table = vec![0u8; layout.table_len() as usize];
-    read_exact_or_corrupt(&mut file, &mut table)?;
+    let header = read_exactly(&mut file, u64::from(layout.header_len), wait)?;
+    let table = read_exactly(&mut file, layout.table_len(), wait)?;
     let crcs = match (layout.v1_header_crc, layout.v1_body_crc) {
         (Some(header_crc), Some(body_crc)) => {
             if crc32c::crc32c(&header) != header_crc {
@@ -375,11 +389,102 @@ fn open_checking(path: &Path, check_length: bool) -> Result<Option<Opened>, Read
     }))
 }
 
-fn read_exact_or_corrupt(file: &mut File, buf: &mut [u8]) -> Result<(), ReadError> {
-    file.read_exact(buf).map_err(|e| match e.kind() {
-        io::ErrorKind::UnexpectedEof => ReadError::Corrupt("file shorter than its header says"),
-        _ => ReadError::Io(e),
-    })
+/// Opens `path` for reading; `None` when there is no such file.
+fn open_file(path: &Path, wait: Wait) -> Result<Option<File>, ReadError> {
+    use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
+    let file = match wait {
+        Wait::Yes => File::open(path),
+        // Non-blocking, so that a FIFO put in the cache's place (the tests' hung disk)
+        // does not wait for a writer; on a plain file the flag does nothing.
+        Wait::No => rustix::fs::openat2(
+            CWD,
+            path,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
+            Mode::empty(),
+            ResolveFlags::CACHED,
+        )
+        .map(File::from)
+        .map_err(|e| match e {
+            rustix::io::Errno::AGAIN => io::Error::from(io::ErrorKind::WouldBlock),
+            rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL => {
+                io::Error::from(io::ErrorKind::Unsupported)
+            }
+            e => e.into(),
+        }),
+    };
+    let file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(ReadError::NotCached),
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+            return Err(ReadError::NoWaitUnsupported);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if wait == Wait::No {
+        let meta = file.metadata()?;
+        // Not a file of ours, or one removed since: closing the last reference to a
+        // removed file frees its blocks, which may wait for the disk, so that close is
+        // left to the blocking pool. (A removal between this check and the close is
+        // still closed here: a window of one read.)
+        if !meta.is_file() || std::os::unix::fs::MetadataExt::nlink(&meta) == 0 {
+            tokio::task::spawn_blocking(move || drop(file));
+            return Err(ReadError::NotCached);
+        }
+    }
+    Ok(Some(file))
+}
+
+/// The next `n` bytes from the file's position. Not zeroed first: the kernel fills
+/// exactly the capacity (a 256 KiB `memset` per block is what that saves). Without
+/// waiting, only a read the page cache answers whole counts; a short one is
+/// [`ReadError::NotCached`] (part of it is not in memory, or the file is shorter: a
+/// waiting read tells which).
+fn read_exactly(file: &mut File, n: u64, wait: Wait) -> Result<Vec<u8>, ReadError> {
+    let len = usize::try_from(n).map_err(|_| ReadError::Corrupt("block too large"))?;
+    let mut buf = Vec::with_capacity(len);
+    match wait {
+        Wait::Yes => {
+            file.take(n).read_to_end(&mut buf)?;
+            if buf.len() != len {
+                return Err(ReadError::Corrupt("file shorter than its header says"));
+            }
+        }
+        Wait::No => {
+            if read_now(file, &mut buf)? != len {
+                return Err(ReadError::NotCached);
+            }
+        }
+    }
+    Ok(buf)
+}
+
+/// Reads into `buf`'s spare capacity from the file's position without waiting
+/// (`preadv2` with `RWF_NOWAIT`) and adds what was read to its length; how many bytes
+/// that was.
+fn read_now(file: &File, buf: &mut Vec<u8>) -> Result<usize, ReadError> {
+    use std::os::fd::AsRawFd;
+    let spare = buf.spare_capacity_mut();
+    let iov = libc::iovec {
+        iov_base: spare.as_mut_ptr().cast(),
+        iov_len: spare.len(),
+    };
+    // SAFETY: `iov` covers `buf`'s spare capacity, memory `buf` owns and nothing else
+    // refers to while the kernel writes into it; the kernel writes at most `iov_len`
+    // bytes, and only the count it returns is marked initialized below. Offset -1: at
+    // the file's position, which moves on.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };
+    let Ok(n) = usize::try_from(n) else {
+        let e = io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EAGAIN) => ReadError::NotCached,
+            Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) => ReadError::NoWaitUnsupported,
+            _ => ReadError::Io(e),
+        });
+    };
+    // SAFETY: the kernel initialized the first `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
 }
 
 /// The CRC32C of each [`BLOCK`] of `body` (the pieces do not follow block boundaries).
@@ -458,9 +563,13 @@ mod tests {
 
     /// Reads every block of `path`; the bytes, or the first error.
     fn read_all(path: &Path) -> Result<Vec<u8>, ReadError> {
-        let mut opened = open(path)?.expect("file exists");
+        read_all_waiting(path, Wait::Yes)
+    }
+
+    fn read_all_waiting(path: &Path, wait: Wait) -> Result<Vec<u8>, ReadError> {
+        let mut opened = open(path, wait)?.expect("file exists");
         let mut out = Vec::new();
-        while let Some(block) = opened.next_block() {
+        while let Some(block) = opened.next_block(wait) {
             out.extend_from_slice(&block?);
         }
         Ok(out)
@@ -477,11 +586,81 @@ mod tests {
             let pieces: Vec<Bytes> = data.chunks(70_001).map(Bytes::copy_from_slice).collect();
             let written = write(&path, &header(), &Pieces::new(pieces)).unwrap();
             assert_eq!(written, std::fs::metadata(&path).unwrap().len());
-            let opened = open(&path).unwrap().unwrap();
+            let opened = open(&path, Wait::Yes).unwrap().unwrap();
             assert_eq!(opened.body_len(), len as u64);
             assert_eq!(opened.layout.blocks(), len.div_ceil(block) as u64, "{len}");
             assert_eq!(read_all(&path).unwrap(), data, "{len}");
+            // Just written, so in the page cache: read the same without waiting.
+            assert_eq!(read_all_waiting(&path, Wait::No).unwrap(), data, "{len}");
         }
+    }
+
+    /// Without waiting, a flipped byte is found all the same, in the block that holds it.
+    #[test]
+    fn a_read_that_does_not_wait_checks_every_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data = body(2 * BLOCK as usize + 5);
+        write(&path, &header(), &Pieces::new(vec![Bytes::from(data)])).unwrap();
+        let mut raw = std::fs::read(&path).unwrap();
+        let at = raw.len() - 3;
+        raw[at] ^= 1;
+        std::fs::write(&path, &raw).unwrap();
+        let mut opened = open(&path, Wait::No).unwrap().unwrap();
+        opened.next_block(Wait::No).unwrap().unwrap();
+        opened.next_block(Wait::No).unwrap().unwrap();
+        assert!(matches!(
+            opened.next_block(Wait::No),
+            Some(Err(ReadError::Corrupt(_)))
+        ));
+    }
+
+    /// A file whose pages are not in memory is not read without waiting (where the page
+    /// cache can be emptied: not on tmpfs, whose pages are the file).
+    #[test]
+    fn what_is_not_in_memory_is_not_read_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data = body(BLOCK as usize + 5);
+        write(
+            &path,
+            &header(),
+            &Pieces::new(vec![Bytes::from(data.clone())]),
+        )
+        .unwrap();
+        const TMPFS_MAGIC: i64 = 0x0102_1994;
+        if rustix::fs::statfs(&path).unwrap().f_type as i64 == TMPFS_MAGIC {
+            eprintln!("skipped: {} is on tmpfs", dir.path().display());
+            return;
+        }
+        // Written back, then dropped from the page cache (clean pages go at once).
+        let f = File::open(&path).unwrap();
+        f.sync_all().unwrap();
+        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        assert!(matches!(open(&path, Wait::No), Err(ReadError::NotCached)));
+        assert_eq!(read_all(&path).unwrap(), data, "waiting reads it");
+        assert_eq!(
+            read_all_waiting(&path, Wait::No).unwrap(),
+            data,
+            "now cached"
+        );
+    }
+
+    /// Something other than a plain file in a file's place (a FIFO, which a blocking
+    /// open would wait on for a writer) is not opened without waiting, and not waited on.
+    #[tokio::test]
+    async fn a_fifo_is_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(matches!(open(&path, Wait::No), Err(ReadError::NotCached)));
     }
 
     /// A flipped byte anywhere is found: in the prelude, header or table when the file is
@@ -498,17 +677,17 @@ mod tests {
             let mut raw = good.clone();
             raw[at] ^= 0x10;
             std::fs::write(&path, &raw).unwrap();
-            assert!(open(&path).is_err(), "byte {at} of the head");
+            assert!(open(&path, Wait::Yes).is_err(), "byte {at} of the head");
         }
         let mut raw = good.clone();
         raw[body_at + 2 * BLOCK as usize + 5] ^= 0x10;
         std::fs::write(&path, &raw).unwrap();
-        let mut opened = open(&path).unwrap().unwrap();
-        assert!(opened.next_block().unwrap().is_ok());
-        assert!(opened.next_block().unwrap().is_ok());
+        let mut opened = open(&path, Wait::Yes).unwrap().unwrap();
+        assert!(opened.next_block(Wait::Yes).unwrap().is_ok());
+        assert!(opened.next_block(Wait::Yes).unwrap().is_ok());
         assert_eq!(opened.position(), 2 * u64::from(BLOCK));
         assert!(matches!(
-            opened.next_block(),
+            opened.next_block(Wait::Yes),
             Some(Err(ReadError::Corrupt(_)))
         ));
     }
@@ -526,7 +705,7 @@ mod tests {
         let good = std::fs::read(&path).unwrap();
         for raw in [&good[..good.len() - 1], &[&good[..], b"x"].concat()[..]] {
             std::fs::write(&path, raw).unwrap();
-            assert!(matches!(open(&path), Err(ReadError::Corrupt(_))));
+            assert!(matches!(open(&path, Wait::Yes), Err(ReadError::Corrupt(_))));
         }
     }
 
@@ -580,13 +759,13 @@ mod tests {
         let mut raw = std::fs::read(&path).unwrap();
         raw[..8].copy_from_slice(b"BFDISK09");
         std::fs::write(&path, &raw).unwrap();
-        match open(&path) {
+        match open(&path, Wait::Yes) {
             Err(ReadError::UnknownFormat(v)) => assert_eq!(v, "BFDISK09"),
             other => panic!("{:?}", other.map(|o| o.is_some())),
         }
         raw[..8].copy_from_slice(b"GARBAGE!");
         std::fs::write(&path, &raw).unwrap();
-        assert!(matches!(open(&path), Err(ReadError::Corrupt(_))));
+        assert!(matches!(open(&path, Wait::Yes), Err(ReadError::Corrupt(_))));
     }
 
     #[test]
@@ -605,7 +784,7 @@ mod tests {
         raw.extend_from_slice(&header_json);
         raw.extend_from_slice(&data);
         std::fs::write(&path, &raw).unwrap();
-        let opened = open(&path).unwrap().unwrap();
+        let opened = open(&path, Wait::Yes).unwrap().unwrap();
         assert_eq!(opened.layout.blocks(), 1);
         assert_eq!(opened.file_len(), raw.len() as u64);
         assert_eq!(read_all(&path).unwrap(), data);

@@ -12,9 +12,14 @@
 //!
 //! The index (which keys have a file, and its size) is a byte-weighted LRU: inserting
 //! past `max_size` evicts the least recently used, whose files are deleted after the next
-//! write. Files are read, written and deleted on tokio's blocking pool, and indexed at start
-//! by a thread of their own: once serving, the async workers never touch the disk (only
-//! creating the directories at start runs on the caller). A failing disk (full, read-only,
+//! write. A read first tries the async worker it is on, taking only what the kernel
+//! holds in memory (`openat2` with `RESOLVE_CACHED`, `preadv2` with `RWF_NOWAIT`): a warm
+//! file's first block (up to [`BLOCK`]) is copied and checked there, without the two
+//! thread wake-ups of a round trip through the blocking pool. Anything that would wait
+//! for the disk (a cold path or page, a file to remove) goes to tokio's blocking pool, as
+//! do the blocks after the first, writes and deletes; files are indexed at start by a
+//! thread of their own. So the async workers never wait for the disk (only creating the
+//! directories at start runs on the caller). A failing disk (full, read-only,
 //! gone) turns writes off for [`RETRY_AFTER`] at a time, with a log line and
 //! `bucketfront_disk_up 0`. A hung one (a stalled network volume, a dying drive) is
 //! bounded too: at most [`READ_SLOTS`] reads at once, each block within [`READ_DEADLINE`],
@@ -29,7 +34,7 @@ mod health;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -42,7 +47,7 @@ use crate::cache::pieces::Pieces;
 use crate::config::{DiskConfig, Partition};
 use crate::metrics::TierMetrics;
 use crate::object::ObjectMeta;
-use file::{Header, Opened, ReadError};
+use file::{Header, Opened, ReadError, Wait};
 use health::{Health, lock};
 
 pub use file::BLOCK;
@@ -159,7 +164,7 @@ impl Rest {
             let mut last = Bytes::new();
             loop {
                 let good = opened.position();
-                let Some(block) = opened.next_block() else {
+                let Some(block) = opened.next_block(Wait::Yes) else {
                     return Ok(last);
                 };
                 match block {
@@ -238,6 +243,9 @@ pub struct DiskTier {
     write_slots: Arc<Semaphore>,
     writes: Health,
     reads: Health,
+    /// Whether reads are first tried on the async worker, from memory ([`Wait::No`]);
+    /// turned off for good where the kernel or file system cannot.
+    reads_from_memory: AtomicBool,
     tmp_seq: AtomicU64,
     metrics: TierMetrics,
 }
@@ -277,6 +285,7 @@ impl DiskTier {
             write_slots: Arc::new(Semaphore::new(WRITE_SLOTS)),
             writes: Health::default(),
             reads: Health::default(),
+            reads_from_memory: AtomicBool::new(true),
             tmp_seq: AtomicU64::new(0),
             metrics,
         });
@@ -340,7 +349,7 @@ impl DiskTier {
         for dir in dirs {
             for file in fs::read_dir(dir.path()).into_iter().flatten().flatten() {
                 let path = file.path();
-                match file::open(&path) {
+                match file::open(&path, Wait::Yes) {
                     Ok(Some(opened)) => {
                         let key = opened.header.key();
                         // Checked and indexed under the lock, so that a purge either
@@ -367,6 +376,8 @@ impl DiskTier {
                     Err(ReadError::Corrupt(_)) => {
                         let _ = fs::remove_file(&path);
                     }
+                    // Only reads that may not wait fail so.
+                    Err(ReadError::NotCached | ReadError::NoWaitUnsupported) => {}
                 }
             }
         }
@@ -397,7 +408,8 @@ impl DiskTier {
         let _ = loaded.wait_for(|done| *done).await;
     }
 
-    /// `key`'s object from disk: header and first block read and checked. `None` when
+    /// `key`'s object from disk: header and first block read and checked, from memory
+    /// on this worker if the kernel has them, else on the blocking pool. `None` when
     /// there is no file, when it is corrupt (then removed), when `budget`
     /// (`fill_memory`) has no room for its body, or when the disk does not answer in
     /// time (no slot within [`READ_DEADLINE`], or no first block: then reads pause).
@@ -417,6 +429,9 @@ impl DiskTier {
                 return None;
             }
         }
+        if let Ok(reading) = self.read_from_memory(key, budget) {
+            return reading;
+        }
         if !self.reads.may_try() {
             return None;
         }
@@ -428,7 +443,7 @@ impl DiskTier {
         let read = tokio::task::spawn_blocking(move || {
             let key = owned_key;
             let path = object_path(&tier.objects(), &key);
-            let opened = match file::open(&path) {
+            let opened = match file::open(&path, Wait::Yes) {
                 Ok(Some(opened)) => opened,
                 Ok(None) => {
                     tier.index.invalidate(&key);
@@ -439,15 +454,19 @@ impl DiskTier {
                     return None;
                 }
             };
-            if opened.header.key() != key {
-                // Another key with the same name prefix (2^-128): not ours to serve.
+            if !tier.holds(&key, &opened) {
                 return None;
             }
-            // `get` marks the file recently used (`contains_key` would not).
-            if tier.index.get(&key).is_none() {
-                tier.index.insert(key.clone(), on_disk(opened.file_len()));
+            match tier
+                .clone()
+                .first_block(opened, &key, &budget, slot, Wait::Yes)
+            {
+                Ok(reading) => reading,
+                Err(e) => {
+                    tier.unusable(&key, &e);
+                    None
+                }
             }
-            tier.first_block(opened, key, &budget, slot)
         });
         match tokio::time::timeout(READ_DEADLINE, read).await {
             Ok(joined) => {
@@ -468,39 +487,87 @@ impl DiskTier {
         self.read(key, budget).await?.whole().await
     }
 
-    /// Takes the body's share of `budget`, then reads and checks `opened`'s first block
-    /// (blocking). A read stuck on a hung disk keeps its share until the disk answers.
+    /// `key`'s header and first block read on the calling async worker, from memory
+    /// ([`Wait::No`]): a warm file is served without a round trip through the blocking
+    /// pool (two thread wake-ups per hit). `Ok(None)`: the file is there but the budget
+    /// has no room. An error for whatever cannot be done without waiting (path or pages
+    /// not in memory, no read slot free, the disk failing, a file to remove): the caller
+    /// then reads the usual way. One block is at most [`BLOCK`] bytes to copy and check,
+    /// some tens of µs.
+    fn read_from_memory(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        budget: &Arc<Semaphore>,
+    ) -> Result<Option<Reading>, ReadError> {
+        if !self.reads_from_memory.load(Ordering::Relaxed) || self.reads.is_failing() {
+            return Err(ReadError::NotCached);
+        }
+        let slot = self
+            .read_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ReadError::NotCached)?;
+        let path = object_path(&self.objects(), key);
+        let read = file::open(&path, Wait::No).and_then(|opened| match opened {
+            Some(opened) if self.holds(key, &opened) => {
+                self.clone()
+                    .first_block(opened, key, budget, slot, Wait::No)
+            }
+            // No file (removed since it was indexed), or another key's: the waiting read
+            // sorts the index out.
+            _ => Err(ReadError::NotCached),
+        });
+        if let Err(ReadError::NoWaitUnsupported) = read
+            && self.reads_from_memory.swap(false, Ordering::Relaxed)
+        {
+            tracing::info!(path = %self.root.display(), "disk tier: this kernel or file system cannot read without waiting; every read goes through the blocking pool");
+        }
+        read
+    }
+
+    /// Whether `opened` is `key`'s file (and not another key's with the same name
+    /// prefix, 2^-128); if so the index marks it recently used.
+    fn holds(&self, key: &CacheKey, opened: &Opened) -> bool {
+        if opened.header.key() != *key {
+            return false;
+        }
+        // `get` marks the file recently used (`contains_key` would not).
+        if self.index.get(key).is_none() {
+            self.index.insert(key.clone(), on_disk(opened.file_len()));
+        }
+        true
+    }
+
+    /// Takes the body's share of `budget` (`Ok(None)` when it has no room), then reads
+    /// and checks `opened`'s first block. A read stuck on a hung disk keeps its share
+    /// until the disk answers.
     fn first_block(
         self: Arc<Self>,
         mut opened: Opened,
-        key: CacheKey,
+        key: &CacheKey,
         budget: &Arc<Semaphore>,
         slot: OwnedSemaphorePermit,
-    ) -> Option<Reading> {
-        let budget = kib_permit(budget, opened.body_len()).ok()?;
-        let first = match opened.next_block() {
-            None => Bytes::new(),
-            Some(Ok(b)) => b,
-            Some(Err(e)) => {
-                self.unusable(&key, &e);
-                return None;
-            }
+        wait: Wait,
+    ) -> Result<Option<Reading>, ReadError> {
+        let Ok(budget) = kib_permit(budget, opened.body_len()) else {
+            return Ok(None);
         };
+        let first = opened.next_block(wait).transpose()?.unwrap_or_default();
         let meta = opened.header.meta(opened.body_len());
         let stored = opened.header.stored();
         let rest = (!opened.done()).then(|| Rest {
             opened,
             tier: self,
-            key,
+            key: key.clone(),
             _slot: slot,
         });
-        Some(Reading {
+        Ok(Some(Reading {
             meta,
             stored,
             first,
             rest,
             budget,
-        })
+        }))
     }
 
     /// A read that took longer than [`READ_DEADLINE`]: the disk is taken to be hung, and
@@ -546,6 +613,8 @@ impl DiskTier {
                 tracing::warn!(bucket = %key.bucket, key = %key.key, error = %e, "disk tier: read failed; fetching from the origin");
                 self.metrics.disk_read_errors.inc();
             }
+            // Only reads that may not wait fail so, and they are retried with waiting.
+            ReadError::NotCached | ReadError::NoWaitUnsupported => {}
         }
     }
 
@@ -767,6 +836,48 @@ mod tests {
 
     async fn load(t: &Arc<DiskTier>, k: &str) -> Option<Loaded> {
         t.load(&key(k), &budget()).await
+    }
+
+    /// A warm file's header and first block are read on the async worker: the read
+    /// completes while the runtime's only blocking thread is busy. The blocks after the
+    /// first still come from the blocking pool.
+    #[test]
+    fn a_file_in_memory_is_read_without_a_blocking_thread() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let t = tier(dir.path(), 1 << 30);
+            t.indexed().await;
+            let body: Vec<u8> = (0..BLOCK + 7).map(|i| (i % 251) as u8).collect();
+            write(&t, "a", &body, SystemTime::now()).await;
+            assert!(load(&t, "a").await.is_some());
+            if !t.reads_from_memory.load(Ordering::Relaxed) {
+                eprintln!(
+                    "skipped: {} cannot be read without waiting",
+                    dir.path().display()
+                );
+                return;
+            }
+            let (release, busy) = std::sync::mpsc::channel::<()>();
+            let blocker = tokio::task::spawn_blocking(move || {
+                let _ = busy.recv();
+            });
+            // Were it waiting for the blocking pool, it would wait for `release`.
+            let reading =
+                tokio::time::timeout(Duration::from_secs(60), t.read(&key("a"), &budget()))
+                    .await
+                    .expect("read without the blocking pool")
+                    .expect("found");
+            assert_eq!(reading.first, body[..BLOCK as usize]);
+            drop(release);
+            blocker.await.unwrap();
+            let whole = reading.whole().await.expect("the rest, from the pool");
+            assert_eq!(whole.body.to_vec(), body);
+        });
     }
 
     /// After a downgrade, files a newer version wrote (another format) are removed at
@@ -1015,7 +1126,7 @@ mod tests {
             .unwrap()
             .unwrap()
             .unwrap();
-        let first = opened.next_block().unwrap().unwrap();
+        let first = opened.next_block(Wait::Yes).unwrap().unwrap();
         assert_eq!(first[..], body[..block]);
         let rest = Rest {
             opened,
