@@ -17,7 +17,7 @@
 //! the upgrade keeps a warm cache warm.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -287,6 +287,9 @@ pub(super) struct Opened {
     crcs: Vec<u32>,
     /// The next block [`Opened::next_block`] reads.
     next: u64,
+    /// Reads name their offset, so that one that did not happen can be tried again;
+    /// `false` only for a test's pipe, read in order.
+    seekable: bool,
 }
 
 impl Opened {
@@ -310,8 +313,8 @@ impl Opened {
     }
 
     /// The next block of the body, checked against its CRC32C; `None` after the last.
-    /// One that was not read ([`ReadError::NotCached`]) leaves the file's position
-    /// anywhere: the file is then given up, not read on.
+    /// Only a block read whole moves on to the next, so one that was not
+    /// ([`ReadError::NotCached`]) can be read again, waiting.
     pub(super) fn next_block(&mut self, wait: Wait) -> Option<Result<Bytes, ReadError>> {
         if self.done() {
             return None;
@@ -319,14 +322,24 @@ impl Opened {
         let start = self.position();
         let n = self.layout.block.min(self.layout.body_len - start);
         let crc = self.crcs[self.next as usize];
-        self.next += 1;
-        Some(read_block(&mut self.file, n, crc, wait))
+        let at = self.seekable.then(|| self.layout.body_at() + start);
+        let block = read_block(&self.file, at, n, crc, wait);
+        if block.is_ok() {
+            self.next += 1;
+        }
+        Some(block)
     }
 }
 
-/// Reads `n` bytes at the file's position and checks them against `crc`.
-fn read_block(file: &mut File, n: u64, crc: u32, wait: Wait) -> Result<Bytes, ReadError> {
-    let block = read_exactly(file, n, wait)?;
+/// Reads `n` bytes at `at` and checks them against `crc`.
+fn read_block(
+    file: &File,
+    at: Option<u64>,
+    n: u64,
+    crc: u32,
+    wait: Wait,
+) -> Result<Bytes, ReadError> {
+    let block = read_exactly(file, at, n, wait)?;
     if crc32c::crc32c(&block) != crc {
         return Err(ReadError::Corrupt("body checksum mismatch"));
     }
@@ -337,21 +350,27 @@ fn read_block(file: &mut File, n: u64, crc: u32, wait: Wait) -> Result<Bytes, Re
 /// there is no such file. A file whose length is not what its prelude says is corrupt
 /// (truncated, or written over).
 pub(super) fn open(path: &Path, wait: Wait) -> Result<Option<Opened>, ReadError> {
-    open_checking(path, true, wait)
+    open_checking(path, true, wait, true)
 }
 
 /// [`open`] without the length check, for a test that feeds a file through a pipe (whose
 /// length is 0) to make its reads block the way a hung disk's do.
 #[cfg(test)]
 pub(super) fn open_pipe(path: &Path) -> Result<Option<Opened>, ReadError> {
-    open_checking(path, false, Wait::Yes)
+    open_checking(path, false, Wait::Yes, false)
 }
 
-fn open_checking(path: &Path, check_length: bool, wait: Wait) -> Result<Option<Opened>, ReadError> {
-    let Some(mut file) = open_file(path, wait)? else {
+fn open_checking(
+    path: &Path,
+    check_length: bool,
+    wait: Wait,
+    seekable: bool,
+) -> Result<Option<Opened>, ReadError> {
+    let Some(file) = open_file(path, wait)? else {
         return Ok(None);
     };
-    let prelude: [u8; PRELUDE] = read_exactly(&mut file, PRELUDE as u64, wait)?
+    let at = |offset: u64| seekable.then_some(offset);
+    let prelude: [u8; PRELUDE] = read_exactly(&file, at(0), PRELUDE as u64, wait)?
         .try_into()
         .map_err(|_| ReadError::Corrupt("file shorter than its header says"))?;
     let layout = Layout::decode(&prelude)?;
@@ -359,8 +378,14 @@ fn open_checking(path: &Path, check_length: bool, wait: Wait) -> Result<Option<O
     if check_length && file.metadata()?.len() != layout.file_len() {
         return Err(ReadError::Corrupt("file length does not match its header"));
     }
-    let header = read_exactly(&mut file, u64::from(layout.header_len), wait)?;
-    let table = read_exactly(&mut file, layout.table_len(), wait)?;
+    let header = read_exactly(
+        &file,
+        at(PRELUDE as u64),
+        u64::from(layout.header_len),
+        wait,
+    )?;
+    let table_at = PRELUDE as u64 + u64::from(layout.header_len);
+    let table = read_exactly(&file, at(table_at), layout.table_len(), wait)?;
     let crcs = match (layout.v1_header_crc, layout.v1_body_crc) {
         (Some(header_crc), Some(body_crc)) => {
             if crc32c::crc32c(&header) != header_crc {
@@ -386,6 +411,7 @@ fn open_checking(path: &Path, check_length: bool, wait: Wait) -> Result<Option<O
         layout,
         crcs,
         next: 0,
+        seekable,
     }))
 }
 
@@ -435,56 +461,72 @@ fn open_file(path: &Path, wait: Wait) -> Result<Option<File>, ReadError> {
     Ok(Some(file))
 }
 
-/// The next `n` bytes from the file's position. Not zeroed first: the kernel fills
-/// exactly the capacity (a 256 KiB `memset` per block is what that saves). Without
-/// waiting, only a read the page cache answers whole counts; a short one is
-/// [`ReadError::NotCached`] (part of it is not in memory, or the file is shorter: a
-/// waiting read tells which).
-fn read_exactly(file: &mut File, n: u64, wait: Wait) -> Result<Vec<u8>, ReadError> {
+/// `n` bytes from offset `at` (from the file's position if `None`: a pipe). Not zeroed
+/// first: the kernel fills exactly the capacity (a 256 KiB `memset` per block is what
+/// that saves). Without waiting, only a read the page cache answers whole counts; a short
+/// one is [`ReadError::NotCached`] (part of it is not in memory, or the file is shorter:
+/// a waiting read tells which).
+fn read_exactly(file: &File, at: Option<u64>, n: u64, wait: Wait) -> Result<Vec<u8>, ReadError> {
+    if wait == Wait::No && at.is_none() {
+        // A short read of a pipe takes its bytes away: the waiting read could not redo it.
+        return Err(ReadError::NotCached);
+    }
     let len = usize::try_from(n).map_err(|_| ReadError::Corrupt("block too large"))?;
     let mut buf = Vec::with_capacity(len);
-    match wait {
-        Wait::Yes => {
-            file.take(n).read_to_end(&mut buf)?;
-            if buf.len() != len {
-                return Err(ReadError::Corrupt("file shorter than its header says"));
-            }
-        }
-        Wait::No => {
-            if read_now(file, &mut buf)? != len {
-                return Err(ReadError::NotCached);
-            }
+    while buf.len() < len {
+        let offset = at.map(|a| a + buf.len() as u64);
+        match (read_into_spare(file, &mut buf, offset, wait)?, wait) {
+            (0, Wait::Yes) => return Err(ReadError::Corrupt("file shorter than its header says")),
+            (_, Wait::No) if buf.len() < len => return Err(ReadError::NotCached),
+            _ => {}
         }
     }
     Ok(buf)
 }
 
-/// Reads into `buf`'s spare capacity from the file's position without waiting
-/// (`preadv2` with `RWF_NOWAIT`) and adds what was read to its length; how many bytes
-/// that was.
-fn read_now(file: &File, buf: &mut Vec<u8>) -> Result<usize, ReadError> {
+/// One `preadv2` into `buf`'s spare capacity, at `offset` (or the file's position), with
+/// `RWF_NOWAIT` unless it may wait; adds what was read to `buf`'s length and returns how
+/// much that was (0 at the end of the file).
+fn read_into_spare(
+    file: &File,
+    buf: &mut Vec<u8>,
+    offset: Option<u64>,
+    wait: Wait,
+) -> Result<usize, ReadError> {
     use std::os::fd::AsRawFd;
+    let offset = match offset {
+        Some(at) => i64::try_from(at).map_err(|_| ReadError::Corrupt("offset out of range"))?,
+        None => -1,
+    };
+    let flags = match wait {
+        Wait::Yes => 0,
+        Wait::No => libc::RWF_NOWAIT,
+    };
     let spare = buf.spare_capacity_mut();
     let iov = libc::iovec {
         iov_base: spare.as_mut_ptr().cast(),
         iov_len: spare.len(),
     };
-    // SAFETY: `iov` covers `buf`'s spare capacity, memory `buf` owns and nothing else
-    // refers to while the kernel writes into it; the kernel writes at most `iov_len`
-    // bytes, and only the count it returns is marked initialized below. Offset -1: at
-    // the file's position, which moves on.
-    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };
-    let Ok(n) = usize::try_from(n) else {
+    loop {
+        // SAFETY: `iov` covers `buf`'s spare capacity, memory `buf` owns and nothing
+        // else refers to while the kernel writes into it; the kernel writes at most
+        // `iov_len` bytes, and only the count it returns is marked initialized below.
+        let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, flags) };
+        if let Ok(n) = usize::try_from(n) {
+            // SAFETY: the kernel initialized the first `n` bytes of the spare capacity.
+            unsafe { buf.set_len(buf.len() + n) };
+            return Ok(n);
+        }
         let e = io::Error::last_os_error();
         return Err(match e.raw_os_error() {
-            Some(libc::EAGAIN) => ReadError::NotCached,
-            Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) => ReadError::NoWaitUnsupported,
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) if wait == Wait::No => ReadError::NotCached,
+            Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) if wait == Wait::No => {
+                ReadError::NoWaitUnsupported
+            }
             _ => ReadError::Io(e),
         });
-    };
-    // SAFETY: the kernel initialized the first `n` bytes of the spare capacity.
-    unsafe { buf.set_len(buf.len() + n) };
-    Ok(n)
+    }
 }
 
 /// The CRC32C of each [`BLOCK`] of `body` (the pieces do not follow block boundaries).
@@ -639,6 +681,17 @@ mod tests {
         rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
         assert!(matches!(open(&path, Wait::No), Err(ReadError::NotCached)));
         assert_eq!(read_all(&path).unwrap(), data, "waiting reads it");
+        // A block not read for want of memory is read again, waiting, and the rest follow.
+        let mut opened = open(&path, Wait::No).unwrap().unwrap();
+        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        assert!(matches!(
+            opened.next_block(Wait::No),
+            Some(Err(ReadError::NotCached))
+        ));
+        let mut again = opened.next_block(Wait::Yes).unwrap().unwrap().to_vec();
+        again.extend_from_slice(&opened.next_block(Wait::Yes).unwrap().unwrap());
+        assert!(opened.next_block(Wait::Yes).is_none());
+        assert_eq!(again, data);
         assert_eq!(
             read_all_waiting(&path, Wait::No).unwrap(),
             data,

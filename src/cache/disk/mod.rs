@@ -14,11 +14,11 @@
 //! past `max_size` evicts the least recently used, whose files are deleted after the next
 //! write. A read first tries the async worker it is on, taking only what the kernel
 //! holds in memory (`openat2` with `RESOLVE_CACHED`, `preadv2` with `RWF_NOWAIT`): a warm
-//! file's first block (up to [`BLOCK`]) is copied and checked there, without the two
-//! thread wake-ups of a round trip through the blocking pool. Anything that would wait
-//! for the disk (a cold path or page, a file to remove) goes to tokio's blocking pool, as
-//! do the blocks after the first, writes and deletes; files are indexed at start by a
-//! thread of their own. So the async workers never wait for the disk (only creating the
+//! file is copied and checked there a block ([`BLOCK`]) per turn, without the two thread
+//! wake-ups of a round trip through the blocking pool. From the first thing that would
+//! wait for the disk (a cold path or page, a file to remove) the read goes to tokio's
+//! blocking pool, as do writes and deletes; files are indexed at start by a thread of
+//! their own. So the async workers never wait for the disk (only creating the
 //! directories at start runs on the caller). A failing disk (full, read-only,
 //! gone) turns writes off for [`RETRY_AFTER`] at a time, with a log line and
 //! `bucketfront_disk_up 0`. A hung one (a stalled network volume, a dying drive) is
@@ -146,7 +146,20 @@ impl Rest {
     /// the object before its readers have every byte). A bad block ends the read (the
     /// file is removed), and so does a block that does not come within
     /// [`READ_DEADLINE`] (reads then pause: the disk is taken to be hung).
-    pub async fn stream(self, mut each: impl FnMut(Bytes) + Send + 'static) -> Result<Bytes, Cut> {
+    pub async fn stream(
+        mut self,
+        mut each: impl FnMut(Bytes) + Send + 'static,
+    ) -> Result<Bytes, Cut> {
+        // Blocks the page cache holds are read here, on the worker, one per turn; from
+        // the first that is not (or is bad), on the blocking pool, which reads it again.
+        while self.tier.reads_from_memory.load(Ordering::Relaxed) {
+            match self.opened.next_block(Wait::No) {
+                Some(Ok(last)) if self.opened.done() => return Ok(last),
+                Some(Ok(block)) => each(block),
+                _ => break,
+            }
+            tokio::task::yield_now().await;
+        }
         let (tier, key) = (self.tier.clone(), self.key.clone());
         let start = self.opened.position();
         let handed = Arc::new(Mutex::new(Handed {
@@ -838,9 +851,8 @@ mod tests {
         t.load(&key(k), &budget()).await
     }
 
-    /// A warm file's header and first block are read on the async worker: the read
-    /// completes while the runtime's only blocking thread is busy. The blocks after the
-    /// first still come from the blocking pool.
+    /// A warm file is read on the async worker, header, first block and the rest: it
+    /// all arrives while the runtime's only blocking thread is busy.
     #[test]
     fn a_file_in_memory_is_read_without_a_blocking_thread() {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -873,10 +885,13 @@ mod tests {
                     .expect("read without the blocking pool")
                     .expect("found");
             assert_eq!(reading.first, body[..BLOCK as usize]);
+            let whole = tokio::time::timeout(Duration::from_secs(60), reading.whole())
+                .await
+                .expect("the rest without the blocking pool")
+                .expect("read");
+            assert_eq!(whole.body.to_vec(), body);
             drop(release);
             blocker.await.unwrap();
-            let whole = reading.whole().await.expect("the rest, from the pool");
-            assert_eq!(whole.body.to_vec(), body);
         });
     }
 
