@@ -16,7 +16,7 @@
 //! the header's and the whole body's CRC32C in the prelude) are read as one block, so
 //! the upgrade keeps a warm cache warm.
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -269,8 +269,12 @@ impl Layout {
         }
     }
 
+    fn table_at(&self) -> u64 {
+        PRELUDE as u64 + u64::from(self.header_len)
+    }
+
     fn body_at(&self) -> u64 {
-        PRELUDE as u64 + u64::from(self.header_len) + self.table_len()
+        self.table_at() + self.table_len()
     }
 
     fn file_len(&self) -> u64 {
@@ -366,7 +370,7 @@ fn open_checking(
     wait: Wait,
     seekable: bool,
 ) -> Result<Option<Opened>, ReadError> {
-    let Some(file) = open_file(path, wait)? else {
+    let Some((file, meta)) = open_file(path, wait)? else {
         return Ok(None);
     };
     let at = |offset: u64| seekable.then_some(offset);
@@ -375,7 +379,7 @@ fn open_checking(
         .map_err(|_| ReadError::Corrupt("file shorter than its header says"))?;
     let layout = Layout::decode(&prelude)?;
     // Before anything is allocated from the prelude's lengths.
-    if check_length && file.metadata()?.len() != layout.file_len() {
+    if check_length && meta.len() != layout.file_len() {
         return Err(ReadError::Corrupt("file length does not match its header"));
     }
     let header = read_exactly(
@@ -384,8 +388,7 @@ fn open_checking(
         u64::from(layout.header_len),
         wait,
     )?;
-    let table_at = PRELUDE as u64 + u64::from(layout.header_len);
-    let table = read_exactly(&file, at(table_at), layout.table_len(), wait)?;
+    let table = read_exactly(&file, at(layout.table_at()), layout.table_len(), wait)?;
     let crcs = match (layout.v1_header_crc, layout.v1_body_crc) {
         (Some(header_crc), Some(body_crc)) => {
             if crc32c::crc32c(&header) != header_crc {
@@ -415,50 +418,43 @@ fn open_checking(
     }))
 }
 
-/// Opens `path` for reading; `None` when there is no such file.
-fn open_file(path: &Path, wait: Wait) -> Result<Option<File>, ReadError> {
+/// Opens `path` for reading; `None` when there is no such file. The file's metadata
+/// comes with it (one `statx` serves every check made on it).
+fn open_file(path: &Path, wait: Wait) -> Result<Option<(File, fs::Metadata)>, ReadError> {
     use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
+    use rustix::io::Errno;
     let file = match wait {
-        Wait::Yes => File::open(path),
+        Wait::Yes => match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        },
         // Non-blocking, so that a FIFO put in the cache's place (the tests' hung disk)
         // does not wait for a writer; on a plain file the flag does nothing.
-        Wait::No => rustix::fs::openat2(
+        Wait::No => match rustix::fs::openat2(
             CWD,
             path,
             OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
             Mode::empty(),
             ResolveFlags::CACHED,
-        )
-        .map(File::from)
-        .map_err(|e| match e {
-            rustix::io::Errno::AGAIN => io::Error::from(io::ErrorKind::WouldBlock),
-            rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL => {
-                io::Error::from(io::ErrorKind::Unsupported)
-            }
-            e => e.into(),
-        }),
+        ) {
+            Ok(fd) => File::from(fd),
+            Err(Errno::NOENT) => return Ok(None),
+            Err(Errno::AGAIN) => return Err(ReadError::NotCached),
+            Err(Errno::NOSYS | Errno::INVAL) => return Err(ReadError::NoWaitUnsupported),
+            Err(e) => return Err(ReadError::Io(e.into())),
+        },
     };
-    let file = match file {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(ReadError::NotCached),
-        Err(e) if e.kind() == io::ErrorKind::Unsupported => {
-            return Err(ReadError::NoWaitUnsupported);
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if wait == Wait::No {
-        let meta = file.metadata()?;
-        // Not a file of ours, or one removed since: closing the last reference to a
-        // removed file frees its blocks, which may wait for the disk, so that close is
-        // left to the blocking pool. (A removal between this check and the close is
-        // still closed here: a window of one read.)
-        if !meta.is_file() || std::os::unix::fs::MetadataExt::nlink(&meta) == 0 {
-            tokio::task::spawn_blocking(move || drop(file));
-            return Err(ReadError::NotCached);
-        }
+    let meta = file.metadata()?;
+    // Not a file of ours, or one removed since: closing the last reference to a removed
+    // file frees its blocks, which may wait for the disk, so that close is left to the
+    // blocking pool. (A removal between this check and the close is still closed here:
+    // a window of one read.)
+    if wait == Wait::No && (!meta.is_file() || std::os::unix::fs::MetadataExt::nlink(&meta) == 0) {
+        tokio::task::spawn_blocking(move || drop(file));
+        return Err(ReadError::NotCached);
     }
-    Ok(Some(file))
+    Ok(Some((file, meta)))
 }
 
 /// `n` bytes from offset `at` (from the file's position if `None`: a pipe). Not zeroed
