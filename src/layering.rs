@@ -52,6 +52,7 @@ const INNER: &[(&str, &[&[&str]])] = &[
     (
         "cache",
         &[
+            &["block"],
             &["budget", "freshness", "pieces"],
             &["entry"],
             &["disk"],

@@ -14,6 +14,7 @@
 //!
 //! No room uses one above it (`src/layering.rs` checks it).
 
+pub(crate) mod block;
 pub(crate) mod budget;
 pub(crate) mod disk;
 pub(crate) mod entry;

@@ -4,15 +4,11 @@
 //! being fetched and then cached is never held twice, and a hit is written to its
 //! socket in large writes.
 
-use std::ptr::NonNull;
-use std::sync::Arc;
-
 use bytes::Bytes;
 
-use crate::body::{FRAME, WHOLE_FRAME};
+use super::block::{BlockWriter, MAX_BLOCK};
+use crate::body::FRAME;
 
-/// The largest allocation a fill makes at once (and so the largest piece of an entry).
-const MAX_BLOCK: usize = WHOLE_FRAME;
 /// The largest allocation for a body of unknown length (its size is known only at its
 /// end, so what a block holds beyond the bytes received is not in any budget).
 const OPEN_BLOCK: usize = 4 * FRAME;
@@ -176,99 +172,6 @@ impl PieceWriter {
         }
         self.piece_start = 0;
         self.next_block = (self.next_block * 2).min(self.max_block);
-    }
-}
-
-/// One allocation that a single [`BlockWriter`] fills front to back while views of what
-/// it has written already are shared with other threads.
-struct Block {
-    ptr: NonNull<u8>,
-    cap: usize,
-}
-
-// SAFETY: the bytes are written only through the one `BlockWriter`, and only at offsets
-// no view covers yet (below); views only read. The memory is freed once, by the last
-// `Arc` holder.
-unsafe impl Send for Block {}
-// SAFETY: as above: shared references only read bytes that no one writes any more.
-unsafe impl Sync for Block {}
-
-impl Drop for Block {
-    fn drop(&mut self) {
-        // SAFETY: `ptr` and `cap` are those of the `Vec` made in `BlockWriter::new`,
-        // whose memory was not freed since; a length of 0 drops no elements (u8 needs
-        // none anyway).
-        drop(unsafe { Vec::from_raw_parts(self.ptr.as_ptr(), 0, self.cap) });
-    }
-}
-
-/// The one writer of a [`Block`]: it appends at `len` and hands out views of `[0, len)`.
-/// Everything below `len` is initialized and never written again; everything above it
-/// is seen by no view. That split is what makes the sharing sound.
-struct BlockWriter {
-    block: Arc<Block>,
-    len: usize,
-}
-
-impl BlockWriter {
-    fn new(cap: usize) -> BlockWriter {
-        let mut v = std::mem::ManuallyDrop::new(Vec::<u8>::with_capacity(cap));
-        let cap = v.capacity();
-        let ptr = NonNull::new(v.as_mut_ptr()).unwrap_or(NonNull::dangling());
-        BlockWriter {
-            block: Arc::new(Block { ptr, cap }),
-            len: 0,
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn room(&self) -> usize {
-        self.block.cap - self.len
-    }
-
-    /// Copies as much of `src` as fits; returns how much that was.
-    fn append(&mut self, src: &[u8]) -> usize {
-        let n = src.len().min(self.room());
-        // SAFETY: `[len, len + n)` lies inside the allocation (`n <= cap - len`), `src`
-        // is another allocation, and no view covers these bytes: views end at or below
-        // `len`, and only this writer (not `Clone`, one per block) writes.
-        unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), self.block.ptr.as_ptr().add(self.len), n);
-        }
-        self.len += n;
-        n
-    }
-
-    /// The written bytes `[start, end)`, shared without a copy.
-    fn view(&self, start: usize, end: usize) -> Bytes {
-        assert!(
-            start <= end && end <= self.len,
-            "a view covers written bytes only"
-        );
-        Bytes::from_owner(View {
-            block: self.block.clone(),
-            start,
-            len: end - start,
-        })
-    }
-}
-
-/// Written bytes of a [`Block`], kept alive by the view.
-struct View {
-    block: Arc<Block>,
-    start: usize,
-    len: usize,
-}
-
-impl AsRef<[u8]> for View {
-    fn as_ref(&self) -> &[u8] {
-        // SAFETY: `BlockWriter::view` made this view of bytes it had written (so they
-        // are initialized), inside the allocation, which the `Arc` keeps alive; they are
-        // never written again. An empty view of a zero-capacity block reads nothing.
-        unsafe { std::slice::from_raw_parts(self.block.ptr.as_ptr().add(self.start), self.len) }
     }
 }
 

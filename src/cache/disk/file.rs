@@ -18,12 +18,14 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::mem::MaybeUninit;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::cache::block::BlockWriter;
 use crate::cache::entry::CacheKey;
 use crate::cache::pieces::Pieces;
 use crate::config::{Partition, ProviderKind};
@@ -343,11 +345,15 @@ fn read_block(
     crc: u32,
     wait: Wait,
 ) -> Result<Bytes, ReadError> {
-    let block = read_exactly(file, at, n, wait)?;
-    if crc32c::crc32c(&block) != crc {
+    let len = usize::try_from(n).map_err(|_| ReadError::Corrupt("block too large"))?;
+    // A block, not a `Vec`: it goes to sockets (and TLS record copies) from there.
+    let mut block = BlockWriter::new(len);
+    read_into(file, at, len, &mut block, wait)?;
+    let bytes = block.view(0, block.len());
+    if crc32c::crc32c(&bytes) != crc {
         return Err(ReadError::Corrupt("body checksum mismatch"));
     }
-    Ok(Bytes::from(block))
+    Ok(bytes)
 }
 
 /// Opens `path` and reads its prelude, header and block table, checked; `None` when
@@ -463,29 +469,81 @@ fn open_file(path: &Path, wait: Wait) -> Result<Option<(File, fs::Metadata)>, Re
 /// one is [`ReadError::NotCached`] (part of it is not in memory, or the file is shorter:
 /// a waiting read tells which).
 fn read_exactly(file: &File, at: Option<u64>, n: u64, wait: Wait) -> Result<Vec<u8>, ReadError> {
+    let len = usize::try_from(n).map_err(|_| ReadError::Corrupt("block too large"))?;
+    let mut buf = Vec::with_capacity(len);
+    read_into(file, at, len, &mut buf, wait)?;
+    Ok(buf)
+}
+
+/// A buffer a read fills in place, up to its capacity.
+trait Fill {
+    fn filled(&self) -> usize;
+    fn spare_mut(&mut self) -> &mut [MaybeUninit<u8>];
+    /// # Safety
+    /// The first `n` bytes of [`Fill::spare_mut`] must have been initialized.
+    unsafe fn assume_filled(&mut self, n: usize);
+}
+
+impl Fill for Vec<u8> {
+    fn filled(&self) -> usize {
+        self.len()
+    }
+    fn spare_mut(&mut self) -> &mut [MaybeUninit<u8>] {
+        self.spare_capacity_mut()
+    }
+    unsafe fn assume_filled(&mut self, n: usize) {
+        // SAFETY: the caller initialized these bytes of the spare capacity.
+        unsafe { self.set_len(self.len() + n) }
+    }
+}
+
+impl Fill for BlockWriter {
+    fn filled(&self) -> usize {
+        self.len()
+    }
+    fn spare_mut(&mut self) -> &mut [MaybeUninit<u8>] {
+        BlockWriter::spare_mut(self)
+    }
+    unsafe fn assume_filled(&mut self, n: usize) {
+        // SAFETY: the caller initialized these bytes of the spare room.
+        unsafe { self.assume_written(n) }
+    }
+}
+
+/// Reads `buf` up to `len` bytes (within its capacity) from offset `at` (see
+/// [`read_exactly`]).
+fn read_into(
+    file: &File,
+    at: Option<u64>,
+    len: usize,
+    buf: &mut impl Fill,
+    wait: Wait,
+) -> Result<(), ReadError> {
     if wait == Wait::No && at.is_none() {
         // A short read of a pipe takes its bytes away: the waiting read could not redo it.
         return Err(ReadError::NotCached);
     }
-    let len = usize::try_from(n).map_err(|_| ReadError::Corrupt("block too large"))?;
-    let mut buf = Vec::with_capacity(len);
-    while buf.len() < len {
-        let offset = at.map(|a| a + buf.len() as u64);
-        match (read_into_spare(file, &mut buf, offset, wait)?, wait) {
+    while buf.filled() < len {
+        let offset = at.map(|a| a + buf.filled() as u64);
+        match (read_into_spare(file, buf, len, offset, wait)?, wait) {
+            (0, _) if buf.spare_mut().is_empty() => {
+                return Err(ReadError::Corrupt("block too large"));
+            }
             (0, Wait::Yes) => return Err(ReadError::Corrupt("file shorter than its header says")),
-            (_, Wait::No) if buf.len() < len => return Err(ReadError::NotCached),
+            (_, Wait::No) if buf.filled() < len => return Err(ReadError::NotCached),
             _ => {}
         }
     }
-    Ok(buf)
+    Ok(())
 }
 
-/// One `preadv2` into `buf`'s spare capacity, at `offset` (or the file's position), with
-/// `RWF_NOWAIT` unless it may wait; adds what was read to `buf`'s length and returns how
-/// much that was (0 at the end of the file).
+/// One `preadv2` into `buf`'s spare capacity, up to `len` bytes filled, at `offset` (or
+/// the file's position), with `RWF_NOWAIT` unless it may wait; marks what was read filled
+/// and returns how much that was (0 at the end of the file).
 fn read_into_spare(
     file: &File,
-    buf: &mut Vec<u8>,
+    buf: &mut impl Fill,
+    len: usize,
     offset: Option<u64>,
     wait: Wait,
 ) -> Result<usize, ReadError> {
@@ -498,10 +556,11 @@ fn read_into_spare(
         Wait::Yes => 0,
         Wait::No => libc::RWF_NOWAIT,
     };
-    let spare = buf.spare_capacity_mut();
+    let want = len.saturating_sub(buf.filled());
+    let spare = buf.spare_mut();
     let iov = libc::iovec {
         iov_base: spare.as_mut_ptr().cast(),
-        iov_len: spare.len(),
+        iov_len: spare.len().min(want),
     };
     loop {
         // SAFETY: `iov` covers `buf`'s spare capacity, memory `buf` owns and nothing
@@ -510,7 +569,7 @@ fn read_into_spare(
         let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, flags) };
         if let Ok(n) = usize::try_from(n) {
             // SAFETY: the kernel initialized the first `n` bytes of the spare capacity.
-            unsafe { buf.set_len(buf.len() + n) };
+            unsafe { buf.assume_filled(n) };
             return Ok(n);
         }
         let e = io::Error::last_os_error();
