@@ -1,21 +1,41 @@
 //! The process's allocator: mimalloc (the binary and the memory tests declare it), told
-//! to give freed pages back to the system at once. By default it waits a second and
-//! then purges only when the thread that owns the pages allocates again, so pages freed
-//! on a worker or blocking thread that went idle stay resident: after a burst of large
-//! objects (fills abandoned by their clients, evictions) RSS stayed ~80 MiB above what
-//! was live (docs/design.md, "Connection deadlines and the memory bound").
+//! to give freed pages back to the system 10 ms after they are freed, with every worker
+//! thread collecting twice a second ([`collect_freed`]) so that the pages of a thread
+//! that went idle are given back too.
+//!
+//! mimalloc's default (a second's delay, then a purge only when the thread that owns
+//! the pages allocates again) left pages freed on a thread that went idle resident:
+//! after a burst of large objects (fills abandoned by their clients, evictions) RSS
+//! stayed ~80 MiB above what was live (docs/design.md, "Connection deadlines and the
+//! memory bound"). Purging at once fixed that but gave every freed page back straight
+//! away, to be faulted in again on the next allocation: page faults and TLB-shootdown
+//! interrupts were ~10% of the samples of small hits over TLS + h2, 0.70-0.85× the
+//! req/s of the 10 ms delay (BENCHMARKS.md, "Freed pages given back after 10 ms").
 
 use libmimalloc_sys::mi_option_t;
 
 /// `mi_option_purge_delay` of mimalloc 3's `mimalloc.h` (the Rust bindings leave it
 /// out): how long freed pages wait before they are given back, in ms.
 const PURGE_DELAY: mi_option_t = 15;
+/// Long enough that pages freed and reused within one burst of requests stay mapped.
+const PURGE_DELAY_MS: std::ffi::c_long = 10;
+/// How often each worker thread collects ([`collect_freed`]).
+pub(crate) const COLLECT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Sets the allocator's options; call it first thing in `main`.
-pub fn return_freed_pages_at_once() {
+pub fn return_freed_pages_soon() {
     // SAFETY: mi_option_set only stores an integer in mimalloc's option table; any
     // thread may call it at any time.
-    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, 0) };
+    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, PURGE_DELAY_MS) };
+}
+
+/// Gives back what the calling thread freed more than [`PURGE_DELAY_MS`] ago (and the
+/// empty pages it still holds). A thread that frees and then sleeps never reaches
+/// mimalloc's own purge, which runs on its allocations.
+pub(crate) fn collect_freed() {
+    // SAFETY: mi_collect works on the calling thread's own heap (and the shared arenas,
+    // under their own locks); `false`: no forced purge of pages freed just now.
+    unsafe { libmimalloc_sys::mi_collect(false) };
 }
 
 #[cfg(test)]

@@ -53,7 +53,7 @@ mod variant;
 // only the items below leave the crate.
 
 // The process: wiring, listeners, the embedded store, logs.
-pub use allocator::return_freed_pages_at_once;
+pub use allocator::return_freed_pages_soon;
 pub use app::{App, Listeners, WiringError};
 pub use demo::{Demo, thumbnail_query};
 pub use logging::init as init_logging;

@@ -24,7 +24,7 @@ use bucketfront::{Limits, Listener};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    bucketfront::return_freed_pages_at_once();
+    bucketfront::return_freed_pages_soon();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::CheckConfig(c) => c

@@ -43,7 +43,17 @@ impl Workers {
             std::thread::Builder::new()
                 .name(format!("bucketfront-worker-{i}"))
                 .spawn(move || {
-                    runtime.block_on(stop.cancelled());
+                    runtime.block_on(async {
+                        // Pages this thread freed are given back even once it is idle.
+                        let mut collect = tokio::time::interval(crate::allocator::COLLECT_EVERY);
+                        collect.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                        loop {
+                            tokio::select! {
+                                () = stop.cancelled() => break,
+                                _ = collect.tick() => crate::allocator::collect_freed(),
+                            }
+                        }
+                    });
                     // A render or disk read still on the blocking pool finishes on its
                     // own; nothing waits for it.
                     runtime.shutdown_background();
