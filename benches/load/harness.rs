@@ -473,6 +473,12 @@ pub(crate) struct H2Run {
 }
 
 pub(crate) fn h2load(url: &str, seconds: u64, log: &Path) -> H2Run {
+    // h2load appends to its log file: without this, each p99 was taken over every earlier
+    // run in the same file too (other servers and sizes included).
+    match std::fs::remove_file(log) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("{}: {e}", log.display()),
+        _ => {}
+    }
     let out = Command::new("h2load")
         .args([
             "-c10",
