@@ -3,6 +3,7 @@
 //! origin (which reads it from S3), the cache (which stores it and honours its rules)
 //! and the respond phase (which turns it into response headers).
 
+use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use http::header::{self, HeaderName, HeaderValue};
@@ -337,36 +338,55 @@ pub(crate) fn downstream_cache_control(base: &str, d: &Directives, lifetime: Dur
         return "no-store".into();
     }
     let cap = lifetime.as_secs();
-    let mut out: Vec<String> = Vec::new();
-    let mut has_max_age = false;
+    // Built in one string: this runs on every hit, and a list of parts cost a handful of
+    // allocations per response.
+    let mut out = String::with_capacity(base.len() + 32);
+    let mut push = |part: std::fmt::Arguments| {
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        let _ = out.write_fmt(part);
+    };
+    let (mut has_max_age, mut no_store, mut private, mut no_cache, mut must_revalidate) =
+        (false, false, false, false, false);
     for part in base.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let lower = part.to_ascii_lowercase();
         let capped = |v: &str| v.trim().parse::<u64>().map_or(0, |n| n.min(cap));
-        if let Some(v) = lower.strip_prefix("max-age=") {
+        if let Some(v) = strip_prefix_ignore_case(part, "max-age=") {
             has_max_age = true;
-            out.push(format!("max-age={}", capped(v)));
-        } else if let Some(v) = lower.strip_prefix("s-maxage=") {
-            out.push(format!("s-maxage={}", capped(v)));
-        } else if lower == "public" && d.private {
-            out.push("private".into());
+            push(format_args!("max-age={}", capped(v)));
+        } else if let Some(v) = strip_prefix_ignore_case(part, "s-maxage=") {
+            push(format_args!("s-maxage={}", capped(v)));
+        } else if part.eq_ignore_ascii_case("public") && d.private {
+            private = true;
+            push(format_args!("private"));
         } else {
-            out.push(part.to_string());
+            no_store |= part.eq_ignore_ascii_case("no-store");
+            private |= part.eq_ignore_ascii_case("private");
+            no_cache |= part.eq_ignore_ascii_case("no-cache");
+            must_revalidate |= part.eq_ignore_ascii_case("must-revalidate");
+            push(format_args!("{part}"));
         }
     }
-    let stores = !out.iter().any(|p| p.eq_ignore_ascii_case("no-store"));
-    if stores && !has_max_age {
-        out.push(format!("max-age={cap}"));
+    if !no_store && !has_max_age {
+        push(format_args!("max-age={cap}"));
     }
-    for (wanted, name) in [
-        (d.private, "private"),
-        (d.no_cache, "no-cache"),
-        (d.must_revalidate, "must-revalidate"),
+    for (wanted, present, name) in [
+        (d.private, private, "private"),
+        (d.no_cache, no_cache, "no-cache"),
+        (d.must_revalidate, must_revalidate, "must-revalidate"),
     ] {
-        if wanted && !out.iter().any(|p| p.eq_ignore_ascii_case(name)) {
-            out.push(name.into());
+        if wanted && !present {
+            push(format_args!("{name}"));
         }
     }
-    out.join(", ")
+    out
+}
+
+/// `s` without `prefix`, compared ignoring ASCII case.
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
 }
 
 #[cfg(test)]
@@ -656,6 +676,20 @@ mod tests {
                 "public, s-maxage=300, max-age=60",
             ),
             ("no-store", "", hour, "no-store"),
+            // Directives are matched ignoring case; ones the proxy does not rewrite keep
+            // theirs, and one already there is not added twice.
+            (
+                "PUBLIC, MAX-AGE= 99999, Private, No-Store",
+                "private",
+                hour,
+                "private, max-age=3600, Private, No-Store",
+            ),
+            (
+                "Public",
+                "no-cache",
+                hour,
+                "Public, max-age=3600, no-cache, must-revalidate",
+            ),
         ];
         for (base, object, lifetime, want) in cases {
             let got = downstream_cache_control(base, &d(object), lifetime);

@@ -30,7 +30,16 @@ pub struct ObjectRef {
 
 impl ObjectRef {
     pub fn new(provider: ProviderKind, bucket: &str, key: &str) -> Result<ObjectRef, Error> {
-        object(provider, bucket, None, key.to_string())
+        object(provider, bucket.to_string(), None, key.to_string())
+    }
+
+    /// As [`ObjectRef::new`], taking names already owned (the path route's decoded ones).
+    pub fn from_owned(
+        provider: ProviderKind,
+        bucket: String,
+        key: String,
+    ) -> Result<ObjectRef, Error> {
+        object(provider, bucket, None, key)
     }
 }
 
@@ -95,7 +104,7 @@ pub fn parse_source_url(url: &str) -> Result<ObjectRef, Error> {
                 _ => ProviderKind::Azure,
             };
             let key = path.strip_prefix('/').unwrap_or(path);
-            object(provider, authority, None, key.to_string())
+            object(provider, authority.to_string(), None, key.to_string())
         }
         "http" | "https" => parse_http(&host, path),
         _ => Err(bad("the scheme must be https, http, s3, gs or az")),
@@ -104,15 +113,15 @@ pub fn parse_source_url(url: &str) -> Result<ObjectRef, Error> {
 
 fn object(
     provider: ProviderKind,
-    bucket: &str,
+    bucket: String,
     region: Option<String>,
     key: String,
 ) -> Result<ObjectRef, Error> {
-    validate_bucket(bucket, provider)?;
+    validate_bucket(&bucket, provider)?;
     validate_key(&key)?;
     Ok(ObjectRef {
         provider,
-        bucket: bucket.to_string(),
+        bucket,
         partition: None,
         account: None,
         region,
@@ -139,7 +148,7 @@ fn parse_http(host: &str, path: &str) -> Result<ObjectRef, Error> {
             .ok_or_else(|| bad("expected /{container}/{blob}"))?;
         let mut obj = object(
             ProviderKind::Azure,
-            &decode_component(container)?,
+            decode_component(container)?,
             None,
             decode_component(key)?,
         )?;
@@ -161,14 +170,14 @@ fn parse_http(host: &str, path: &str) -> Result<ObjectRef, Error> {
     };
     let path = path.strip_prefix('/').unwrap_or(path);
     let mut obj = match bucket_in_host {
-        Some(bucket) => object(provider, &bucket, region, decode_component(path)?)?,
+        Some(bucket) => object(provider, bucket, region, decode_component(path)?)?,
         None => {
             let (bucket, key) = path
                 .split_once('/')
                 .ok_or_else(|| bad("expected /{bucket}/{key}"))?;
             object(
                 provider,
-                &decode_component(bucket)?,
+                decode_component(bucket)?,
                 region,
                 decode_component(key)?,
             )?
@@ -228,10 +237,8 @@ fn is_region(s: &str) -> bool {
 }
 
 fn looks_like_ipv4(s: &str) -> bool {
-    let labels: Vec<&str> = s.split('.').collect();
-    labels.len() == 4
-        && labels
-            .iter()
+    s.split('.').count() == 4
+        && s.split('.')
             .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
 }
 

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::Method;
+use http::{HeaderValue, Method};
 
 use crate::activity::{Activity, EndReason};
 use crate::auth::Tenant;
@@ -56,10 +56,29 @@ impl Delivery {
     }
 }
 
+/// A request id as it is written: 16 hex digits.
+struct RequestId(u64);
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// The `X-Request-Id` header of request `id`, formatted without an intermediate string.
+pub(super) fn request_id(id: u64) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    for (i, d) in digits.iter_mut().enumerate() {
+        *d = HEX[(id >> (60 - 4 * i)) as usize & 0xf];
+    }
+    HeaderValue::from_bytes(&digits).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
 /// Everything a request's log line says but how its body ended.
 pub(super) struct Record {
     pub metrics: Arc<Metrics>,
-    pub id: String,
+    pub id: u64,
     pub client: Option<IpAddr>,
     pub method: Method,
     pub route: RouteName,
@@ -94,7 +113,7 @@ impl Record {
         };
         tracing::info!(
             target: "bucketfront::access",
-            request_id = self.id,
+            request_id = %RequestId(self.id),
             client = self.client.map(|c| c.to_string()).unwrap_or_default(),
             method = %self.method,
             route = self.route.as_str(),
@@ -116,6 +135,15 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_sixteen_hex_digits() {
+        for id in [0, 1, 0xabc, u64::MAX, 0x0123_4567_89ab_cdef] {
+            let want = format!("{id:016x}");
+            assert_eq!(request_id(id), want.as_str());
+            assert_eq!(RequestId(id).to_string(), want);
+        }
+    }
 
     #[test]
     fn deliveries() {

@@ -90,7 +90,8 @@ const CSP: HeaderValue = HeaderValue::from_static("default-src 'none'; sandbox")
 struct Ctx<'a> {
     state: &'a State,
     parts: &'a Parts,
-    id: String,
+    /// Its `X-Request-Id`, also in its log line.
+    id: u64,
     started: Instant,
     route: RouteName,
     cache: CacheStatus,
@@ -111,7 +112,7 @@ pub async fn handle(state: Arc<State>, parts: Parts) -> Response<ProxyBody> {
     let mut ctx = Ctx {
         state: &state,
         parts: &parts,
-        id: format!("{:016x}", fastrand::u64(..)),
+        id: fastrand::u64(..),
         started: Instant::now(),
         route: RouteName::Other,
         cache: CacheStatus::Bypass,
@@ -175,8 +176,10 @@ impl Ctx<'_> {
             self.vary_accept = v.varies_by_accept();
             v.check_sizes(&state.config.variants.widths)?;
         }
-        let target = match &route {
-            Route::Object(t) | Route::Presign { target: t, .. } => t,
+        // `Some(redirect)` for a presign route.
+        let (target, presign) = match route {
+            Route::Object(t) => (t, None),
+            Route::Presign { target, redirect } => (target, Some(redirect)),
         };
         let obj = source(state, target)?;
         self.bucket = Some(obj.bucket.clone());
@@ -207,8 +210,8 @@ impl Ctx<'_> {
             head,
             passthrough: passthrough_request(&parts.headers, client),
         };
-        match route {
-            Route::Presign { redirect, .. } => {
+        match presign {
+            Some(redirect) => {
                 // A presigned URL never outlives the signed request that asked for it.
                 let now = state.clock.wall();
                 let (presigned, status) =
@@ -216,7 +219,7 @@ impl Ctx<'_> {
                 self.cache = status;
                 Ok(presigned.response(redirect, now))
             }
-            Route::Object(_) => self.serve_object(&req, variant.as_ref()).await,
+            None => self.serve_object(&req, variant.as_ref()).await,
         }
     }
 
@@ -321,9 +324,7 @@ impl Ctx<'_> {
         if self.vary_accept {
             h.append(header::VARY, HeaderValue::from_static("Accept"));
         }
-        if let Ok(v) = HeaderValue::from_str(&self.id) {
-            h.insert(X_REQUEST_ID, v);
-        }
+        h.insert(X_REQUEST_ID, access::request_id(self.id));
         self.state.cors.apply(&self.parts.headers, h);
     }
 
@@ -342,7 +343,7 @@ impl Ctx<'_> {
             Some(f) => downstream_cache_control(base, &f.directives, f.lifetime),
             None => base.to_string(),
         };
-        HeaderValue::from_str(&value).unwrap_or_else(|_| self.state.cache_control.clone())
+        respond::header_value(value).unwrap_or_else(|| self.state.cache_control.clone())
     }
 
     /// The request's metrics, as its head goes out (bytes are counted at its end).
@@ -363,7 +364,7 @@ impl Ctx<'_> {
     fn record(&mut self, response: &Response<ProxyBody>) -> access::Record {
         access::Record {
             metrics: self.state.metrics.clone(),
-            id: std::mem::take(&mut self.id),
+            id: self.id,
             client: self.client_addr(),
             method: self.parts.method.clone(),
             route: self.route,
@@ -385,7 +386,7 @@ impl Ctx<'_> {
 }
 
 /// The source phase: a path or source URL → a validated object reference.
-fn source(state: &State, target: &Target) -> Result<ObjectRef, Error> {
+fn source(state: &State, target: Target) -> Result<ObjectRef, Error> {
     let configured = |bucket: &str| {
         state
             .config
@@ -395,7 +396,7 @@ fn source(state: &State, target: &Target) -> Result<ObjectRef, Error> {
     };
     let obj = match target {
         Target::Url(url) => {
-            let obj = parse_source_url(url)?;
+            let obj = parse_source_url(&url)?;
             // The provider is part of the object's identity: `gs://b/k` is not the
             // S3-configured bucket `b` (nor its signature, nor its cache entry).
             let provider = configured(&obj.bucket);
@@ -409,7 +410,7 @@ fn source(state: &State, target: &Target) -> Result<ObjectRef, Error> {
             }
             obj
         }
-        Target::Path { bucket, key } => ObjectRef::new(configured(bucket), bucket, key)?,
+        Target::Path { bucket, key } => ObjectRef::from_owned(configured(&bucket), bucket, key)?,
     };
     // The partition is part of the object's identity too: a bucket configured in one is
     // not reached through a URL naming another (another owner's bucket of that name).

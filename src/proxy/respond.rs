@@ -86,7 +86,7 @@ pub(crate) fn from_fill(
         } else {
             ProxyBody::stream(place.reader(0, None), None)
         };
-        let mut r = Response::new(body);
+        let mut r = response(body);
         for (name, value) in headers {
             r.headers_mut().insert(name, value);
         }
@@ -99,7 +99,7 @@ pub(crate) fn from_fill(
 
 /// A `304` for a stored response: its validators, `Date` and `Expires`.
 fn not_modified_response(headers: &EncodedHeaders) -> Response<ProxyBody> {
-    let mut r = Response::new(ProxyBody::empty());
+    let mut r = response(ProxyBody::empty());
     *r.status_mut() = StatusCode::NOT_MODIFIED;
     let h = r.headers_mut();
     for (name, value) in headers.iter().filter(|(n, _)| in_not_modified(n)) {
@@ -137,7 +137,7 @@ fn build(
             len,
             partial,
         } => {
-            let mut r = Response::new(if head || len == 0 {
+            let mut r = response(if head || len == 0 {
                 ProxyBody::empty()
             } else {
                 body(start, len)
@@ -186,7 +186,7 @@ pub(crate) fn from_origin(head: bool, object: OriginObject, idle: Duration) -> R
             });
         ProxyBody::stream(stream, len)
     };
-    let mut r = Response::new(body);
+    let mut r = response(body);
     let h = r.headers_mut();
     for (name, value) in response_headers(&object.meta) {
         h.insert(name, value);
@@ -243,22 +243,42 @@ const COALESCE: usize = 256 << 10;
 
 /// The origin's `304` for a passed-through conditional request.
 pub(crate) fn not_modified_passthrough() -> Response<ProxyBody> {
-    let mut r = Response::new(ProxyBody::empty());
+    let mut r = response(ProxyBody::empty());
     *r.status_mut() = StatusCode::NOT_MODIFIED;
     r
 }
 
 fn insert(h: &mut HeaderMap, name: header::HeaderName, value: String) {
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    if let Some(v) = header_value(value) {
         h.insert(name, v);
     }
+}
+
+/// `value` as a header value without copying it (`HeaderValue::from_str` copies), if it
+/// is one: printable ASCII, as `from_str` requires.
+pub(crate) fn header_value(value: String) -> Option<HeaderValue> {
+    if !value.is_ascii() {
+        return None;
+    }
+    HeaderValue::from_maybe_shared(Bytes::from(value)).ok()
+}
+
+/// Headers a response for an object ends up with (its stored ones, the proxy's own, CORS).
+const HEADERS_PER_RESPONSE: usize = 20;
+
+/// A response with room for all its headers from the start: a map grown header by header
+/// reallocates several times per response.
+fn response(body: ProxyBody) -> Response<ProxyBody> {
+    let mut r = Response::new(body);
+    *r.headers_mut() = HeaderMap::with_capacity(HEADERS_PER_RESPONSE);
+    r
 }
 
 /// The JSON error response of docs/http.md, "Answers"; headers common to every response
 /// are added by the caller.
 pub(crate) fn error_response(e: &Error) -> Response<ProxyBody> {
     let body = Bytes::from(e.body());
-    let mut r = Response::new(ProxyBody::full(body.clone()));
+    let mut r = response(ProxyBody::full(body.clone()));
     *r.status_mut() = e.status();
     let h = r.headers_mut();
     h.insert(
@@ -276,4 +296,25 @@ pub(crate) fn error_response(e: &Error) -> Response<ProxyBody> {
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_are_printable_ascii() {
+        let v = header_value("private, max-age=60".to_string());
+        assert_eq!(
+            v.as_ref().map(|v| v.as_bytes()),
+            Some(&b"private, max-age=60"[..])
+        );
+        assert!(header_value("caf\u{e9}".to_string()).is_none());
+        assert!(header_value("a\r\nset-cookie: x".to_string()).is_none());
+    }
+
+    #[test]
+    fn responses_have_room_for_their_headers() {
+        assert!(response(ProxyBody::empty()).headers().capacity() >= HEADERS_PER_RESPONSE);
+    }
 }
