@@ -30,7 +30,7 @@ pub struct ObjectRef {
 
 impl ObjectRef {
     pub fn new(provider: ProviderKind, bucket: &str, key: &str) -> Result<ObjectRef, Error> {
-        object(provider, bucket.to_string(), None, key.to_string())
+        ObjectRef::from_owned(provider, bucket.to_string(), key.to_string())
     }
 
     /// As [`ObjectRef::new`], taking names already owned (the path route's decoded ones).

@@ -3,6 +3,7 @@
 //! ended; and the per-tenant byte count, from the same figure. Built by the log phase,
 //! carried by the response body until its end.
 
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -65,13 +66,11 @@ impl std::fmt::Display for RequestId {
     }
 }
 
-/// The `X-Request-Id` header of request `id`, formatted without an intermediate string.
+/// The `X-Request-Id` header of request `id`: [`RequestId`]'s digits, written into the
+/// stack rather than through a `String`.
 pub(super) fn request_id(id: u64) -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut digits = [0u8; 16];
-    for (i, d) in digits.iter_mut().enumerate() {
-        *d = HEX[(id >> (60 - 4 * i)) as usize & 0xf];
-    }
+    let _ = write!(&mut digits[..], "{}", RequestId(id));
     HeaderValue::from_bytes(&digits).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 

@@ -343,7 +343,7 @@ impl Ctx<'_> {
             Some(f) => downstream_cache_control(base, &f.directives, f.lifetime),
             None => base.to_string(),
         };
-        respond::header_value(value).unwrap_or_else(|| self.state.cache_control.clone())
+        HeaderValue::from_str(&value).unwrap_or_else(|_| self.state.cache_control.clone())
     }
 
     /// The request's metrics, as its head goes out (bytes are counted at its end).
