@@ -182,7 +182,10 @@ impl Connection {
             let guard = RequestGuard(service_activity.clone());
             let overflow = info.overflow;
             req.extensions_mut().insert(info.clone());
-            let response = handler(req);
+            // Boxed: hyper spawns each h2 stream's future as a task and moves it several
+            // times on the way (about ten copies of 6.6 KiB per request before this, 4%
+            // of a 4 KiB hit's CPU over TLS + h2); a box moves as a pointer.
+            let response = Box::pin(handler(req));
             async move {
                 let mut response = response.await;
                 if overflow {
