@@ -15,11 +15,22 @@ use crate::body::WHOLE_FRAME;
 pub(crate) const MAX_BLOCK: usize = WHOLE_FRAME;
 
 /// Blocks of at least this many bytes start [`SKEW`] bytes into a page-aligned
-/// allocation. Smaller ones keep an allocation of their exact size: glibc copies them
-/// with `rep movsb` too (from about 2 KiB here), but the skew would be a large share of
-/// their memory, and skewing blocks from 2 KiB gained only 2-4% req/s for 4 KiB hits over
-/// TLS + h2.
+/// allocation. Smaller ones from [`SMALL_SKEW_FROM`] start [`SMALL_SKEW`] bytes in: glibc
+/// copies them with `rep movsb` too, but half a page would be a large share of their
+/// memory.
 const SKEW_FROM: usize = 16 * 1024;
+/// glibc's `rep movsb` threshold on this CPU (about 2.1 KiB, measured): smaller blocks are
+/// copied another way and keep an allocation of their exact size.
+const SMALL_SKEW_FROM: usize = 2048;
+/// Where a block of [`SMALL_SKEW_FROM`]..[`SKEW_FROM`] bytes starts in its allocation.
+/// mimalloc places blocks of 2-16 KiB at multiples of 512 bytes, and so it does rustls's
+/// record buffers: a 4 KiB body and the record it was copied into had the same offset in
+/// their pages, and h2 copies a DATA frame's first 247 bytes into its own buffer (to make
+/// a 256-byte write), so the rest went 14 bytes past its source: the slow window again,
+/// on every response (5.7% of a 4 KiB TLS + h2 hit's samples). 64 bytes off that grid,
+/// neither that shift nor a whole-record copy lands in it; a copy that does (a header
+/// block of one length in 32) is the exception, not the rule.
+const SMALL_SKEW: usize = 64;
 /// Where a large block's bytes start within their first page. Copies out of a block
 /// (rustls copies each TLS record's plaintext into a buffer of its own, just after the
 /// 5-byte record header, and h2's 9-byte frame header) are `memcpy`s of up to 16 KiB,
@@ -54,6 +65,8 @@ impl Block {
         let cap = cap.min(MAX_BLOCK);
         let (skew, align) = if cap >= SKEW_FROM {
             (SKEW, PAGE)
+        } else if cap >= SMALL_SKEW_FROM {
+            (SMALL_SKEW, SMALL_SKEW)
         } else {
             (0, 1)
         };
@@ -186,7 +199,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn large_blocks_start_half_a_page_in_and_small_ones_are_exact() {
+    fn blocks_start_off_the_allocators_grid_and_small_ones_are_exact() {
         for cap in [SKEW_FROM, 200 * 1024, MAX_BLOCK] {
             let mut w = BlockWriter::new(cap);
             assert_eq!(w.room(), cap);
@@ -195,6 +208,20 @@ mod tests {
             let view = w.view(0, cap);
             assert_eq!(view.as_ptr() as usize % PAGE, SKEW, "{cap}");
             assert_eq!(&view[..], &data[..]);
+        }
+        for cap in [SMALL_SKEW_FROM, 4096, SKEW_FROM - 1] {
+            let mut w = BlockWriter::new(cap);
+            assert_eq!(w.room(), cap);
+            assert_eq!(w.append(&vec![7u8; cap]), cap);
+            let view = w.view(0, cap);
+            assert_eq!(view.as_ptr() as usize % SMALL_SKEW, 0, "{cap}");
+            let block = Block::new(cap);
+            assert_eq!(block.alloc.as_ptr() as usize % SMALL_SKEW, 0, "{cap}");
+            assert_eq!(
+                block.data() as usize - block.alloc.as_ptr() as usize,
+                SMALL_SKEW
+            );
+            assert!(view.iter().all(|b| *b == 7));
         }
         let mut w = BlockWriter::new(100);
         assert_eq!(w.room(), 100);
