@@ -23,13 +23,14 @@ const SKEW_FROM: usize = 16 * 1024;
 /// copied another way and keep an allocation of their exact size.
 const SMALL_SKEW_FROM: usize = 2048;
 /// Where a block of [`SMALL_SKEW_FROM`]..[`SKEW_FROM`] bytes starts in its allocation.
-/// mimalloc places blocks of 2-16 KiB at multiples of 512 bytes, and so it does rustls's
-/// record buffers: a 4 KiB body and the record it was copied into had the same offset in
-/// their pages, and h2 copies a DATA frame's first 247 bytes into its own buffer (to make
-/// a 256-byte write), so the rest went 14 bytes past its source: the slow window again,
-/// on every response (5.7% of a 4 KiB TLS + h2 hit's samples). 64 bytes off that grid,
-/// neither that shift nor a whole-record copy lands in it; a copy that does (a header
-/// block of one length in 32) is the exception, not the rule.
+/// mimalloc's size classes from 2 to 16 KiB are multiples of 512 bytes, so its blocks of
+/// those sizes (ours and rustls's record buffers alike) lie on a 512-byte grid: a 4 KiB
+/// body and the record it was copied into had the same offset in their pages, and h2
+/// copies a DATA frame's first 247 bytes into its own buffer (to make a 256-byte write),
+/// so the rest went 14 bytes past its source: the slow window again, on every response
+/// (5.7% of a 4 KiB TLS + h2 hit's samples). 64 bytes off that grid, neither that shift
+/// nor a whole-record copy lands in it; a copy that does (a header block of one length
+/// in 32) is the exception, not the rule.
 const SMALL_SKEW: usize = 64;
 /// Where a large block's bytes start within their first page. Copies out of a block
 /// (rustls copies each TLS record's plaintext into a buffer of its own, just after the
@@ -214,11 +215,11 @@ mod tests {
             assert_eq!(w.room(), cap);
             assert_eq!(w.append(&vec![7u8; cap]), cap);
             let view = w.view(0, cap);
-            assert_eq!(view.as_ptr() as usize % SMALL_SKEW, 0, "{cap}");
-            let block = Block::new(cap);
-            assert_eq!(block.alloc.as_ptr() as usize % SMALL_SKEW, 0, "{cap}");
+            // The block just written, not another one: its allocation on the 64-byte
+            // grid, and the view's bytes one skew past it.
+            assert_eq!(w.block.alloc.as_ptr() as usize % SMALL_SKEW, 0, "{cap}");
             assert_eq!(
-                block.data() as usize - block.alloc.as_ptr() as usize,
+                view.as_ptr() as usize - w.block.alloc.as_ptr() as usize,
                 SMALL_SKEW
             );
             assert!(view.iter().all(|b| *b == 7));
