@@ -77,8 +77,14 @@ pub(crate) async fn disk(seconds: u64, rounds: usize) -> String {
                 ttfb(&format!("http://127.0.0.1:{port}{p}")).await;
             }
         }
-        // bucketfront writes files in the background: let them land before measuring.
+        // bucketfront writes files in the background: let them land, then write every
+        // dirty page back, so that neither server's measured round is the one the
+        // kernel's writeback of the warm-up lands in (it was the noisiest row).
         tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::task::spawn_blocking(|| std::process::Command::new("sync").status())
+            .await
+            .unwrap()
+            .expect("sync");
         let mut targets = vec![
             (
                 "bucketfront".to_string(),
@@ -98,6 +104,14 @@ pub(crate) async fn disk(seconds: u64, rounds: usize) -> String {
                 random_paths_script(dir.path(), "bf", &bf_paths),
                 *port,
             ));
+        }
+        // One unmeasured second each: file handles, the memory tier and nginx's
+        // open-file cache reach their steady state before the first measured round.
+        for (_, script, port) in &targets {
+            let (url, script) = (format!("http://127.0.0.1:{port}/"), script.clone());
+            tokio::task::spawn_blocking(move || wrk_with(&url, 1, Some(&script)))
+                .await
+                .unwrap();
         }
         for cache in ["warm", "dropped"] {
             let mut results: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
