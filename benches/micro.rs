@@ -289,10 +289,26 @@ fn metrics(c: &mut Criterion) {
     g.finish();
 }
 
+/// The disk tier's check on every read: CRC32C of one 256 KiB block (crc-fast, as
+/// `cache/disk/file.rs` uses it), against the crc32c crate it used before.
+fn checksum(c: &mut Criterion) {
+    let block: Vec<u8> = (0..256 << 10).map(|i: u32| (i * 31 + 7) as u8).collect();
+    let mut g = c.benchmark_group("checksum");
+    g.throughput(Throughput::Bytes(block.len() as u64));
+    g.bench_function("crc_fast_256k", |b| {
+        b.iter(|| crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, black_box(&block)))
+    });
+    g.bench_function("baseline_crc32c_crate_256k", |b| {
+        b.iter(|| crc32c::crc32c(black_box(&block)))
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     source_parse,
     signature_verify,
+    checksum,
     hit_path,
     presign,
     metrics
