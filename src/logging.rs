@@ -27,13 +27,15 @@ pub(crate) const BUFFER_BYTES: usize = 8 << 20;
 /// reaches stdout at most this late (plus the write itself).
 pub(crate) const BATCH_WINDOW: Duration = Duration::from_millis(20);
 
-static DROPPED: OnceLock<Arc<Batch>> = OnceLock::new();
+/// Where [`emit`]'s lines go: the subscriber's own writer, so that both kinds of line
+/// share one buffer, one budget and one order.
+static OUTPUT: OnceLock<BatchWriter> = OnceLock::new();
 
 /// Installs the JSON subscriber (filter from `BUCKETFRONT_LOG`). Keep the guard until the
 /// process ends: dropping it writes what is still buffered.
 pub fn init() -> LogGuard {
     let (writer, guard) = BatchWriter::start(std::io::stdout(), BUFFER_BYTES);
-    let _ = DROPPED.set(writer.batch.clone());
+    let _ = OUTPUT.set(writer.clone());
     let filter = tracing_subscriber::EnvFilter::try_from_env("BUCKETFRONT_LOG")
         // h2's warnings (a flood's GOAWAY) come one per attacking connection: an attacker
         // would choose the log's volume. They are counted instead
@@ -41,21 +43,124 @@ pub fn init() -> LogGuard {
         .unwrap_or_else(|_| {
             tracing_subscriber::EnvFilter::new("info,aws_config::imds=error,h2=error")
         });
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
+    subscriber()
         .with_env_filter(filter)
         .with_writer(writer)
         .init();
     guard
 }
 
+/// The subscriber's line format, which [`emit`]'s lines copy.
+fn subscriber() -> tracing_subscriber::fmt::SubscriberBuilder<
+    tracing_subscriber::fmt::format::JsonFields,
+    tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Json>,
+> {
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+}
+
 /// Lines dropped because the buffer was full (0 before [`init`]).
 pub(crate) fn dropped_lines() -> u64 {
-    DROPPED
+    OUTPUT
         .get()
-        .map_or(0, |b| b.dropped.load(Ordering::Relaxed))
+        .map_or(0, |w| w.batch.dropped.load(Ordering::Relaxed))
+}
+
+/// Writes one line in the shape the subscriber gives its own (`timestamp`, `level`,
+/// the fields in order, `target`), built by `fields` straight into a reused buffer; no
+/// line before [`init`]. For a line written once per request: the subscriber's JSON layer
+/// (a visitor per field, a `serde_json::Map`, layers of `fmt::Write`) cost about a sixth
+/// of a small cache hit's CPU (BENCHMARKS.md, "The access log"). The caller checks that
+/// its target is enabled (`tracing::enabled!`), so the filter still decides.
+pub(crate) fn emit(level: &'static str, target: &str, fields: impl FnOnce(&mut JsonLine)) {
+    let Some(out) = OUTPUT.get() else {
+        return;
+    };
+    thread_local! {
+        static BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    // Taken out of the cell for the while, so nothing here can find it borrowed.
+    let buf = BUFFER.try_with(std::cell::Cell::take).unwrap_or_default();
+    let mut buf = JsonLine::build(buf, level, target, fields);
+    out.push(&buf);
+    // A line with a very long key is not kept for every line after it.
+    buf.shrink_to(LINE_KEPT);
+    let _ = BUFFER.try_with(|cell| cell.set(buf));
+}
+
+/// What a worker thread's line buffer keeps between lines.
+const LINE_KEPT: usize = 4 << 10;
+
+/// A JSON log line being built: a flat object, strings escaped as `serde_json` escapes
+/// them (as the subscriber does).
+pub(crate) struct JsonLine(Vec<u8>);
+
+impl JsonLine {
+    /// The whole line, newline included, in `buf` (cleared first).
+    fn build(
+        mut buf: Vec<u8>,
+        level: &str,
+        target: &str,
+        fields: impl FnOnce(&mut JsonLine),
+    ) -> Vec<u8> {
+        buf.clear();
+        let mut line = JsonLine(buf);
+        line.begin(level);
+        fields(&mut line);
+        line.end(target);
+        line.0
+    }
+
+    fn begin(&mut self, level: &str) {
+        let now = std::time::SystemTime::now();
+        let _ = write!(
+            self.0,
+            "{{\"timestamp\":\"{}\"",
+            humantime::format_rfc3339_micros(now)
+        );
+        self.str("level", level);
+    }
+
+    fn end(&mut self, target: &str) {
+        self.str("target", target);
+        self.0.extend_from_slice(b"}\n");
+    }
+
+    /// `key` is one of the caller's names: written as it is, never escaped.
+    fn key(&mut self, key: &str) {
+        self.0.extend_from_slice(b",\"");
+        self.0.extend_from_slice(key.as_bytes());
+        self.0.extend_from_slice(b"\":");
+    }
+
+    pub(crate) fn str(&mut self, key: &str, value: &str) -> &mut Self {
+        self.key(key);
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.0, value);
+        self
+    }
+
+    pub(crate) fn u64(&mut self, key: &str, value: u64) -> &mut Self {
+        self.key(key);
+        let _ = serde_json::to_writer(&mut self.0, &value);
+        self
+    }
+
+    /// A string field from `value`'s `Display`, formatted on the stack when it is short
+    /// (an address, a request id).
+    pub(crate) fn display(&mut self, key: &str, value: impl std::fmt::Display) -> &mut Self {
+        let mut stack = [0u8; 64];
+        let mut room = std::io::Cursor::new(&mut stack[..]);
+        if write!(room, "{value}").is_ok() {
+            let used = room.position() as usize;
+            if let Ok(s) = std::str::from_utf8(&stack[..used]) {
+                return self.str(key, s);
+            }
+        }
+        self.str(key, &value.to_string())
+    }
 }
 
 /// The lines waiting for the writer thread.
@@ -143,14 +248,15 @@ impl BatchWriter {
     }
 }
 
-impl Write for BatchWriter {
-    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+impl BatchWriter {
+    /// Appends one whole line, or counts it as dropped when the buffer is full.
+    fn push(&self, line: &[u8]) {
         let b = &self.batch;
         let mut lines = b.lock();
         if b.closing.load(Ordering::Acquire) || lines.len() + line.len() > b.budget {
             drop(lines);
             b.dropped.fetch_add(1, Ordering::Relaxed);
-            return Ok(line.len());
+            return;
         }
         let was_empty = lines.is_empty();
         lines.extend_from_slice(line);
@@ -158,6 +264,12 @@ impl Write for BatchWriter {
         if was_empty {
             b.ready.notify_one();
         }
+    }
+}
+
+impl Write for BatchWriter {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        self.push(line);
         Ok(line.len())
     }
 
@@ -209,6 +321,64 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    /// Everything after the timestamp, which differs between two lines.
+    fn after_timestamp(line: &str) -> &str {
+        let at = line.find(",\"level\"").expect("a level");
+        &line[at..]
+    }
+
+    #[test]
+    fn built_lines_are_the_subscribers_lines() {
+        let (client, method) = ("2001:db8::ff00:42:8329", http::Method::GET);
+        // Quotes, backslashes, control characters and non-ASCII, as a key may hold.
+        let key = "a \"b\"\\c\n\t\u{1}/é/🦀.png";
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = subscriber().with_writer(move || writer.clone()).finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(
+                target: "bucketfront::access",
+                request_id = "00000000000000ff",
+                client,
+                method = %method,
+                key,
+                status = 200u16,
+                bytes = u64::MAX,
+                detail = "",
+            );
+        });
+        let theirs = String::from_utf8(sink.got.lock().unwrap().clone()).unwrap();
+        let ours = JsonLine::build(Vec::new(), "INFO", "bucketfront::access", |l| {
+            l.display("request_id", format_args!("{:016x}", 255))
+                .display("client", client.parse::<std::net::IpAddr>().unwrap())
+                .display("method", &method)
+                .str("key", key)
+                .u64("status", 200)
+                .u64("bytes", u64::MAX)
+                .str("detail", "");
+        });
+        let ours = String::from_utf8(ours).unwrap();
+        assert_eq!(after_timestamp(&ours), after_timestamp(&theirs));
+        assert!(ours.ends_with("}\n"), "{ours}");
+        // Both parse, with timestamps of the same shape.
+        let ours: serde_json::Value = serde_json::from_str(&ours).unwrap();
+        let theirs: serde_json::Value = serde_json::from_str(&theirs).unwrap();
+        assert_eq!(ours["key"], key);
+        let stamp = |v: &serde_json::Value| v["timestamp"].as_str().unwrap().len();
+        assert_eq!(stamp(&ours), stamp(&theirs));
+        assert_eq!(stamp(&ours), "2026-12-06T02:28:58.560844Z".len());
+    }
+
+    #[test]
+    fn a_long_display_value_is_written_whole() {
+        let long = "x".repeat(200);
+        let line = JsonLine::build(Vec::new(), "INFO", "t", |l| {
+            l.display("v", &long);
+        });
+        let line: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(line["v"], long.as_str());
     }
 
     #[test]

@@ -19,6 +19,9 @@ use crate::metrics::Metrics;
 
 use super::route::RouteName;
 
+/// The access lines' target: `BUCKETFRONT_LOG` filters them by it.
+const ACCESS_TARGET: &str = "bucketfront::access";
+
 /// How a response ended, as the log line says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Delivery {
@@ -110,24 +113,30 @@ impl Record {
             ),
             None => ("", "", ""),
         };
-        tracing::info!(
-            target: "bucketfront::access",
-            request_id = %RequestId(self.id),
-            client = self.client.map(|c| c.to_string()).unwrap_or_default(),
-            method = %self.method,
-            route = self.route.as_str(),
-            bucket = self.bucket.as_deref().unwrap_or(""),
-            key = self.key.as_deref().unwrap_or(""),
-            status = self.status,
-            bytes,
-            outcome = outcome.as_str(),
-            head_us = self.head_us,
-            duration_us = self.started.elapsed().as_micros() as u64,
-            cache = self.cache.as_str(),
-            error,
-            side,
-            detail,
-        );
+        if !tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
+            return;
+        }
+        let duration_us = self.started.elapsed().as_micros() as u64;
+        crate::logging::emit("INFO", ACCESS_TARGET, |line| {
+            line.display("request_id", RequestId(self.id));
+            match self.client {
+                Some(client) => line.display("client", client),
+                None => line.str("client", ""),
+            };
+            line.display("method", &self.method)
+                .str("route", self.route.as_str())
+                .str("bucket", self.bucket.as_deref().unwrap_or(""))
+                .str("key", self.key.as_deref().unwrap_or(""))
+                .u64("status", self.status.into())
+                .u64("bytes", bytes)
+                .str("outcome", outcome.as_str())
+                .u64("head_us", self.head_us)
+                .u64("duration_us", duration_us)
+                .str("cache", self.cache.as_str())
+                .str("error", error)
+                .str("side", side)
+                .str("detail", detail);
+        });
     }
 }
 
