@@ -304,8 +304,30 @@ fn checksum(c: &mut Criterion) {
     g.finish();
 }
 
+/// A bucket's settings looked up among 1,000 `[[buckets]]` entries (a platform with one
+/// entry per customer bucket), the one asked for last in the file: `Config::bucket`'s
+/// index, against a search in order over the same entries (what it did before).
+fn bucket_lookup(c: &mut Criterion) {
+    let mut text: String = (0..1000)
+        .map(|i| {
+            format!("[[buckets]]\nname = \"customer-{i:04}-images\"\nregion = \"eu-west-1\"\n")
+        })
+        .collect();
+    text.push_str("[[buckets]]\nname = \"bench\"\nregion = \"eu-west-1\"\n");
+    let config: Config = toml::from_str(&text).expect("1,001 buckets");
+    let mut g = c.benchmark_group("bucket_lookup_1001");
+    g.bench_function("config_bucket", |b| {
+        b.iter(|| config.bucket(black_box("bench")).is_some())
+    });
+    g.bench_function("baseline_search_in_order", |b| {
+        b.iter(|| config.buckets.iter().any(|x| x.name == black_box("bench")))
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    bucket_lookup,
     source_parse,
     signature_verify,
     checksum,

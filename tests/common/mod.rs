@@ -307,7 +307,7 @@ pub fn fake_config(endpoint: &str) -> Config {
     let mut c = base();
     c.origin.first_byte_timeout = Dur::secs(1);
     c.tenants = vec![tenant("t1", &["test-fake"], &[])];
-    c.buckets = vec![bucket(
+    *c.buckets = vec![bucket(
         "test-fake",
         endpoint,
         Some(("AKIDFAKE", "fake-secret")),

@@ -517,7 +517,7 @@ mod tests {
             require_signature: false,
             ..Default::default()
         }];
-        config.buckets = vec![config::Bucket {
+        *config.buckets = vec![config::Bucket {
             name: "bkt".into(),
             endpoint: Some(store.endpoint.clone()),
             path_style: true,
