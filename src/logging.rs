@@ -72,8 +72,9 @@ pub(crate) fn dropped_lines() -> u64 {
 /// the fields in order, `target`), built by `fields` straight into a reused buffer; no
 /// line before [`init`]. For a line written once per request: the subscriber's JSON layer
 /// (a visitor per field, a `serde_json::Map`, layers of `fmt::Write`) cost about a sixth
-/// of a small cache hit's CPU (BENCHMARKS.md, "The access log"). The caller checks that
-/// its target is enabled (`tracing::enabled!`), so the filter still decides.
+/// of a small cache hit's CPU (BENCHMARKS.md, "The access line written by hand"). The
+/// caller checks that its target is enabled (`tracing::enabled!`), so the filter still
+/// decides.
 pub(crate) fn emit(level: &'static str, target: &str, fields: impl FnOnce(&mut JsonLine)) {
     let Some(out) = OUTPUT.get() else {
         return;
