@@ -79,7 +79,7 @@ pub struct Origins {
 }
 
 /// How long an origin connection may sit unused in the pool. Each keeps the read buffer
-/// its last body grew (hyper's, up to about 400 KiB: 0.6-1.1 MiB of resident memory per
+/// its last body grew (hyper's, up to about 400 KiB: about 0.4 MiB of resident memory per
 /// connection, measured), so a burst of cold objects left the process that much larger
 /// for up to the pool's default 90 s, or until the origin closed them (BENCHMARKS.md,
 /// "Origin connections after a burst").
