@@ -73,9 +73,9 @@ pub(crate) fn dropped_lines() -> u64 {
 /// line before [`init`]. For a line written once per request: the subscriber's JSON layer
 /// (a visitor per field, a `serde_json::Map`, layers of `fmt::Write`) cost about a sixth
 /// of a small cache hit's CPU (BENCHMARKS.md, "The access line written by hand"). The
-/// caller checks that its target is enabled (`tracing::enabled!`), so the filter still
-/// decides.
-pub(crate) fn emit(level: &'static str, target: &str, fields: impl FnOnce(&mut JsonLine)) {
+/// caller checks that its target is enabled at `level` (`tracing::enabled!`), so the
+/// filter still decides.
+pub(crate) fn emit(level: tracing::Level, target: &str, fields: impl FnOnce(&mut JsonLine)) {
     let Some(out) = OUTPUT.get() else {
         return;
     };
@@ -102,7 +102,7 @@ impl JsonLine {
     /// The whole line, newline included, in `buf` (cleared first).
     fn build(
         mut buf: Vec<u8>,
-        level: &str,
+        level: tracing::Level,
         target: &str,
         fields: impl FnOnce(&mut JsonLine),
     ) -> Vec<u8> {
@@ -114,14 +114,14 @@ impl JsonLine {
         line.0
     }
 
-    fn begin(&mut self, level: &str) {
+    fn begin(&mut self, level: tracing::Level) {
         let now = std::time::SystemTime::now();
         let _ = write!(
             self.0,
             "{{\"timestamp\":\"{}\"",
             humantime::format_rfc3339_micros(now)
         );
-        self.str("level", level);
+        self.str("level", level.as_str());
     }
 
     fn end(&mut self, target: &str) {
@@ -351,15 +351,20 @@ mod tests {
             );
         });
         let theirs = String::from_utf8(sink.got.lock().unwrap().clone()).unwrap();
-        let ours = JsonLine::build(Vec::new(), "INFO", "bucketfront::access", |l| {
-            l.display("request_id", format_args!("{:016x}", 255))
-                .display("client", client.parse::<std::net::IpAddr>().unwrap())
-                .display("method", &method)
-                .str("key", key)
-                .u64("status", 200)
-                .u64("bytes", u64::MAX)
-                .str("detail", "");
-        });
+        let ours = JsonLine::build(
+            Vec::new(),
+            tracing::Level::INFO,
+            "bucketfront::access",
+            |l| {
+                l.display("request_id", format_args!("{:016x}", 255))
+                    .display("client", client.parse::<std::net::IpAddr>().unwrap())
+                    .display("method", &method)
+                    .str("key", key)
+                    .u64("status", 200)
+                    .u64("bytes", u64::MAX)
+                    .str("detail", "");
+            },
+        );
         let ours = String::from_utf8(ours).unwrap();
         assert_eq!(after_timestamp(&ours), after_timestamp(&theirs));
         assert!(ours.ends_with("}\n"), "{ours}");
@@ -375,7 +380,7 @@ mod tests {
     #[test]
     fn a_long_display_value_is_written_whole() {
         let long = "x".repeat(200);
-        let line = JsonLine::build(Vec::new(), "INFO", "t", |l| {
+        let line = JsonLine::build(Vec::new(), tracing::Level::INFO, "t", |l| {
             l.display("v", &long);
         });
         let line: serde_json::Value = serde_json::from_slice(&line).unwrap();

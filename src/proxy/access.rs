@@ -113,11 +113,12 @@ impl Record {
             ),
             None => ("", "", ""),
         };
-        if !tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
+        const LEVEL: tracing::Level = tracing::Level::INFO;
+        if !tracing::enabled!(target: ACCESS_TARGET, LEVEL) {
             return;
         }
         let duration_us = self.started.elapsed().as_micros() as u64;
-        crate::logging::emit("INFO", ACCESS_TARGET, |line| {
+        crate::logging::emit(LEVEL, ACCESS_TARGET, |line| {
             line.display("request_id", RequestId(self.id));
             match self.client {
                 Some(client) => line.display("client", client),
