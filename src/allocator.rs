@@ -29,8 +29,8 @@ pub(crate) const COLLECT_EVERY: std::time::Duration = std::time::Duration::from_
 /// khugepaged, scanning every 10 s, refills a purged 2 MiB range into a whole huge page
 /// when a single 4 KiB page of it is still in use: the pages given back after a burst
 /// came back with nothing allocated, and the resident set crept up while idle. Without
-/// huge pages, the same burst of cold objects peaked at 64 MiB instead of 111-113 and
-/// settled at 29 MiB instead of 43, with 4 KiB hits as fast (BENCHMARKS.md, "Transparent
+/// huge pages, a burst of 128 cold objects peaked at 70 MiB instead of 111-113 and
+/// settled at 34 MiB instead of 43, with 4 KiB hits as fast (BENCHMARKS.md, "Transparent
 /// huge pages off").
 pub fn return_freed_pages_soon() {
     // SAFETY: mi_option_set only stores an integer in mimalloc's option table; any

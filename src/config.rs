@@ -581,8 +581,8 @@ impl<'de> Deserialize<'de> for Secret {
 
 /// The `[[buckets]]` entries, found by name through an index built on the first lookup:
 /// a request looks its bucket up several times, and a platform configures one entry per
-/// customer bucket (1,000 entries searched in order cost a 4 KiB hit about 12% of its
-/// req/s, BENCHMARKS.md). Read as a `Vec`; any change through it drops the index.
+/// customer bucket (1,000 entries searched in order added 3-6 µs to a 4 KiB hit,
+/// BENCHMARKS.md). Read as a `Vec`; any change through it drops the index.
 #[derive(Debug, Clone, Default)]
 pub struct Buckets {
     list: Vec<Bucket>,
