@@ -67,7 +67,7 @@ const INNER: &[(&str, &[&[&str]])] = &[
     (
         "origin",
         &[
-            &["credentials", "exchange", "slots"],
+            &["credentials", "exchange", "pool", "slots"],
             &["error", "fetched"],
             &["azure"],
         ],

@@ -287,6 +287,58 @@ async fn a_client_hanging_up_releases_the_upstream_connection() {
     env.stop().await;
 }
 
+/// A burst of cold requests holds one origin connection each; once they are answered,
+/// the pool keeps at most 32 of them per origin host (each holds the read buffer its body
+/// grew), not the whole burst until the origin closes them (docs/design.md, worst case).
+#[tokio::test]
+async fn a_burst_leaves_at_most_32_idle_origin_connections() {
+    const BURST: u64 = 48;
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let origin = FakeOrigin::start(vec![Behaviour::Gated {
+        gate: gate.clone(),
+        body: Bytes::from_static(b"one of the burst"),
+    }])
+    .await;
+    let mut config = fake_config(&origin.endpoint);
+    config.origin.first_byte_timeout = Dur::secs(120);
+    let proxy = Proxy::start(config, None).await;
+    let clients: Vec<_> = (0..BURST)
+        .map(|i| {
+            let url = proxy.url(&format!("/test-fake/burst-{i}.png"));
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    // Every request waits at the origin, so each has a connection of its own.
+    eventually(
+        Duration::from_secs(60),
+        "the whole burst at the origin",
+        || async { origin.count() == BURST },
+    )
+    .await;
+    assert_eq!(origin.open(), BURST);
+    // Released together (again and again: a request between its count and its wait on
+    // the gate would miss one release).
+    eventually(Duration::from_secs(60), "every client answered", || async {
+        gate.notify_waiters();
+        clients.iter().all(|c| c.is_finished())
+    })
+    .await;
+    for c in clients {
+        let r = c.await.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.bytes().as_ref(), b"one of the burst");
+    }
+    // The cap closes the rest as they come back to the pool, well before the pool's
+    // 20 s idle timeout (`origin::pool::IDLE_TIMEOUT`) would close any of them.
+    eventually(
+        Duration::from_secs(10),
+        "at most 32 idle origin connections",
+        || async { origin.open() <= 32 },
+    )
+    .await;
+    proxy.stop().await;
+}
+
 /// A cold object larger than what is left of `fill_memory` is not fetched into memory:
 /// it streams through uncached (`BYPASS`), whole; one that fits is filled (`MISS`).
 #[tokio::test]

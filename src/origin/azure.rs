@@ -71,11 +71,14 @@ impl AzureOrigin {
             return Ok(None);
         }
         // One pool of connections for every account and for Entra ID; no redirects (an
-        // answer is classified, never followed to a host the config did not name).
+        // answer is classified, never followed to a host the config did not name). The
+        // pool is bounded as the S3 one is: a burst leaves at most that many idle
+        // connections per host, each holding its read buffer, and not for long.
         let http = reqwest::Client::builder()
             .connect_timeout(config.origin.connect_timeout.0)
             .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(super::pool::IDLE_TIMEOUT)
+            .pool_max_idle_per_host(super::pool::MAX_IDLE_PER_HOST)
             .build()
             .map_err(|e| format!("the Azure HTTPS client could not be built: {e}"))?;
         let mut credentials: HashMap<String, Arc<dyn TokenCredential>> = HashMap::new();

@@ -10,6 +10,7 @@ pub(crate) mod credentials;
 mod error;
 mod exchange;
 mod fetched;
+mod pool;
 mod slots;
 
 use error::classify;
@@ -78,17 +79,6 @@ pub struct Origins {
     azure: Result<Option<azure::AzureOrigin>, String>,
 }
 
-/// How long an origin connection may sit unused in the pool. Each keeps the read buffer
-/// its last body grew (hyper's, up to about 400 KiB: about 0.4 MiB of resident memory per
-/// connection, measured), so a burst of cold objects left the process that much larger
-/// for up to the pool's default 90 s, or until the origin closed them (BENCHMARKS.md,
-/// "Origin connections after a burst").
-/// Steady traffic reuses its connections long before this.
-const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
-/// Unused connections kept per origin host, the rest closed as they come back: what a
-/// burst leaves behind for [`POOL_IDLE_TIMEOUT`] is at most this many per host.
-const POOL_MAX_IDLE_PER_HOST: usize = 32;
-
 impl Origins {
     /// Loads the proxy's own identity from the standard AWS chain and prepares one
     /// credentials provider per tenant (its assumed role, or the proxy's identity).
@@ -100,8 +90,8 @@ impl Origins {
         // One HTTPS client for every origin client built from `base`: one pool of
         // connections, however many (tenant, region, endpoint) clients exist.
         let http = aws_smithy_http_client::Builder::new()
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+            .pool_idle_timeout(pool::IDLE_TIMEOUT)
+            .pool_max_idle_per_host(pool::MAX_IDLE_PER_HOST)
             .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
                 aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
             ))

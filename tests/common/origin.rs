@@ -60,6 +60,8 @@ pub struct FakeOrigin {
     pub requests: Arc<AtomicU64>,
     /// Every request head received, in order.
     pub heads: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Connections open right now (the proxy's pool keeps some after their requests).
+    open: Arc<AtomicU64>,
     stop: CancellationToken,
 }
 
@@ -78,7 +80,9 @@ impl FakeOrigin {
         let requests = Arc::new(AtomicU64::new(0));
         let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
-        let (count, token, seen) = (requests.clone(), stop.clone(), heads.clone());
+        let open = Arc::new(AtomicU64::new(0));
+        let (count, token, seen, open_now) =
+            (requests.clone(), stop.clone(), heads.clone(), open.clone());
         let script = Arc::new(script);
         tokio::spawn(async move {
             loop {
@@ -88,11 +92,15 @@ impl FakeOrigin {
                 };
                 let (count, script, token, seen) =
                     (count.clone(), script.clone(), token.clone(), seen.clone());
+                open_now.fetch_add(1, Ordering::SeqCst);
+                let open_now = open_now.clone();
                 tokio::spawn(async move {
                     tokio::select! {
                         () = serve_fake(&mut sock, &count, &script, &seen) => {}
                         () = token.cancelled() => {}
                     }
+                    // `serve_fake` returns when the peer closed (or the script closed).
+                    open_now.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -100,12 +108,18 @@ impl FakeOrigin {
             endpoint,
             requests,
             heads,
+            open,
             stop,
         }
     }
 
     pub fn count(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Connections open to this origin right now.
+    pub fn open(&self) -> u64 {
+        self.open.load(Ordering::SeqCst)
     }
 }
 
