@@ -211,12 +211,122 @@ async fn accept_loop(
                 *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
                 r
             })
+            .map(Batched::new)
         }
     };
     Listener::new(limits)
         .metrics(metrics)
         .serve(listener, shutdown, handler)
         .await;
+}
+
+/// The most bytes [`Batched`] joins into one frame.
+const BATCH: usize = 64 * 1024;
+
+/// A response body whose data frames are joined up to [`BATCH`] bytes before hyper sees
+/// them. s3s-fs reads an object's file 4 KiB at a time and hands over each read as a frame
+/// of its own, so without this every 4 KiB became its own `writev`, and woke the reader
+/// (the proxy, a benchmark client) once: a streamed GiB was 160,000 wake-ups, read calls
+/// and writes in the proxy (BENCHMARKS.md, "where the 1 GiB stream loses"). Real S3 sends
+/// 16 KiB TLS records in bursts; this brings the embedded origin closer to that.
+///
+/// Waiting for more while holding less than a batch is safe here because every body the
+/// store makes is finite and produced as fast as the disk allows (files, XML documents).
+/// Trailers, and an error, are passed on after the bytes before them. At most one batch
+/// is held per response.
+struct Batched<B> {
+    inner: B,
+    buf: bytes::BytesMut,
+    /// A non-data frame (trailers) met while bytes were held: sent after them.
+    held: Option<http_body::Frame<bytes::Bytes>>,
+    /// The inner body has ended.
+    done: bool,
+}
+
+impl<B> Batched<B> {
+    fn new(inner: B) -> Batched<B> {
+        Batched {
+            inner,
+            buf: bytes::BytesMut::new(),
+            held: None,
+            done: false,
+        }
+    }
+
+    fn flush(&mut self) -> http_body::Frame<bytes::Bytes> {
+        http_body::Frame::data(self.buf.split().freeze())
+    }
+}
+
+impl<B> http_body::Body for Batched<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+{
+    type Data = bytes::Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, B::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        loop {
+            if !this.buf.is_empty() && (this.done || this.held.is_some()) {
+                return Poll::Ready(Some(Ok(this.flush())));
+            }
+            if let Some(frame) = this.held.take() {
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => this.done = true,
+                Poll::Ready(Some(Err(e))) => {
+                    // The bytes before the error are dropped with the response, which
+                    // hyper aborts: a client never sees a cut body as complete.
+                    this.done = true;
+                    this.buf.clear();
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if this.buf.is_empty() && data.len() >= BATCH => {
+                        return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+                    }
+                    Ok(data) => {
+                        if this.buf.is_empty() {
+                            this.buf.reserve(BATCH);
+                        }
+                        this.buf.extend_from_slice(&data);
+                        if this.buf.len() >= BATCH {
+                            return Poll::Ready(Some(Ok(this.flush())));
+                        }
+                    }
+                    Err(frame) => this.held = Some(frame),
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.buf.is_empty() && self.held.is_none() && (self.done || self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        if self.done {
+            return http_body::SizeHint::with_exact(self.buf.len() as u64);
+        }
+        let inner = self.inner.size_hint();
+        let held = self.buf.len() as u64;
+        let mut hint = http_body::SizeHint::new();
+        hint.set_lower(inner.lower() + held);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + held);
+        }
+        hint
+    }
 }
 
 /// Files under `dir`, recursively, with their keys (paths relative to `dir`, `/`-joined).
@@ -265,4 +375,111 @@ pub fn content_type_for(key: &str) -> &'static str {
 pub fn generate_keys() -> (String, String) {
     let alnum = |n: usize| (0..n).map(|_| fastrand::alphanumeric()).collect::<String>();
     (format!("BF{}", alnum(18).to_ascii_uppercase()), alnum(40))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BATCH, Batched};
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+    use http_body::Frame;
+    use http_body_util::{BodyExt, StreamBody};
+
+    type Item = Result<Frame<Bytes>, std::io::Error>;
+
+    /// Each frame of `body`: its data length, or `None` for trailers.
+    async fn frames(
+        mut body: impl http_body::Body<Data = Bytes, Error = std::io::Error> + Unpin,
+    ) -> (Vec<Option<usize>>, Option<std::io::Error>) {
+        let mut out = Vec::new();
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => out.push(f.into_data().ok().map(|d| d.len())),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+        (out, None)
+    }
+
+    fn chunks(n: usize, len: usize) -> Vec<Item> {
+        (0..n)
+            .map(|i| Ok(Frame::data(Bytes::from(vec![i as u8; len]))))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn small_frames_are_joined_in_order_and_trailers_follow_them() {
+        let mut items = chunks(40, 4096);
+        items.push(Ok(Frame::trailers(http::HeaderMap::new())));
+        // Each frame comes after a pending poll, as a file read through the blocking pool does.
+        let inner = futures_util::stream::iter(items).then(|item| async {
+            tokio::task::yield_now().await;
+            item
+        });
+        let mut body = Batched::new(StreamBody::new(Box::pin(inner)));
+        let mut bytes = Vec::new();
+        let mut shape = Vec::new();
+        while let Some(frame) = body.frame().await {
+            match frame.unwrap().into_data() {
+                Ok(d) => {
+                    shape.push(Some(d.len()));
+                    bytes.extend_from_slice(&d);
+                }
+                Err(_) => shape.push(None),
+            }
+        }
+        assert_eq!(
+            shape,
+            [Some(BATCH), Some(BATCH), Some(40 * 4096 - 2 * BATCH), None]
+        );
+        let expected: Vec<u8> = (0..40u8).flat_map(|i| vec![i; 4096]).collect();
+        assert_eq!(bytes, expected);
+        assert!(http_body::Body::is_end_stream(&body));
+    }
+
+    #[tokio::test]
+    async fn trailers_after_a_full_batch_are_kept() {
+        let mut items = chunks(16, 4096);
+        items.push(Ok(Frame::trailers(http::HeaderMap::new())));
+        let body = Batched::new(StreamBody::new(futures_util::stream::iter(items)));
+        let (shape, error) = frames(body).await;
+        assert_eq!(shape, [Some(BATCH), None]);
+        assert!(error.is_none());
+    }
+
+    #[tokio::test]
+    async fn large_frames_pass_whole_and_an_error_is_not_hidden() {
+        let mut items = chunks(1, 3 * BATCH);
+        items.extend(chunks(2, 100));
+        items.push(Err(std::io::Error::other("disk")));
+        let body = Batched::new(StreamBody::new(futures_util::stream::iter(items)));
+        let (shape, error) = frames(body).await;
+        assert_eq!(shape, [Some(3 * BATCH)]);
+        assert_eq!(error.map(|e| e.to_string()).as_deref(), Some("disk"));
+    }
+
+    #[tokio::test]
+    async fn the_size_hint_counts_held_bytes() {
+        use futures_util::FutureExt;
+        let inner = futures_util::stream::iter(chunks(1, 3)).chain(futures_util::stream::pending());
+        let mut body = Batched::new(StreamBody::new(inner));
+        // It holds the 3 bytes, waiting for more (a batch or the end).
+        assert!(body.frame().now_or_never().is_none());
+        assert_eq!(http_body::Body::size_hint(&body).lower(), 3);
+        assert!(!http_body::Body::is_end_stream(&body));
+    }
+
+    #[tokio::test]
+    async fn the_size_hint_of_an_exact_body_stays_exact() {
+        let body = Batched::new(http_body_util::Full::new(Bytes::from_static(b"abc")));
+        assert_eq!(http_body::Body::size_hint(&body).exact(), Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_short_body_ends_with_its_bytes() {
+        let body = Batched::new(StreamBody::new(futures_util::stream::iter(chunks(2, 3))));
+        let (shape, error) = frames(body).await;
+        assert_eq!(shape, [Some(6)]);
+        assert!(error.is_none());
+    }
 }
