@@ -1,7 +1,7 @@
 //! Load benchmark: bucketfront against nginx (`proxy_cache` on tmpfs) and Varnish
 //! (`-s malloc`) in front of the same embedded store, with nginx sending the files from
 //! tmpfs as the ceiling; all driven by the same `wrk`, alternating runs. Also measures
-//! the miss path, a 1 GiB stream's peak RSS and coalescing of 200 cold requests.
+//! the miss path, a 1 GiB stream's peak RSS and CPU per GiB and coalescing of 200 cold requests.
 //!
 //! `cargo bench --bench load` (needs Debian's nginx-light, varnish and wrk; set
 //! `BENCH_SECONDS` and `BENCH_ROUNDS` to change the run length). Prints a Markdown report

@@ -356,6 +356,23 @@ pub(crate) fn proc_status(pid: u32, field: &str) -> u64 {
         * 1024
 }
 
+/// The CPU time (user + system) process `pid` has used, in seconds: `/proc/<pid>/stat`
+/// counts it in USER_HZ ticks, which Linux fixes at 100 per second for user space.
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces), from `state` on.
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let field = |n: usize| {
+        after_name
+            .split_whitespace()
+            .nth(n)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (field(11) + field(12)) as f64 / 100.0
+}
+
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
