@@ -292,12 +292,19 @@ where
                     return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) if this.buf.is_empty() && data.len() >= BATCH => {
+                    // A batch already, or the whole rest of the body (an XML answer): no copy.
+                    Ok(data)
+                        if this.buf.is_empty()
+                            && (data.len() >= BATCH || this.inner.is_end_stream()) =>
+                    {
                         return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
                     }
                     Ok(data) => {
                         if this.buf.is_empty() {
-                            this.buf.reserve(BATCH);
+                            // No more room than the rest of the body can fill.
+                            let rest = this.inner.size_hint().upper().unwrap_or(BATCH as u64);
+                            let room = (data.len() as u64).saturating_add(rest);
+                            this.buf.reserve(room.min(BATCH as u64) as usize);
                         }
                         this.buf.extend_from_slice(&data);
                         if this.buf.len() >= BATCH {
@@ -473,6 +480,17 @@ mod tests {
     async fn the_size_hint_of_an_exact_body_stays_exact() {
         let body = Batched::new(http_body_util::Full::new(Bytes::from_static(b"abc")));
         assert_eq!(http_body::Body::size_hint(&body).exact(), Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_body_in_one_frame_is_handed_on_as_it_is() {
+        let whole = Bytes::from(vec![7u8; 1000]);
+        let mut body = Batched::new(http_body_util::Full::new(whole.clone()));
+        let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        // The same memory, not a copy.
+        assert_eq!(frame.as_ptr(), whole.as_ptr());
+        assert_eq!(frame.len(), 1000);
+        assert!(body.frame().await.is_none());
     }
 
     #[tokio::test]
