@@ -280,10 +280,9 @@ async fn a_client_hanging_up_releases_the_upstream_connection() {
     )
     .await;
     // The request ends as its response does (the gauge follows the body's drop).
-    eventually(Duration::from_secs(5), "nothing in flight", || async {
-        metric(&env.proxy, "bucketfront_in_flight_requests").await == 0.0
-    })
-    .await;
+    env.proxy
+        .all_requests_ended(Duration::from_secs(5), "nothing in flight")
+        .await;
     env.stop().await;
 }
 

@@ -50,16 +50,6 @@ async fn closed_within(sock: &mut TcpStream, within: Duration) -> usize {
     }
 }
 
-/// Every request of a connection the server cut has ended. Its responses end as the
-/// connection's task drops them, which a busy machine may not have run yet when the
-/// client sees the connection close.
-async fn nothing_left_in_flight(env: &Env) {
-    eventually(Duration::from_secs(10), "nothing in flight", || async {
-        metric(env, "bucketfront_in_flight_requests").await == 0
-    })
-    .await;
-}
-
 async fn metric(env: &Env, name: &str) -> u64 {
     let text = get(&format!("http://{}/metrics", env.proxy.admin)).await;
     let text = String::from_utf8_lossy(text.bytes()).to_string();
@@ -235,7 +225,9 @@ async fn a_reader_that_stops_reading_is_cut_and_its_memory_freed() {
         let got = closed_within(&mut sock, Duration::from_secs(10)).await;
         assert!(got < big.len(), "the whole body went through ({got})");
     }
-    nothing_left_in_flight(&env).await;
+    env.proxy
+        .all_requests_ended(Duration::from_secs(10), "nothing in flight")
+        .await;
     env.stop().await;
 }
 
@@ -322,7 +314,9 @@ async fn an_h2_stream_with_a_closed_window_is_cut() {
     .await;
     assert!(cut >= 1);
     drop(heads);
-    nothing_left_in_flight(&env).await;
+    env.proxy
+        .all_requests_ended(Duration::from_secs(10), "nothing in flight")
+        .await;
     env.stop().await;
 }
 

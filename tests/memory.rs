@@ -84,12 +84,9 @@ async fn hostile_readers_stay_within_the_documented_bound() {
     let r = get(&env.proxy.url("/test-images/ok.png")).await;
     assert_eq!(r.status, 200);
     // Wait for the send deadline to cut every stalled reader.
-    eventually(
-        std::time::Duration::from_secs(20),
-        "stalled readers were cut",
-        || async { env.proxy.state.metrics.in_flight.get() == 0 },
-    )
-    .await;
+    env.proxy
+        .all_requests_ended(Duration::from_secs(20), "stalled readers were cut")
+        .await;
     assert_eq!(
         env.proxy.state.metrics.in_flight.get(),
         0,
@@ -281,10 +278,9 @@ async fn abandoned_fills_stay_within_the_documented_bound() {
         for c in clients {
             c.await.unwrap();
         }
-        eventually(Duration::from_secs(30), "every response ended", || async {
-            env.proxy.state.metrics.in_flight.get() == 0
-        })
-        .await;
+        env.proxy
+            .all_requests_ended(Duration::from_secs(30), "every response ended")
+            .await;
     }
     let peak = peak_rss().saturating_sub(base);
     let proxy_bound = (64 << 20) + (64 << 20) + OBJECTS as u64 * (320 << 10);
@@ -334,10 +330,9 @@ async fn a_burst_is_given_back() {
     for c in clients {
         assert_eq!(c.await.unwrap(), OBJECT);
     }
-    eventually(Duration::from_secs(30), "every response ended", || async {
-        env.proxy.state.metrics.in_flight.get() == 0
-    })
-    .await;
+    env.proxy
+        .all_requests_ended(Duration::from_secs(30), "every response ended")
+        .await;
     let peak = peak_rss().saturating_sub(base);
     let after = rss().saturating_sub(base);
     // What may stay: the cache's own bytes, the idle origin connections the pool keeps

@@ -89,6 +89,16 @@ impl Proxy {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Waits until every request this proxy took has ended (its in-flight gauge at 0),
+    /// panicking with `what` after `within`. A request ends as its response body is
+    /// dropped, which may come after the client saw the end or the connection close.
+    pub async fn all_requests_ended(&self, within: Duration, what: &str) {
+        eventually(within, what, || async {
+            self.state.metrics.in_flight.get() == 0
+        })
+        .await;
+    }
+
     /// Stops accepting, drains, and waits for the server to end.
     pub async fn stop(mut self) {
         self.halt().await;
