@@ -5,6 +5,21 @@ pub fn rss() -> u64 {
     bucketfront::resident_bytes().unwrap_or(0)
 }
 
+/// A size field of `/proc/PROCESS/status` (`VmRSS`, `VmHWM`), in bytes; `process` is a
+/// pid or `self`.
+pub fn proc_status_bytes(process: &str, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| {
+            l.strip_prefix(field)
+                .is_some_and(|rest| rest.starts_with(':'))
+        })
+        .unwrap_or_else(|| panic!("{field} in /proc/{process}/status"));
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb << 10
+}
+
 /// `bucketfront serve -c PATH`, without a notify socket or IMDS lookups and with its
 /// output discarded; callers add their environment and pipes.
 pub fn serve(path: &std::path::Path) -> std::process::Command {
