@@ -463,33 +463,16 @@ async fn after_sigterm_and_a_new_start_cached_objects_are_hits_without_an_origin
         env.put("test-images", key, body.clone(), "image/png").await;
     }
     let start = || {
-        let (port, admin) = (free_port(), free_port());
-        let config = format!(
-            r#"
-[server]
-listen = "127.0.0.1:{port}"
-admin_listen = "127.0.0.1:{admin}"
-drain_timeout = "2s"
-[cache.disk]
-path = "{}"
-max_size = "1GiB"
-[[tenants]]
-name = "t"
-buckets = ["test-images"]
-require_signature = false
-[[buckets]]
-name = "test-images"
-endpoint = "{}"
-path_style = true
-access_key = "TESTACCESSKEY"
-secret_key = "test-secret-key"
-"#,
-            dir.path().join("cache").display(),
-            env.store.endpoint
+        let disk = format!(
+            "[cache.disk]\npath = \"{}\"\nmax_size = \"1GiB\"",
+            dir.path().join("cache").display()
         );
-        let path = dir.path().join("config.toml");
-        std::fs::write(&path, config).unwrap();
-        let child = serve(&path).spawn().map(Reaped::new).unwrap();
+        let (child, port, _) = serve_child(
+            dir.path(),
+            &env.store.endpoint,
+            "drain_timeout = \"2s\"",
+            &disk,
+        );
         (child, port)
     };
     let stop = |child: Reaped| async move {

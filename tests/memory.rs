@@ -318,34 +318,16 @@ async fn a_burst_is_given_back() {
             .await;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let config = format!(
-        r#"
-[server]
-listen = "127.0.0.1:{port}"
-admin_listen = "127.0.0.1:{admin}"
-max_connections_per_client = 10000
-[cache]
-max_memory = "{}MiB"
-fill_memory = "32MiB"
-max_object_size = "1MiB"
-[[tenants]]
-name = "t"
-buckets = ["test-images"]
-require_signature = false
-[[buckets]]
-name = "test-images"
-endpoint = "{}"
-path_style = true
-access_key = "TESTACCESSKEY"
-secret_key = "test-secret-key"
-"#,
-        MAX_MEMORY >> 20,
-        env.store.endpoint
+    let cache = format!(
+        "[cache]\nmax_memory = \"{}MiB\"\nfill_memory = \"32MiB\"\nmax_object_size = \"1MiB\"",
+        MAX_MEMORY >> 20
     );
-    let path = dir.path().join("config.toml");
-    std::fs::write(&path, config).unwrap();
-    let proxy = serve(&path).spawn().map(Reaped::new).unwrap();
+    let (proxy, port, admin) = serve_child(
+        dir.path(),
+        &env.store.endpoint,
+        "max_connections_per_client = 10000",
+        &cache,
+    );
     accepting(port, "bucketfront").await;
     let url = |key: &str| format!("http://127.0.0.1:{port}/test-images/{key}");
     // One miss first, so that what every first request builds once (the origin client,

@@ -33,6 +33,42 @@ pub fn serve(path: &std::path::Path) -> std::process::Command {
     command
 }
 
+/// `bucketfront serve` as a child on free ports, its config written in `dir`: tenant `t`
+/// reads the unsigned bucket `test-images` of the embedded store at `store`; `server` is
+/// added to `[server]`, and `sections` (TOML) after it. The child, its public port and its
+/// admin port.
+pub fn serve_child(
+    dir: &std::path::Path,
+    store: &str,
+    server: &str,
+    sections: &str,
+) -> (Reaped, u16, u16) {
+    let (port, admin) = (super::free_port(), super::free_port());
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin}"
+{server}
+{sections}
+[[tenants]]
+name = "t"
+buckets = ["test-images"]
+require_signature = false
+[[buckets]]
+name = "test-images"
+endpoint = "{store}"
+path_style = true
+access_key = "TESTACCESSKEY"
+secret_key = "test-secret-key"
+"#
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let child = serve(&path).spawn().map(Reaped::new).unwrap();
+    (child, port, admin)
+}
+
 /// Sends `sig` (`-TERM`, `-HUP`…) to process `pid`.
 pub fn signal(pid: u32, sig: &str) {
     let ok = std::process::Command::new("kill")
