@@ -366,7 +366,7 @@ async fn a_burst_is_given_back() {
     // What may stay while the pool keeps its connections: the cache's own bytes, 32 idle
     // origin connections at 1 MiB each (hyper's read buffer grows to 408 KiB, which its
     // buffer's growth and the allocator round up: 0.62 MiB measured) and 12 MiB for the
-    // allocator's pages and the rest (1-2 MiB measured). Measured: +32-44 MiB right after
+    // allocator's pages and the rest (1-2 MiB measured). Measured: +24-44 MiB right after
     // the end, +29-33 MiB a second later (VmHWM +47-60 MiB).
     const SLACK: u64 = 12 << 20;
     let with_pool = MAX_MEMORY + 32 * (1 << 20) + SLACK;
