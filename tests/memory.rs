@@ -31,9 +31,10 @@ fn peak_rss() -> u64 {
     proc_status_bytes("self", "VmHWM")
 }
 
-/// Resets VmHWM to the current RSS (Linux: `5` to `/proc/self/clear_refs`).
-fn reset_peak_rss() {
-    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+/// Resets VmHWM to the current RSS of `process` (a pid or `self`; Linux: `5` to
+/// `/proc/PROCESS/clear_refs`).
+fn reset_peak_rss(process: &str) {
+    std::fs::write(format!("/proc/{process}/clear_refs"), "5").unwrap();
 }
 
 /// 48 distinct cold 4 MiB objects (192 MiB), each asked for by a client that never
@@ -56,7 +57,7 @@ async fn hostile_readers_stay_within_the_documented_bound() {
         env.put("test-images", &format!("h/{i}.png"), body, "image/png")
             .await;
     }
-    reset_peak_rss();
+    reset_peak_rss("self");
     let base = rss();
     let mut sockets = Vec::new();
     for i in 0..OBJECTS {
@@ -209,7 +210,7 @@ async fn renders_stay_within_the_documented_bound() {
         )
         .await;
     }
-    reset_peak_rss();
+    reset_peak_rss("self");
     let base = rss();
     let tasks: Vec<_> = (0..SOURCES)
         .map(|i| {
@@ -258,7 +259,7 @@ async fn abandoned_fills_stay_within_the_documented_bound() {
         env.put("test-images", &format!("a/{i}.png"), body, "image/png")
             .await;
     }
-    reset_peak_rss();
+    reset_peak_rss("self");
     let base = rss();
     for _wave in 0..2 {
         let mut clients = Vec::new();
@@ -342,7 +343,7 @@ async fn a_burst_is_given_back() {
     assert_eq!(get(&url("warm.png")).await.bytes().len(), OBJECT);
     let pid = proxy.id().to_string();
     let rss = || proc_status_bytes(&pid, "VmRSS");
-    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    reset_peak_rss(&pid);
     let base = rss();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|i| {
@@ -353,12 +354,9 @@ async fn a_burst_is_given_back() {
     for c in clients {
         assert_eq!(c.await.unwrap(), OBJECT);
     }
-    let metrics = format!("http://127.0.0.1:{admin}/metrics");
+    let admin = ([127, 0, 0, 1], admin).into();
     eventually(Duration::from_secs(30), "every response ended", || async {
-        let text = get(&metrics).await;
-        String::from_utf8_lossy(text.bytes())
-            .lines()
-            .any(|l| l == "bucketfront_in_flight_requests 0")
+        metric_at(admin, "bucketfront_in_flight_requests").await == 0.0
     })
     .await;
     let peak = proc_status_bytes(&pid, "VmHWM").saturating_sub(base);

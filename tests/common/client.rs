@@ -86,7 +86,12 @@ pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Resp {
 
 /// The value of one series (`name{labels}`) on the proxy's `/metrics`.
 pub async fn metric(proxy: &Proxy, series: &str) -> f64 {
-    let text = get(&format!("http://{}/metrics", proxy.admin)).await;
+    metric_at(proxy.admin, series).await
+}
+
+/// [`metric`] of the proxy whose admin listener is `admin` (one in a child process).
+pub async fn metric_at(admin: SocketAddr, series: &str) -> f64 {
+    let text = get(&format!("http://{admin}/metrics")).await;
     let text = String::from_utf8_lossy(text.bytes()).to_string();
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
