@@ -14,7 +14,9 @@
 //! rustls against nginx with OpenSSL; `-- variants` only the image variants: hits of a
 //! 256 px WebP variant against hits of its original, and cold renders per second;
 //! `BUCKETFRONT_B=<binary> ... -- ab` this build against another build of bucketfront
-//! (before/after a change), hot hits over h1 and TLS + h2, alternating rounds.
+//! (before/after a change), hot hits over h1 and TLS + h2, alternating rounds; `-- floor`
+//! 4 KiB and 64 KiB hits against two stand-ins that do nothing per request (hyper alone,
+//! and `httparse` with one `writev`), to show what the HTTP stack leaves for the rest.
 
 #[path = "load/ab.rs"]
 mod ab;
@@ -22,6 +24,8 @@ mod ab;
 mod disk;
 #[path = "load/fleet.rs"]
 mod fleet;
+#[path = "load/floor.rs"]
+mod floor;
 #[path = "load/h2.rs"]
 mod h2;
 #[path = "load/harness.rs"]
@@ -40,12 +44,20 @@ use std::process::Command;
 use ab::ab;
 use disk::disk;
 use fleet::fleet;
+use floor::floor;
 use h2::h2;
 use hot::run;
 use stream::stream_only;
 use variants::variants;
 
+/// As bucketfront's binary: the floor servers (`-- floor`) run in children of this one.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
+    if let Ok(kind) = std::env::var(floor::FLOOR_ENV) {
+        return floor::serve_floor(&kind);
+    }
     let seconds: u64 = std::env::var("BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -63,13 +75,14 @@ fn main() {
     let h2_only = std::env::args().any(|a| a == "h2");
     let variants_only = std::env::args().any(|a| a == "variants");
     let ab_only = std::env::args().any(|a| a == "ab");
+    let floor_only = std::env::args().any(|a| a == "floor");
     let tools: &[&str] = if ab_only {
         &["wrk", "h2load"]
     } else if h2_only {
         &["nginx", "h2load"]
     } else if variants_only {
         &["wrk"]
-    } else if fleet_only || disk_only || stream_only_row {
+    } else if fleet_only || disk_only || stream_only_row || floor_only {
         &["nginx", "wrk"]
     } else {
         &["nginx", "varnishd", "wrk"]
@@ -99,6 +112,8 @@ fn main() {
         rt.block_on(h2(seconds, rounds))
     } else if variants_only {
         rt.block_on(variants(seconds, rounds))
+    } else if floor_only {
+        rt.block_on(floor(seconds, rounds))
     } else if ab_only {
         let Some(other) = std::env::var_os("BUCKETFRONT_B") else {
             eprintln!(
