@@ -79,10 +79,12 @@ fn main() {
     let tools: &[&str] = if ab_only {
         &["wrk", "h2load"]
     } else if h2_only {
-        &["nginx", "h2load"]
+        &["nginx", "h2load", "curl"]
     } else if variants_only {
         &["wrk"]
-    } else if fleet_only || disk_only || stream_only_row || floor_only {
+    } else if floor_only {
+        &["nginx", "wrk", "curl"]
+    } else if fleet_only || disk_only || stream_only_row {
         &["nginx", "wrk"]
     } else {
         &["nginx", "varnishd", "wrk"]

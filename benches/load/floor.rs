@@ -10,7 +10,8 @@
 //!   HTTP/1 path of its own could reach at best, with nothing else in it.
 //!
 //! If the hyper floor is behind nginx, a hit cannot be ahead of it while it goes through
-//! hyper; the raw floor bounds what replacing that path could give.
+//! hyper; the raw floor bounds what replacing that path could give. The TLS + h2 table
+//! (`-- h2`) runs the hyper floor too, with rustls set up as bucketfront's.
 
 use std::fmt::Write as _;
 use std::io::IoSlice;
@@ -19,9 +20,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::Full;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -32,11 +32,36 @@ use crate::support::{BUCKET, accepting, free_port};
 
 /// The sizes where bucketfront is behind nginx over h1.
 const FLOOR_SIZES: [(&str, usize); 2] = [("4KiB", 4 << 10), ("64KiB", 64 << 10)];
+/// Every body a floor can send, found by the request path's last segment (`4KiB.png`):
+/// the h1 sizes above and those of the TLS + h2 table (`-- h2`).
+const FLOOR_BODIES: [(&str, usize); 4] = [
+    ("4KiB", 4 << 10),
+    ("64KiB", 64 << 10),
+    ("200KiB", 200 << 10),
+    ("1MiB", 1 << 20),
+];
 
 /// Set in a child of this harness: which floor server it runs instead of the bench.
 pub(crate) const FLOOR_ENV: &str = "BUCKETFRONT_FLOOR";
 const PORT_ENV: &str = "BUCKETFRONT_FLOOR_PORT";
 const HEAD_ENV: &str = "BUCKETFRONT_FLOOR_HEAD";
+/// The certificate and key (PEM paths, one per line): the hyper floor then speaks TLS with
+/// ALPN `h2` and `http/1.1`, as bucketfront's public listener does.
+const TLS_ENV: &str = "BUCKETFRONT_FLOOR_TLS";
+
+/// Starts the `kind` floor ("hyper" or "raw") in a child of this harness, answering with
+/// `head` (`name: value` lines); over TLS with `tls` (certificate, key).
+pub(crate) fn start_floor(kind: &str, head: &str, tls: Option<(&Path, &Path)>) -> (Proc, u16) {
+    let port = free_port();
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.env(FLOOR_ENV, kind)
+        .env(PORT_ENV, port.to_string())
+        .env(HEAD_ENV, head);
+    if let Some((cert, key)) = tls {
+        cmd.env(TLS_ENV, format!("{}\n{}", cert.display(), key.display()));
+    }
+    (Proc(cmd.spawn().unwrap()), port)
+}
 
 pub(crate) async fn floor(seconds: u64, rounds: usize) -> String {
     let dir = tempfile::tempdir().unwrap();
@@ -67,25 +92,15 @@ pub(crate) async fn floor(seconds: u64, rounds: usize) -> String {
     for (_, port, knobs) in &nginxes {
         accepting(*port, &format!("nginx `{knobs}`")).await;
     }
-    // The head bucketfront sends for a hit (the first GET fills the cache), but for the
-    // two fields each server writes itself.
-    let first = format!(
+    let head = hit_head(&format!(
         "http://127.0.0.1:{bf_port}{}",
         signed_path(&format!("{}.png", FLOOR_SIZES[0].0))
-    );
-    ttfb(&first).await;
-    let head = hit_head(&first).await;
+    ));
     let floors: Vec<(&str, Proc, u16)> = ["hyper", "raw"]
         .into_iter()
         .map(|kind| {
-            let port = free_port();
-            let child = Command::new(std::env::current_exe().unwrap())
-                .env(FLOOR_ENV, kind)
-                .env(PORT_ENV, port.to_string())
-                .env(HEAD_ENV, &head)
-                .spawn()
-                .unwrap();
-            (kind, Proc(child), port)
+            let (p, port) = start_floor(kind, &head, None);
+            (kind, p, port)
         })
         .collect();
     for (kind, _, port) in &floors {
@@ -196,19 +211,32 @@ fn tree_cpu_seconds(pid: u32) -> f64 {
     cpu_seconds(pid) + children.into_iter().map(cpu_seconds).sum::<f64>()
 }
 
-/// The head of `url`'s response as `name: value` lines, without `date` and
-/// `content-length` (each floor writes those itself).
-async fn hit_head(url: &str) -> String {
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let resp = client.get(url.parse().unwrap()).await.unwrap();
-    assert!(resp.status().is_success(), "{url}: {}", resp.status());
+/// The head of a hit on `url` (`curl`, the second GET: the first may fill the cache) as
+/// `name: value` lines, without `date` and `content-length` (each floor writes those
+/// itself). `curl -k`: the TLS table's certificate is self-signed.
+pub(crate) fn hit_head(url: &str) -> String {
+    let get = || {
+        let out = Command::new("curl")
+            .args(["-sk", "-D", "-", "-o", "/dev/null", url])
+            .output()
+            .expect("curl (apt-get install curl)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    get();
+    let response = get();
+    let mut lines = response.lines().map(str::trim_end);
+    let status = lines.next().unwrap_or("");
+    assert!(status.contains(" 200"), "{url}: {status}");
     let mut head = String::new();
-    for (name, value) in resp.headers() {
+    for line in lines.take_while(|l| !l.is_empty()) {
+        let Some((name, value)) = line.split_once(": ") else {
+            continue;
+        };
+        let name = name.to_ascii_lowercase();
         if name != "date" && name != "content-length" {
-            let _ = writeln!(head, "{name}: {}", value.to_str().unwrap());
+            let _ = writeln!(head, "{name}: {value}");
         }
     }
-    resp.into_body().collect().await.unwrap();
     head
 }
 
@@ -223,14 +251,18 @@ pub(crate) fn serve_floor(kind: &str) {
         .map(|(n, v)| (n.to_string(), v.to_string()))
         .collect();
     let bodies: Arc<Vec<(String, Bytes)>> = Arc::new(
-        FLOOR_SIZES
+        FLOOR_BODIES
             .iter()
             .map(|(name, size)| {
                 let body: Vec<u8> = (0..*size).map(|i| (i * 31 % 251) as u8).collect();
-                (format!("/{BUCKET}/{name}.png"), Bytes::from(body))
+                (format!("{name}.png"), Bytes::from(body))
             })
             .collect(),
     );
+    let tls = std::env::var(TLS_ENV).ok().map(|paths| {
+        let (cert, key) = paths.split_once('\n').unwrap();
+        tls_acceptor(Path::new(cert), Path::new(key))
+    });
     let workers: Vec<tokio::runtime::Handle> = (0..std::thread::available_parallelism()
         .map_or(1, |n| n.get()))
         .map(|_| {
@@ -258,10 +290,17 @@ pub(crate) fn serve_floor(kind: &str) {
             };
             let _ = stream.set_nodelay(true);
             let worker = &workers[next % workers.len()];
-            if raw {
-                worker.spawn(raw_floor.clone().serve(stream));
-            } else {
-                worker.spawn(hyper_floor.clone().serve(stream));
+            match (&tls, raw) {
+                (_, true) => drop(worker.spawn(raw_floor.clone().serve(stream))),
+                (None, false) => drop(worker.spawn(hyper_floor.clone().serve(stream))),
+                (Some(tls), false) => {
+                    let (tls, floor) = (tls.clone(), hyper_floor.clone());
+                    worker.spawn(async move {
+                        if let Ok(stream) = tls.accept(stream).await {
+                            floor.serve(stream).await;
+                        }
+                    });
+                }
             }
         }
     });
@@ -276,13 +315,23 @@ struct HyperFloor {
 impl HyperFloor {
     fn new(head: &[(String, String)], bodies: Arc<Vec<(String, Bytes)>>) -> HyperFloor {
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        // bucketfront's HTTP/1 settings (src/server/connection.rs).
+        // bucketfront's HTTP/1 and HTTP/2 settings (src/server/connection.rs).
         builder
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(None)
             .keep_alive(true)
             .max_buf_size(64 * 1024);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(64)
+            .max_header_list_size(16 * 1024)
+            .max_pending_accept_reset_streams(20)
+            .max_local_error_reset_streams(64)
+            .max_send_buf_size(64 * 1024)
+            .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
+            .keep_alive_timeout(std::time::Duration::from_secs(20));
         let mut headers = HeaderMap::new();
         for (name, value) in head {
             headers.append(
@@ -297,13 +346,17 @@ impl HyperFloor {
         }
     }
 
-    async fn serve(self: Arc<Self>, stream: TcpStream) {
+    async fn serve<S>(self: Arc<Self>, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let this = self.clone();
         let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+            let file = req.uri().path().rsplit('/').next().unwrap_or("");
             let found = this
                 .bodies
                 .iter()
-                .find(|(path, _)| path == req.uri().path())
+                .find(|(name, _)| name == file)
                 .map(|(_, body)| body.clone());
             let mut resp = hyper::Response::new(Full::new(found.clone().unwrap_or_default()));
             match found {
@@ -320,7 +373,7 @@ impl HyperFloor {
 }
 
 struct RawFloor {
-    /// Per path: the whole head, formatted once (hyper formats its `date` once a second),
+    /// Per file name: the whole head, formatted once (hyper formats its `date` once a second),
     /// and the body.
     responses: Vec<(String, Bytes, Bytes)>,
 }
@@ -361,7 +414,8 @@ impl RawFloor {
                 };
                 let path = req.path.unwrap_or("/");
                 let path = path.split_once('?').map_or(path, |(p, _)| p);
-                let sent = match self.responses.iter().find(|(p, _, _)| p == path) {
+                let file = path.rsplit('/').next().unwrap_or("");
+                let sent = match self.responses.iter().find(|(name, _, _)| name == file) {
                     Some((_, head, body)) => send(&mut stream, head, body).await,
                     None => send(&mut stream, NOT_FOUND, &[]).await,
                 };
@@ -379,6 +433,26 @@ impl RawFloor {
             }
         }
     }
+}
+
+/// rustls as bucketfront sets it up (src/tls.rs): aws-lc-rs, the safe default protocol
+/// versions, ALPN `h2` then `http/1.1`.
+fn tls_acceptor(cert: &Path, key: &Path) -> tokio_rustls::TlsAcceptor {
+    use rustls_pki_types::pem::PemObject;
+    let chain = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 /// `head` and `body` in one `writev` where the socket takes them.

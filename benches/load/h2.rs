@@ -1,10 +1,12 @@
-//! TLS + HTTP/2 hot objects with `h2load`, against nginx with OpenSSL (`-- h2`).
+//! TLS + HTTP/2 hot objects with `h2load`, against nginx with OpenSSL and the hyper floor
+//! (`-- h2`).
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use tokio_util::sync::CancellationToken;
 
+use crate::floor::{hit_head, start_floor};
 use crate::harness::*;
 use crate::support::{BUCKET, accepting, free_port};
 
@@ -70,6 +72,15 @@ http {{
     );
     accepting(bf_port, "bucketfront (TLS)").await;
     accepting(nginx_port, "nginx (TLS, h2)").await;
+    // hyper and rustls with nothing to do per request (benches/load/floor.rs), answering
+    // with the head of a bucketfront hit.
+    put_pattern(&store, "h2/4KiB.png", 4 << 10).await;
+    let head = hit_head(&format!(
+        "https://127.0.0.1:{bf_port}{}",
+        signed_path("h2/4KiB.png")
+    ));
+    let (_floor, floor_port) = start_floor("hyper", &head, Some((&cert_pem, &key_pem)));
+    accepting(floor_port, "the hyper floor (TLS)").await;
     let ktls = Path::new("/proc/net/tls_stat").exists();
     let mut report = format!(
         "## TLS + HTTP/2 hot objects (h2load -c10 -m10 -t2, {seconds}s x {rounds} alternating rounds)\n\nbucketfront: rustls (aws-lc-rs), ALPN h2; nginx 1.22: OpenSSL 3, `listen ... ssl http2`, TLS 1.3, `proxy_cache` on tmpfs. kTLS: {}.\n\n| size | server | req/s | p99 ms | bucketfront / this |\n|---|---|---:|---:|---:|\n",
@@ -95,14 +106,18 @@ http {{
                 "nginx proxy_cache",
                 format!("https://127.0.0.1:{nginx_port}/{BUCKET}/{key}"),
             ),
+            (
+                "hyper floor",
+                format!("https://127.0.0.1:{floor_port}{}", signed_path(&key)),
+            ),
         ];
         let log = dir.path().join("h2load.log");
         for (_, url) in &targets {
             h2load(url, 1, &log); // warm: fetch into both caches
         }
-        let mut runs: Vec<Vec<H2Run>> = vec![Vec::new(), Vec::new()];
+        let mut runs: Vec<Vec<H2Run>> = targets.iter().map(|_| Vec::new()).collect();
         for round in 0..rounds {
-            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            let order = if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
             for i in order {
                 let (url, log) = (targets[i].1.clone(), log.clone());
                 let run = tokio::task::spawn_blocking(move || h2load(&url, seconds, &log))
