@@ -15,7 +15,7 @@
 
 use std::fmt::Write as _;
 use std::io::IoSlice;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -67,29 +67,11 @@ pub(crate) async fn floor(seconds: u64, rounds: usize) -> String {
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
     let (store, mirror_port) = start_store_and_mirror(&stop).await;
-    let files: PathBuf =
-        Path::new("/dev/shm").join(format!("bucketfront-bench-floor-{}", std::process::id()));
-    std::fs::create_dir_all(files.join(BUCKET)).unwrap();
-    for (name, size) in FLOOR_SIZES {
-        let body = put_pattern(&store, &format!("{name}.png"), size).await;
-        std::fs::write(files.join(BUCKET).join(format!("{name}.png")), &body).unwrap();
-    }
+    let files = seed_with_files(&store, &FLOOR_SIZES, "floor").await;
     let (bf, bf_port) = start_bucketfront(dir.path(), &store.endpoint, "floor");
-    let nginxes: Vec<(Proc, u16, &str)> = NGINX_KNOBS
-        .iter()
-        .enumerate()
-        .map(|(i, knobs)| {
-            let (p, port, _) = start_nginx(
-                &dir.path().join(format!("nginx-{i}")),
-                mirror_port,
-                &files,
-                knobs,
-            );
-            (p, port, *knobs)
-        })
-        .collect();
+    let nginxes = start_nginxes(dir.path(), mirror_port, &files);
     accepting(bf_port, "bucketfront").await;
-    for (_, port, knobs) in &nginxes {
+    for (_, port, _, knobs) in &nginxes {
         accepting(*port, &format!("nginx `{knobs}`")).await;
     }
     let head = hit_head(&format!(
@@ -117,7 +99,7 @@ pub(crate) async fn floor(seconds: u64, rounds: usize) -> String {
         let nginx = best_of(
             nginxes
                 .iter()
-                .map(|n| (format!("http://127.0.0.1:{}{plain}", n.1), n.2.to_string()))
+                .map(|n| (format!("http://127.0.0.1:{}{plain}", n.1), n.3.to_string()))
                 .collect(),
         )
         .await;
@@ -192,6 +174,7 @@ pub(crate) async fn floor(seconds: u64, rounds: usize) -> String {
     }
     stop.cancel();
     let _ = std::fs::remove_dir_all(&files);
+    remove_nginx_caches();
     report
 }
 

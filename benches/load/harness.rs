@@ -158,6 +158,34 @@ pub(crate) fn start_nginx(
     start_nginx_cache(dir, mirror_port, files, &cache, knobs)
 }
 
+/// One nginx per set of [`NGINX_KNOBS`], each in `dir/nginx-<i>`: (process, `proxy_cache`
+/// port, sendfile port, knobs). Their caches are on tmpfs: [`remove_nginx_caches`].
+pub(crate) fn start_nginxes(
+    dir: &Path,
+    mirror_port: u16,
+    files: &Path,
+) -> Vec<(Proc, u16, u16, &'static str)> {
+    NGINX_KNOBS
+        .iter()
+        .enumerate()
+        .map(|(i, knobs)| {
+            let nginx = dir.join(format!("nginx-{i}"));
+            let (p, port, sendfile) = start_nginx(&nginx, mirror_port, files, knobs);
+            (p, port, sendfile, *knobs)
+        })
+        .collect()
+}
+
+/// Removes the `proxy_cache` directories [`start_nginxes`] made on tmpfs.
+pub(crate) fn remove_nginx_caches() {
+    for i in 0..NGINX_KNOBS.len() {
+        let _ = std::fs::remove_dir_all(format!(
+            "/dev/shm/bucketfront-bench-nginx-{}-nginx-{i}",
+            std::process::id()
+        ));
+    }
+}
+
 /// nginx with its `proxy_cache` under `cache` (tmpfs, or a disk for the disk row), with
 /// `knobs` (sendfile, tcp_nopush, …) in its `http` block.
 pub(crate) fn start_nginx_cache(
@@ -407,6 +435,20 @@ pub(crate) async fn start_store(stop: &CancellationToken) -> Store {
         .await
         .unwrap();
     store
+}
+
+/// Each of `sizes` as `{name}.png`, put in the store and written under
+/// `/dev/shm/bucketfront-bench-{tag}-<pid>/` + [`BUCKET`] (what nginx's sendfile server
+/// reads): returns that directory.
+pub(crate) async fn seed_with_files(store: &Store, sizes: &[(&str, usize)], tag: &str) -> PathBuf {
+    let files =
+        Path::new("/dev/shm").join(format!("bucketfront-bench-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(files.join(BUCKET)).unwrap();
+    for (name, size) in sizes {
+        let body = put_pattern(store, &format!("{name}.png"), *size).await;
+        std::fs::write(files.join(BUCKET).join(format!("{name}.png")), &body).unwrap();
+    }
+    files
 }
 
 /// A wrk script that asks for one of `paths`, at random, per request.

@@ -2,7 +2,6 @@
 //! path, coalescing and the 1 GiB stream (the default run).
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -16,28 +15,10 @@ pub(crate) async fn run(seconds: u64, rounds: usize) -> String {
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
     let (store, mirror_port) = start_store_and_mirror(&stop).await;
-    let files: PathBuf =
-        Path::new("/dev/shm").join(format!("bucketfront-bench-files-{}", std::process::id()));
-    std::fs::create_dir_all(files.join(BUCKET)).unwrap();
-    for (name, size) in SIZES {
-        let body = put_pattern(&store, &format!("{name}.png"), size).await;
-        std::fs::write(files.join(BUCKET).join(format!("{name}.png")), &body).unwrap();
-    }
+    let files = seed_with_files(&store, &SIZES, "files").await;
     let (_bf, bf_port) = start_bucketfront(dir.path(), &store.endpoint, "hot");
     // Every peer in each of its configurations; per size, a short probe picks the best.
-    let nginxes: Vec<(Proc, u16, u16, &str)> = NGINX_KNOBS
-        .iter()
-        .enumerate()
-        .map(|(i, knobs)| {
-            let (p, port, sendfile) = start_nginx(
-                &dir.path().join(format!("nginx-{i}")),
-                mirror_port,
-                &files,
-                knobs,
-            );
-            (p, port, sendfile, *knobs)
-        })
-        .collect();
+    let nginxes = start_nginxes(dir.path(), mirror_port, &files);
     let varnishes: Vec<(Proc, u16, String)> = VARNISH_PARAMS
         .iter()
         .enumerate()
@@ -224,12 +205,7 @@ pub(crate) async fn run(seconds: u64, rounds: usize) -> String {
 
     report.push_str(&stream_row(&store, dir.path()).await);
     let _ = std::fs::remove_dir_all(&files);
-    for i in 0..NGINX_KNOBS.len() {
-        let _ = std::fs::remove_dir_all(format!(
-            "/dev/shm/bucketfront-bench-nginx-{}-nginx-{i}",
-            std::process::id()
-        ));
-    }
+    remove_nginx_caches();
     stop.cancel();
     report
 }
