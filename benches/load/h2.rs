@@ -83,7 +83,7 @@ http {{
     accepting(floor_port, "the hyper floor (TLS)").await;
     let ktls = Path::new("/proc/net/tls_stat").exists();
     let mut report = format!(
-        "## TLS + HTTP/2 hot objects (h2load -c10 -m10 -t2, {seconds}s x {rounds} alternating rounds)\n\nbucketfront: rustls (aws-lc-rs), ALPN h2; nginx 1.22: OpenSSL 3, `listen ... ssl http2`, TLS 1.3, `proxy_cache` on tmpfs. kTLS: {}.\n\n| size | server | req/s | p99 ms | bucketfront / this |\n|---|---|---:|---:|---:|\n",
+        "## TLS + HTTP/2 hot objects (h2load -c10 -m10 -t2, {seconds}s x {rounds} alternating rounds)\n\nbucketfront: rustls (aws-lc-rs), ALPN h2; nginx 1.22: OpenSSL 3, `listen ... ssl http2`, TLS 1.3, `proxy_cache` on tmpfs; hyper floor: hyper and rustls as bucketfront sets them up, with nothing to do per request (`-- floor`). kTLS: {}.\n\n| size | server | req/s | p99 ms | bucketfront / this |\n|---|---|---:|---:|---:|\n",
         if ktls {
             "the kernel offers it (not enabled in nginx here)"
         } else {
@@ -113,7 +113,7 @@ http {{
         ];
         let log = dir.path().join("h2load.log");
         for (_, url) in &targets {
-            h2load(url, 1, &log); // warm: fetch into both caches
+            h2load(url, 1, &log); // warm: fetch into both caches (the floor has none)
         }
         let mut runs: Vec<Vec<H2Run>> = targets.iter().map(|_| Vec::new()).collect();
         for round in 0..rounds {
