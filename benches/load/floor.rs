@@ -4,8 +4,9 @@
 //! accept loop handing connections to one current-thread runtime per core, mimalloc,
 //! `TCP_NODELAY`) and each sending the head bucketfront sends for the same object:
 //!
-//! - *hyper*: hyper-util's auto builder with bucketfront's HTTP/1 settings and a service
-//!   that answers from a table of two bodies: what bucketfront's HTTP stack costs alone.
+//! - *hyper*: hyper-util's auto builder with bucketfront's HTTP/1 and HTTP/2 settings and
+//!   a service that answers from a table of bodies: what bucketfront's HTTP stack costs
+//!   alone.
 //! - *raw*: `httparse` and one `writev` per response from a head formatted once: what an
 //!   HTTP/1 path of its own could reach at best, with nothing else in it.
 //!
