@@ -87,6 +87,24 @@ pub use variant::params::{Fit, Format, Output};
 pub use variant::render::{Spec, render};
 #[cfg(feature = "test-support")]
 pub use variant::samples;
+/// hyper's connection builder with the public listener's HTTP/1 and HTTP/2 settings: what
+/// the load bench's hyper floor serves with, so that it measures bucketfront's stack.
+#[cfg(feature = "test-support")]
+pub fn http_builder() -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
+    server::http_builder()
+}
+
+/// The public listener's TLS acceptor for the PEM files `cert` and `key` (rustls, ALPN `h2`
+/// then `http/1.1`), for the load bench's hyper floor.
+#[cfg(feature = "test-support")]
+pub fn tls_acceptor_for_files(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
+    tls::load(cert, key)
+        .map(|key| tls::acceptor(tls::Resolver::new(key)))
+        .map_err(|e| e.to_string())
+}
 
 #[cfg(test)]
 mod layering;

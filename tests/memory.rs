@@ -26,9 +26,9 @@ async fn memory_stays_bounded() {
     a_burst_is_given_back().await;
 }
 
-/// Peak resident memory (VmHWM) of this process.
-fn peak_rss() -> u64 {
-    proc_status_bytes("self", "VmHWM")
+/// Peak resident memory (VmHWM) of `process` (a pid or `self`).
+fn peak_rss(process: &str) -> u64 {
+    proc_status_bytes(process, "VmHWM")
 }
 
 /// Resets VmHWM to the current RSS of `process` (a pid or `self`; Linux: `5` to
@@ -90,7 +90,7 @@ async fn hostile_readers_stay_within_the_documented_bound() {
         0,
         "stalled readers were cut"
     );
-    let peak = peak_rss().saturating_sub(base);
+    let peak = peak_rss("self").saturating_sub(base);
     // 16 + 16 MiB of cache and fills, 96 connections at < 0.5 MiB each, and slack for
     // the allocator and the in-process store that serves the GETs.
     let bound = (16 + 16 + 48 + 64) << 20;
@@ -225,7 +225,7 @@ async fn renders_stay_within_the_documented_bound() {
         assert_eq!(r.status, 200, "{:?}", r.body);
         assert_eq!(r.header("content-type"), Some("image/webp"));
     }
-    let peak = peak_rss().saturating_sub(base);
+    let peak = peak_rss("self").saturating_sub(base);
     let (slots, object, pixels) = (2u64, 8u64 << 20, 2_000_000u64);
     let bound =
         (32 << 20) + (16 << 20) + slots * (object + 8 * pixels + (64 << 20)) + 4 * slots * object;
@@ -280,7 +280,7 @@ async fn abandoned_fills_stay_within_the_documented_bound() {
             .all_requests_ended(Duration::from_secs(30), "every response ended")
             .await;
     }
-    let peak = peak_rss().saturating_sub(base);
+    let peak = peak_rss("self").saturating_sub(base);
     let proxy_bound = (64 << 20) + (64 << 20) + OBJECTS as u64 * (320 << 10);
     let store = OBJECTS as u64 * (1 << 20);
     eprintln!(
@@ -359,7 +359,7 @@ async fn a_burst_is_given_back() {
         metric_at(admin, "bucketfront_in_flight_requests").await == 0.0
     })
     .await;
-    let peak = proc_status_bytes(&pid, "VmHWM").saturating_sub(base);
+    let peak = peak_rss(&pid).saturating_sub(base);
     let after = rss().saturating_sub(base);
     // What may stay while the pool keeps its connections: the cache's own bytes, 32 idle
     // origin connections at 1 MiB each (hyper's read buffer grows to 408 KiB, which its

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use http_body_util::Full;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -41,6 +41,9 @@ const FLOOR_BODIES: [(&str, usize); 4] = [
     ("200KiB", 200 << 10),
     ("1MiB", 1 << 20),
 ];
+
+/// Where nginx is in each size's targets: every ratio is to it.
+const NGINX: usize = 1;
 
 /// Set in a child of this harness: which floor server it runs instead of the bench.
 pub(crate) const FLOOR_ENV: &str = "BUCKETFRONT_FLOOR";
@@ -109,8 +112,8 @@ pub(crate) async fn floor(seconds: u64, rounds: usize) -> String {
             .find(|n| nginx.0.contains(&format!(":{}/", n.1)))
             .map(|n| n.0.0.id())
             .unwrap();
-        // (label, url, pid); the floors get the signed URL too, so that their parsers
-        // read as long a request line as bucketfront's.
+        // (label, url, pid), nginx at [`NGINX`]; the floors get the signed URL too, so
+        // that their parsers read as long a request line as bucketfront's.
         let mut targets = vec![
             (
                 "bucketfront".to_string(),
@@ -159,7 +162,7 @@ pub(crate) async fn floor(seconds: u64, rounds: usize) -> String {
         for (i, (label, _, _)) in targets.iter().enumerate() {
             let per_round: Vec<String> = runs[i]
                 .iter()
-                .zip(&runs[1])
+                .zip(&runs[NGINX])
                 .map(|(r, n)| format!("{:.2}", r.0 / n.0))
                 .collect();
             let _ = writeln!(
@@ -169,13 +172,13 @@ pub(crate) async fn floor(seconds: u64, rounds: usize) -> String {
                 avg(i, |r| r.1),
                 avg(i, |r| r.2),
                 per_round.join(" / "),
-                avg(i, |r| r.0) / avg(1, |r| r.0)
+                avg(i, |r| r.0) / avg(NGINX, |r| r.0)
             );
         }
     }
     stop.cancel();
     let _ = std::fs::remove_dir_all(&files);
-    remove_nginx_caches();
+    remove_nginx_caches(dir.path());
     report
 }
 
@@ -245,7 +248,7 @@ pub(crate) fn serve_floor(kind: &str) {
     );
     let tls = std::env::var(TLS_ENV).ok().map(|paths| {
         let (cert, key) = paths.split_once('\n').unwrap();
-        tls_acceptor(Path::new(cert), Path::new(key))
+        bucketfront::tls_acceptor_for_files(Path::new(cert), Path::new(key)).unwrap()
     });
     let workers: Vec<tokio::runtime::Handle> = (0..std::thread::available_parallelism()
         .map_or(1, |n| n.get()))
@@ -298,24 +301,6 @@ struct HyperFloor {
 
 impl HyperFloor {
     fn new(head: &[(String, String)], bodies: Arc<Vec<(String, Bytes)>>) -> HyperFloor {
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        // bucketfront's HTTP/1 and HTTP/2 settings (src/server/connection.rs).
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(None)
-            .keep_alive(true)
-            .max_buf_size(64 * 1024);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(64)
-            .max_header_list_size(16 * 1024)
-            .max_pending_accept_reset_streams(20)
-            .max_local_error_reset_streams(64)
-            .max_send_buf_size(64 * 1024)
-            .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
-            .keep_alive_timeout(std::time::Duration::from_secs(20));
         let mut headers = HeaderMap::new();
         for (name, value) in head {
             headers.append(
@@ -324,7 +309,7 @@ impl HyperFloor {
             );
         }
         HyperFloor {
-            builder,
+            builder: bucketfront::http_builder(),
             headers,
             bodies,
         }
@@ -417,26 +402,6 @@ impl RawFloor {
             }
         }
     }
-}
-
-/// rustls as bucketfront sets it up (src/tls.rs): aws-lc-rs, the safe default protocol
-/// versions, ALPN `h2` then `http/1.1`.
-fn tls_acceptor(cert: &Path, key: &Path) -> tokio_rustls::TlsAcceptor {
-    use rustls_pki_types::pem::PemObject;
-    let chain = rustls_pki_types::CertificateDer::pem_file_iter(cert)
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 /// `head` and `body` in one `writev` where the socket takes them.

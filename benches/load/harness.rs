@@ -150,12 +150,7 @@ pub(crate) fn start_nginx(
     files: &Path,
     knobs: &str,
 ) -> (Proc, u16, u16) {
-    let cache = Path::new("/dev/shm").join(format!(
-        "bucketfront-bench-nginx-{}-{}",
-        std::process::id(),
-        dir.file_name().and_then(|n| n.to_str()).unwrap_or("nginx")
-    ));
-    start_nginx_cache(dir, mirror_port, files, &cache, knobs)
+    start_nginx_cache(dir, mirror_port, files, &nginx_cache(dir), knobs)
 }
 
 /// One nginx per set of [`NGINX_KNOBS`], each in `dir/nginx-<i>`: (process, `proxy_cache`
@@ -169,21 +164,32 @@ pub(crate) fn start_nginxes(
         .iter()
         .enumerate()
         .map(|(i, knobs)| {
-            let nginx = dir.join(format!("nginx-{i}"));
-            let (p, port, sendfile) = start_nginx(&nginx, mirror_port, files, knobs);
+            let (p, port, sendfile) = start_nginx(&nginx_dir(dir, i), mirror_port, files, knobs);
             (p, port, sendfile, *knobs)
         })
         .collect()
 }
 
-/// Removes the `proxy_cache` directories [`start_nginxes`] made on tmpfs.
-pub(crate) fn remove_nginx_caches() {
+/// Removes the `proxy_cache` directories [`start_nginxes`] made on tmpfs for `dir`.
+pub(crate) fn remove_nginx_caches(dir: &Path) {
     for i in 0..NGINX_KNOBS.len() {
-        let _ = std::fs::remove_dir_all(format!(
-            "/dev/shm/bucketfront-bench-nginx-{}-nginx-{i}",
-            std::process::id()
-        ));
+        let _ = std::fs::remove_dir_all(nginx_cache(&nginx_dir(dir, i)));
     }
+}
+
+/// The directory of [`start_nginxes`]'s `i`th nginx.
+fn nginx_dir(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("nginx-{i}"))
+}
+
+/// Where [`start_nginx`] keeps the `proxy_cache` of the nginx in `dir`: on tmpfs, named
+/// after this process and `dir`.
+fn nginx_cache(dir: &Path) -> PathBuf {
+    Path::new("/dev/shm").join(format!(
+        "bucketfront-bench-nginx-{}-{}",
+        std::process::id(),
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or("nginx")
+    ))
 }
 
 /// nginx with its `proxy_cache` under `cache` (tmpfs, or a disk for the disk row), with

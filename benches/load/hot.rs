@@ -205,7 +205,7 @@ pub(crate) async fn run(seconds: u64, rounds: usize) -> String {
 
     report.push_str(&stream_row(&store, dir.path()).await);
     let _ = std::fs::remove_dir_all(&files);
-    remove_nginx_caches();
+    remove_nginx_caches(dir.path());
     stop.cancel();
     report
 }

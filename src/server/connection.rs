@@ -54,34 +54,40 @@ impl Shared {
         metrics: ConnMetrics,
         shutdown: CancellationToken,
     ) -> Shared {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // hyper's own header timer is off: it would also run while a keep-alive
-        // connection is idle. activity.rs times the first head and later heads itself.
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(None)
-            .keep_alive(true)
-            .max_buf_size(MAX_HEAD_BYTES);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(H2_MAX_STREAMS)
-            .max_header_list_size(H2_MAX_HEADER_LIST)
-            .max_pending_accept_reset_streams(20)
-            .max_local_error_reset_streams(64)
-            .max_send_buf_size(FRAME)
-            .keep_alive_interval(Some(Duration::from_secs(30)))
-            .keep_alive_timeout(Duration::from_secs(20));
         Shared {
             deadlines,
             tls,
             metrics,
             shutdown,
             hard_stop: CancellationToken::new(),
-            builder,
+            builder: http_builder(),
         }
     }
+}
+
+/// hyper's server connection builder with the public listener's HTTP/1 and HTTP/2
+/// settings (also what the load bench's hyper floor serves with).
+pub(crate) fn http_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's own header timer is off: it would also run while a keep-alive connection is
+    // idle. activity.rs times the first head and later heads itself.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .keep_alive(true)
+        .max_buf_size(MAX_HEAD_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(H2_MAX_HEADER_LIST)
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(64)
+        .max_send_buf_size(FRAME)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
 }
 
 pub(super) struct Connection {

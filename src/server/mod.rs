@@ -9,6 +9,8 @@
 
 mod admission;
 mod connection;
+#[cfg(feature = "test-support")]
+pub(crate) use connection::http_builder;
 mod workers;
 
 use std::sync::Arc;
