@@ -235,6 +235,26 @@ pub struct Verified {
     pub expires: Option<SystemTime>,
 }
 
+impl Verified {
+    /// Whether [`verify`] would still accept the request at `now` (UNIX seconds), its
+    /// keys unchanged: the time is the one input of the check that moves on its own.
+    pub fn holds_at(&self, tenant: &Tenant, now: u64) -> bool {
+        self.expires
+            .is_none_or(|exp| in_window(tenant, unix_secs(exp), now).is_ok())
+    }
+}
+
+/// `exp` is in the future, and no further ahead than the tenant allows.
+fn in_window(tenant: &Tenant, exp_secs: u64, now: u64) -> Result<(), Refusal> {
+    if exp_secs <= now {
+        return Err(Refusal::Expired);
+    }
+    if exp_secs - now > tenant.config.max_signature_ttl.0.as_secs() {
+        return Err(Refusal::TooFarAhead);
+    }
+    Ok(())
+}
+
 /// Checks a request's signature for `(bucket, key)` against the tenant's keys.
 /// `now` is UNIX seconds, passed in so that tests control the clock.
 pub fn verify(
@@ -262,12 +282,7 @@ pub fn verify(
     let Ok(sig) = URL_SAFE_NO_PAD.decode(sig.as_bytes()) else {
         return Err(Refusal::Malformed);
     };
-    if exp_secs <= now {
-        return Err(Refusal::Expired);
-    }
-    if exp_secs - now > tenant.config.max_signature_ttl.0.as_secs() {
-        return Err(Refusal::TooFarAhead);
-    }
+    in_window(tenant, exp_secs, now)?;
     let message = string_to_sign(bucket, key, exp_secs, params.variant.as_deref());
     if let Some(kid) = &params.kid
         && !tenant.keys.iter().any(|k| &k.id == kid)
@@ -318,6 +333,26 @@ mod tests {
         open.require_signature = false;
         let v = super::verify(&open, "b", "k", &params("2000", &good, None), 1_000).unwrap();
         assert_eq!(v.expires, None, "an exp nobody checked says nothing");
+    }
+
+    /// A check remembered for later holds exactly while `verify` would still say yes.
+    #[test]
+    fn a_verified_signature_holds_only_within_its_window() {
+        let mut t = tenant(&[("k1", "secret-one")]);
+        t.config.max_signature_ttl = crate::config::Dur::secs(1_500);
+        let good = sign(b"secret-one", "b", "k", 2_000);
+        let v = super::verify(&t, "b", "k", &params("2000", &good, None), 1_000).unwrap();
+        // A clock set back puts `exp` too far ahead; one moved on, past it.
+        for now in [0, 499, 500, 1_000, 1_999, 2_000, 2_001] {
+            let again = verify(&t, "b", "k", &params("2000", &good, None), now);
+            assert_eq!(v.holds_at(&t, now), again.is_ok(), "at {now}");
+        }
+        assert!(!v.holds_at(&t, 499) && v.holds_at(&t, 500));
+        assert!(v.holds_at(&t, 1_999) && !v.holds_at(&t, 2_000));
+        let mut open = tenant(&[]);
+        open.require_signature = false;
+        let v = super::verify(&open, "b", "k", &SignatureParams::default(), 1_000).unwrap();
+        assert!(v.holds_at(&open, u64::MAX));
     }
 
     fn tenant(keys: &[(&str, &str)]) -> Tenant {

@@ -74,7 +74,7 @@ const INNER: &[(&str, &[&[&str]])] = &[
     ),
     (
         "proxy",
-        &[&["conditional", "route"], &["access", "respond"]],
+        &[&["conditional", "route"], &["access", "memo", "respond"]],
     ),
     ("server", &[&["admission", "workers"], &["connection"]]),
     ("variant", &[&["params", "samples"], &["render"], &["pool"]]),

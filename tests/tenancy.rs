@@ -159,6 +159,79 @@ async fn a_removed_key_stops_working() {
     env.stop().await;
 }
 
+/// A hit's target is remembered past the route, source and signature phases
+/// (`proxy/memo.rs`): each test below first shows it is, then that what those phases
+/// would refuse is still refused, and that the cache still decides what is served.
+#[tokio::test]
+async fn a_remembered_url_is_checked_again_at_each_use() {
+    let env = Env::start().await;
+    env.put("sig-images", "m.png", "remembered", "image/png")
+        .await;
+    let now = bucketfront::unix_secs(env.proxy.app.state().clock.wall());
+    let path = format!(
+        "/sig-images/m.png?{}",
+        signed_query("sig-images", "m.png", now + 60)
+    );
+    let xcache = |r: &Resp| r.header("x-cache").unwrap_or("").to_string();
+    assert_eq!(xcache(&get(&env.proxy.url(&path)).await), "MISS");
+    assert!(
+        !env.proxy.app.state().remembers(&path),
+        "a miss is not remembered"
+    );
+    let r = get(&env.proxy.url(&path)).await;
+    assert_eq!((r.status.as_u16(), xcache(&r)), (200, "HIT".into()));
+    assert!(env.proxy.app.state().remembers(&path), "a hit is");
+
+    // HEAD of the same target: its head, no body.
+    let r = request(Method::HEAD, &env.proxy.url(&path), &[]).await;
+    assert_eq!((r.status.as_u16(), xcache(&r)), (200, "HIT".into()));
+    assert_eq!(r.header("content-length"), Some("10"));
+    assert!(r.bytes().is_empty());
+    // One byte of the signature changed: another target, checked, refused.
+    let sig = sig_of(&path);
+    let flipped = if sig.starts_with('A') { "B" } else { "A" };
+    let tampered = path.replace(&sig, &format!("{flipped}{}", &sig[1..]));
+    assert_eq!(get(&env.proxy.url(&tampered)).await.status, 403);
+    // Purged: the lookup still runs, so it is fetched again.
+    let admin = format!("http://{}/purge", env.proxy.admin);
+    let (status, _) = post_json(&admin, r#"{"bucket": "sig-images", "key": "m.png"}"#).await;
+    assert_eq!(status, 200);
+    assert!(env.proxy.app.state().remembers(&path));
+    let r = get(&env.proxy.url(&path)).await;
+    assert_eq!((r.status.as_u16(), xcache(&r)), (200, "MISS".into()));
+    assert_eq!(r.bytes().as_ref(), b"remembered");
+    // Past its `exp`: refused, remembered or not.
+    assert_eq!(xcache(&get(&env.proxy.url(&path)).await), "HIT");
+    assert!(env.proxy.app.state().remembers(&path));
+    env.proxy
+        .app
+        .state()
+        .clock
+        .advance(std::time::Duration::from_secs(61));
+    let r = get(&env.proxy.url(&path)).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"], "forbidden");
+
+    // Signed with k2, remembered; a reload that removes k2 forgets it.
+    let now = bucketfront::unix_secs(env.proxy.app.state().clock.wall());
+    let sig = bucketfront::sign(
+        b"second-signing-secret-xyz",
+        "sig-images",
+        "m.png",
+        now + 60,
+    );
+    let path = format!("/sig-images/m.png?exp={}&sig={sig}", now + 60);
+    get(&env.proxy.url(&path)).await;
+    assert_eq!(xcache(&get(&env.proxy.url(&path)).await), "HIT");
+    assert!(env.proxy.app.state().remembers(&path));
+    let mut rotated = config(&env.store.endpoint);
+    rotated.tenants[1].signing_keys.retain(|k| k.id != "k2");
+    env.proxy.app.reload(rotated).await.unwrap();
+    assert!(!env.proxy.app.state().remembers(&path));
+    assert_eq!(get(&env.proxy.url(&path)).await.status, 403);
+    env.stop().await;
+}
+
 #[tokio::test]
 async fn tenants_never_get_each_others_bytes_under_load() {
     let env = Env::start().await;

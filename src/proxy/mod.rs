@@ -9,6 +9,7 @@
 
 mod access;
 pub(crate) mod conditional;
+mod memo;
 pub(crate) mod respond;
 pub(crate) mod route;
 
@@ -54,6 +55,8 @@ pub struct State {
     /// `[server] allowed_content_types`, shared by every request.
     allowed: Arc<[MediaRange]>,
     cache_control: HeaderValue,
+    /// Hot targets' route, source and authorize outcomes, for this config only.
+    memo: memo::Memo,
 }
 
 impl State {
@@ -77,7 +80,14 @@ impl State {
             cache,
             origins,
             metrics,
+            memo: memo::Memo::default(),
         }
+    }
+
+    /// Whether the request target `target` goes straight to the cache lookup.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn remembers(&self, target: &str) -> bool {
+        self.memo.get(target).is_some()
     }
 }
 
@@ -155,6 +165,10 @@ impl Ctx<'_> {
             );
             return Err(e.with_detail("max_connections reached"));
         }
+        let asked = parts.uri.path_and_query().map(|t| t.as_str());
+        if let Some(answer) = self.remembered(asked).await {
+            return answer;
+        }
         let action = route::route(&parts.method, parts.uri.path(), parts.uri.query())?;
         let (route, head, sig, variant) = match action {
             Action::Preflight(_) => {
@@ -197,19 +211,7 @@ impl Ctx<'_> {
             auth::unix_secs(state.clock.wall()),
         )
         .map_err(Refusal::into_error)?;
-        let client = ClientKey::of(
-            self.client_addr()
-                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
-        );
-        let req = ObjectRequest {
-            origins: state.origins.clone(),
-            tenant: tenant.clone(),
-            client,
-            obj,
-            allowed: state.allowed.clone(),
-            head,
-            passthrough: passthrough_request(&parts.headers, client),
-        };
+        let req = self.object_request(obj, tenant.clone(), head);
         match presign {
             Some(redirect) => {
                 // A presigned URL never outlives the signed request that asked for it.
@@ -219,7 +221,67 @@ impl Ctx<'_> {
                 self.cache = status;
                 Ok(presigned.response(redirect, now))
             }
-            None => self.serve_object(&req, variant.as_ref()).await,
+            None => {
+                let served = self.serve_object(&req, variant.as_ref()).await;
+                if let Some(asked) = asked
+                    && variant.is_none()
+                    && served.is_ok()
+                    && self.cache == CacheStatus::Hit
+                {
+                    let outcome = memo::Remembered {
+                        route: self.route,
+                        obj: req.obj,
+                        tenant: req.tenant,
+                        verified,
+                    };
+                    state.memo.remember(asked, outcome);
+                }
+                served
+            }
+        }
+    }
+
+    /// The request, served from the outcome [`memo`] remembers for its target, if that
+    /// still holds; `None` when it goes through the phases.
+    async fn remembered(
+        &mut self,
+        asked: Option<&str>,
+    ) -> Option<Result<Response<ProxyBody>, Error>> {
+        let state = self.state;
+        let head = match self.parts.method {
+            http::Method::GET => false,
+            http::Method::HEAD => true,
+            _ => return None,
+        };
+        let r = state.memo.get(asked?)?;
+        if !r
+            .verified
+            .holds_at(&r.tenant, auth::unix_secs(state.clock.wall()))
+        {
+            return None;
+        }
+        self.route = r.route;
+        self.bucket = Some(r.obj.bucket.clone());
+        self.key = Some(r.obj.key.clone());
+        self.tenant = Some(r.tenant.clone());
+        let req = self.object_request(r.obj.clone(), r.tenant.clone(), head);
+        Some(self.serve_object(&req, None).await)
+    }
+
+    /// What the cache is asked for this request's object.
+    fn object_request(&self, obj: ObjectRef, tenant: Arc<Tenant>, head: bool) -> ObjectRequest {
+        let client = ClientKey::of(
+            self.client_addr()
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+        );
+        ObjectRequest {
+            origins: self.state.origins.clone(),
+            tenant,
+            client,
+            obj,
+            allowed: self.state.allowed.clone(),
+            head,
+            passthrough: passthrough_request(&self.parts.headers, client),
         }
     }
 
