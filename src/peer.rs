@@ -28,14 +28,19 @@ impl ClientKey {
 
 /// The rightmost `X-Forwarded-For` address not in `trusted`, walking back from `peer`:
 /// each trusted hop vouches only for the address it appended (RFC 7239 section 5.2
-/// reasoning), so anything a client wrote at the left is never believed.
-pub(crate) fn client_addr(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
+/// reasoning), so anything a client wrote at the left is never believed. The header is
+/// only read (`forwarded_for`) for a trusted peer.
+pub(crate) fn client_addr<'a>(
+    peer: IpAddr,
+    forwarded_for: impl FnOnce() -> Option<&'a str>,
+    trusted: &[IpNet],
+) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;
     }
     let mut client = peer;
-    for hop in forwarded_for.unwrap_or("").rsplit(',') {
+    for hop in forwarded_for().unwrap_or("").rsplit(',') {
         let Ok(ip) = hop.trim().parse::<IpAddr>() else {
             break;
         };
@@ -81,7 +86,7 @@ mod tests {
         ];
         for (peer, xff, want) in cases {
             assert_eq!(
-                client_addr(ip(peer), xff, &trusted),
+                client_addr(ip(peer), || xff, &trusted),
                 ip(want),
                 "{peer} {xff:?}"
             );

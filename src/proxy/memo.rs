@@ -17,6 +17,9 @@
 //! - the cache lookup and everything after it run as for any request, so purges,
 //!   evictions and freshness are the cache's, not the memo's.
 //!
+//! A target is hashed once per call (keyed SipHash); the hash picks the shard and is the
+//! key in it, and the target is compared whole on every use.
+//!
 //! Bounded in bytes ([`BUDGET`], entries charged their strings and [`ENTRY_OVERHEAD`]),
 //! targets longer than [`MAX_TARGET`] are not remembered. Each shard keeps two
 //! generations: new entries go into the young one; when it is full, the old one is dropped
@@ -24,7 +27,7 @@
 //! one. Hot targets stay, a flood of new ones only pushes out what was not asked again.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::auth::{Tenant, Verified};
@@ -38,7 +41,7 @@ pub(super) const BUDGET: usize = 8 << 20;
 /// Longer targets are not remembered (a signed path of a long key is ~300 bytes).
 pub(super) const MAX_TARGET: usize = 1024;
 /// What an entry is charged beyond its strings: more than the `Arc`, the `ObjectRef`,
-/// the hash table's slot and the allocator's rounding take (about 350 bytes, measured).
+/// the hash table's slot and the allocator's rounding take (about 410 bytes, measured).
 pub(super) const ENTRY_OVERHEAD: usize = 512;
 /// Shards, each behind its own lock (a power of two).
 const SHARDS: usize = 16;
@@ -69,6 +72,7 @@ impl Remembered {
 /// Remembered outcomes by request target; see the module's doc.
 pub(super) struct Memo {
     shards: Box<[Mutex<Shard>]>,
+    /// Hashes a target once per call: its bits pick the shard and the slot in it.
     hasher: RandomState,
 }
 
@@ -80,9 +84,40 @@ struct Shard {
 
 #[derive(Default)]
 struct Generation {
-    entries: HashMap<Box<str>, Arc<Remembered>>,
+    /// By the target's hash. The target itself is compared on every use, so two targets of
+    /// one hash (one in 2^64, with a key an attacker does not know) cost a miss, never an
+    /// answer for the other.
+    entries: HashMap<u64, Entry, BuildHasherDefault<HashIsKey>>,
     /// What its entries are charged, together.
     bytes: usize,
+}
+
+struct Entry {
+    target: Box<str>,
+    outcome: Arc<Remembered>,
+    cost: usize,
+}
+
+/// The key is the target's hash already: hashing it again would be the cost the map
+/// keyed by hash saves.
+#[derive(Default)]
+struct HashIsKey(u64);
+
+impl Hasher for HashIsKey {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed here; anything else still gets a hash.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl Default for Memo {
@@ -97,18 +132,22 @@ impl Default for Memo {
 impl Memo {
     /// The outcome remembered for `target`, if any.
     pub(super) fn get(&self, target: &str) -> Option<Arc<Remembered>> {
-        let mut shard = self.shard(target);
-        if let Some(found) = shard.young.entries.get(target) {
-            return Some(found.clone());
+        let hash = self.hasher.hash_one(target);
+        let mut shard = self.shard(hash);
+        if let Some(found) = shard.young.entries.get(&hash) {
+            return (*found.target == *target).then(|| found.outcome.clone());
         }
-        let (target, found) = shard.old.entries.remove_entry(target)?;
-        let cost = found.cost(&target);
-        shard.old.bytes -= cost;
-        let dropped = shard.young_insert(target, found.clone(), cost);
+        if shard.old.entries.get(&hash)?.target.as_ref() != target {
+            return None;
+        }
+        let found = shard.old.entries.remove(&hash)?;
+        shard.old.bytes -= found.cost;
+        let outcome = found.outcome.clone();
+        let dropped = shard.young_insert(hash, found);
         drop(shard);
         // The dropped generation is freed outside the lock.
         drop(dropped);
-        Some(found)
+        Some(outcome)
     }
 
     /// Remembers `outcome` for `target` (unless the target is too long to be worth it).
@@ -116,17 +155,22 @@ impl Memo {
         if target.len() > MAX_TARGET {
             return;
         }
-        let cost = outcome.cost(target);
-        let mut shard = self.shard(target);
-        if let Some((key, old)) = shard.old.entries.remove_entry(target) {
-            shard.old.bytes -= old.cost(&key);
-        }
-        if let Some(old) = shard.young.entries.remove(target) {
-            shard.young.bytes -= old.cost(target);
-        }
-        let dropped = shard.young_insert(target.into(), Arc::new(outcome), cost);
+        let hash = self.hasher.hash_one(target);
+        let entry = Entry {
+            cost: outcome.cost(target),
+            target: target.into(),
+            outcome: Arc::new(outcome),
+        };
+        let mut shard = self.shard(hash);
+        let (young, old) = (
+            shard.young.entries.remove(&hash),
+            shard.old.entries.remove(&hash),
+        );
+        shard.young.bytes -= young.as_ref().map_or(0, |e| e.cost);
+        shard.old.bytes -= old.as_ref().map_or(0, |e| e.cost);
+        let dropped = shard.young_insert(hash, entry);
         drop(shard);
-        drop(dropped);
+        drop((young, old, dropped));
     }
 
     /// What its entries are charged, together (at most [`BUDGET`]).
@@ -141,8 +185,9 @@ impl Memo {
             .sum()
     }
 
-    fn shard(&self, target: &str) -> std::sync::MutexGuard<'_, Shard> {
-        let i = self.hasher.hash_one(target) as usize & (SHARDS - 1);
+    fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, Shard> {
+        // Bits the map uses neither for its slot (the low ones) nor for its tags (the top 7).
+        let i = (hash >> 32) as usize & (SHARDS - 1);
         // Nothing panics while holding a shard, and a map is whole between calls anyway.
         self.shards[i]
             .lock()
@@ -151,18 +196,13 @@ impl Memo {
 }
 
 impl Shard {
-    /// Inserts into the young generation, which first becomes the old one if `cost` does not
+    /// Inserts into the young generation, which first becomes the old one if `entry` does not
     /// fit; returns the generation that was dropped, for the caller to free unlocked.
-    fn young_insert(
-        &mut self,
-        target: Box<str>,
-        outcome: Arc<Remembered>,
-        cost: usize,
-    ) -> Option<Generation> {
-        let dropped = (self.young.bytes + cost > GENERATION_BUDGET)
+    fn young_insert(&mut self, hash: u64, entry: Entry) -> Option<Generation> {
+        let dropped = (self.young.bytes + entry.cost > GENERATION_BUDGET)
             .then(|| std::mem::replace(&mut self.old, std::mem::take(&mut self.young)));
-        self.young.bytes += cost;
-        self.young.entries.insert(target, outcome);
+        self.young.bytes += entry.cost;
+        self.young.entries.insert(hash, entry);
         dropped
     }
 }
@@ -210,6 +250,37 @@ mod tests {
         let long = format!("/b/{}", "k".repeat(MAX_TARGET));
         memo.remember(&long, outcome("long"));
         assert!(memo.get(&long).is_none(), "too long to remember");
+    }
+
+    /// Entries are found by hash: another target under the same hash (a collision, made
+    /// by hand here) is a miss, in either generation.
+    #[test]
+    fn a_target_of_the_same_hash_is_a_miss() {
+        let memo = Memo::default();
+        let (a, b) = ("/bkt/a.png?exp=2000&sig=abc", "/bkt/b.png?exp=2000&sig=abc");
+        memo.remember(a, outcome("a.png"));
+        assert!(memo.get(a).is_some());
+        let hash = memo.hasher.hash_one(a);
+        memo.shard(hash)
+            .young
+            .entries
+            .get_mut(&hash)
+            .unwrap()
+            .target = b.into();
+        assert!(memo.get(a).is_none());
+        {
+            let mut shard = memo.shard(hash);
+            shard.old = std::mem::take(&mut shard.young);
+        }
+        assert!(memo.get(a).is_none());
+        assert!(
+            memo.shard(hash).old.entries.contains_key(&hash),
+            "left where it was"
+        );
+        memo.remember(a, outcome("a.png"));
+        assert_eq!(memo.get(a).unwrap().obj.key, "a.png");
+        let shard = memo.shard(hash);
+        assert!(shard.young.entries.contains_key(&hash) && shard.old.entries.is_empty());
     }
 
     #[test]

@@ -114,6 +114,8 @@ struct Ctx<'a> {
     freshness: Option<Freshness>,
     /// `fmt=auto`: the answer depends on `Accept`.
     vary_accept: bool,
+    /// The client ([`client_addr`]).
+    client: Option<std::net::IpAddr>,
 }
 
 /// Answers one request on the public listener. Never fails: errors become responses.
@@ -132,6 +134,7 @@ pub async fn handle(state: Arc<State>, parts: Parts) -> Response<ProxyBody> {
         tenant: None,
         freshness: None,
         vary_accept: false,
+        client: client_addr(&state, &parts),
     };
     let mut response = match ctx.phases().await {
         Ok(r) => r,
@@ -271,7 +274,7 @@ impl Ctx<'_> {
     /// What the cache is asked for this request's object.
     fn object_request(&self, obj: ObjectRef, tenant: Arc<Tenant>, head: bool) -> ObjectRequest {
         let client = ClientKey::of(
-            self.client_addr()
+            self.client
                 .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
         );
         ObjectRequest {
@@ -345,18 +348,6 @@ impl Ctx<'_> {
         }
     }
 
-    /// The client: the connection's peer, or the address a trusted proxy names.
-    fn client_addr(&self) -> Option<std::net::IpAddr> {
-        let parts = self.parts;
-        parts.extensions.get::<ConnInfo>().map(|c| {
-            let xff = parts
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok());
-            crate::peer::client_addr(c.peer.ip(), xff, &self.state.config.server.trusted_proxies)
-        })
-    }
-
     /// Headers every response carries, errors included.
     fn finish(&self, response: &mut Response<ProxyBody>) {
         let ok = matches!(response.status().as_u16(), 200 | 206 | 304);
@@ -401,11 +392,27 @@ impl Ctx<'_> {
             .as_ref()
             .and_then(|t| t.config.cache_control.as_deref())
             .unwrap_or(&self.state.config.server.cache_control);
-        let value = match &self.freshness {
-            Some(f) => downstream_cache_control(base, &f.directives, f.lifetime),
-            None => base.to_string(),
+        let fallback = || self.state.cache_control.clone();
+        let Some(f) = &self.freshness else {
+            return HeaderValue::from_str(base).unwrap_or_else(|_| fallback());
         };
-        HeaderValue::from_str(&value).unwrap_or_else(|_| self.state.cache_control.clone())
+        LAST_CACHE_CONTROL.with_borrow_mut(|last| {
+            let key = (f.directives, f.lifetime);
+            if let Some((b, k, value)) = last.as_ref()
+                && b == base
+                && *k == key
+            {
+                return value.clone();
+            }
+            let built = downstream_cache_control(base, &f.directives, f.lifetime);
+            match HeaderValue::from_str(&built) {
+                Ok(value) => {
+                    *last = Some((base.to_string(), key, value.clone()));
+                    value
+                }
+                Err(_) => fallback(),
+            }
+        })
     }
 
     /// The request's metrics, as its head goes out (bytes are counted at its end).
@@ -427,7 +434,7 @@ impl Ctx<'_> {
         access::Record {
             metrics: self.state.metrics.clone(),
             id: self.id,
-            client: self.client_addr(),
+            client: self.client,
             method: self.parts.method.clone(),
             route: self.route,
             bucket: self.bucket.take(),
@@ -445,6 +452,33 @@ impl Ctx<'_> {
                 .map(|c| c.activity.clone()),
         }
     }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// What an object's `Cache-Control` is built from, and the value, as last built on this
+/// thread: the hits of one object (and of objects stored under the same rules) answer with
+/// the same value every time, and building it is a string and a header value per hit.
+type CacheControlFor = (
+    String,
+    (crate::object::Directives, std::time::Duration),
+    HeaderValue,
+);
+
+thread_local! {
+    static LAST_CACHE_CONTROL: std::cell::RefCell<Option<CacheControlFor>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The client: the connection's peer, or the address a trusted proxy names.
+fn client_addr(state: &State, parts: &Parts) -> Option<std::net::IpAddr> {
+    parts.extensions.get::<ConnInfo>().map(|c| {
+        let xff = || {
+            let value = parts.headers.get(X_FORWARDED_FOR)?;
+            value.to_str().ok()
+        };
+        crate::peer::client_addr(c.peer.ip(), xff, &state.config.server.trusted_proxies)
+    })
 }
 
 /// The source phase: a path or source URL → a validated object reference.
