@@ -6,6 +6,9 @@
 //! 4. lookup and 5. fetch: the cache, which calls the origin once per cold object
 //! 6. respond: ranges, conditionals, headers, CORS
 //! 7. log: one line and the metrics, for every request, errors included
+//!
+//! A GET or HEAD of a target [`memo`] remembers (answered from the cache before, its
+//! signature still in its window) skips 1-3.
 
 mod access;
 pub(crate) mod conditional;
