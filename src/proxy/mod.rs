@@ -96,6 +96,7 @@ impl State {
 
 const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const CSP: HeaderValue = HeaderValue::from_static("default-src 'none'; sandbox");
 
 /// One request as it goes through the phases (pingora's per-request context): what was
@@ -399,23 +400,7 @@ impl Ctx<'_> {
         let Some(f) = &self.freshness else {
             return HeaderValue::from_str(base).unwrap_or_else(|_| fallback());
         };
-        LAST_CACHE_CONTROL.with_borrow_mut(|last| {
-            let key = (f.directives, f.lifetime);
-            if let Some((b, k, value)) = last.as_ref()
-                && b == base
-                && *k == key
-            {
-                return value.clone();
-            }
-            let built = downstream_cache_control(base, &f.directives, f.lifetime);
-            match HeaderValue::from_str(&built) {
-                Ok(value) => {
-                    *last = Some((base.to_string(), key, value.clone()));
-                    value
-                }
-                Err(_) => fallback(),
-            }
-        })
+        downstream_header(base, f).unwrap_or_else(fallback)
     }
 
     /// The request's metrics, as its head goes out (bytes are counted at its end).
@@ -457,8 +442,6 @@ impl Ctx<'_> {
     }
 }
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-
 /// What an object's `Cache-Control` is built from, and the value, as last built on this
 /// thread: the hits of one object (and of objects stored under the same rules) answer with
 /// the same value every time, and building it is a string and a header value per hit.
@@ -471,6 +454,25 @@ type CacheControlFor = (
 thread_local! {
     static LAST_CACHE_CONTROL: std::cell::RefCell<Option<CacheControlFor>> =
         const { std::cell::RefCell::new(None) };
+}
+
+/// [`downstream_cache_control`] as a header value (`None` if it is not one), reused from
+/// [`LAST_CACHE_CONTROL`] when built from the same `base` and object rules.
+fn downstream_header(base: &str, f: &Freshness) -> Option<HeaderValue> {
+    LAST_CACHE_CONTROL.with_borrow_mut(|last| {
+        let key = (f.directives, f.lifetime);
+        if let Some((b, k, value)) = last.as_ref()
+            && b == base
+            && *k == key
+        {
+            return Some(value.clone());
+        }
+        let value =
+            HeaderValue::from_str(&downstream_cache_control(base, &f.directives, f.lifetime))
+                .ok()?;
+        *last = Some((base.to_string(), key, value.clone()));
+        Some(value)
+    })
 }
 
 /// The client: the connection's peer, or the address a trusted proxy names.
@@ -582,5 +584,49 @@ fn passthrough_request(h: &HeaderMap, client: ClientKey) -> GetRequest {
         if_modified_since: get(header::IF_MODIFIED_SINCE)
             .and_then(|v| httpdate::parse_http_date(&v).ok()),
         if_match: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::object::Directives;
+
+    /// The value reused on a thread is the one the same inputs build: a change of the base,
+    /// of any rule or of the lifetime builds it again.
+    #[test]
+    fn a_reused_cache_control_is_the_one_its_inputs_build() {
+        let fresh = |directives, secs| Freshness {
+            directives,
+            lifetime: Duration::from_secs(secs),
+            age: Duration::ZERO,
+        };
+        let private = Directives {
+            private: true,
+            ..Directives::default()
+        };
+        let no_cache = Directives {
+            no_cache: true,
+            ..Directives::default()
+        };
+        let cases = [
+            ("public, max-age=3600", fresh(Directives::default(), 600)),
+            ("public, max-age=3600", fresh(Directives::default(), 600)),
+            ("public, max-age=3600", fresh(private, 600)),
+            ("public, max-age=3600", fresh(no_cache, 600)),
+            ("public, max-age=3600", fresh(no_cache, 60)),
+            ("private, max-age=3600", fresh(no_cache, 60)),
+            ("public, max-age=3600", fresh(Directives::default(), 600)),
+        ];
+        for (base, f) in &cases {
+            let built = downstream_cache_control(base, &f.directives, f.lifetime);
+            assert_eq!(
+                downstream_header(base, f).unwrap(),
+                built.as_str(),
+                "{base} {f:?}"
+            );
+        }
     }
 }
