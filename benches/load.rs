@@ -17,6 +17,8 @@
 //! (before/after a change), hot hits over h1 and TLS + h2, alternating rounds; `-- floor`
 //! 4 KiB and 64 KiB hits against two stand-ins that do nothing per request (hyper alone,
 //! and `httparse` with one `writev`), to show what the HTTP stack leaves for the rest.
+//! `BENCH_SPLIT=1` with any of them puts every server on CPU 0 and the load generator on
+//! CPU 1 (`taskset`), one thread or worker each, instead of sharing both cores.
 
 #[path = "load/ab.rs"]
 mod ab;

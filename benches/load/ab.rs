@@ -41,9 +41,11 @@ pub(crate) async fn ab(other: PathBuf, seconds: u64, rounds: usize) -> String {
         accepting(*port, protocol).await;
     }
     let mut report = format!(
-        "## {} (A) against {} (B)\n\n{seconds}s × {rounds} rounds, two processes of each build (started A B B A), all four measured in each round in alternating order. h1: wrk -t2 -c{CONNECTIONS}; h2: TLS + h2, h2load -c10 -m10 -t2.\n\n| size | protocol | A req/s | B req/s | A p99 ms | B p99 ms | A / B (per round) | A / B |\n|---|---|---:|---:|---:|---:|---|---:|\n",
+        "## {} (A) against {} (B)\n\n{seconds}s × {rounds} rounds, two processes of each build (started A B B A), all four measured in each round in alternating order. h1: wrk -t{threads} -c{CONNECTIONS}; h2: TLS + h2, h2load -c10 -m10 -t{threads}. {}\n\n| size | protocol | A req/s | B req/s | A p99 ms | B p99 ms | A / B (per round) | A / B |\n|---|---|---:|---:|---:|---:|---|---:|\n",
         this.display(),
-        other.display()
+        other.display(),
+        placement(),
+        threads = threads_per_role(),
     );
     let log = dir.path().join("h2load.log");
     for (name, size) in [

@@ -55,8 +55,10 @@ pub(crate) async fn disk(seconds: u64, rounds: usize) -> String {
     let mut report = String::new();
     let _ = writeln!(
         report,
-        "## Disk-tier hits ({CONNECTIONS} connections, wrk -t2, random keys, {seconds}s x {rounds} alternating rounds)\n\nbucketfront: `max_memory = \"16MiB\"` (a tenth of the keys at most), `[cache.disk]` on {}; nginx: `proxy_cache` on the same file system (sendfile on). \"dropped\": `/proc/sys/vm/drop_caches` before each run.\n",
-        dir.path().display()
+        "## Disk-tier hits ({CONNECTIONS} connections, wrk -t{}, random keys, {seconds}s x {rounds} alternating rounds)\n\nbucketfront: `max_memory = \"16MiB\"` (a tenth of the keys at most), `[cache.disk]` on {}; nginx: `proxy_cache` on the same file system (sendfile on). \"dropped\": `/proc/sys/vm/drop_caches` before each run. {}\n",
+        threads_per_role(),
+        dir.path().display(),
+        placement(),
     );
     let _ = writeln!(
         report,

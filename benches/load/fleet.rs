@@ -1,7 +1,7 @@
 //! The fleet row: one instance against three behind nginx (`-- fleet`).
 
 use std::fmt::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use tokio_util::sync::CancellationToken;
 
@@ -70,7 +70,7 @@ pub(crate) async fn fleet(seconds: u64, rounds: usize) -> String {
                 );
                 let path = d.join("nginx.conf");
                 std::fs::write(&path, full).unwrap();
-                let child = Command::new("nginx")
+                let child = server_command("nginx")
                     .args(["-p", &dd.to_string(), "-c", path.to_str().unwrap()])
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
@@ -103,8 +103,10 @@ pub(crate) async fn fleet(seconds: u64, rounds: usize) -> String {
     stop.cancel();
     let mut out = format!(
         "### Fleet row: {FLEET_KEYS} objects of 64 KiB, random key per request, max_memory = 64MiB per instance\n\n\
-         wrk -t2 -c{CONNECTIONS} -d{seconds}s (after a warm-up run of the same length), {rounds} rounds, alternating.\n\n\
-         | round | topology | req/s | MB/s | p50 ms | p99 ms | origin GETs | origin GETs per request |\n|---|---|---:|---:|---:|---:|---:|---:|\n"
+         wrk -t{} -c{CONNECTIONS} -d{seconds}s (after a warm-up run of the same length), {rounds} rounds, alternating. {}\n\n\
+         | round | topology | req/s | MB/s | p50 ms | p99 ms | origin GETs | origin GETs per request |\n|---|---|---:|---:|---:|---:|---:|---:|\n",
+        threads_per_role(),
+        placement(),
     );
     for (i, (topology, run, gets)) in rows.iter().enumerate() {
         let requests = run.rps * seconds as f64;

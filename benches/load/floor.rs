@@ -57,7 +57,7 @@ const TLS_ENV: &str = "BUCKETFRONT_FLOOR_TLS";
 /// `head` (`name: value` lines); over TLS with `tls` (certificate, key).
 pub(crate) fn start_floor(kind: &str, head: &str, tls: Option<(&Path, &Path)>) -> (Proc, u16) {
     let port = free_port();
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    let mut cmd = server_command(std::env::current_exe().unwrap());
     cmd.env(FLOOR_ENV, kind)
         .env(PORT_ENV, port.to_string())
         .env(HEAD_ENV, head);
@@ -94,7 +94,9 @@ pub(crate) async fn floor(seconds: u64, rounds: usize) -> String {
     }
 
     let mut report = format!(
-        "## The floor under a hit ({CONNECTIONS} connections, wrk -t2, {seconds}s × {rounds} alternating rounds)\n\nbucketfront, nginx `proxy_cache` (the best of {} sets of knobs per size, by a 2 s probe), and two stand-ins with bucketfront's runtime layout and head: *hyper floor* (hyper with bucketfront's settings, a body from a table) and *raw floor* (`httparse`, one `writev`). CPU µs per response: the server's user + system time over its responses (nginx: its workers).\n\n| size | server | req/s | p99 ms | CPU µs per response | / nginx (per round) | / nginx |\n|---|---|---:|---:|---:|---|---:|\n",
+        "## The floor under a hit ({CONNECTIONS} connections, wrk -t{}, {seconds}s × {rounds} alternating rounds)\n\n{}\n\nbucketfront, nginx `proxy_cache` (the best of {} sets of knobs per size, by a 2 s probe), and two stand-ins with bucketfront's runtime layout and head: *hyper floor* (hyper with bucketfront's settings, a body from a table) and *raw floor* (`httparse`, one `writev`). CPU µs per response: the server's user + system time over its responses (nginx: its workers).\n\n| size | server | req/s | p99 ms | CPU µs per response | / nginx (per round) | / nginx |\n|---|---|---:|---:|---:|---|---:|\n",
+        threads_per_role(),
+        placement(),
         NGINX_KNOBS.len()
     );
     for (name, _) in FLOOR_SIZES {

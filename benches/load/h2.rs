@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use tokio_util::sync::CancellationToken;
 
 use crate::floor::{hit_head, start_floor};
@@ -34,7 +34,7 @@ pub(crate) async fn h2(seconds: u64, rounds: usize) -> String {
     let conf = format!(
         r#"
 user root;
-worker_processes 2;
+worker_processes {workers};
 pid {dir}/nginx-h2.pid;
 error_log {dir}/nginx-h2-error.log warn;
 events {{ worker_connections 4096; }}
@@ -54,11 +54,12 @@ http {{
         dir = dir.path().display(),
         cert = cert_pem.display(),
         key = key_pem.display(),
+        workers = threads_per_role(),
     );
     let conf_path = dir.path().join("nginx-h2.conf");
     std::fs::write(&conf_path, conf).unwrap();
     let _nginx = Proc(
-        Command::new("nginx")
+        server_command("nginx")
             .args([
                 "-c",
                 conf_path.to_str().unwrap(),
@@ -83,7 +84,9 @@ http {{
     accepting(floor_port, "the hyper floor (TLS)").await;
     let ktls = Path::new("/proc/net/tls_stat").exists();
     let mut report = format!(
-        "## TLS + HTTP/2 hot objects (h2load -c10 -m10 -t2, {seconds}s x {rounds} alternating rounds)\n\nbucketfront: rustls (aws-lc-rs), ALPN h2; nginx 1.22: OpenSSL 3, `listen ... ssl http2`, TLS 1.3, `proxy_cache` on tmpfs; hyper floor: hyper and rustls as bucketfront sets them up, with nothing to do per request (`-- floor`). kTLS: {}.\n\n| size | server | req/s | p99 ms | bucketfront / this |\n|---|---|---:|---:|---:|\n",
+        "## TLS + HTTP/2 hot objects (h2load -c10 -m10 -t{}, {seconds}s x {rounds} alternating rounds)\n\n{}\n\nbucketfront: rustls (aws-lc-rs), ALPN h2; nginx 1.22: OpenSSL 3, `listen ... ssl http2`, TLS 1.3, `proxy_cache` on tmpfs; hyper floor: hyper and rustls as bucketfront sets them up, with nothing to do per request (`-- floor`). kTLS: {}.\n\n| size | server | req/s | p99 ms | bucketfront / this |\n|---|---|---:|---:|---:|\n",
+        threads_per_role(),
+        placement(),
         if ktls {
             "the kernel offers it (not enabled in nginx here)"
         } else {

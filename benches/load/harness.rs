@@ -24,6 +24,54 @@ pub(crate) const SIZES: [(&str, usize); 4] = [
 ];
 pub(crate) const CONNECTIONS: usize = 64;
 
+/// `BENCH_SPLIT=1`: every server on CPU 0 (one nginx worker, one bucketfront runtime, which
+/// it derives from its affinity) and the load generator on CPU 1 with one thread, instead of
+/// all of them sharing both cores. On two cores, a server's event loop otherwise waits for
+/// a core the load generator holds, and so do all its connections: this tells that wait
+/// apart from the server's own latency.
+pub(crate) fn split() -> bool {
+    std::env::var_os("BENCH_SPLIT").is_some_and(|v| v == "1")
+}
+
+/// The servers' CPU list and the load generator's, when [`split`].
+const SERVER_CPUS: &str = "0";
+const LOAD_CPUS: &str = "1";
+
+/// `program` on `cpus` when [`split`] (through `taskset`), else as it is.
+fn on_cpus(program: impl AsRef<std::ffi::OsStr>, cpus: &str) -> Command {
+    if !split() {
+        return Command::new(program);
+    }
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", cpus]).arg(program);
+    cmd
+}
+
+/// A server process (bucketfront, nginx, Varnish, a floor): on the servers' CPU when
+/// [`split`].
+pub(crate) fn server_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    on_cpus(program, SERVER_CPUS)
+}
+
+/// A load generator (`wrk`, `h2load`): on its own CPU when [`split`].
+pub(crate) fn load_command(program: &str) -> Command {
+    on_cpus(program, LOAD_CPUS)
+}
+
+/// nginx's `worker_processes` and the load generator's `-t`: one per core the role has.
+pub(crate) fn threads_per_role() -> usize {
+    if split() { 1 } else { 2 }
+}
+
+/// How the report states where the processes ran.
+pub(crate) fn placement() -> &'static str {
+    if split() {
+        "Split (`BENCH_SPLIT=1`): every server on CPU 0 (nginx with one worker, bucketfront with one runtime), the load generator on CPU 1 with one thread."
+    } else {
+        "Everything, the load generator included, shares the same cores."
+    }
+}
+
 /// A child process stopped on drop: SIGTERM first, so that a master process (nginx,
 /// varnishd) takes its workers down with it; SIGKILL only if it has not exited after 5 s.
 pub(crate) struct Proc(pub(crate) Child);
@@ -120,7 +168,7 @@ secret_key = "bench-secret-key"
     );
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config).unwrap();
-    let child = crate::support::serve(bin, &path);
+    let child = crate::support::serve_with(server_command(bin), &path);
     (Proc(child), port)
 }
 
@@ -208,7 +256,7 @@ pub(crate) fn start_nginx_cache(
     let conf = format!(
         r#"
 user root;
-worker_processes 2;
+worker_processes {workers};
 pid {dir}/nginx.pid;
 error_log {dir}/nginx-error.log warn;
 events {{ worker_connections 4096; }}
@@ -228,10 +276,11 @@ http {{
 "#,
         dir = dir.display(),
         files = files.display(),
+        workers = threads_per_role(),
     );
     let path = dir.join("nginx.conf");
     std::fs::write(&path, conf).unwrap();
-    let child = Command::new("nginx")
+    let child = server_command("nginx")
         .args([
             "-c",
             path.to_str().unwrap(),
@@ -263,7 +312,7 @@ pub(crate) const VARNISH_PARAMS: [&[&str]; 2] = [
 pub(crate) fn start_varnish(dir: &Path, mirror_port: u16, params: &[&str]) -> (Proc, u16) {
     let port = free_port();
     std::fs::create_dir_all(dir).unwrap();
-    let child = Command::new("varnishd")
+    let child = server_command("varnishd")
         .args([
             "-F",
             "-a",
@@ -326,9 +375,9 @@ pub(crate) fn wrk(url: &str, seconds: u64) -> Run {
 
 /// `wrk`, with a Lua script when given (the fleet row picks a random key per request).
 pub(crate) fn wrk_with(url: &str, seconds: u64, script: Option<&Path>) -> Run {
-    let mut cmd = Command::new("wrk");
+    let mut cmd = load_command("wrk");
     cmd.args([
-        "-t2",
+        &format!("-t{}", threads_per_role()),
         &format!("-c{CONNECTIONS}"),
         &format!("-d{seconds}s"),
         "--latency",
@@ -544,11 +593,11 @@ pub(crate) fn h2load(url: &str, seconds: u64, log: &Path) -> H2Run {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("{}: {e}", log.display()),
         _ => {}
     }
-    let out = Command::new("h2load")
+    let out = load_command("h2load")
         .args([
             "-c10",
             "-m10",
-            "-t2",
+            &format!("-t{}", threads_per_role()),
             &format!("-D{seconds}"),
             "--warm-up-time=1",
         ])

@@ -58,12 +58,14 @@ pub(crate) async fn run(seconds: u64, rounds: usize) -> String {
         .unwrap_or_default();
     let _ = writeln!(
         report,
-        "## Hot objects ({CONNECTIONS} connections, wrk -t2, {seconds}s x {rounds} alternating rounds)\n\nMachine: {} cores, {cpu}; bucketfront: one current-thread tokio runtime per core; nginx: 2 workers, each of {} sets of sending knobs; Varnish: `-s malloc,2G`, {} thread-pool settings. Per size, a 2 s probe of each picks the best, which runs in the table (its knobs in brackets). Everything, wrk included, shares the same cores.\n",
+        "## Hot objects ({CONNECTIONS} connections, wrk -t{threads}, {seconds}s x {rounds} alternating rounds)\n\nMachine: {} cores, {cpu}; bucketfront: one current-thread tokio runtime per core; nginx: {threads} worker(s), each of {} sets of sending knobs; Varnish: `-s malloc,2G`, {} thread-pool settings. Per size, a 2 s probe of each picks the best, which runs in the table (its knobs in brackets). {}\n",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
         NGINX_KNOBS.len(),
-        VARNISH_PARAMS.len()
+        VARNISH_PARAMS.len(),
+        placement(),
+        threads = threads_per_role(),
     );
     let _ = writeln!(
         report,

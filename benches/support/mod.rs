@@ -42,8 +42,13 @@ pub async fn seed(store: &Store, prefix: &str, count: usize, size: usize) {
 /// `bin serve -c config` as the benches run it: warnings only in its log, no IMDS
 /// lookups, stdout discarded.
 pub fn serve(bin: impl AsRef<std::ffi::OsStr>, config: &std::path::Path) -> std::process::Child {
-    std::process::Command::new(bin)
-        .args(["serve", "-c", config.to_str().unwrap()])
+    serve_with(std::process::Command::new(bin), config)
+}
+
+/// [`serve`] with a command of the caller's (the load bench's, which may run it through
+/// `taskset`).
+pub fn serve_with(mut cmd: std::process::Command, config: &std::path::Path) -> std::process::Child {
+    cmd.args(["serve", "-c", config.to_str().unwrap()])
         .env("BUCKETFRONT_LOG", "warn")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .stdout(std::process::Stdio::null())
