@@ -30,7 +30,13 @@ pub(crate) const CONNECTIONS: usize = 64;
 /// a core the load generator holds, and so do all its connections: this tells that wait
 /// apart from the server's own latency.
 pub(crate) fn split() -> bool {
-    std::env::var_os("BENCH_SPLIT").is_some_and(|v| v == "1")
+    let on = std::env::var_os("BENCH_SPLIT").is_some_and(|v| v == "1");
+    if on && std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        panic!(
+            "BENCH_SPLIT=1 needs CPUs 0 and 1 (one for the servers, one for the load generator); this process may use only one"
+        );
+    }
+    on
 }
 
 /// The servers' CPU list and the load generator's, when [`split`].
