@@ -28,7 +28,8 @@ pub(crate) const CONNECTIONS: usize = 64;
 /// it derives from its affinity) and the load generator on CPU 1 with one thread, instead of
 /// all of them sharing both cores. On two cores, a server's event loop otherwise waits for
 /// a core the load generator holds, and so do all its connections: this tells that wait
-/// apart from the server's own latency.
+/// apart from the server's own latency. Panics, saying so, when this process may use fewer
+/// than two CPUs.
 pub(crate) fn split() -> bool {
     let on = std::env::var_os("BENCH_SPLIT").is_some_and(|v| v == "1");
     if on && std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
