@@ -101,6 +101,8 @@ fn main() {
             std::process::exit(1);
         }
     }
+    // `BENCH_SPLIT=1`'s precondition, checked before anything is started or created.
+    harness::split();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
