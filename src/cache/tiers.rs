@@ -207,14 +207,7 @@ impl Tiers {
         let Some(reading) = disk.read(key, &self.fill_budget).await else {
             return Earlier::None;
         };
-        let stamp = self.stamp_born(&reading.meta, reading.stored);
-        let stored = Stored {
-            received: stamp.received,
-            initial_age: stamp.initial_age,
-            policy: stamp.policy,
-            retry_at: None,
-        };
-        let fresh = freshness::lookup(&stored, stamp.received) == Lookup::Fresh;
+        let (stamp, fresh) = self.stamp_disk(&reading);
         if fresh && stream && reading.rest.is_some() {
             return Earlier::Streaming(Box::new(reading), stamp);
         }
@@ -227,6 +220,36 @@ impl Tiers {
         }
         self.insert(key, c.clone()).await;
         Earlier::Fresh(c)
+    }
+
+    /// A fresh copy of `key` that the disk tier gives at once (one block, in the page
+    /// cache), stored in memory as every disk hit is: the answer, without a fill's task
+    /// and the wake-ups it costs. `None` for anything else, which the fill then reads (an
+    /// expired copy is revalidated there).
+    pub(crate) async fn disk_now(&self, key: &CacheKey) -> Option<Arc<Cached>> {
+        let reading = self.disk.as_ref()?.read_now(key, &self.fill_budget)?;
+        let (stamp, fresh) = self.stamp_disk(&reading);
+        if !fresh || reading.rest.is_some() {
+            return None;
+        }
+        let loaded = reading.whole().await?;
+        let c = Cached::new(Arc::new(loaded.meta), loaded.body, stamp);
+        self.insert(key, c.clone()).await;
+        self.metrics.tiers.disk_hits.inc();
+        Some(c)
+    }
+
+    /// The stamp of a copy read from disk, and whether it is fresh.
+    fn stamp_disk(&self, reading: &disk::Reading) -> (Stamp, bool) {
+        let stamp = self.stamp_born(&reading.meta, reading.stored);
+        let stored = Stored {
+            received: stamp.received,
+            initial_age: stamp.initial_age,
+            policy: stamp.policy,
+            retry_at: None,
+        };
+        let fresh = freshness::lookup(&stored, stamp.received) == Lookup::Fresh;
+        (stamp, fresh)
     }
 
     /// Queues `c` for the disk tier, when there is one. The file records when the

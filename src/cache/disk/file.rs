@@ -41,6 +41,10 @@ const PRELUDE: usize = 32;
 const FIRST_READ: u64 = 4 << 10;
 /// A header is a key and a few headers; anything longer is not a file of ours.
 const MAX_HEADER: u32 = 64 << 10;
+/// The most a one-block file holds besides its body: prelude, the largest header and
+/// one checksum, rounded up to the 4 KiB the index weighs files in.
+pub(super) const MAX_FILE_OVER_BODY: u64 =
+    (PRELUDE as u64 + MAX_HEADER as u64 + 4).next_multiple_of(4096);
 /// The body block each checksum covers, in files this version writes: the most a read
 /// holds before it can hand bytes on, and the least it reads at once.
 pub const BLOCK: u32 = 256 << 10;

@@ -442,7 +442,7 @@ impl DiskTier {
                 return None;
             }
         }
-        if let Ok(reading) = self.read_from_memory(key, budget) {
+        if let Ok(reading) = self.read_from_memory(key, budget, u64::MAX) {
             return reading;
         }
         if !self.reads.may_try() {
@@ -494,6 +494,22 @@ impl DiskTier {
         }
     }
 
+    /// `key`'s object, read and checked on the calling worker, when that takes no wait
+    /// and no more than one read: its file is indexed, the kernel holds it in memory, and
+    /// its body is one block. `None` otherwise (not there, not in memory, larger, no
+    /// `budget`, or bad), and [`DiskTier::read`] then does what it does.
+    pub fn read_now(self: &Arc<Self>, key: &CacheKey, budget: &Arc<Semaphore>) -> Option<Reading> {
+        // The index weighs whole files: one longer than a block and the largest header
+        // is not opened only to be passed on.
+        let weight = self.index.get(key)?;
+        if u64::from(weight) > u64::from(BLOCK) + file::MAX_FILE_OVER_BODY {
+            return None;
+        }
+        self.read_from_memory(key, budget, u64::from(BLOCK))
+            .ok()
+            .flatten()
+    }
+
     /// `key`'s object read whole and checked (for the benches; the cache streams a
     /// large one instead).
     pub async fn load(self: &Arc<Self>, key: &CacheKey, budget: &Arc<Semaphore>) -> Option<Loaded> {
@@ -506,11 +522,12 @@ impl DiskTier {
     /// has no room. An error for whatever cannot be done without waiting (path or pages
     /// not in memory, no read slot free, the disk failing, a file to remove): the caller
     /// then reads the usual way. One block is at most [`BLOCK`] bytes to copy and check,
-    /// some tens of µs.
+    /// some tens of µs. A body longer than `largest` is not read (`NotCached`).
     fn read_from_memory(
         self: &Arc<Self>,
         key: &CacheKey,
         budget: &Arc<Semaphore>,
+        largest: u64,
     ) -> Result<Option<Reading>, ReadError> {
         if !self.reads_from_memory.load(Ordering::Relaxed) || self.reads.is_failing() {
             return Err(ReadError::NotCached);
@@ -522,10 +539,9 @@ impl DiskTier {
             .map_err(|_| ReadError::NotCached)?;
         let path = object_path(&self.objects(), key);
         let read = file::open(&path, Wait::No).and_then(|opened| match opened {
-            Some(opened) if self.holds(key, &opened) => {
-                self.clone()
-                    .first_block(opened, key, budget, slot, Wait::No)
-            }
+            Some(opened) if opened.body_len() <= largest && self.holds(key, &opened) => self
+                .clone()
+                .first_block(opened, key, budget, slot, Wait::No),
             // No file (removed since it was indexed), or another key's: the waiting read
             // sorts the index out.
             _ => Err(ReadError::NotCached),
@@ -893,6 +909,42 @@ mod tests {
             drop(release);
             blocker.await.unwrap();
         });
+    }
+
+    /// `read_now` gives a warm one-block object whole, and nothing for an object of more
+    /// blocks, one not on disk, or one whose budget has no room: those go through `read`.
+    #[tokio::test]
+    async fn read_now_gives_only_a_warm_object_of_one_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tier(dir.path(), 1 << 30);
+        t.indexed().await;
+        let small: Vec<u8> = (0..BLOCK).map(|i| (i % 241) as u8).collect();
+        let large: Vec<u8> = (0..BLOCK + 1).map(|i| (i % 239) as u8).collect();
+        write(&t, "small", &small, SystemTime::now()).await;
+        write(&t, "large", &large, SystemTime::now()).await;
+        // Warm: read once the usual way.
+        assert!(load(&t, "small").await.is_some());
+        assert!(load(&t, "large").await.is_some());
+        if !t.reads_from_memory.load(Ordering::Relaxed) {
+            eprintln!(
+                "skipped: {} cannot be read without waiting",
+                dir.path().display()
+            );
+            return;
+        }
+        let got = t
+            .read_now(&key("small"), &budget())
+            .expect("warm, one block");
+        assert!(got.rest.is_none());
+        assert_eq!(got.first, small);
+        assert_eq!(got.meta.size, small.len() as u64);
+        assert!(t.read_now(&key("large"), &budget()).is_none());
+        assert!(t.read_now(&key("absent"), &budget()).is_none());
+        let full = Arc::new(Semaphore::new(0));
+        assert!(t.read_now(&key("small"), &full).is_none());
+        // The usual read still serves what `read_now` declines.
+        let whole = load(&t, "large").await.expect("read");
+        assert_eq!(whole.body.to_vec(), large);
     }
 
     /// After a downgrade, files a newer version wrote (another format) are removed at
