@@ -867,6 +867,15 @@ mod tests {
         t.load(&key(k), &budget()).await
     }
 
+    /// Whether `t` reads from memory on the worker here; if not, says the test is skipped.
+    fn reads_without_waiting(t: &DiskTier, dir: &Path) -> bool {
+        let can = t.reads_from_memory.load(Ordering::Relaxed);
+        if !can {
+            eprintln!("skipped: {} cannot be read without waiting", dir.display());
+        }
+        can
+    }
+
     /// A warm file is read on the async worker, header, first block and the rest: it
     /// all arrives while the runtime's only blocking thread is busy.
     #[test]
@@ -883,11 +892,7 @@ mod tests {
             let body: Vec<u8> = (0..BLOCK + 7).map(|i| (i % 251) as u8).collect();
             write(&t, "a", &body, SystemTime::now()).await;
             assert!(load(&t, "a").await.is_some());
-            if !t.reads_from_memory.load(Ordering::Relaxed) {
-                eprintln!(
-                    "skipped: {} cannot be read without waiting",
-                    dir.path().display()
-                );
+            if !reads_without_waiting(&t, dir.path()) {
                 return;
             }
             let (release, busy) = std::sync::mpsc::channel::<()>();
@@ -925,11 +930,7 @@ mod tests {
         // Warm: read once the usual way.
         assert!(load(&t, "small").await.is_some());
         assert!(load(&t, "large").await.is_some());
-        if !t.reads_from_memory.load(Ordering::Relaxed) {
-            eprintln!(
-                "skipped: {} cannot be read without waiting",
-                dir.path().display()
-            );
+        if !reads_without_waiting(&t, dir.path()) {
             return;
         }
         let got = t
