@@ -93,9 +93,9 @@ impl Lookup {
             Found::Miss(None) => match Box::pin(tiers.disk_now(&key)).await {
                 Some(c) => {
                     // Answered on the worker's next pass, after the connections already
-                    // waiting, as the fill's wake-up did: answered in the same turn, the
-                    // split bench's p99 for these hits rose by 20-30% (BENCHMARKS.md,
-                    // "Disk-tier hits without a fill").
+                    // waiting, as the fill's wake-up did: answered in the same turn, their
+                    // p99 in the split bench rose in seven rounds of eight, by up to a
+                    // quarter (BENCHMARKS.md, "Disk-tier hits without a fill").
                     tokio::task::yield_now().await;
                     (c, CacheStatus::Hit)
                 }
