@@ -191,24 +191,41 @@ impl Tiers {
         if let Some(stale) = in_memory {
             return Earlier::Expired(stale.clone());
         }
-        let found = self.read_disk(key, stream).await;
-        if let Earlier::Fresh(_) | Earlier::Streaming(..) = found {
-            self.metrics.tiers.disk_hits.inc();
-        }
-        found
-    }
-
-    /// `key` from the disk tier, if it has a good copy: fresh (in memory now, or
-    /// streaming), or expired (read whole, to revalidate).
-    async fn read_disk(&self, key: &CacheKey, stream: bool) -> Earlier {
         let Some(disk) = &self.disk else {
             return Earlier::None;
         };
-        let Some(reading) = disk.read(key, &self.fill_budget).await else {
-            return Earlier::None;
+        match disk.read(key, &self.fill_budget).await {
+            Some(reading) => self.take_disk(key, reading, stream).await,
+            None => Earlier::None,
+        }
+    }
+
+    /// A fresh copy of `key` that the disk tier gives at once (one block, in the page
+    /// cache), stored in memory as every disk hit is: the answer, without a fill's task
+    /// and the wake-ups it costs. `None` for anything else, which the fill then reads (an
+    /// expired copy is revalidated there).
+    pub(crate) async fn disk_now(&self, key: &CacheKey) -> Option<Arc<Cached>> {
+        let reading = self.disk.as_ref()?.read_now(key, &self.fill_budget)?;
+        match self.take_disk(key, reading, false).await {
+            Earlier::Fresh(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// What `key`'s copy read from disk is: fresh (stored in memory, or left `Streaming`
+    /// where the caller can `stream` it and it is larger than one block), counted as a
+    /// disk hit; or expired (read whole, to revalidate).
+    async fn take_disk(&self, key: &CacheKey, reading: disk::Reading, stream: bool) -> Earlier {
+        let stamp = self.stamp_born(&reading.meta, reading.stored);
+        let stored = Stored {
+            received: stamp.received,
+            initial_age: stamp.initial_age,
+            policy: stamp.policy,
+            retry_at: None,
         };
-        let (stamp, fresh) = self.stamp_disk(&reading);
+        let fresh = freshness::lookup(&stored, stamp.received) == Lookup::Fresh;
         if fresh && stream && reading.rest.is_some() {
+            self.metrics.tiers.disk_hits.inc();
             return Earlier::Streaming(Box::new(reading), stamp);
         }
         let Some(loaded) = reading.whole().await else {
@@ -219,37 +236,8 @@ impl Tiers {
             return Earlier::Expired(c);
         }
         self.insert(key, c.clone()).await;
-        Earlier::Fresh(c)
-    }
-
-    /// A fresh copy of `key` that the disk tier gives at once (one block, in the page
-    /// cache), stored in memory as every disk hit is: the answer, without a fill's task
-    /// and the wake-ups it costs. `None` for anything else, which the fill then reads (an
-    /// expired copy is revalidated there).
-    pub(crate) async fn disk_now(&self, key: &CacheKey) -> Option<Arc<Cached>> {
-        let reading = self.disk.as_ref()?.read_now(key, &self.fill_budget)?;
-        let (stamp, fresh) = self.stamp_disk(&reading);
-        if !fresh || reading.rest.is_some() {
-            return None;
-        }
-        let loaded = reading.whole().await?;
-        let c = Cached::new(Arc::new(loaded.meta), loaded.body, stamp);
-        self.insert(key, c.clone()).await;
         self.metrics.tiers.disk_hits.inc();
-        Some(c)
-    }
-
-    /// The stamp of a copy read from disk, and whether it is fresh.
-    fn stamp_disk(&self, reading: &disk::Reading) -> (Stamp, bool) {
-        let stamp = self.stamp_born(&reading.meta, reading.stored);
-        let stored = Stored {
-            received: stamp.received,
-            initial_age: stamp.initial_age,
-            policy: stamp.policy,
-            retry_at: None,
-        };
-        let fresh = freshness::lookup(&stored, stamp.received) == Lookup::Fresh;
-        (stamp, fresh)
+        Earlier::Fresh(c)
     }
 
     /// Queues `c` for the disk tier, when there is one. The file records when the
