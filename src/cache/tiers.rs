@@ -327,3 +327,65 @@ where
     }
     keys
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::cache::pieces::Pieces;
+    use crate::config::{DiskConfig, Size};
+
+    /// A fresh copy of one block in the page cache is answered by `disk_now`, stored in
+    /// memory and counted as a disk hit; an expired one is left to the fill (`None`).
+    #[tokio::test]
+    async fn disk_now_answers_a_fresh_warm_copy_and_leaves_an_expired_one_to_the_fill() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = CacheConfig {
+            disk: Some(DiskConfig {
+                path: dir.path().into(),
+                max_size: Size(1 << 30),
+            }),
+            ..CacheConfig::default()
+        };
+        let tiers = Tiers::new(&cfg, Arc::new(Metrics::new()), Arc::new(Clock::default()));
+        tiers.disk_ready().await;
+        let disk = tiers.disk.clone().expect("configured");
+        let body = Bytes::from(vec![7u8; 1000]);
+        let pieces = Pieces::new(vec![body.clone()]);
+        let meta = ObjectMeta::default();
+        let (fresh, old) = (CacheKey::test("fresh"), CacheKey::test("old"));
+        let now = tiers.clock.wall();
+        disk.offer(&fresh, &meta, &pieces, now);
+        // Stored two hours ago, past the default `ttl` of one.
+        disk.offer(&old, &meta, &pieces, now - Duration::from_secs(7200));
+        disk.flush().await;
+        // Warm: each read once the usual way.
+        let budget = Arc::new(Semaphore::new(1 << 20));
+        assert!(disk.load(&fresh, &budget).await.is_some());
+        assert!(disk.load(&old, &budget).await.is_some());
+        if !disk.reads_without_waiting() {
+            eprintln!(
+                "skipped: {} cannot be read without waiting",
+                dir.path().display()
+            );
+            return;
+        }
+        let c = tiers
+            .disk_now(&fresh)
+            .await
+            .expect("fresh, warm, one block");
+        assert_eq!(c.body.to_vec(), body);
+        assert_eq!(tiers.metrics.tiers.disk_hits.get(), 1);
+        assert!(matches!(
+            tiers.look(&fresh, tiers.clock.now()).await,
+            Found::Answer(_, CacheStatus::Hit)
+        ));
+        assert!(tiers.disk_now(&old).await.is_none());
+        assert_eq!(tiers.metrics.tiers.disk_hits.get(), 1);
+        assert!(matches!(
+            tiers.look(&old, tiers.clock.now()).await,
+            Found::Miss(None)
+        ));
+    }
+}

@@ -510,6 +510,13 @@ impl DiskTier {
             .flatten()
     }
 
+    /// Whether reads are tried on the async worker first: tests of what needs that skip
+    /// where the kernel or file system cannot.
+    #[cfg(test)]
+    pub(crate) fn reads_without_waiting(&self) -> bool {
+        self.reads_from_memory.load(Ordering::Relaxed)
+    }
+
     /// `key`'s object read whole and checked (for the benches; the cache streams a
     /// large one instead).
     pub async fn load(self: &Arc<Self>, key: &CacheKey, budget: &Arc<Semaphore>) -> Option<Loaded> {
@@ -869,7 +876,7 @@ mod tests {
 
     /// Whether `t` reads from memory on the worker here; if not, says the test is skipped.
     fn reads_without_waiting(t: &DiskTier, dir: &Path) -> bool {
-        let can = t.reads_from_memory.load(Ordering::Relaxed);
+        let can = t.reads_without_waiting();
         if !can {
             eprintln!("skipped: {} cannot be read without waiting", dir.display());
         }
