@@ -18,7 +18,8 @@
 //! 4 KiB and 64 KiB hits against two stand-ins that do nothing per request (hyper alone,
 //! and `httparse` with one `writev`), to show what the HTTP stack leaves for the rest.
 //! `BENCH_SPLIT=1` with any of them puts every server on CPU 0 and the load generator on
-//! CPU 1 (`taskset`), one thread or worker each, instead of sharing both cores.
+//! CPU 1 (`taskset`), one thread or worker each, instead of sharing both cores; for the
+//! stream, the store (this process) goes to CPU 1 and the client beside bucketfront.
 
 #[path = "load/ab.rs"]
 mod ab;

@@ -29,15 +29,19 @@ pub(crate) const CONNECTIONS: usize = 64;
 /// all of them sharing both cores. On two cores, a server's event loop otherwise waits for
 /// a core the load generator holds, and so do all its connections: this tells that wait
 /// apart from the server's own latency. Panics, saying so, when this process may use fewer
-/// than two CPUs.
+/// than two CPUs. Decided once, on the first call (`main` makes it before starting
+/// anything): the stream row later moves this process to one CPU.
 pub(crate) fn split() -> bool {
-    let on = std::env::var_os("BENCH_SPLIT").is_some_and(|v| v == "1");
-    if on && std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        panic!(
-            "BENCH_SPLIT=1 needs CPUs 0 and 1 (one for the servers, one for the load generator); this process may use only one"
-        );
-    }
-    on
+    static SPLIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SPLIT.get_or_init(|| {
+        let on = std::env::var_os("BENCH_SPLIT").is_some_and(|v| v == "1");
+        if on && std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+            panic!(
+                "BENCH_SPLIT=1 needs CPUs 0 and 1 (one for the servers, one for the load generator); this process may use only one"
+            );
+        }
+        on
+    })
 }
 
 /// The servers' CPU list and the load generator's, when [`split`].
@@ -63,6 +67,60 @@ pub(crate) fn server_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
 /// A load generator (`wrk`, `h2load`): on its own CPU when [`split`].
 pub(crate) fn load_command(program: &str) -> Command {
     on_cpus(program, LOAD_CPUS)
+}
+
+/// For the stream row when [`split`]: this process (the store, from now on) moves to the
+/// load generator's CPU, every thread of it and so every thread it starts later (they
+/// inherit it). The client then runs in a thread of its own on the servers' CPU
+/// ([`on_server_cpu`]). In production neither the origin nor the client runs on
+/// bucketfront's machine; a store sharing a core with the client measures how that core
+/// is shared, not what the pass-through costs.
+pub(crate) fn move_this_process_to_load_cpu() {
+    if !split() {
+        return;
+    }
+    for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+        let tid: libc::pid_t = task
+            .expect("a thread")
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse().ok())
+            .expect("a thread id");
+        pin(tid, LOAD_CPUS);
+    }
+}
+
+/// `f` run to its end on a thread of its own, on the servers' CPU when [`split`].
+pub(crate) async fn on_server_cpu<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let placed = move || {
+        if split() {
+            pin(0, SERVER_CPUS); // 0: the calling thread
+        }
+        f()
+    };
+    let thread = std::thread::spawn(placed);
+    tokio::task::spawn_blocking(move || thread.join().expect("the placed thread"))
+        .await
+        .unwrap()
+}
+
+/// Thread `tid` (0: the calling one) on the one CPU `cpus` names. A thread that has
+/// exited since it was listed is left alone.
+fn pin(tid: libc::pid_t, cpus: &str) {
+    let cpu: usize = cpus.parse().expect("one CPU");
+    // SAFETY: a zeroed `cpu_set_t` is the empty set, and CPU_SET only writes inside it.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        set
+    };
+    // SAFETY: `set` is a valid `cpu_set_t` of the size passed.
+    let rc = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    let e = std::io::Error::last_os_error();
+    assert!(
+        rc == 0 || e.raw_os_error() == Some(libc::ESRCH),
+        "pinning thread {tid} to CPU {cpu}: {e}"
+    );
 }
 
 /// nginx's `worker_processes` and the load generator's `-t`: one per core the role has.

@@ -31,8 +31,11 @@ pub(crate) async fn stream(url: &str) -> (u64, f64) {
 
 /// A 1 GiB object streamed (too large to cache) through a fresh bucketfront, against a
 /// presigned GET of the same object straight from the store, alternating, three each:
-/// the ratio of their throughputs, and bucketfront's peak RSS.
+/// the ratio of their throughputs, and bucketfront's peak RSS. When split, the store (this
+/// process) moves to the load generator's CPU first, for good, and the client runs beside
+/// bucketfront ([`move_this_process_to_load_cpu`]).
 pub(crate) async fn stream_row(store: &Store, dir: &Path) -> String {
+    move_this_process_to_load_cpu();
     let big = dir.join("big.png");
     {
         use std::io::Write;
@@ -75,7 +78,15 @@ pub(crate) async fn stream_row(store: &Store, dir: &Path) -> String {
         for is_direct in order {
             let url = if is_direct { &direct_url } else { &proxy_url };
             let cpu_before = cpu_seconds(fresh.0.id());
-            let (bytes, secs) = stream(url).await;
+            let url = url.clone();
+            let (bytes, secs) = on_server_cpu(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(stream(&url))
+            })
+            .await;
             assert_eq!(bytes, 1 << 30, "whole object");
             let mb_s = bytes as f64 / secs / 1e6;
             if is_direct {
@@ -97,7 +108,12 @@ pub(crate) async fn stream_row(store: &Store, dir: &Path) -> String {
     // The CPU bucketfront spends per GiB passed through does not depend on how fast the
     // origin or the client is: the pass-through's own cost, beside the ratio.
     format!(
-        "\n## 1 GiB object (streamed, not cached)\n\n| presigned GET straight to the store, MB/s | through bucketfront, MB/s | bucketfront / direct (medians) | bucketfront CPU s per GiB | bucketfront peak RSS |\n|---:|---:|---:|---:|---:|\n| {} | {} | **{:.2}** | {} | {:.1} MiB |\n",
+        "\n## 1 GiB object (streamed, not cached)\n\n{}\n\n| presigned GET straight to the store, MB/s | through bucketfront, MB/s | bucketfront / direct (medians) | bucketfront CPU s per GiB | bucketfront peak RSS |\n|---:|---:|---:|---:|---:|\n| {} | {} | **{:.2}** | {} | {:.1} MiB |\n",
+        if split() {
+            "The store (this process) on CPU 1; the client (a thread of it) and bucketfront on CPU 0, for both."
+        } else {
+            "The store, the client and bucketfront share the cores."
+        },
         fmt(&direct, 0),
         fmt(&proxied, 0),
         mp / md,
