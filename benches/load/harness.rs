@@ -28,45 +28,59 @@ pub(crate) const CONNECTIONS: usize = 64;
 /// it derives from its affinity) and the load generator on CPU 1 with one thread, instead of
 /// all of them sharing both cores. On two cores, a server's event loop otherwise waits for
 /// a core the load generator holds, and so do all its connections: this tells that wait
-/// apart from the server's own latency. Panics, saying so, when this process may use fewer
-/// than two CPUs. Decided once, on the first call (`main` makes it before starting
+/// apart from the server's own latency. Panics, saying so, when this process may not use
+/// both of those CPUs. Decided once, on the first call (`main` makes it before starting
 /// anything): the stream row later moves this process to one CPU.
 pub(crate) fn split() -> bool {
     static SPLIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SPLIT.get_or_init(|| {
         let on = std::env::var_os("BENCH_SPLIT").is_some_and(|v| v == "1");
-        if on && std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        if on && !may_use(&[SERVER_CPU, LOAD_CPU]) {
             panic!(
-                "BENCH_SPLIT=1 needs CPUs 0 and 1 (one for the servers, one for the load generator); this process may use only one"
+                "BENCH_SPLIT=1 needs CPUs {SERVER_CPU} and {LOAD_CPU} (one for the servers, one for the load generator); this process may not use both"
             );
         }
         on
     })
 }
 
-/// The servers' CPU list and the load generator's, when [`split`].
-const SERVER_CPUS: &str = "0";
-const LOAD_CPUS: &str = "1";
+/// The servers' CPU and the load generator's, when [`split`].
+const SERVER_CPU: usize = 0;
+const LOAD_CPU: usize = 1;
 
-/// `program` on `cpus` when [`split`] (through `taskset`), else as it is.
-fn on_cpus(program: impl AsRef<std::ffi::OsStr>, cpus: &str) -> Command {
+/// Whether this thread's affinity mask has every CPU of `cpus`.
+fn may_use(cpus: &[usize]) -> bool {
+    // SAFETY: a zeroed `cpu_set_t` is the empty set; the kernel fills at most its size.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid `cpu_set_t` of the size passed.
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    // SAFETY: CPU_ISSET only reads inside `set`, for CPUs below its capacity.
+    rc == 0
+        && cpus
+            .iter()
+            .all(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+}
+
+/// `program` on `cpu` when [`split`] (through `taskset`), else as it is.
+fn on_cpu(program: impl AsRef<std::ffi::OsStr>, cpu: usize) -> Command {
     if !split() {
         return Command::new(program);
     }
     let mut cmd = Command::new("taskset");
-    cmd.args(["-c", cpus]).arg(program);
+    cmd.args(["-c", &cpu.to_string()]).arg(program);
     cmd
 }
 
 /// A server process (bucketfront, nginx, Varnish, a floor): on the servers' CPU when
 /// [`split`].
 pub(crate) fn server_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
-    on_cpus(program, SERVER_CPUS)
+    on_cpu(program, SERVER_CPU)
 }
 
 /// A load generator (`wrk`, `h2load`): on its own CPU when [`split`].
 pub(crate) fn load_command(program: &str) -> Command {
-    on_cpus(program, LOAD_CPUS)
+    on_cpu(program, LOAD_CPU)
 }
 
 /// For the stream row when [`split`]: this process (the store, from now on) moves to the
@@ -86,7 +100,7 @@ pub(crate) fn move_this_process_to_load_cpu() {
             .to_str()
             .and_then(|t| t.parse().ok())
             .expect("a thread id");
-        pin(tid, LOAD_CPUS);
+        pin(tid, LOAD_CPU);
     }
 }
 
@@ -94,7 +108,7 @@ pub(crate) fn move_this_process_to_load_cpu() {
 pub(crate) async fn on_server_cpu<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     let placed = move || {
         if split() {
-            pin(0, SERVER_CPUS); // 0: the calling thread
+            pin(0, SERVER_CPU); // 0: the calling thread
         }
         f()
     };
@@ -104,10 +118,9 @@ pub(crate) async fn on_server_cpu<T: Send + 'static>(f: impl FnOnce() -> T + Sen
         .unwrap()
 }
 
-/// Thread `tid` (0: the calling one) on the one CPU `cpus` names. A thread that has
-/// exited since it was listed is left alone.
-fn pin(tid: libc::pid_t, cpus: &str) {
-    let cpu: usize = cpus.parse().expect("one CPU");
+/// Thread `tid` (0: the calling one) on `cpu` alone. A thread that has exited since it
+/// was listed is left alone.
+fn pin(tid: libc::pid_t, cpu: usize) {
     // SAFETY: a zeroed `cpu_set_t` is the empty set, and CPU_SET only writes inside it.
     let set = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
