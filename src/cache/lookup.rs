@@ -89,19 +89,22 @@ impl Lookup {
                 }
                 (stale, CacheStatus::Stale)
             }
-            // Not in memory: from disk at once if it can be, else through the fill.
-            Found::Miss(None) => match Box::pin(tiers.disk_now(&key)).await {
-                Some(c) => {
+            // Not in memory at all: from disk at once if it can be. Else, and for an
+            // expired copy in memory, through the fill.
+            Found::Miss(expired) => {
+                if expired.is_none()
+                    && let Some(c) = Box::pin(tiers.disk_now(&key)).await
+                {
                     // Answered on the worker's next pass, after the connections already
                     // waiting, as the fill's wake-up did: answered in the same turn, their
                     // p99 in the split bench rose in seven rounds of eight, by up to a
                     // quarter (BENCHMARKS.md, "Disk-tier hits without a fill").
                     tokio::task::yield_now().await;
                     (c, CacheStatus::Hit)
+                } else {
+                    return Box::pin(self.fill(req, &key, now)).await;
                 }
-                None => return Box::pin(self.fill(req, &key, now)).await,
-            },
-            Found::Miss(Some(_)) => return Box::pin(self.fill(req, &key, now)).await,
+            }
         };
         req.allows(&cached.meta)?;
         Ok(Served::Complete {

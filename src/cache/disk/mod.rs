@@ -511,10 +511,17 @@ impl DiskTier {
     }
 
     /// Whether reads are tried on the async worker first: tests of what needs that skip
-    /// where the kernel or file system cannot.
+    /// where the kernel or file system cannot, and this says so when they do.
     #[cfg(test)]
     pub(crate) fn reads_without_waiting(&self) -> bool {
-        self.reads_from_memory.load(Ordering::Relaxed)
+        let can = self.reads_from_memory.load(Ordering::Relaxed);
+        if !can {
+            eprintln!(
+                "skipped: {} cannot be read without waiting",
+                self.root.display()
+            );
+        }
+        can
     }
 
     /// `key`'s object read whole and checked (for the benches; the cache streams a
@@ -874,15 +881,6 @@ mod tests {
         t.load(&key(k), &budget()).await
     }
 
-    /// Whether `t` reads from memory on the worker here; if not, says the test is skipped.
-    fn reads_without_waiting(t: &DiskTier, dir: &Path) -> bool {
-        let can = t.reads_without_waiting();
-        if !can {
-            eprintln!("skipped: {} cannot be read without waiting", dir.display());
-        }
-        can
-    }
-
     /// A warm file is read on the async worker, header, first block and the rest: it
     /// all arrives while the runtime's only blocking thread is busy.
     #[test]
@@ -899,7 +897,7 @@ mod tests {
             let body: Vec<u8> = (0..BLOCK + 7).map(|i| (i % 251) as u8).collect();
             write(&t, "a", &body, SystemTime::now()).await;
             assert!(load(&t, "a").await.is_some());
-            if !reads_without_waiting(&t, dir.path()) {
+            if !t.reads_without_waiting() {
                 return;
             }
             let (release, busy) = std::sync::mpsc::channel::<()>();
@@ -937,7 +935,7 @@ mod tests {
         // Warm: read once the usual way.
         assert!(load(&t, "small").await.is_some());
         assert!(load(&t, "large").await.is_some());
-        if !reads_without_waiting(&t, dir.path()) {
+        if !t.reads_without_waiting() {
             return;
         }
         let got = t
