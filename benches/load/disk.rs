@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+use crate::floor::{DiskSend, hit_head, start_disk_floor, write_disk_floor_files};
 use crate::harness::*;
 use crate::support::{BUCKET, accepting, seed};
 
@@ -55,7 +56,7 @@ pub(crate) async fn disk(seconds: u64, rounds: usize) -> String {
     let mut report = String::new();
     let _ = writeln!(
         report,
-        "## Disk-tier hits ({CONNECTIONS} connections, wrk -t{}, random keys, {seconds}s x {rounds} alternating rounds)\n\nbucketfront: `max_memory = \"16MiB\"` (a tenth of the keys at most), `[cache.disk]` on {}; nginx: `proxy_cache` on the same file system (sendfile on). \"dropped\": `/proc/sys/vm/drop_caches` before each run. {}\n",
+        "## Disk-tier hits ({CONNECTIONS} connections, wrk -t{}, random keys, {seconds}s x {rounds} alternating rounds)\n\nbucketfront: `max_memory = \"16MiB\"` (a tenth of the keys at most), `[cache.disk]` on {}; nginx: `proxy_cache` on the same file system (sendfile on); two disk floors (bucketfront's runtime layout, `httparse`, per request: open, a 4 KiB header read, the body's CRC32C checked, no memory tier): one reads the body into a new buffer and sends it with one `writev` (bucketfront's way), one checks it through a small reused buffer and then `sendfile`s it (nginx's send, with the contract's check). \"dropped\": `/proc/sys/vm/drop_caches` before each run. {}\n",
         threads_per_role(),
         dir.path().display(),
         placement(),
@@ -87,6 +88,24 @@ pub(crate) async fn disk(seconds: u64, rounds: usize) -> String {
             .await
             .unwrap()
             .expect("sync");
+        // The disk floors: files of the same size on the same file system, each request
+        // an open, a header read, the body checked and sent (no memory tier, no cache).
+        let floor_root = dir.path().join("floor-files");
+        write_disk_floor_files(&floor_root.join(format!("d{name}")), keys, size);
+        let head = hit_head(&format!("http://127.0.0.1:{bf_port}{}", bf_paths[0]));
+        let floors: Vec<(&str, Proc, u16)> = [
+            ("disk floor: pread, check, writev", DiskSend::Read),
+            ("disk floor: check, then sendfile", DiskSend::Sendfile),
+        ]
+        .into_iter()
+        .map(|(label, how)| {
+            let (p, port) = start_disk_floor(how, &head, &floor_root);
+            (label, p, port)
+        })
+        .collect();
+        for (label, _, port) in &floors {
+            accepting(*port, label).await;
+        }
         let mut targets = vec![
             (
                 "bucketfront".to_string(),
@@ -99,6 +118,13 @@ pub(crate) async fn disk(seconds: u64, rounds: usize) -> String {
                 nginx_port,
             ),
         ];
+        for (label, _, port) in &floors {
+            targets.push((
+                label.to_string(),
+                random_paths_script(dir.path(), "bf", &bf_paths),
+                *port,
+            ));
+        }
         if let Some((_, port, bin)) = &other {
             let name = format!("bucketfront B ({})", bin.display());
             targets.push((

@@ -9,6 +9,13 @@
 //!   alone.
 //! - *raw*: `httparse` and one `writev` per response from a head formatted once: what an
 //!   HTTP/1 path of its own could reach at best, with nothing else in it.
+//! - *sendfile*: the raw floor, but each body is in a `memfd` and goes out by `sendfile`
+//!   after the head (`send` with `MSG_MORE`): what a memory tier kept in page-cache pages
+//!   would give, with no copy from user memory (nginx's way from its tmpfs cache).
+//! - *disk floors* (run by `-- disk`): the raw floor answering from files on disk, each
+//!   request an open, a header read and the body's CRC32C checked, then either a `writev`
+//!   from a new buffer (bucketfront's way) or a `sendfile` (nginx's): what a disk-tier hit
+//!   costs with nothing else around it.
 //!
 //! If the hyper floor is behind nginx, a hit cannot be ahead of it while it goes through
 //! hyper; the raw floor bounds what replacing that path could give. The TLS + h2 table
@@ -16,7 +23,7 @@
 
 use std::fmt::Write as _;
 use std::io::IoSlice;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
@@ -52,19 +59,38 @@ const HEAD_ENV: &str = "BUCKETFRONT_FLOOR_HEAD";
 /// The certificate and key (PEM paths, one per line): the hyper floor then speaks TLS with
 /// ALPN `h2` and `http/1.1`, as bucketfront's public listener does.
 const TLS_ENV: &str = "BUCKETFRONT_FLOOR_TLS";
+/// The disk floors' root: `{root}/{dir}/{file}` answers `…/{dir}/{file}`.
+const DISK_ENV: &str = "BUCKETFRONT_FLOOR_DISK";
 
 /// Starts the `kind` floor ("hyper" or "raw") in a child of this harness, answering with
 /// `head` (`name: value` lines); over TLS with `tls` (certificate, key).
 pub(crate) fn start_floor(kind: &str, head: &str, tls: Option<(&Path, &Path)>) -> (Proc, u16) {
+    let (mut cmd, port) = floor_command(kind, head);
+    if let Some((cert, key)) = tls {
+        cmd.env(TLS_ENV, format!("{}\n{}", cert.display(), key.display()));
+    }
+    (Proc(cmd.spawn().unwrap()), port)
+}
+
+/// Starts the disk floor that answers `how`, from files under `root` in the layout of
+/// [`write_disk_floor_files`].
+pub(crate) fn start_disk_floor(how: DiskSend, head: &str, root: &Path) -> (Proc, u16) {
+    let kind = match how {
+        DiskSend::Read => "disk-read",
+        DiskSend::Sendfile => "disk-sendfile",
+    };
+    let (mut cmd, port) = floor_command(kind, head);
+    cmd.env(DISK_ENV, root);
+    (Proc(cmd.spawn().unwrap()), port)
+}
+
+fn floor_command(kind: &str, head: &str) -> (Command, u16) {
     let port = free_port();
     let mut cmd = server_command(std::env::current_exe().unwrap());
     cmd.env(FLOOR_ENV, kind)
         .env(PORT_ENV, port.to_string())
         .env(HEAD_ENV, head);
-    if let Some((cert, key)) = tls {
-        cmd.env(TLS_ENV, format!("{}\n{}", cert.display(), key.display()));
-    }
-    (Proc(cmd.spawn().unwrap()), port)
+    (cmd, port)
 }
 
 pub(crate) async fn floor(seconds: u64, rounds: usize) -> String {
@@ -82,7 +108,7 @@ pub(crate) async fn floor(seconds: u64, rounds: usize) -> String {
         "http://127.0.0.1:{bf_port}{}",
         signed_path(&format!("{}.png", FLOOR_SIZES[0].0))
     ));
-    let floors: Vec<(&str, Proc, u16)> = ["hyper", "raw"]
+    let floors: Vec<(&str, Proc, u16)> = ["hyper", "raw", "sendfile"]
         .into_iter()
         .map(|kind| {
             let (p, port) = start_floor(kind, &head, None);
@@ -94,7 +120,7 @@ pub(crate) async fn floor(seconds: u64, rounds: usize) -> String {
     }
 
     let mut report = format!(
-        "## The floor under a hit ({CONNECTIONS} connections, wrk -t{}, {seconds}s × {rounds} alternating rounds)\n\n{}\n\nbucketfront, nginx `proxy_cache` (the best of {} sets of knobs per size, by a 2 s probe), and two stand-ins with bucketfront's runtime layout and head: *hyper floor* (hyper with bucketfront's settings, a body from a table) and *raw floor* (`httparse`, one `writev`). CPU µs per response: the server's user + system time over its responses (nginx: its workers).\n\n| size | server | req/s | p99 ms | CPU µs per response | / nginx (per round) | / nginx |\n|---|---|---:|---:|---:|---|---:|\n",
+        "## The floor under a hit ({CONNECTIONS} connections, wrk -t{}, {seconds}s × {rounds} alternating rounds)\n\n{}\n\nbucketfront, nginx `proxy_cache` and nginx serving the files from tmpfs with `sendfile` (the ceiling; each the best of {} sets of knobs per size, by a 2 s probe), and three stand-ins with bucketfront's runtime layout and head: *hyper floor* (hyper with bucketfront's settings, a body from a table), *raw floor* (`httparse`, one `writev`) and *sendfile floor* (the raw floor with the body in a `memfd`, sent by `sendfile`). CPU µs per response: the server's user + system time over its responses (nginx: its workers).\n\n| size | server | req/s | p99 ms | CPU µs per response | / nginx (per round) | / nginx |\n|---|---|---:|---:|---:|---|---:|\n",
         threads_per_role(),
         placement(),
         NGINX_KNOBS.len()
@@ -109,11 +135,22 @@ pub(crate) async fn floor(seconds: u64, rounds: usize) -> String {
                 .collect(),
         )
         .await;
-        let nginx_pid = nginxes
-            .iter()
-            .find(|n| nginx.0.contains(&format!(":{}/", n.1)))
-            .map(|n| n.0.0.id())
-            .unwrap();
+        let ceiling = best_of(
+            nginxes
+                .iter()
+                .map(|n| (format!("http://127.0.0.1:{}{plain}", n.2), n.3.to_string()))
+                .collect(),
+        )
+        .await;
+        // The nginx that serves a URL: its proxy_cache port or its sendfile one.
+        let pid_of = |url: &str| {
+            nginxes
+                .iter()
+                .find(|n| [n.1, n.2].iter().any(|p| url.contains(&format!(":{p}/"))))
+                .map(|n| n.0.0.id())
+                .unwrap()
+        };
+        let (nginx_pid, ceiling_pid) = (pid_of(&nginx.0), pid_of(&ceiling.0));
         // (label, url, pid), nginx at [`NGINX`]; the floors get the signed URL too, so
         // that their parsers read as long a request line as bucketfront's.
         let mut targets = vec![
@@ -126,6 +163,11 @@ pub(crate) async fn floor(seconds: u64, rounds: usize) -> String {
                 format!("nginx proxy_cache (`{}`)", nginx.1),
                 nginx.0,
                 nginx_pid,
+            ),
+            (
+                format!("nginx sendfile, ceiling (`{}`)", ceiling.1),
+                ceiling.0,
+                ceiling_pid,
             ),
         ];
         for (kind, p, port) in &floors {
@@ -268,21 +310,35 @@ pub(crate) fn serve_floor(kind: &str) {
         .enable_all()
         .build()
         .unwrap();
-    let raw = kind == "raw";
+    let disk_root = || PathBuf::from(std::env::var(DISK_ENV).unwrap());
+    let raw = match kind {
+        "raw" => Some(Arc::new(RawFloor::new(&head, &bodies, false))),
+        "sendfile" => Some(Arc::new(RawFloor::new(&head, &bodies, true))),
+        "disk-read" => Some(Arc::new(RawFloor::on_disk(
+            &head,
+            disk_root(),
+            DiskSend::Read,
+        ))),
+        "disk-sendfile" => Some(Arc::new(RawFloor::on_disk(
+            &head,
+            disk_root(),
+            DiskSend::Sendfile,
+        ))),
+        _ => None,
+    };
     rt.block_on(async move {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let hyper_floor = Arc::new(HyperFloor::new(&head, bodies.clone()));
-        let raw_floor = Arc::new(RawFloor::new(&head, &bodies));
         for next in 0.. {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             let _ = stream.set_nodelay(true);
             let worker = &workers[next % workers.len()];
-            match (&tls, raw) {
-                (_, true) => drop(worker.spawn(raw_floor.clone().serve(stream))),
-                (None, false) => drop(worker.spawn(hyper_floor.clone().serve(stream))),
-                (Some(tls), false) => {
+            match (&tls, &raw) {
+                (_, Some(raw)) => drop(worker.spawn(raw.clone().serve(stream))),
+                (None, None) => drop(worker.spawn(hyper_floor.clone().serve(stream))),
+                (Some(tls), None) => {
                     let (tls, floor) = (tls.clone(), hyper_floor.clone());
                     worker.spawn(async move {
                         if let Ok(stream) = tls.accept(stream).await {
@@ -347,10 +403,46 @@ struct RawFloor {
     /// Per file name: the whole head, formatted once (hyper formats its `date` once a second),
     /// and the body.
     responses: Vec<(String, Bytes, Bytes)>,
+    /// The sendfile floor: each body, in the same order, in a `memfd` of its own.
+    files: Option<Vec<std::fs::File>>,
+    /// The disk floors: where the objects' files are, and the head without its
+    /// `content-length` and blank line.
+    disk: Option<(PathBuf, String, DiskSend)>,
+}
+
+/// How a disk floor answers, each after checking the body's CRC32C as the disk tier must.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum DiskSend {
+    /// `pread` into a new buffer, check it, one `writev` (bucketfront's way).
+    Read,
+    /// Check it through a small buffer reused per connection, then `sendfile` the body
+    /// from the file (nginx's send, with the check).
+    Sendfile,
+}
+
+/// What a disk floor's file holds before the body: the body's CRC32C (little-endian),
+/// then zeros to 4 KiB (bucketfront's header is one 4 KiB read too).
+pub(crate) const DISK_HEADER: usize = 4096;
+
+/// Writes `count` files of `size` bytes at `dir/{i}.png` in the disk floors' layout.
+pub(crate) fn write_disk_floor_files(dir: &Path, count: usize, size: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let body: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+    let mut header = vec![0u8; DISK_HEADER];
+    header[..4].copy_from_slice(&crc32c(&body).to_le_bytes());
+    for i in 0..count {
+        std::fs::write(dir.join(format!("{i}.png")), [&header[..], &body].concat()).unwrap();
+    }
+}
+
+fn crc32c(bytes: &[u8]) -> u32 {
+    let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
+    digest.update(bytes);
+    digest.finalize() as u32
 }
 
 impl RawFloor {
-    fn new(head: &[(String, String)], bodies: &[(String, Bytes)]) -> RawFloor {
+    fn new(head: &[(String, String)], bodies: &[(String, Bytes)], sendfile: bool) -> RawFloor {
         let date = httpdate::fmt_http_date(std::time::SystemTime::now());
         let responses = bodies
             .iter()
@@ -367,12 +459,98 @@ impl RawFloor {
                 (path.clone(), Bytes::from(text), body.clone())
             })
             .collect();
-        RawFloor { responses }
+        let files = sendfile.then(|| {
+            bodies
+                .iter()
+                .map(|(path, body)| {
+                    let fd =
+                        rustix::fs::memfd_create(path.as_str(), rustix::fs::MemfdFlags::CLOEXEC)
+                            .unwrap();
+                    let mut file = std::fs::File::from(fd);
+                    std::io::Write::write_all(&mut file, body).unwrap();
+                    file
+                })
+                .collect()
+        });
+        RawFloor {
+            responses,
+            files,
+            disk: None,
+        }
+    }
+
+    /// A disk floor answering `<anything>/{dir}/{file}` from `root/{dir}/{file}`.
+    fn on_disk(head: &[(String, String)], root: PathBuf, how: DiskSend) -> RawFloor {
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+        let mut text = String::from("HTTP/1.1 200 OK\r\n");
+        for (name, value) in head {
+            let _ = write!(text, "{name}: {value}\r\n");
+        }
+        let _ = write!(text, "date: {date}\r\n");
+        RawFloor {
+            responses: Vec::new(),
+            files: None,
+            disk: Some((root, text, how)),
+        }
+    }
+
+    /// Per request: open, `statx`, the 4 KiB header, the body checked, the response sent,
+    /// close; blocking reads on the worker, as nginx's (without `aio threads`) are.
+    async fn answer_from_disk(
+        &self,
+        stream: &mut TcpStream,
+        path: &str,
+        scratch: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let Some((root, head, how)) = &self.disk else {
+            return Err(std::io::ErrorKind::NotFound.into());
+        };
+        let mut segments = path.rsplit('/');
+        let (file, dir) = (segments.next().unwrap_or(""), segments.next().unwrap_or(""));
+        let Ok(f) = std::fs::File::open(root.join(dir).join(file)) else {
+            return send(stream, NOT_FOUND, &[]).await;
+        };
+        let len = (f.metadata()?.len() as usize).saturating_sub(DISK_HEADER);
+        let mut header = [0u8; DISK_HEADER];
+        f.read_exact_at(&mut header, 0)?;
+        let want = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let head = format!("{head}content-length: {len}\r\n\r\n");
+        match how {
+            DiskSend::Read => {
+                let mut body = Vec::with_capacity(len);
+                // SAFETY: `read_exact_at` writes every byte of the spare capacity before
+                // `set_len` makes it readable; it is only written to until then.
+                let spare = unsafe { std::slice::from_raw_parts_mut(body.as_mut_ptr(), len) };
+                f.read_exact_at(spare, DISK_HEADER as u64)?;
+                // SAFETY: the read above filled all `len` bytes.
+                unsafe { body.set_len(len) };
+                if crc32c(&body) != want {
+                    return Err(std::io::ErrorKind::InvalidData.into());
+                }
+                send(stream, head.as_bytes(), &body).await
+            }
+            DiskSend::Sendfile => {
+                scratch.resize(64 << 10, 0);
+                let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
+                let mut at = 0;
+                while at < len {
+                    let n = (len - at).min(scratch.len());
+                    f.read_exact_at(&mut scratch[..n], (DISK_HEADER + at) as u64)?;
+                    digest.update(&scratch[..n]);
+                    at += n;
+                }
+                if digest.finalize() as u32 != want {
+                    return Err(std::io::ErrorKind::InvalidData.into());
+                }
+                send_file(stream, head.as_bytes(), &f, DISK_HEADER, len).await
+            }
+        }
     }
 
     async fn serve(self: Arc<Self>, mut stream: TcpStream) {
-        const NOT_FOUND: &[u8] = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
         let mut buf = BytesMut::with_capacity(8192);
+        let mut scratch = Vec::new();
         loop {
             // Every complete request in the buffer, answered in order (pipelining).
             loop {
@@ -385,10 +563,29 @@ impl RawFloor {
                 };
                 let path = req.path.unwrap_or("/");
                 let path = path.split_once('?').map_or(path, |(p, _)| p);
+                if self.disk.is_some() {
+                    if self
+                        .answer_from_disk(&mut stream, path, &mut scratch)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let _ = buf.split_to(used);
+                    continue;
+                }
                 let file = path.rsplit('/').next().unwrap_or("");
-                let sent = match self.responses.iter().find(|(name, _, _)| name == file) {
-                    Some((_, head, body)) => send(&mut stream, head, body).await,
-                    None => send(&mut stream, NOT_FOUND, &[]).await,
+                let found = self.responses.iter().position(|(name, _, _)| name == file);
+                let sent = match (found, &self.files) {
+                    (Some(i), Some(files)) => {
+                        let (_, head, body) = &self.responses[i];
+                        send_file(&stream, head, &files[i], 0, body.len()).await
+                    }
+                    (Some(i), None) => {
+                        let (_, head, body) = &self.responses[i];
+                        send(&mut stream, head, body).await
+                    }
+                    (None, _) => send(&mut stream, NOT_FOUND, &[]).await,
                 };
                 if sent.is_err() {
                     return;
@@ -406,6 +603,8 @@ impl RawFloor {
     }
 }
 
+const NOT_FOUND: &[u8] = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
+
 /// `head` and `body` in one `writev` where the socket takes them.
 async fn send(stream: &mut TcpStream, head: &[u8], body: &[u8]) -> std::io::Result<()> {
     let (mut h, mut b) = (0, 0);
@@ -418,6 +617,59 @@ async fn send(stream: &mut TcpStream, head: &[u8], body: &[u8]) -> std::io::Resu
         let from_head = n.min(head.len() - h);
         h += from_head;
         b += n - from_head;
+    }
+    Ok(())
+}
+
+/// `head` by `send` with `MSG_MORE` (so that it leaves with the body's first segment), then
+/// `len` bytes of `file` from `from` by `sendfile`: the kernel attaches the file's pages to
+/// the socket.
+async fn send_file(
+    stream: &TcpStream,
+    head: &[u8],
+    file: &std::fs::File,
+    from: usize,
+    len: usize,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (sock, fd) = (stream.as_raw_fd(), file.as_raw_fd());
+    let mut h = 0;
+    while h < head.len() {
+        stream.writable().await?;
+        let rest = &head[h..];
+        match stream.try_io(tokio::io::Interest::WRITABLE, || {
+            // SAFETY: `rest` is a live slice; `sock` is the stream's open socket.
+            let n = unsafe { libc::send(sock, rest.as_ptr().cast(), rest.len(), libc::MSG_MORE) };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        }) {
+            Ok(n) => h += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut offset = from as libc::off_t;
+    let end = from + len;
+    while (offset as usize) < end {
+        stream.writable().await?;
+        let want = end - offset as usize;
+        match stream.try_io(tokio::io::Interest::WRITABLE, || {
+            // SAFETY: both descriptors are open; the kernel advances `offset`.
+            let n = unsafe { libc::sendfile(sock, fd, &mut offset, want) };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        }) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
