@@ -128,20 +128,18 @@ pub(crate) async fn floor(seconds: u64, rounds: usize) -> String {
     for (name, _) in FLOOR_SIZES {
         let signed = signed_path(&format!("{name}.png"));
         let plain = format!("/{BUCKET}/{name}.png");
-        let nginx = best_of(
+        // Each nginx's (URL, knobs): its proxy_cache port, or its sendfile one.
+        let candidates = |sendfile: bool| -> Vec<(String, String)> {
             nginxes
                 .iter()
-                .map(|n| (format!("http://127.0.0.1:{}{plain}", n.1), n.3.to_string()))
-                .collect(),
-        )
-        .await;
-        let ceiling = best_of(
-            nginxes
-                .iter()
-                .map(|n| (format!("http://127.0.0.1:{}{plain}", n.2), n.3.to_string()))
-                .collect(),
-        )
-        .await;
+                .map(|n| {
+                    let port = if sendfile { n.2 } else { n.1 };
+                    (format!("http://127.0.0.1:{port}{plain}"), n.3.to_string())
+                })
+                .collect()
+        };
+        let nginx = best_of(candidates(false)).await;
+        let ceiling = best_of(candidates(true)).await;
         // The nginx that serves a URL: its proxy_cache port or its sendfile one.
         let pid_of = |url: &str| {
             nginxes
