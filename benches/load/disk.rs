@@ -106,12 +106,10 @@ pub(crate) async fn disk(seconds: u64, rounds: usize) -> String {
         for (label, _, port) in &floors {
             accepting(*port, label).await;
         }
+        // The floors answer the signed paths too (their parsers read what bucketfront's does).
+        let bf_script = random_paths_script(dir.path(), "bf", &bf_paths);
         let mut targets = vec![
-            (
-                "bucketfront".to_string(),
-                random_paths_script(dir.path(), "bf", &bf_paths),
-                bf_port,
-            ),
+            ("bucketfront".to_string(), bf_script.clone(), bf_port),
             (
                 "nginx proxy_cache".to_string(),
                 random_paths_script(dir.path(), "nginx", &nginx_paths),
@@ -119,19 +117,11 @@ pub(crate) async fn disk(seconds: u64, rounds: usize) -> String {
             ),
         ];
         for (label, _, port) in &floors {
-            targets.push((
-                label.to_string(),
-                random_paths_script(dir.path(), "bf", &bf_paths),
-                *port,
-            ));
+            targets.push((label.to_string(), bf_script.clone(), *port));
         }
         if let Some((_, port, bin)) = &other {
             let name = format!("bucketfront B ({})", bin.display());
-            targets.push((
-                name,
-                random_paths_script(dir.path(), "bf", &bf_paths),
-                *port,
-            ));
+            targets.push((name, bf_script.clone(), *port));
         }
         // One unmeasured second each: file handles, the memory tier and nginx's
         // open-file cache reach their steady state before the first measured round.

@@ -398,14 +398,25 @@ impl HyperFloor {
 }
 
 struct RawFloor {
-    /// Per file name: the whole head, formatted once (hyper formats its `date` once a second),
-    /// and the body.
-    responses: Vec<(String, Bytes, Bytes)>,
-    /// The sendfile floor: each body, in the same order, in a `memfd` of its own.
-    files: Option<Vec<std::fs::File>>,
-    /// The disk floors: where the objects' files are, and the head without its
-    /// `content-length` and blank line.
-    disk: Option<(PathBuf, String, DiskSend)>,
+    answers: Answers,
+}
+
+/// What a bare-parser floor answers from.
+enum Answers {
+    /// Per file name: the whole head, formatted once (hyper formats its `date` once a
+    /// second), and the body; for the sendfile floor, each body (in the same order) in a
+    /// `memfd` of its own too.
+    Table {
+        responses: Vec<(String, Bytes, Bytes)>,
+        files: Option<Vec<std::fs::File>>,
+    },
+    /// The disk floors: where the objects' files are, and the head up to its
+    /// `content-length` (known once the file is open).
+    Disk {
+        root: PathBuf,
+        head: String,
+        how: DiskSend,
+    },
 }
 
 /// How a disk floor answers, each after checking the body's CRC32C as the disk tier must.
@@ -433,28 +444,35 @@ pub(crate) fn write_disk_floor_files(dir: &Path, count: usize, size: usize) {
     }
 }
 
+/// The disk tier's checksum, from the crate it uses.
 fn crc32c(bytes: &[u8]) -> u32 {
-    let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
-    digest.update(bytes);
-    digest.finalize() as u32
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32
+}
+
+/// A 200 head with `head`'s fields and today's `date`, up to where `content-length` goes.
+fn head_text(head: &[(String, String)]) -> String {
+    let mut text = String::from("HTTP/1.1 200 OK\r\n");
+    for (name, value) in head {
+        let _ = write!(text, "{name}: {value}\r\n");
+    }
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let _ = write!(text, "date: {date}\r\n");
+    text
+}
+
+/// `text` finished with `content-length: len` and the blank line.
+fn with_length(text: &str, len: usize) -> String {
+    format!("{text}content-length: {len}\r\n\r\n")
 }
 
 impl RawFloor {
     fn new(head: &[(String, String)], bodies: &[(String, Bytes)], sendfile: bool) -> RawFloor {
-        let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+        let text = head_text(head);
         let responses = bodies
             .iter()
             .map(|(path, body)| {
-                let mut text = String::from("HTTP/1.1 200 OK\r\n");
-                for (name, value) in head {
-                    let _ = write!(text, "{name}: {value}\r\n");
-                }
-                let _ = write!(
-                    text,
-                    "content-length: {}\r\ndate: {date}\r\n\r\n",
-                    body.len()
-                );
-                (path.clone(), Bytes::from(text), body.clone())
+                let head = Bytes::from(with_length(&text, body.len()));
+                (path.clone(), head, body.clone())
             })
             .collect();
         let files = sendfile.then(|| {
@@ -471,50 +489,105 @@ impl RawFloor {
                 .collect()
         });
         RawFloor {
-            responses,
-            files,
-            disk: None,
+            answers: Answers::Table { responses, files },
         }
     }
 
     /// A disk floor answering `<anything>/{dir}/{file}` from `root/{dir}/{file}`.
     fn on_disk(head: &[(String, String)], root: PathBuf, how: DiskSend) -> RawFloor {
-        let date = httpdate::fmt_http_date(std::time::SystemTime::now());
-        let mut text = String::from("HTTP/1.1 200 OK\r\n");
-        for (name, value) in head {
-            let _ = write!(text, "{name}: {value}\r\n");
-        }
-        let _ = write!(text, "date: {date}\r\n");
         RawFloor {
-            responses: Vec::new(),
-            files: None,
-            disk: Some((root, text, how)),
+            answers: Answers::Disk {
+                root,
+                head: head_text(head),
+                how,
+            },
         }
     }
 
+    async fn serve(self: Arc<Self>, mut stream: TcpStream) {
+        let mut buf = BytesMut::with_capacity(8192);
+        let mut scratch = Vec::new();
+        loop {
+            // Every complete request in the buffer, answered in order (pipelining).
+            loop {
+                let mut fields = [httparse::EMPTY_HEADER; 64];
+                let mut req = httparse::Request::new(&mut fields);
+                let used = match req.parse(&buf) {
+                    Ok(httparse::Status::Complete(n)) => n,
+                    Ok(httparse::Status::Partial) => break,
+                    Err(_) => return,
+                };
+                let path = req.path.unwrap_or("/");
+                let path = path.split_once('?').map_or(path, |(p, _)| p);
+                let sent = match &self.answers {
+                    Answers::Table { responses, files } => {
+                        let file = path.rsplit('/').next().unwrap_or("");
+                        let found = responses.iter().position(|(name, _, _)| name == file);
+                        match (found, files) {
+                            (Some(i), Some(files)) => {
+                                let (_, head, body) = &responses[i];
+                                send_file(&stream, head, &files[i], 0, body.len()).await
+                            }
+                            (Some(i), None) => {
+                                let (_, head, body) = &responses[i];
+                                send(&mut stream, head, body).await
+                            }
+                            (None, _) => send(&mut stream, NOT_FOUND, &[]).await,
+                        }
+                    }
+                    Answers::Disk { root, head, how } => {
+                        let file = DiskFile {
+                            root,
+                            head,
+                            how: *how,
+                        };
+                        file.answer(&mut stream, path, &mut scratch).await
+                    }
+                };
+                if sent.is_err() {
+                    return;
+                }
+                let _ = buf.split_to(used);
+            }
+            if buf.len() >= 64 * 1024 {
+                return;
+            }
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// A disk floor's settings, borrowed for one request.
+struct DiskFile<'a> {
+    root: &'a Path,
+    head: &'a str,
+    how: DiskSend,
+}
+
+impl DiskFile<'_> {
     /// Per request: open, `statx`, the 4 KiB header, the body checked, the response sent,
     /// close; blocking reads on the worker, as nginx's (without `aio threads`) are.
-    async fn answer_from_disk(
+    async fn answer(
         &self,
         stream: &mut TcpStream,
         path: &str,
         scratch: &mut Vec<u8>,
     ) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
-        let Some((root, head, how)) = &self.disk else {
-            return Err(std::io::ErrorKind::NotFound.into());
-        };
         let mut segments = path.rsplit('/');
         let (file, dir) = (segments.next().unwrap_or(""), segments.next().unwrap_or(""));
-        let Ok(f) = std::fs::File::open(root.join(dir).join(file)) else {
+        let Ok(f) = std::fs::File::open(self.root.join(dir).join(file)) else {
             return send(stream, NOT_FOUND, &[]).await;
         };
         let len = (f.metadata()?.len() as usize).saturating_sub(DISK_HEADER);
         let mut header = [0u8; DISK_HEADER];
         f.read_exact_at(&mut header, 0)?;
         let want = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-        let head = format!("{head}content-length: {len}\r\n\r\n");
-        match how {
+        let head = with_length(self.head, len);
+        match self.how {
             DiskSend::Read => {
                 let mut body = Vec::with_capacity(len);
                 // SAFETY: `read_exact_at` writes every byte of the spare capacity before
@@ -542,60 +615,6 @@ impl RawFloor {
                     return Err(std::io::ErrorKind::InvalidData.into());
                 }
                 send_file(stream, head.as_bytes(), &f, DISK_HEADER, len).await
-            }
-        }
-    }
-
-    async fn serve(self: Arc<Self>, mut stream: TcpStream) {
-        let mut buf = BytesMut::with_capacity(8192);
-        let mut scratch = Vec::new();
-        loop {
-            // Every complete request in the buffer, answered in order (pipelining).
-            loop {
-                let mut fields = [httparse::EMPTY_HEADER; 64];
-                let mut req = httparse::Request::new(&mut fields);
-                let used = match req.parse(&buf) {
-                    Ok(httparse::Status::Complete(n)) => n,
-                    Ok(httparse::Status::Partial) => break,
-                    Err(_) => return,
-                };
-                let path = req.path.unwrap_or("/");
-                let path = path.split_once('?').map_or(path, |(p, _)| p);
-                if self.disk.is_some() {
-                    if self
-                        .answer_from_disk(&mut stream, path, &mut scratch)
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    let _ = buf.split_to(used);
-                    continue;
-                }
-                let file = path.rsplit('/').next().unwrap_or("");
-                let found = self.responses.iter().position(|(name, _, _)| name == file);
-                let sent = match (found, &self.files) {
-                    (Some(i), Some(files)) => {
-                        let (_, head, body) = &self.responses[i];
-                        send_file(&stream, head, &files[i], 0, body.len()).await
-                    }
-                    (Some(i), None) => {
-                        let (_, head, body) = &self.responses[i];
-                        send(&mut stream, head, body).await
-                    }
-                    (None, _) => send(&mut stream, NOT_FOUND, &[]).await,
-                };
-                if sent.is_err() {
-                    return;
-                }
-                let _ = buf.split_to(used);
-            }
-            if buf.len() >= 64 * 1024 {
-                return;
-            }
-            match stream.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
             }
         }
     }
