@@ -15,6 +15,28 @@ use crate::support::{BUCKET, accepting, seed};
 /// for keys at random (far more bytes than the memory tier holds, so nearly every
 /// bucketfront hit is a disk read: checked block by block, put in memory). With
 /// `BUCKETFRONT_B`, that build runs beside them with the same settings (before/after).
+/// The object sizes of the disk row: 200 KiB and 1 MiB, or `BENCH_DISK_SIZES` (KiB,
+/// comma-separated), each with keys for about 80 MiB (in hundreds, at least 200).
+fn disk_sizes() -> Vec<(String, usize, usize)> {
+    let kib: Vec<usize> = match std::env::var("BENCH_DISK_SIZES") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|k| k.trim().parse().ok())
+            .collect(),
+        Err(_) => vec![200, 1024],
+    };
+    kib.into_iter()
+        .map(|k| {
+            let name = if k % 1024 == 0 {
+                format!("{}MiB", k / 1024)
+            } else {
+                format!("{k}KiB")
+            };
+            (name, k << 10, (80 * 1024 / k / 100 * 100).max(200))
+        })
+        .collect()
+}
+
 pub(crate) async fn disk(seconds: u64, rounds: usize) -> String {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let stop = CancellationToken::new();
@@ -56,7 +78,7 @@ pub(crate) async fn disk(seconds: u64, rounds: usize) -> String {
     let mut report = String::new();
     let _ = writeln!(
         report,
-        "## Disk-tier hits ({CONNECTIONS} connections, wrk -t{}, random keys, {seconds}s x {rounds} alternating rounds)\n\nbucketfront: `max_memory = \"16MiB\"` (a tenth of the keys at most), `[cache.disk]` on {}; nginx: `proxy_cache` on the same file system (sendfile on); two disk floors (bucketfront's runtime layout, `httparse`, per request: open, a 4 KiB header read, the body's CRC32C checked, no memory tier): one reads the body into a new buffer and sends it with one `writev` (bucketfront's way), one checks it through a small reused buffer and then `sendfile`s it (nginx's send, with the contract's check). \"dropped\": `/proc/sys/vm/drop_caches` before each run. {}\n",
+        "## Disk-tier hits ({CONNECTIONS} connections, wrk -t{}, random keys, {seconds}s x {rounds} alternating rounds)\n\nbucketfront: `max_memory = \"16MiB\"` (a tenth of the keys at most), `[cache.disk]` on {}; nginx: `proxy_cache` on the same file system (sendfile on); three disk floors (bucketfront's runtime layout, `httparse`, per request: open, a 4 KiB header read, the body's CRC32C checked, no memory tier): one reads the body into a new buffer and sends it with one `writev` (bucketfront's memory path), one checks it through a small reused buffer and then `sendfile`s it (nginx's send, with the contract's check), one maps the file, checks the mapping and `writev`s from it. \"dropped\": `/proc/sys/vm/drop_caches` before each run. {}\n",
         threads_per_role(),
         dir.path().display(),
         placement(),
@@ -65,7 +87,7 @@ pub(crate) async fn disk(seconds: u64, rounds: usize) -> String {
         report,
         "| size | keys | page cache | server | req/s | MB/s | p50 ms | p99 ms | bucketfront / this |\n|---|---:|---|---|---:|---:|---:|---:|---:|"
     );
-    for (name, size, keys) in [("200KiB", 200usize << 10, 400usize), ("1MiB", 1 << 20, 200)] {
+    for (name, size, keys) in disk_sizes() {
         seed(&store, &format!("d{name}"), keys, size).await;
         let bf_paths: Vec<String> = (0..keys)
             .map(|i| signed_path(&format!("d{name}/{i}.png")))
@@ -96,6 +118,7 @@ pub(crate) async fn disk(seconds: u64, rounds: usize) -> String {
         let floors: Vec<(&str, Proc, u16)> = [
             ("disk floor: pread, check, writev", DiskSend::Read),
             ("disk floor: check, then sendfile", DiskSend::Sendfile),
+            ("disk floor: map, check, writev", DiskSend::Map),
         ]
         .into_iter()
         .map(|(label, how)| {

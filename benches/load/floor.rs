@@ -13,9 +13,10 @@
 //!   after the head (`send` with `MSG_MORE`): what a memory tier kept in page-cache pages
 //!   would give, with no copy from user memory (nginx's way from its tmpfs cache).
 //! - *disk floors* (run by `-- disk`): the raw floor answering from files on disk, each
-//!   request an open, a header read and the body's CRC32C checked, then either a `writev`
-//!   from a new buffer (bucketfront's way) or a `sendfile` (nginx's): what a disk-tier hit
-//!   costs with nothing else around it.
+//!   request an open, a header read and the body's CRC32C checked, then a `writev` from a
+//!   new buffer (bucketfront's memory path), a `sendfile` (nginx's send, and bucketfront's
+//!   for objects it sends from their file), or a `writev` from a mapping of the file: what
+//!   a disk-tier hit costs with nothing else around it.
 //!
 //! If the hyper floor is behind nginx, a hit cannot be ahead of it while it goes through
 //! hyper; the raw floor bounds what replacing that path could give. The TLS + h2 table
@@ -78,6 +79,7 @@ pub(crate) fn start_disk_floor(how: DiskSend, head: &str, root: &Path) -> (Proc,
     let kind = match how {
         DiskSend::Read => "disk-read",
         DiskSend::Sendfile => "disk-sendfile",
+        DiskSend::Map => "disk-map",
     };
     let (mut cmd, port) = floor_command(kind, head);
     cmd.env(DISK_ENV, root);
@@ -322,6 +324,11 @@ pub(crate) fn serve_floor(kind: &str) {
             disk_root(),
             DiskSend::Sendfile,
         ))),
+        "disk-map" => Some(Arc::new(RawFloor::on_disk(
+            &head,
+            disk_root(),
+            DiskSend::Map,
+        ))),
         _ => None,
     };
     rt.block_on(async move {
@@ -427,6 +434,9 @@ pub(crate) enum DiskSend {
     /// Check it through a small buffer reused per connection, then `sendfile` the body
     /// from the file (nginx's send, with the check).
     Sendfile,
+    /// Map the file (populated), check the body where it is mapped, one `writev` from
+    /// the mapping: one copy, and no buffer of the server's own.
+    Map,
 }
 
 /// What a disk floor's file holds before the body: the body's CRC32C (little-endian),
@@ -616,7 +626,58 @@ impl DiskFile<'_> {
                 }
                 send_file(stream, head.as_bytes(), &f, DISK_HEADER, len).await
             }
+            DiskSend::Map => {
+                let mapped = Mapping::of(&f, DISK_HEADER + len)?;
+                let body = &mapped.bytes()[DISK_HEADER..];
+                if crc32c(body) != want {
+                    return Err(std::io::ErrorKind::InvalidData.into());
+                }
+                send(stream, head.as_bytes(), body).await
+            }
         }
+    }
+}
+
+/// A read-only, populated mapping of a file's first bytes, unmapped when dropped.
+struct Mapping {
+    at: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and owned by this value alone.
+unsafe impl Send for Mapping {}
+
+impl Mapping {
+    fn of(file: &std::fs::File, len: usize) -> std::io::Result<Mapping> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a fresh private read-only mapping of an open file; nothing truncates
+        // the floor's files while it runs.
+        let at = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_POPULATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        match std::ptr::NonNull::new(at.cast::<u8>()) {
+            Some(at) if at.as_ptr().cast() != libc::MAP_FAILED => Ok(Mapping { at, len }),
+            _ => Err(std::io::Error::last_os_error()),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `len` readable bytes from `at` until `drop`.
+        unsafe { std::slice::from_raw_parts(self.at.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: mapped by `of` with this length, and no borrow outlives `self`.
+        unsafe { libc::munmap(self.at.as_ptr().cast(), self.len) };
     }
 }
 
