@@ -185,6 +185,7 @@ fn object_request(
         allowed: [bucketfront::MediaRange::parse("image/*").unwrap()].into(),
         head: false,
         passthrough: Default::default(),
+        spans: None,
     }
 }
 

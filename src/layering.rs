@@ -29,6 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "pattern",
             "peer",
             "s3",
+            "sendfile",
             "tls",
         ],
     ),
@@ -62,7 +63,7 @@ const INNER: &[(&str, &[&[&str]])] = &[
             &["variants"],
         ],
     ),
-    ("cache::disk", &[&["file", "health"]]),
+    ("cache::disk", &[&["file", "health"], &["send"]]),
     ("cache::fill", &[&["shared"], &["inflight"]]),
     (
         "origin",

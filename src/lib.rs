@@ -39,6 +39,7 @@ mod proxy;
 mod purge;
 mod request;
 mod s3;
+mod sendfile;
 mod server;
 mod source;
 mod store;

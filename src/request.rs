@@ -12,6 +12,7 @@ use crate::object::ObjectMeta;
 use crate::origin::{GetRequest, Origins};
 use crate::pattern::MediaRange;
 use crate::peer::ClientKey;
+use crate::sendfile::Spans;
 use crate::source::ObjectRef;
 
 #[derive(Clone)]
@@ -30,6 +31,9 @@ pub struct ObjectRequest {
     /// What the origin is asked for when the object streams past the cache: the
     /// client's range and validators (the whole object when there are none).
     pub passthrough: GetRequest,
+    /// Where a body sent from a file is queued, when the connection can send one (plain
+    /// HTTP/1; `crate::sendfile`).
+    pub spans: Option<Spans>,
 }
 
 impl ObjectRequest {
@@ -50,6 +54,7 @@ impl ObjectRequest {
         ObjectRequest {
             head: false,
             passthrough: self.get(),
+            spans: None,
             ..self.clone()
         }
     }

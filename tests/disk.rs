@@ -319,6 +319,99 @@ async fn a_purged_object_does_not_come_back_from_disk() {
     env.stop().await;
 }
 
+/// Objects of 128 KiB up to one block found on disk by a plain HTTP/1 request are sent
+/// from their file (`sendfile`, after the block is checked) and not kept in memory:
+/// whole, a range of them, a `304`, and two pipelined on one connection each get exactly
+/// their bytes.
+#[tokio::test]
+async fn a_disk_hit_over_plain_http1_is_sent_from_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = Env::with(with_disk(dir.path())).await;
+    let (a, b) = (
+        Bytes::from(pattern(250_000, 5)),
+        Bytes::from(pattern(200_000, 6)),
+    );
+    for (k, body) in [("a.png", &a), ("b.png", &b)] {
+        env.put("test-images", k, body.clone(), "image/png").await;
+        let r = get(&env.proxy.url(&format!("/test-images/{k}"))).await;
+        assert_eq!(r.header("x-cache"), Some("MISS"));
+    }
+    env.restart_proxy().await;
+    env.proxy.state.cache.disk_ready().await;
+    let url = env.proxy.url("/test-images/a.png");
+
+    let whole = get(&url).await;
+    assert_eq!(whole.header("x-cache"), Some("HIT"));
+    assert_eq!(whole.header("content-length"), Some("250000"));
+    assert!(whole.bytes() == &a);
+    let part = get_with(&url, &[("range", "bytes=100000-200000")]).await;
+    assert_eq!(part.status, 206);
+    assert_eq!(
+        part.header("content-range"),
+        Some("bytes 100000-200000/250000")
+    );
+    assert!(part.bytes() == &a.slice(100_000..=200_000));
+    let etag = whole.header("etag").unwrap();
+    let not_modified = get_with(&url, &[("if-none-match", etag)]).await;
+    assert_eq!(not_modified.status, 304);
+
+    let mut tcp = tokio::net::TcpStream::connect(env.proxy.addr)
+        .await
+        .unwrap();
+    let ask = |k: &str, last: bool| {
+        let close = if last { "connection: close\r\n" } else { "" };
+        format!("GET /test-images/{k} HTTP/1.1\r\nhost: localhost\r\n{close}\r\n")
+    };
+    let both = ask("a.png", false) + &ask("b.png", true);
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, both.as_bytes())
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut raw)
+        .await
+        .unwrap();
+    let mut rest = &raw[..];
+    for body in [&a, &b] {
+        let mut fields = [httparse::EMPTY_HEADER; 32];
+        let mut head = httparse::Response::new(&mut fields);
+        let httparse::Status::Complete(used) = head.parse(rest).unwrap() else {
+            panic!("a whole head");
+        };
+        assert_eq!(head.code, Some(200));
+        rest = &rest[used..];
+        assert!(rest.len() >= body.len(), "a whole body");
+        assert!(rest[..body.len()] == body[..], "exactly its bytes");
+        rest = &rest[body.len()..];
+    }
+    assert!(rest.is_empty());
+
+    let hits = |tier: &str| format!("bucketfront_cache_tier_hits_total{{tier=\"{tier}\"}}");
+    assert_eq!(metric(&env.proxy, &hits("disk")).await, 5.0);
+    assert_eq!(metric(&env.proxy, &hits("memory")).await, 0.0);
+    env.stop().await;
+}
+
+/// A bad block in an object sent from its file is found before the answer starts: a
+/// miss (the origin's bytes, whole), never a cut transfer; the file is removed.
+#[tokio::test]
+async fn a_bad_block_in_an_object_sent_from_its_file_is_a_miss() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = Env::with(with_disk(dir.path())).await;
+    let body = Bytes::from(pattern(250_000, 7));
+    on_disk_only(&mut env, dir.path(), "c.png", &body).await;
+    flip_in_block(dir.path(), body.len(), 0);
+    let gets = env.gets();
+    let r = get(&env.proxy.url("/test-images/c.png")).await;
+    assert_eq!(r.header("x-cache"), Some("MISS"));
+    assert!(r.bytes() == &body);
+    assert_eq!(env.gets(), gets + 1);
+    assert_eq!(
+        metric(&env.proxy, "bucketfront_disk_corrupt_total").await,
+        1.0
+    );
+    env.stop().await;
+}
+
 /// A `200` from a [`FakeOrigin`] with ETag `etag` and `body`.
 fn full(etag: &str, body: &Bytes) -> Behaviour {
     Behaviour::Raw {

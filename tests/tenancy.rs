@@ -402,6 +402,7 @@ async fn presigned_urls_are_reused_until_refresh_before_with_a_controlled_clock(
             allowed: images.clone(),
             head: false,
             passthrough: Default::default(),
+            spans: None,
         }
     };
     let t0 = std::time::SystemTime::now();

@@ -30,6 +30,17 @@ async fn fetch(
     alpn: &[u8],
     path: &str,
 ) -> (Vec<u8>, http::Version, u16, Vec<u8>) {
+    let (fetched, _) = fetch_body(addr, trusted, alpn, path).await;
+    fetched
+}
+
+/// [`fetch`], and the body.
+async fn fetch_body(
+    addr: SocketAddr,
+    trusted: &[u8],
+    alpn: &[u8],
+    path: &str,
+) -> ((Vec<u8>, http::Version, u16, Vec<u8>), Bytes) {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(trusted.to_vec().into()).unwrap();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -65,8 +76,8 @@ async fn fetch(
         send.send_request(req).await.unwrap()
     };
     let (version, status) = (resp.version(), resp.status().as_u16());
-    resp.into_body().collect().await.unwrap();
-    (negotiated, version, status, peer)
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    ((negotiated, version, status, peer), body)
 }
 
 /// `[server] tls` with the files `write_cert` wrote into `dir`.
@@ -116,6 +127,42 @@ async fn h2_and_http1_over_tls_before_and_after_a_certificate_reload() {
     assert!(err.to_string().contains("key.pem"), "{err}");
     let (_, _, _, peer) = fetch(addr, &second, b"h2", "/test-images/t.png").await;
     assert_eq!(peer, second);
+    env.stop().await;
+}
+
+/// A disk hit over TLS is read into memory, h2 and HTTP/1.1 alike: only a plain HTTP/1
+/// connection sends from files (`tests/disk.rs`).
+#[tokio::test]
+async fn disk_hits_over_tls_are_read_not_sent_from_their_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write_cert(dir.path());
+    let disk = dir.path().join("disk");
+    let mut env = Env::with(|c, s| {
+        c.server.tls = Some(tls(dir.path()));
+        with_disk(&disk)(c, s);
+    })
+    .await;
+    let body = Bytes::from(pattern(200_000, 8));
+    env.put("test-images", "d.png", body.clone(), "image/png")
+        .await;
+    let path = "/test-images/d.png";
+    let ((_, _, status, _), first) = fetch_body(env.proxy.addr, &cert, b"h2", path).await;
+    assert_eq!((status, &first), (200, &body));
+    for alpn in [&b"http/1.1"[..], b"h2"] {
+        env.restart_proxy().await;
+        env.proxy.state.cache.disk_ready().await;
+        let ((_, _, status, _), got) = fetch_body(env.proxy.addr, &cert, alpn, path).await;
+        assert_eq!(status, 200);
+        assert!(
+            got == body,
+            "{}: exactly its bytes",
+            String::from_utf8_lossy(alpn)
+        );
+        let (_, _, _, _) = fetch(env.proxy.addr, &cert, alpn, path).await;
+        // The second was a memory hit: the first was read into memory.
+        let memory = "bucketfront_cache_tier_hits_total{tier=\"memory\"}";
+        assert_eq!(metric(&env.proxy, memory).await, 1.0);
+    }
     env.stop().await;
 }
 

@@ -3,6 +3,7 @@
 //! A look at a key here says what the entry is worth now ([`Found`]); what to do about
 //! it is the lookup's and the fills' business.
 
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -216,14 +217,7 @@ impl Tiers {
     /// where the caller can `stream` it and it is larger than one block), counted as a
     /// disk hit; or expired (read whole, to revalidate).
     async fn take_disk(&self, key: &CacheKey, reading: disk::Reading, stream: bool) -> Earlier {
-        let stamp = self.stamp_born(&reading.meta, reading.stored);
-        let stored = Stored {
-            received: stamp.received,
-            initial_age: stamp.initial_age,
-            policy: stamp.policy,
-            retry_at: None,
-        };
-        let fresh = freshness::lookup(&stored, stamp.received) == Lookup::Fresh;
+        let (stamp, fresh) = self.disk_copy(&reading.meta, reading.stored);
         if fresh && stream && reading.rest.is_some() {
             self.metrics.tiers.disk_hits.inc();
             return Earlier::Streaming(Box::new(reading), stamp);
@@ -238,6 +232,37 @@ impl Tiers {
         self.insert(key, c.clone()).await;
         self.metrics.tiers.disk_hits.inc();
         Earlier::Fresh(c)
+    }
+
+    /// A fresh copy of `key` on disk whose body's length is in `sizes`, checked, to be
+    /// sent from its file (a plain HTTP/1 request): counted as a disk hit, and not stored
+    /// in memory. `None` for anything else, which the usual way then reads.
+    pub(crate) async fn sendable(
+        &self,
+        key: &CacheKey,
+        sizes: &RangeInclusive<u64>,
+    ) -> Option<(disk::FromFile, Stamp)> {
+        let disk = self.disk.as_ref()?;
+        let from = disk.sendable(key, sizes)?;
+        let (stamp, fresh) = self.disk_copy(&from.meta, from.stored);
+        if !fresh || !disk.check_sendable(key, &from).await {
+            return None;
+        }
+        self.metrics.tiers.disk_hits.inc();
+        Some((from, stamp))
+    }
+
+    /// The stamp of a copy read from disk, and whether it is fresh now.
+    fn disk_copy(&self, meta: &ObjectMeta, stored: SystemTime) -> (Stamp, bool) {
+        let stamp = self.stamp_born(meta, stored);
+        let stored = Stored {
+            received: stamp.received,
+            initial_age: stamp.initial_age,
+            policy: stamp.policy,
+            retry_at: None,
+        };
+        let fresh = freshness::lookup(&stored, stamp.received) == Lookup::Fresh;
+        (stamp, fresh)
     }
 
     /// Queues `c` for the disk tier, when there is one. The file records when the

@@ -309,6 +309,10 @@ impl RenderTask {
                 self.read(*object).await
             }
             Served::PassedNotModified => Err(Error::bad_gateway().with_detail("unexpected 304")),
+            // A source is asked for whole in memory (`ObjectRequest::whole` has no spans).
+            Served::FromFile { .. } => {
+                Err(Error::bad_gateway().with_detail("unexpected answer from a file"))
+            }
             Served::NotFound => Err(Error::not_found().with_detail("remembered 404")),
         }
     }

@@ -37,6 +37,7 @@ use crate::pattern::MediaRange;
 use crate::peer::ClientKey;
 use crate::presign::Presigner;
 use crate::request::ObjectRequest;
+use crate::sendfile::Spans;
 use crate::source::{ObjectRef, parse_source_url};
 use crate::variant::Variant;
 use crate::variant::pool::RenderPool;
@@ -289,6 +290,7 @@ impl Ctx<'_> {
             allowed: self.state.allowed.clone(),
             head,
             passthrough: passthrough_request(&self.parts.headers, client),
+            spans: self.parts.extensions.get::<Spans>().cloned(),
         }
     }
 
@@ -344,6 +346,15 @@ impl Ctx<'_> {
                     *object,
                     state.origins.idle_timeout(),
                 ))
+            }
+            Served::FromFile {
+                from,
+                spans,
+                freshness,
+            } => {
+                self.cache = CacheStatus::Hit;
+                self.freshness = Some(freshness);
+                Ok(respond::from_file(request, head, *from, spans))
             }
             Served::PassedNotModified => {
                 self.cache = CacheStatus::Bypass;

@@ -10,10 +10,12 @@ use http::{Response, StatusCode};
 use super::conditional::{RangeAsk, not_modified, parse_range, range_applies};
 use crate::body::ProxyBody;
 use crate::cache::Cached;
+use crate::cache::disk::FromFile;
 use crate::cache::{Place, Streamed};
 use crate::error::{Error, Kind, Side};
 use crate::object::{EncodedHeaders, ObjectMeta, in_not_modified, response_headers};
 use crate::origin::{OriginObject, next_chunk};
+use crate::sendfile::Spans;
 
 /// How to answer a request for an object whose metadata is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +65,23 @@ pub(crate) fn from_memory(request: &HeaderMap, head: bool, cached: &Cached) -> R
         &cached.meta,
         &cached.headers,
         |start, len| ProxyBody::pieces(body.range(start, len)),
+    )
+}
+
+/// An object on disk, its body sent from the file through the connection's `spans`.
+pub(crate) fn from_file(
+    request: &HeaderMap,
+    head: bool,
+    from: FromFile,
+    spans: Spans,
+) -> Response<ProxyBody> {
+    let meta = from.meta.clone();
+    build(
+        request,
+        head,
+        &meta,
+        &response_headers(&meta),
+        |start, len| ProxyBody::stream(from.body(spans, start, len), Some(len)),
     )
 }
 

@@ -71,7 +71,8 @@ impl Limits {
 
 /// Open files the process needs for `max_connections` public connections: those, the
 /// overflow pool, the admin and demo listeners (64 + 8 each), and room for origin
-/// connections, the embedded store and files.
+/// connections, the embedded store and files (the disk tier's reads and the responses
+/// it sends from files are bounded within it).
 pub fn fds_needed(max_connections: usize) -> u64 {
     (max_connections + overflow_connections(max_connections) + 2 * 72 + 512) as u64
 }

@@ -21,6 +21,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::mem::MaybeUninit;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -343,6 +344,74 @@ impl Opened {
             self.next += 1;
         }
         Some(block)
+    }
+}
+
+impl Opened {
+    /// This file as one to send from (`crate::sendfile`), when each of its blocks can be
+    /// checked in one turn: at most [`BLOCK`] bytes (the first format's one block is the
+    /// whole body).
+    pub(super) fn into_send(self) -> Option<(Header, ToSend)> {
+        let small = self.layout.v1_body_crc.is_none() && self.layout.block <= u64::from(BLOCK);
+        if !small || !self.seekable {
+            return None;
+        }
+        let send = ToSend {
+            file: Arc::new(self.file),
+            body_at: self.layout.body_at(),
+            block: self.layout.block,
+            body_len: self.layout.body_len,
+            crcs: self.crcs,
+        };
+        Some((self.header, send))
+    }
+}
+
+/// A file whose body goes to the socket from the file itself: each block is read into
+/// a scratch buffer and checked against its CRC32C before any of its bytes are sent.
+pub(super) struct ToSend {
+    pub file: Arc<File>,
+    body_at: u64,
+    block: u64,
+    body_len: u64,
+    crcs: Vec<u32>,
+}
+
+impl ToSend {
+    pub(super) fn body_len(&self) -> u64 {
+        self.body_len
+    }
+
+    pub(super) fn block_len(&self) -> u64 {
+        self.block
+    }
+
+    /// Where the body's byte `at` is in the file.
+    pub(super) fn file_offset(&self, at: u64) -> u64 {
+        self.body_at + at
+    }
+
+    /// Reads block `index` into `scratch` (its old bytes dropped) and checks it.
+    pub(super) fn check(
+        &self,
+        index: u64,
+        wait: Wait,
+        scratch: &mut Vec<u8>,
+    ) -> Result<(), ReadError> {
+        let start = index * self.block;
+        let crc = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.crcs.get(i))
+            .ok_or(ReadError::Corrupt("block past the body's end"))?;
+        let len = usize::try_from(self.block.min(self.body_len - start))
+            .map_err(|_| ReadError::Corrupt("block too large"))?;
+        scratch.clear();
+        scratch.reserve(len);
+        read_into(&self.file, Some(self.body_at + start), len, scratch, wait)?;
+        if crc32c(&[scratch]) != *crc {
+            return Err(ReadError::Corrupt("body checksum mismatch"));
+        }
+        Ok(())
     }
 }
 

@@ -30,9 +30,11 @@
 
 mod file;
 mod health;
+mod send;
 
 use std::fs;
 use std::io;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,6 +43,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
+use crate::body::WHOLE_FRAME;
 use crate::cache::budget::{kib, kib_permit};
 use crate::cache::entry::CacheKey;
 use crate::cache::pieces::Pieces;
@@ -52,6 +55,7 @@ use health::{Health, lock};
 
 pub use file::BLOCK;
 pub(crate) use health::RETRY_AFTER;
+pub(crate) use send::FromFile;
 
 /// Bytes of objects queued for writing at once; past it, new objects are not written
 /// (counted in `bucketfront_disk_writes_skipped`).
@@ -69,6 +73,10 @@ pub(crate) const READ_SLOTS: usize = 32;
 /// How long a read may take to open a file or to bring its next block (a busy disk
 /// takes milliseconds); past it the disk is taken to be hung.
 pub(crate) const READ_DEADLINE: Duration = Duration::from_secs(2);
+/// Responses sent from their file at once ([`FromFile`]), each holding the file open
+/// until it is sent; more are read into memory the usual way. Within the room
+/// `crate::server::fds_needed` leaves for files.
+pub(crate) const FILE_SENDS: usize = 256;
 /// Disk writes in progress at once (each on a blocking thread); more wait, holding their
 /// share of the write budget. A hung disk holds at most this many threads with writes.
 pub(crate) const WRITE_SLOTS: usize = 4;
@@ -252,6 +260,8 @@ pub struct DiskTier {
     write_budget: Arc<Semaphore>,
     /// [`READ_SLOTS`] reads at once.
     read_slots: Arc<Semaphore>,
+    /// [`FILE_SENDS`].
+    file_sends: Arc<Semaphore>,
     /// [`WRITE_SLOTS`] writes at once.
     write_slots: Arc<Semaphore>,
     writes: Health,
@@ -295,6 +305,7 @@ impl DiskTier {
             purged_while_loading: Mutex::new(Vec::new()),
             write_budget: Arc::new(Semaphore::new(kib(WRITE_BUDGET) as usize)),
             read_slots: Arc::new(Semaphore::new(READ_SLOTS)),
+            file_sends: Arc::new(Semaphore::new(FILE_SENDS)),
             write_slots: Arc::new(Semaphore::new(WRITE_SLOTS)),
             writes: Health::default(),
             reads: Health::default(),
@@ -508,6 +519,45 @@ impl DiskTier {
         self.read_from_memory(key, budget, u64::from(BLOCK))
             .ok()
             .flatten()
+    }
+
+    /// `key`'s object as one to send from its file, when its body's length is in `sizes`
+    /// (at most [`WHOLE_FRAME`]) and its file is indexed and opened without waiting.
+    /// `None` otherwise: the usual read then does what it does.
+    pub(crate) fn sendable(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        sizes: &RangeInclusive<u64>,
+    ) -> Option<FromFile> {
+        // The index weighs whole files, a little more than their bodies.
+        if u64::from(self.index.get(key)?) < *sizes.start()
+            || !self.reads_from_memory.load(Ordering::Relaxed)
+            || self.reads.is_failing()
+        {
+            return None;
+        }
+        let opened = file::open(&object_path(&self.objects(), key), Wait::No)
+            .ok()
+            .flatten()?;
+        let fits = sizes.contains(&opened.body_len()) && opened.body_len() <= WHOLE_FRAME as u64;
+        if !fits || !self.holds(key, &opened) {
+            return None;
+        }
+        let slot = self.file_sends.clone().try_acquire_owned().ok()?;
+        let (header, send) = opened.into_send()?;
+        Some(FromFile::new(&header, send, slot))
+    }
+
+    /// Whether `from`, `key`'s object, is in memory and good, every block checked on this
+    /// worker ([`FromFile::check`]). A bad file is removed (the next read is a miss).
+    pub(crate) async fn check_sendable(&self, key: &CacheKey, from: &FromFile) -> bool {
+        match from.check().await {
+            Ok(()) => true,
+            Err(e) => {
+                self.unusable(key, &e);
+                false
+            }
+        }
     }
 
     /// Whether reads are tried on the async worker first: tests of what needs that skip

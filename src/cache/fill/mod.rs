@@ -543,6 +543,7 @@ mod tests {
             allowed: [MediaRange::parse("image/*").unwrap()].into(),
             head: false,
             passthrough: GetRequest::default(),
+            spans: None,
         };
         Harness {
             store,
