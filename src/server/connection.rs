@@ -485,24 +485,29 @@ impl<I: AsyncWrite + SendsFiles + Unpin> AsyncWrite for Watched<I> {
 }
 
 /// A connection's byte stream that can also send part of a file without copying it:
-/// a plain TCP socket. (A TLS stream cannot: its connections have no [`Spans`].)
+/// a plain TCP socket. (A TLS stream cannot, and keeps the defaults: its connections
+/// have no [`Spans`], so nothing asks it to.)
 trait SendsFiles {
     /// Sends up to `len` bytes of `file` from `at`; how many went.
     fn poll_send_file(
         &mut self,
-        cx: &mut Context<'_>,
-        file: &std::fs::File,
-        at: u64,
-        len: usize,
-    ) -> Poll<io::Result<usize>>;
+        _cx: &mut Context<'_>,
+        _file: &std::fs::File,
+        _at: u64,
+        _len: usize,
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
+    }
 
     /// Writes `bufs` telling the kernel more follows at once (`MSG_MORE`), so that a
     /// response's head and the start of its file part leave in one segment.
     fn poll_write_more(
         &mut self,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>>;
+        _cx: &mut Context<'_>,
+        _bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
+    }
 }
 
 impl SendsFiles for TcpStream {
@@ -557,22 +562,4 @@ fn poll_socket(
     }
 }
 
-impl<T> SendsFiles for tokio_rustls::server::TlsStream<T> {
-    fn poll_send_file(
-        &mut self,
-        _: &mut Context<'_>,
-        _: &std::fs::File,
-        _: u64,
-        _: usize,
-    ) -> Poll<io::Result<usize>> {
-        Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
-    }
-
-    fn poll_write_more(
-        &mut self,
-        _: &mut Context<'_>,
-        _: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
-    }
-}
+impl<T> SendsFiles for tokio_rustls::server::TlsStream<T> {}
