@@ -79,19 +79,16 @@ impl Spans {
         Bytes::from_static(&FILLER[..len])
     }
 
-    /// What `slice`, the first buffer of a write, stands for: the file, where its bytes
-    /// start in it, and how many there are. `Ok(None)`: it is bytes of its own. An error
-    /// when it is a stand-in that does not match the span due next.
-    pub(crate) fn resolve(&self, slice: &[u8]) -> std::io::Result<Option<(Arc<File>, u64)>> {
-        let Some(into) = offset_in_filler(slice) else {
-            return Ok(None);
-        };
+    /// What the stand-in `slice`, the first buffer of a write, stands for: the file, and
+    /// where its bytes start in it (the rest of the span due next; `slice.len()` bytes).
+    /// An error when it is not a stand-in, or does not match that span.
+    pub(crate) fn resolve(&self, slice: &[u8]) -> std::io::Result<(Arc<File>, u64)> {
         let spans = self.lock();
-        match spans.front() {
+        match (offset_in_filler(slice), spans.front()) {
             // hyper passes what is left of a buffer whole: a stand-in `into` bytes in is
             // the rest of the span due next.
-            Some(span) if into + slice.len() == span.len => {
-                Ok(Some((span.file.clone(), span.at + into as u64)))
+            (Some(into), Some(span)) if into + slice.len() == span.len => {
+                Ok((span.file.clone(), span.at + into as u64))
             }
             _ => Err(std::io::Error::other(
                 "a file body's stand-in does not match the span due next",
@@ -138,18 +135,19 @@ mod tests {
         assert_eq!(slots.available_permits(), 0);
         assert_eq!((a.len(), b.len()), (100, 50));
         // Bytes of their own, even zeros, are not stand-ins.
-        assert!(spans.resolve(&[0u8; 100]).unwrap().is_none());
+        assert!(!is_stand_in(&[0u8; 100]));
+        assert!(spans.resolve(&[0u8; 100]).is_err());
         assert!(!is_stand_in(b"HTTP/1.1 200 OK\r\n"));
         // A partial write: the rest of `a` resolves 40 bytes further in.
-        let (_, at) = spans.resolve(&a).unwrap().unwrap();
+        let (_, at) = spans.resolve(&a).unwrap();
         assert_eq!(at, 4096);
         spans.sent(&a, 40);
-        let (_, at) = spans.resolve(&a[40..]).unwrap().unwrap();
+        let (_, at) = spans.resolve(&a[40..]).unwrap();
         assert_eq!(at, 4136);
         // `b` is not due yet: out of order is refused.
         assert!(spans.resolve(&b).is_err());
         spans.sent(&a[40..], 60);
-        let (_, at) = spans.resolve(&b).unwrap().unwrap();
+        let (_, at) = spans.resolve(&b).unwrap();
         assert_eq!(at, 10_000);
         spans.sent(&b, 50);
         assert_eq!(slots.available_permits(), 2, "sent: their slots are free");

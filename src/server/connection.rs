@@ -129,10 +129,8 @@ impl Connection {
             None => {
                 let mut io = Watched::new(stream, activity.clone());
                 // Plain HTTP/1 sends disk hits from their files.
-                let spans = Spans::default();
-                io.spans = Some(spans.clone());
-                self.drive(io, fd, activity, &evicted, Some(spans), handler)
-                    .await
+                io.spans = Some(Spans::default());
+                self.drive(io, fd, activity, &evicted, handler).await
             }
             Some(acceptor) => {
                 let deadline = shared.deadlines.header_read_timeout;
@@ -144,7 +142,7 @@ impl Connection {
                 match handshake {
                     Ok(Ok(tls)) => {
                         let io = Watched::new(tls, activity.clone());
-                        self.drive(io, fd, activity, &evicted, None, handler).await
+                        self.drive(io, fd, activity, &evicted, handler).await
                     }
                     Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
                     Err(_) => {
@@ -160,15 +158,14 @@ impl Connection {
     }
 
     /// Serves HTTP on `io` until the client closes, a deadline ends the connection, or
-    /// the listener stops. HTTP/1 requests carry `spans` (when `io` has them) for bodies
-    /// sent from files.
+    /// the listener stops. HTTP/1 requests carry `io`'s spans, when it has them, for
+    /// bodies sent from files.
     async fn drive<I, F, Fut, B>(
         self,
         io: Watched<I>,
         fd: RawFd,
         activity: Arc<Activity>,
         evicted: &CancellationToken,
-        spans: Option<Spans>,
         handler: F,
     ) -> Result<(), String>
     where
@@ -185,6 +182,7 @@ impl Connection {
             activity: activity.clone(),
         };
         let admitted = Arc::new(self.admitted);
+        let spans = io.spans.clone();
         let service_activity = activity.clone();
         let service = service_fn(move |mut req: Request<Incoming>| {
             if service_activity.request_started()
@@ -447,24 +445,26 @@ impl<I: AsyncWrite + SendsFiles + Unpin> AsyncWrite for Watched<I> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let stand_in = match &this.spans {
-            Some(_) => bufs.iter().position(|b| sendfile::is_stand_in(b)),
+            Some(spans) => bufs
+                .iter()
+                .position(|b| sendfile::is_stand_in(b))
+                .map(|i| (spans, i)),
             None => None,
         };
-        let polled = match (stand_in, &this.spans) {
-            (Some(0), Some(spans)) => match spans.resolve(&bufs[0]) {
-                Ok(Some((file, at))) => {
+        let polled = match stand_in {
+            Some((spans, 0)) => match spans.resolve(&bufs[0]) {
+                Ok((file, at)) => {
                     let polled = this.inner.poll_send_file(cx, &file, at, bufs[0].len());
                     if let Poll::Ready(Ok(n)) = polled {
                         spans.sent(&bufs[0], n);
                     }
                     polled
                 }
-                Ok(None) => Pin::new(&mut this.inner).poll_write_vectored(cx, &bufs[..1]),
                 Err(e) => Poll::Ready(Err(e)),
             },
             // What comes before a file part (the head) leaves with its first segment.
-            (Some(i), _) => this.inner.poll_write_more(cx, &bufs[..i]),
-            (None, _) => Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
+            Some((_, i)) => this.inner.poll_write_more(cx, &bufs[..i]),
+            None => Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
         };
         this.wrote(polled)
     }

@@ -32,7 +32,7 @@ thread_local! {
 /// An object on disk whose file and header were read without waiting, to be sent from
 /// the file once [`FromFile::check`] has passed.
 pub struct FromFile {
-    pub(crate) meta: ObjectMeta,
+    pub(crate) meta: Arc<ObjectMeta>,
     /// When it was fetched or last revalidated, on the cache's wall clock.
     pub(crate) stored: SystemTime,
     send: ToSend,
@@ -43,7 +43,7 @@ pub struct FromFile {
 impl FromFile {
     pub(super) fn new(header: &Header, send: ToSend, slot: OwnedSemaphorePermit) -> FromFile {
         FromFile {
-            meta: header.meta(send.body_len()),
+            meta: Arc::new(header.meta(send.body_len())),
             stored: header.stored(),
             send,
             slot,
