@@ -76,12 +76,7 @@ pub(crate) fn start_floor(kind: &str, head: &str, tls: Option<(&Path, &Path)>) -
 /// Starts the disk floor that answers `how`, from files under `root` in the layout of
 /// [`write_disk_floor_files`].
 pub(crate) fn start_disk_floor(how: DiskSend, head: &str, root: &Path) -> (Proc, u16) {
-    let kind = match how {
-        DiskSend::Read => "disk-read",
-        DiskSend::Sendfile => "disk-sendfile",
-        DiskSend::Map => "disk-map",
-    };
-    let (mut cmd, port) = floor_command(kind, head);
+    let (mut cmd, port) = floor_command(how.kind(), head);
     cmd.env(DISK_ENV, root);
     (Proc(cmd.spawn().unwrap()), port)
 }
@@ -314,22 +309,10 @@ pub(crate) fn serve_floor(kind: &str) {
     let raw = match kind {
         "raw" => Some(Arc::new(RawFloor::new(&head, &bodies, false))),
         "sendfile" => Some(Arc::new(RawFloor::new(&head, &bodies, true))),
-        "disk-read" => Some(Arc::new(RawFloor::on_disk(
-            &head,
-            disk_root(),
-            DiskSend::Read,
-        ))),
-        "disk-sendfile" => Some(Arc::new(RawFloor::on_disk(
-            &head,
-            disk_root(),
-            DiskSend::Sendfile,
-        ))),
-        "disk-map" => Some(Arc::new(RawFloor::on_disk(
-            &head,
-            disk_root(),
-            DiskSend::Map,
-        ))),
-        _ => None,
+        _ => DiskSend::ALL
+            .into_iter()
+            .find(|how| how.kind() == kind)
+            .map(|how| Arc::new(RawFloor::on_disk(&head, disk_root(), how))),
     };
     rt.block_on(async move {
         let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
@@ -437,6 +420,19 @@ pub(crate) enum DiskSend {
     /// Map the file (populated), check the body where it is mapped, one `writev` from
     /// the mapping: one copy, and no buffer of the server's own.
     Map,
+}
+
+impl DiskSend {
+    const ALL: [DiskSend; 3] = [DiskSend::Read, DiskSend::Sendfile, DiskSend::Map];
+
+    /// Its floor kind, as the floor's child process is told it.
+    fn kind(self) -> &'static str {
+        match self {
+            DiskSend::Read => "disk-read",
+            DiskSend::Sendfile => "disk-sendfile",
+            DiskSend::Map => "disk-map",
+        }
+    }
 }
 
 /// What a disk floor's file holds before the body: the body's CRC32C (little-endian),
