@@ -63,7 +63,7 @@ const INNER: &[(&str, &[&[&str]])] = &[
             &["variants"],
         ],
     ),
-    ("cache::disk", &[&["file", "health"], &["send"]]),
+    ("cache::disk", &[&["file", "health"], &["landing", "send"]]),
     ("cache::fill", &[&["shared"], &["inflight"]]),
     (
         "origin",

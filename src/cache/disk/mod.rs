@@ -8,7 +8,8 @@
 //! Layout: `<path>/objects/<2 hex>/<30 hex>`, named by SHA-256 of the cache key (the key
 //! itself is in the file's header and compared on every read); `<path>/tmp/` holds files
 //! being written, renamed into place once complete, so no half-written file ever carries
-//! an object's name.
+//! an object's name. Writes run side by side, but one key's land in the order they were
+//! offered, and none offered before a purge lands after it ([`landing`]).
 //!
 //! The index (which keys have a file, and its size) is a byte-weighted LRU: inserting
 //! past `max_size` evicts the least recently used, whose files are deleted after the next
@@ -30,6 +31,7 @@
 
 mod file;
 mod health;
+mod landing;
 mod send;
 
 use std::fs;
@@ -52,6 +54,7 @@ use crate::metrics::TierMetrics;
 use crate::object::ObjectMeta;
 use file::{Header, Opened, ReadError, Wait};
 use health::{Health, lock};
+use landing::{Landings, Ticket};
 
 pub use file::BLOCK;
 pub(crate) use health::RETRY_AFTER;
@@ -264,6 +267,8 @@ pub struct DiskTier {
     file_sends: Arc<Semaphore>,
     /// [`WRITE_SLOTS`] writes at once.
     write_slots: Arc<Semaphore>,
+    /// Keeps each key's writes landing in the order they were offered.
+    landings: Arc<Landings>,
     writes: Health,
     reads: Health,
     /// Whether reads are first tried on the async worker, from memory ([`Wait::No`]);
@@ -307,6 +312,7 @@ impl DiskTier {
             read_slots: Arc::new(Semaphore::new(READ_SLOTS)),
             file_sends: Arc::new(Semaphore::new(FILE_SENDS)),
             write_slots: Arc::new(Semaphore::new(WRITE_SLOTS)),
+            landings: Arc::default(),
             writes: Health::default(),
             reads: Health::default(),
             reads_from_memory: AtomicBool::new(true),
@@ -729,7 +735,9 @@ impl DiskTier {
             return;
         };
         let header = Header::new(key, meta, stored);
-        let (tier, key, body) = (self.clone(), key.clone(), body.clone());
+        // Taken now, so that the order of offering is the order of landing.
+        let ticket = self.landings.ticket(key);
+        let (tier, body) = (self.clone(), body.clone());
         tokio::spawn(async move {
             let Ok(slot) = tier.write_slots.clone().acquire_owned().await else {
                 return;
@@ -738,11 +746,12 @@ impl DiskTier {
             let written = tokio::task::spawn_blocking(move || {
                 // Both held until the file is written, however long a hung disk takes.
                 let (_permit, _slot) = (permit, slot);
-                match writer.write(&key, &header, &body) {
-                    Ok(len) => {
-                        writer.index.insert(key, on_disk(len));
-                        writer.unlink_evicted();
-                        writer.metrics.disk_writes.inc();
+                match writer.write(&ticket, &header, &body) {
+                    Ok(landed) => {
+                        if landed.is_some() {
+                            writer.unlink_evicted();
+                            writer.metrics.disk_writes.inc();
+                        }
                         writer.recovered();
                     }
                     Err(e) => writer.failed("write", &e),
@@ -758,21 +767,26 @@ impl DiskTier {
         });
     }
 
-    /// Writes the file under `tmp/`, then renames it into place.
-    fn write(&self, key: &CacheKey, header: &Header, body: &Pieces) -> io::Result<u64> {
+    /// Writes the file under `tmp/`, then, if no newer write of its key or purge came
+    /// meanwhile, renames it into place and indexes it: `Some(its length)`.
+    fn write(&self, ticket: &Ticket, header: &Header, body: &Pieces) -> io::Result<Option<u64>> {
+        let key = ticket.key();
         let target = object_path(&self.objects(), key);
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let tmp = self.tmp().join(format!("{}.{seq}", std::process::id()));
         let written = (|| {
             fs::create_dir_all(self.tmp())?;
             let len = file::write(&tmp, header, body)?;
-            if let Some(dir) = target.parent() {
-                fs::create_dir_all(dir)?;
-            }
-            fs::rename(&tmp, &target)?;
-            Ok(len)
+            ticket.land(|| {
+                if let Some(dir) = target.parent() {
+                    fs::create_dir_all(dir)?;
+                }
+                fs::rename(&tmp, &target)?;
+                self.index.insert(key.clone(), on_disk(len));
+                Ok(len)
+            })
         })();
-        if written.is_err() {
+        if !matches!(written, Ok(Some(_))) {
             let _ = fs::remove_file(&tmp);
         }
         written
@@ -809,6 +823,9 @@ impl DiskTier {
                 purges.push(selected.clone());
             }
         }
+        // First, so that a write it selects that lands after the index is read below
+        // is removed by it, and a write landing later does not land.
+        let in_flight = self.landings.supersede(&*selected);
         let keys: Vec<CacheKey> = self
             .index
             .iter()
@@ -822,9 +839,16 @@ impl DiskTier {
             .iter()
             .map(|k| object_path(&self.objects(), k))
             .collect();
+        let tier = self.clone();
         let removed = tokio::task::spawn_blocking(move || {
             for p in paths {
                 let _ = fs::remove_file(p);
+            }
+            for (key, turn) in in_flight {
+                // After a landing under way: it indexed the key and renamed its file.
+                let _landed = lock(&turn);
+                tier.index.invalidate(&key);
+                let _ = fs::remove_file(tier.path_of(&key));
             }
         });
         if tokio::time::timeout(PURGE_WAIT, removed).await.is_err() {
@@ -1370,5 +1394,99 @@ mod tests {
         assert!(!t.path_of(&key("cats/1")).exists());
         assert!(t.path_of(&key("dogs/1")).exists());
         assert!(t.read(&key("cats/2"), &budget()).await.is_none());
+    }
+
+    /// Offers `old`, whose write hangs on its temporary file (a named pipe nobody reads
+    /// yet), and waits until it has started; returns the pipe.
+    async fn offer_a_write_that_hangs(t: &Arc<DiskTier>, k: &str, old: &'static [u8]) -> Unblocked {
+        t.indexed().await;
+        let seq = t.tmp_seq.load(Ordering::Relaxed);
+        let pipe = t.tmp().join(format!("{}.{seq}", std::process::id()));
+        fs::create_dir_all(t.tmp()).unwrap();
+        mkfifo(&pipe);
+        let pipe = Unblocked(vec![pipe]);
+        t.offer(
+            &key(k),
+            &meta(),
+            &Pieces::new(vec![Bytes::from_static(old)]),
+            SystemTime::now(),
+        );
+        while t.tmp_seq.load(Ordering::Relaxed) == seq {
+            tokio::task::yield_now().await;
+        }
+        pipe
+    }
+
+    /// Lets the hung write go on: its pipe is read to the end.
+    fn drain(pipe: &Unblocked) -> std::thread::JoinHandle<Vec<u8>> {
+        let pipe = pipe.0[0].clone();
+        std::thread::spawn(move || fs::read(pipe).unwrap())
+    }
+
+    /// Two writes of one key (a fill, then its rewrite after a `304`) where the older
+    /// finishes last: the newer one's file is what stays, and what a restart finds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_newest_write_of_a_key_stays_though_an_older_one_finishes_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tier(dir.path(), 1 << 30);
+        let pipe = offer_a_write_that_hangs(&t, "k", b"older").await;
+        let newer = Pieces::new(vec![Bytes::from_static(b"newer bytes")]);
+        t.offer(&key("k"), &meta(), &newer, SystemTime::now());
+        while !t.index.contains_key(&key("k")) {
+            tokio::task::yield_now().await;
+        }
+        let drained = drain(&pipe);
+        t.flush().await;
+        assert!(
+            !drained.join().unwrap().is_empty(),
+            "the older write went on"
+        );
+        let path = t.path_of(&key("k"));
+        assert!(
+            fs::metadata(&path).unwrap().is_file(),
+            "the older write's file did not replace it"
+        );
+        assert_eq!(load(&t, "k").await.unwrap().body.to_vec(), b"newer bytes");
+        assert_eq!(t.metrics.disk_writes.get(), 1, "one write landed");
+        assert_eq!(
+            fs::read_dir(t.tmp()).unwrap().count(),
+            0,
+            "the older one's file is gone"
+        );
+        drop(t);
+        let restarted = tier(dir.path(), 1 << 30);
+        restarted.indexed().await;
+        assert_eq!(
+            load(&restarted, "k").await.unwrap().body.to_vec(),
+            b"newer bytes"
+        );
+    }
+
+    /// A purge while an object's first write is still under way (not yet indexed): the
+    /// write does not land, so the purged object does not come back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_a_purge_overtook_does_not_bring_the_object_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tier(dir.path(), 1 << 30);
+        let pipe = offer_a_write_that_hangs(&t, "cats/1", b"purged").await;
+        let cats: Pick = Arc::new(|k| k.key.starts_with("cats/"));
+        t.purge(cats).await;
+        let drained = drain(&pipe);
+        t.flush().await;
+        assert!(!drained.join().unwrap().is_empty(), "the write went on");
+        assert!(!t.path_of(&key("cats/1")).exists());
+        assert!(load(&t, "cats/1").await.is_none());
+        t.offer(
+            &key("cats/1"),
+            &meta(),
+            &Pieces::new(vec![Bytes::from_static(b"again")]),
+            SystemTime::now(),
+        );
+        t.flush().await;
+        assert_eq!(
+            load(&t, "cats/1").await.unwrap().body.to_vec(),
+            b"again",
+            "a write offered after the purge lands"
+        );
     }
 }
