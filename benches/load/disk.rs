@@ -78,7 +78,7 @@ pub(crate) async fn disk(seconds: u64, rounds: usize) -> String {
     let mut report = String::new();
     let _ = writeln!(
         report,
-        "## Disk-tier hits ({CONNECTIONS} connections, wrk -t{}, random keys, {seconds}s x {rounds} alternating rounds)\n\nbucketfront: `max_memory = \"16MiB\"` (a tenth of the keys at most), `[cache.disk]` on {}; nginx: `proxy_cache` on the same file system (sendfile on); three disk floors (bucketfront's runtime layout, `httparse`, per request: open, a 4 KiB header read, the body's CRC32C checked, no memory tier): one reads the body into a new buffer and sends it with one `writev` (bucketfront's memory path), one checks it through a small reused buffer and then `sendfile`s it (nginx's send, with the contract's check), one maps the file, checks the mapping and `writev`s from it. \"dropped\": `/proc/sys/vm/drop_caches` before each run. {}\n",
+        "## Disk-tier hits ({CONNECTIONS} connections, wrk -t{}, random keys, {seconds}s x {rounds} alternating rounds)\n\nbucketfront: `max_memory = \"16MiB\"` (a tenth of the keys at most), `[cache.disk]` on {}; nginx: `proxy_cache` on the same file system (sendfile on); four disk floors (bucketfront's runtime layout, `httparse`, per request: open, a 4 KiB header read, the body's CRC32C checked, no memory tier): one reads the body into a new buffer and sends it with one `writev` (bucketfront's memory path), one checks it through a small reused buffer and then `sendfile`s it (nginx's send, with the contract's check), one maps the file, checks the mapping and `writev`s from it, and (objects of more than one 256 KiB disk block) one reads, checks and `writev`s each block in turn, into a new buffer each (bucketfront's way with several blocks). \"dropped\": `/proc/sys/vm/drop_caches` before each run. {}\n",
         threads_per_role(),
         dir.path().display(),
         placement(),
@@ -119,8 +119,14 @@ pub(crate) async fn disk(seconds: u64, rounds: usize) -> String {
             ("disk floor: pread, check, writev", DiskSend::Read),
             ("disk floor: check, then sendfile", DiskSend::Sendfile),
             ("disk floor: map, check, writev", DiskSend::Map),
+            (
+                "disk floor: the same, a disk block at a time",
+                DiskSend::Blocks,
+            ),
         ]
         .into_iter()
+        // Of one block, the last is the first.
+        .filter(|(_, how)| *how != DiskSend::Blocks || size > bucketfront::DISK_BLOCK as usize)
         .map(|(label, how)| {
             let (p, port) = start_disk_floor(how, &head, &floor_root);
             (label, p, port)

@@ -420,10 +420,20 @@ pub(crate) enum DiskSend {
     /// Map the file (populated), check the body where it is mapped, one `writev` from
     /// the mapping: one copy, and no buffer of the server's own.
     Map,
+    /// As `Read`, a disk tier block (`DISK_BLOCK`) at a time: `pread` it into a new
+    /// buffer, checksum it, `writev` it; the way bucketfront streams an object of several
+    /// blocks. (The floor's file has one checksum for the body, so the comparison comes
+    /// after the last block; the work per byte is the same.)
+    Blocks,
 }
 
 impl DiskSend {
-    const ALL: [DiskSend; 3] = [DiskSend::Read, DiskSend::Sendfile, DiskSend::Map];
+    const ALL: [DiskSend; 4] = [
+        DiskSend::Read,
+        DiskSend::Sendfile,
+        DiskSend::Map,
+        DiskSend::Blocks,
+    ];
 
     /// Its floor kind, as the floor's child process is told it.
     fn kind(self) -> &'static str {
@@ -431,6 +441,7 @@ impl DiskSend {
             DiskSend::Read => "disk-read",
             DiskSend::Sendfile => "disk-sendfile",
             DiskSend::Map => "disk-map",
+            DiskSend::Blocks => "disk-blocks",
         }
     }
 }
@@ -621,6 +632,26 @@ impl DiskFile<'_> {
                     return Err(std::io::ErrorKind::InvalidData.into());
                 }
                 send_file(stream, head.as_bytes(), &f, DISK_HEADER, len).await
+            }
+            DiskSend::Blocks => {
+                let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
+                let (mut at, mut head) = (0, head.as_bytes());
+                while at < len {
+                    let n = (len - at).min(bucketfront::DISK_BLOCK as usize);
+                    let mut block = Vec::with_capacity(n);
+                    // SAFETY: as in `Read`, for this block's `n` bytes.
+                    let spare = unsafe { std::slice::from_raw_parts_mut(block.as_mut_ptr(), n) };
+                    f.read_exact_at(spare, (DISK_HEADER + at) as u64)?;
+                    // SAFETY: the read above filled all `n` bytes.
+                    unsafe { block.set_len(n) };
+                    digest.update(&block);
+                    send(stream, head, &block).await?;
+                    (at, head) = (at + n, &[]);
+                }
+                if digest.finalize() as u32 != want {
+                    return Err(std::io::ErrorKind::InvalidData.into());
+                }
+                Ok(())
             }
             DiskSend::Map => {
                 let mapped = Mapping::of(&f, DISK_HEADER + len)?;
