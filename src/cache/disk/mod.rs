@@ -459,16 +459,34 @@ impl DiskTier {
                 return None;
             }
         }
-        if let Ok(reading) = self.read_from_memory(key, budget, u64::MAX) {
+        let mut slot = match self.read_slots.clone().try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            // All taken, by streamed reads that end within a few turns when their files
+            // are warm: wait for one here rather than go to the blocking pool (which
+            // would wait for one too, then cost two thread wake-ups).
+            Err(_) if self.may_read_from_memory() => {
+                let waited =
+                    tokio::time::timeout(READ_DEADLINE, self.read_slots.clone().acquire_owned());
+                Some(waited.await.ok()?.ok()?)
+            }
+            Err(_) => None,
+        };
+        if slot.is_some()
+            && let Ok(reading) = self.read_from_memory(key, budget, u64::MAX, &mut slot)
+        {
             return reading;
         }
         if !self.reads.may_try() {
             return None;
         }
-        let slot = tokio::time::timeout(READ_DEADLINE, self.read_slots.clone().acquire_owned())
-            .await
-            .ok()?
-            .ok()?;
+        // The slot waited for above, unless the try on the worker took it with it.
+        let slot = match slot {
+            Some(slot) => slot,
+            None => tokio::time::timeout(READ_DEADLINE, self.read_slots.clone().acquire_owned())
+                .await
+                .ok()?
+                .ok()?,
+        };
         let (tier, owned_key, budget) = (self.clone(), key.clone(), budget.clone());
         let read = tokio::task::spawn_blocking(move || {
             let key = owned_key;
@@ -489,7 +507,7 @@ impl DiskTier {
             }
             match tier
                 .clone()
-                .first_block(opened, &key, &budget, slot, Wait::Yes)
+                .first_block(opened, &key, &budget, &mut Some(slot), Wait::Yes)
             {
                 Ok(reading) => reading,
                 Err(e) => {
@@ -522,7 +540,8 @@ impl DiskTier {
         if u64::from(weight) > u64::from(BLOCK) + file::MAX_FILE_OVER_BODY {
             return None;
         }
-        self.read_from_memory(key, budget, u64::from(BLOCK))
+        let mut slot = Some(self.read_slots.clone().try_acquire_owned().ok()?);
+        self.read_from_memory(key, budget, u64::from(BLOCK), &mut slot)
             .ok()
             .flatten()
     }
@@ -535,10 +554,12 @@ impl DiskTier {
         key: &CacheKey,
         sizes: &RangeInclusive<u64>,
     ) -> Option<FromFile> {
-        // The index weighs whole files, a little more than their bodies.
-        if u64::from(self.index.get(key)?) < *sizes.start()
-            || !self.reads_from_memory.load(Ordering::Relaxed)
-            || self.reads.is_failing()
+        // The index weighs whole files, a little more than their bodies: one whose body
+        // is outside `sizes` is not opened only to be passed on (the usual read opens it).
+        let weight = u64::from(self.index.get(key)?);
+        if weight < *sizes.start()
+            || weight > sizes.end().saturating_add(file::MAX_FILE_OVER_BODY)
+            || !self.may_read_from_memory()
         {
             return None;
         }
@@ -588,25 +609,23 @@ impl DiskTier {
 
     /// `key`'s header and first block read on the calling async worker, from memory
     /// ([`Wait::No`]): a warm file is served without a round trip through the blocking
-    /// pool (two thread wake-ups per hit). `Ok(None)`: the file is there but the budget
-    /// has no room. An error for whatever cannot be done without waiting (path or pages
-    /// not in memory, no read slot free, the disk failing, a file to remove): the caller
-    /// then reads the usual way. One block is at most [`BLOCK`] bytes to copy and check,
-    /// some tens of µs. A body longer than `largest` is not read (`NotCached`).
+    /// pool (two thread wake-ups per hit). A body of more than one block takes `slot`,
+    /// to hold until the file is read to its end; a read that fails leaves it, for the
+    /// waiting read. `Ok(None)`: the file is there but the budget has no room. An error
+    /// for whatever cannot be done without waiting (path or pages not in memory, the
+    /// disk failing, a file to remove): the caller then reads the usual way. One block
+    /// is at most [`BLOCK`] bytes to copy and check, some tens of µs. A body longer than
+    /// `largest` is not read (`NotCached`).
     fn read_from_memory(
         self: &Arc<Self>,
         key: &CacheKey,
         budget: &Arc<Semaphore>,
         largest: u64,
+        slot: &mut Option<OwnedSemaphorePermit>,
     ) -> Result<Option<Reading>, ReadError> {
-        if !self.reads_from_memory.load(Ordering::Relaxed) || self.reads.is_failing() {
+        if !self.may_read_from_memory() {
             return Err(ReadError::NotCached);
         }
-        let slot = self
-            .read_slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| ReadError::NotCached)?;
         let path = object_path(&self.objects(), key);
         let read = file::open(&path, Wait::No).and_then(|opened| match opened {
             Some(opened) if opened.body_len() <= largest && self.holds(key, &opened) => self
@@ -624,6 +643,12 @@ impl DiskTier {
         read
     }
 
+    /// Whether reads are tried on the async worker now: the kernel can, and reads are
+    /// not paused.
+    fn may_read_from_memory(&self) -> bool {
+        self.reads_from_memory.load(Ordering::Relaxed) && !self.reads.is_failing()
+    }
+
     /// Whether `opened` is `key`'s file (and not another key's with the same name
     /// prefix, 2^-128); if so the index marks it recently used.
     fn holds(&self, key: &CacheKey, opened: &Opened) -> bool {
@@ -638,14 +663,15 @@ impl DiskTier {
     }
 
     /// Takes the body's share of `budget` (`Ok(None)` when it has no room), then reads
-    /// and checks `opened`'s first block. A read stuck on a hung disk keeps its share
-    /// until the disk answers.
+    /// and checks `opened`'s first block; a body of more than one block takes `slot` too,
+    /// until it is read to its end. A read stuck on a hung disk keeps its share until
+    /// the disk answers.
     fn first_block(
         self: Arc<Self>,
         mut opened: Opened,
         key: &CacheKey,
         budget: &Arc<Semaphore>,
-        slot: OwnedSemaphorePermit,
+        slot: &mut Option<OwnedSemaphorePermit>,
         wait: Wait,
     ) -> Result<Option<Reading>, ReadError> {
         let Ok(budget) = kib_permit(budget, opened.body_len()) else {
@@ -654,12 +680,20 @@ impl DiskTier {
         let first = opened.next_block(wait).transpose()?.unwrap_or_default();
         let meta = opened.header.meta(opened.body_len());
         let stored = opened.header.stored();
-        let rest = (!opened.done()).then(|| Rest {
-            opened,
-            tier: self,
-            key: key.clone(),
-            _slot: slot,
-        });
+        let rest = if opened.done() {
+            None
+        } else {
+            // Every caller brings a slot; without one, the usual read.
+            let Some(slot) = slot.take() else {
+                return Err(ReadError::NotCached);
+            };
+            Some(Rest {
+                opened,
+                tier: self,
+                key: key.clone(),
+                _slot: slot,
+            })
+        };
         Ok(Some(Reading {
             meta,
             stored,
@@ -956,7 +990,8 @@ mod tests {
     }
 
     /// A warm file is read on the async worker, header, first block and the rest: it
-    /// all arrives while the runtime's only blocking thread is busy.
+    /// all arrives while the runtime's only blocking thread is busy; and so does a read
+    /// that had to wait for a read slot.
     #[test]
     fn a_file_in_memory_is_read_without_a_blocking_thread() {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -990,6 +1025,22 @@ mod tests {
                 .expect("the rest without the blocking pool")
                 .expect("read");
             assert_eq!(whole.body.to_vec(), body);
+            // Every read slot taken (as by streamed reads still under way): a read waits
+            // for one, then reads on the worker all the same.
+            let all = t.read_slots.clone().acquire_many_owned(READ_SLOTS as u32);
+            let all = all.await.unwrap();
+            let waiting = tokio::spawn({
+                let t = t.clone();
+                async move { t.read(&key("a"), &budget()).await.map(|r| r.first) }
+            });
+            tokio::task::yield_now().await;
+            drop(all);
+            let first = tokio::time::timeout(Duration::from_secs(60), waiting)
+                .await
+                .expect("read after a slot freed, without the blocking pool")
+                .unwrap()
+                .expect("found");
+            assert_eq!(first, body[..BLOCK as usize]);
             drop(release);
             blocker.await.unwrap();
         });
