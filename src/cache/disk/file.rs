@@ -292,6 +292,12 @@ impl Layout {
     fn file_len(&self) -> u64 {
         self.body_at() + self.body_len
     }
+
+    /// Where block `index` starts in the body, and its length (the last may be shorter).
+    fn block_span(&self, index: u64) -> (u64, u64) {
+        let start = (index * self.block).min(self.body_len);
+        (start, self.block.min(self.body_len - start))
+    }
 }
 
 /// A file opened for reading: prelude, header and block table read and checked; the
@@ -335,8 +341,7 @@ impl Opened {
         if self.done() {
             return None;
         }
-        let start = self.position();
-        let n = self.layout.block.min(self.layout.body_len - start);
+        let (start, n) = self.layout.block_span(self.next);
         let crc = self.crcs[self.next as usize];
         let at = self.seekable.then(|| self.layout.body_at() + start);
         let block = read_block(&self.file, at, n, crc, wait);
@@ -358,9 +363,7 @@ impl Opened {
         }
         let send = ToSend {
             file: Arc::new(self.file),
-            body_at: self.layout.body_at(),
-            block: self.layout.block,
-            body_len: self.layout.body_len,
+            layout: self.layout,
             crcs: self.crcs,
         };
         Some((self.header, send))
@@ -371,24 +374,22 @@ impl Opened {
 /// a scratch buffer and checked against its CRC32C before any of its bytes are sent.
 pub(super) struct ToSend {
     pub file: Arc<File>,
-    body_at: u64,
-    block: u64,
-    body_len: u64,
+    layout: Layout,
     crcs: Vec<u32>,
 }
 
 impl ToSend {
     pub(super) fn body_len(&self) -> u64 {
-        self.body_len
+        self.layout.body_len
     }
 
-    pub(super) fn block_len(&self) -> u64 {
-        self.block
+    pub(super) fn blocks(&self) -> u64 {
+        self.layout.blocks()
     }
 
     /// Where the body's byte `at` is in the file.
     pub(super) fn file_offset(&self, at: u64) -> u64 {
-        self.body_at + at
+        self.layout.body_at() + at
     }
 
     /// Reads block `index` into `scratch` (its old bytes dropped) and checks it.
@@ -398,20 +399,17 @@ impl ToSend {
         wait: Wait,
         scratch: &mut Vec<u8>,
     ) -> Result<(), ReadError> {
-        let start = index * self.block;
         let crc = usize::try_from(index)
             .ok()
             .and_then(|i| self.crcs.get(i))
             .ok_or(ReadError::Corrupt("block past the body's end"))?;
-        let len = usize::try_from(self.block.min(self.body_len - start))
-            .map_err(|_| ReadError::Corrupt("block too large"))?;
+        let (start, len) = self.layout.block_span(index);
+        let len = usize::try_from(len).map_err(|_| ReadError::Corrupt("block too large"))?;
         scratch.clear();
         scratch.reserve(len);
-        read_into(&self.file, Some(self.body_at + start), len, scratch, wait)?;
-        if crc32c(&[scratch]) != *crc {
-            return Err(ReadError::Corrupt("body checksum mismatch"));
-        }
-        Ok(())
+        let at = self.file_offset(start);
+        read_into(&self.file, Some(at), len, scratch, wait)?;
+        verify(scratch, *crc)
     }
 }
 
@@ -428,10 +426,16 @@ fn read_block(
     let mut block = BlockWriter::new(len);
     read_into(file, at, len, &mut block, wait)?;
     let bytes = block.view(0, block.len());
-    if crc32c(&[&bytes]) != crc {
+    verify(&bytes, crc)?;
+    Ok(bytes)
+}
+
+/// Whether a block's `bytes` are what its checksum `crc` says.
+fn verify(bytes: &[u8], crc: u32) -> Result<(), ReadError> {
+    if crc32c(&[bytes]) != crc {
         return Err(ReadError::Corrupt("body checksum mismatch"));
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// Opens `path` and reads its prelude, header and block table, checked; `None` when

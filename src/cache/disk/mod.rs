@@ -464,11 +464,7 @@ impl DiskTier {
             // All taken, by streamed reads that end within a few turns when their files
             // are warm: wait for one here rather than go to the blocking pool (which
             // would wait for one too, then cost two thread wake-ups).
-            Err(_) if self.may_read_from_memory() => {
-                let waited =
-                    tokio::time::timeout(READ_DEADLINE, self.read_slots.clone().acquire_owned());
-                Some(waited.await.ok()?.ok()?)
-            }
+            Err(_) if self.may_read_from_memory() => Some(self.read_slot().await?),
             Err(_) => None,
         };
         if slot.is_some()
@@ -482,10 +478,7 @@ impl DiskTier {
         // The slot waited for above, unless the try on the worker took it with it.
         let slot = match slot {
             Some(slot) => slot,
-            None => tokio::time::timeout(READ_DEADLINE, self.read_slots.clone().acquire_owned())
-                .await
-                .ok()?
-                .ok()?,
+            None => self.read_slot().await?,
         };
         let (tier, owned_key, budget) = (self.clone(), key.clone(), budget.clone());
         let read = tokio::task::spawn_blocking(move || {
@@ -527,6 +520,12 @@ impl DiskTier {
                 None
             }
         }
+    }
+
+    /// One of the [`READ_SLOTS`], waited for up to [`READ_DEADLINE`]; `None` past it.
+    async fn read_slot(&self) -> Option<OwnedSemaphorePermit> {
+        let slot = self.read_slots.clone().acquire_owned();
+        tokio::time::timeout(READ_DEADLINE, slot).await.ok()?.ok()
     }
 
     /// `key`'s object, read and checked on the calling worker, when that takes no wait

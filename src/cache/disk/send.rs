@@ -53,8 +53,7 @@ impl FromFile {
     /// Reads every block on this worker, one per turn, and checks it; an error for the
     /// first that is not in memory ([`ReadError::NotCached`]) or not good.
     pub(super) async fn check(&self) -> Result<(), ReadError> {
-        let blocks = self.send.body_len().div_ceil(self.send.block_len());
-        for index in 0..blocks {
+        for index in 0..self.send.blocks() {
             if index > 0 {
                 tokio::task::yield_now().await;
             }
