@@ -606,13 +606,7 @@ impl DiskFile<'_> {
         let head = with_length(self.head, len);
         match self.how {
             DiskSend::Read => {
-                let mut body = Vec::with_capacity(len);
-                // SAFETY: `read_exact_at` writes every byte of the spare capacity before
-                // `set_len` makes it readable; it is only written to until then.
-                let spare = unsafe { std::slice::from_raw_parts_mut(body.as_mut_ptr(), len) };
-                f.read_exact_at(spare, DISK_HEADER as u64)?;
-                // SAFETY: the read above filled all `len` bytes.
-                unsafe { body.set_len(len) };
+                let body = read_new(&f, DISK_HEADER, len)?;
                 if crc32c(&body) != want {
                     return Err(std::io::ErrorKind::InvalidData.into());
                 }
@@ -638,12 +632,7 @@ impl DiskFile<'_> {
                 let (mut at, mut head) = (0, head.as_bytes());
                 while at < len {
                     let n = (len - at).min(bucketfront::DISK_BLOCK as usize);
-                    let mut block = Vec::with_capacity(n);
-                    // SAFETY: as in `Read`, for this block's `n` bytes.
-                    let spare = unsafe { std::slice::from_raw_parts_mut(block.as_mut_ptr(), n) };
-                    f.read_exact_at(spare, (DISK_HEADER + at) as u64)?;
-                    // SAFETY: the read above filled all `n` bytes.
-                    unsafe { block.set_len(n) };
+                    let block = read_new(&f, DISK_HEADER + at, n)?;
                     digest.update(&block);
                     send(stream, head, &block).await?;
                     (at, head) = (at + n, &[]);
@@ -663,6 +652,20 @@ impl DiskFile<'_> {
             }
         }
     }
+}
+
+/// `len` bytes of `file` from `at`, read into a new buffer that is not zeroed first (as
+/// the disk tier reads).
+fn read_new(file: &std::fs::File, at: usize, len: usize) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = Vec::with_capacity(len);
+    // SAFETY: `read_exact_at` writes every byte of the spare capacity before `set_len`
+    // makes it readable; it is only written to until then.
+    let spare = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr(), len) };
+    file.read_exact_at(spare, at as u64)?;
+    // SAFETY: the read above filled all `len` bytes.
+    unsafe { buf.set_len(len) };
+    Ok(buf)
 }
 
 /// A read-only, populated mapping of a file's first bytes, unmapped when dropped.
