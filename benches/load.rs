@@ -19,7 +19,9 @@
 //! and `httparse` with one `writev`), to show what the HTTP stack leaves for the rest.
 //! `BENCH_SPLIT=1` with any of them puts every server on CPU 0 and the load generator on
 //! CPU 1 (`taskset`), one thread or worker each, instead of sharing both cores; for the
-//! stream, the store (this process) goes to CPU 1 and the client beside bucketfront.
+//! stream, the store (this process) goes to CPU 1 and the client beside bucketfront. The
+//! hot table then shows how busy each of the two cores was, so that a row the load
+//! generator held (its core full, the server's not) is told from one the server held.
 
 #[path = "load/ab.rs"]
 mod ab;

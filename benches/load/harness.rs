@@ -418,6 +418,11 @@ pub(crate) fn start_varnish(dir: &Path, mirror_port: u16, params: &[&str]) -> (P
 pub(crate) struct Run {
     pub(crate) rps: f64,
     pub(crate) mb_s: f64,
+    /// When [`split`], how busy the servers' CPU and the load generator's were during the
+    /// run (0 to 1); NaN otherwise. A load core near 1 with the server's below it means
+    /// the row measured the load generator, not the server.
+    pub(crate) server_busy: f64,
+    pub(crate) load_busy: f64,
     pub(crate) p50_ms: f64,
     pub(crate) p99_ms: f64,
     pub(crate) max_ms: f64,
@@ -463,9 +468,21 @@ pub(crate) fn wrk_with(url: &str, seconds: u64, script: Option<&Path>) -> Run {
     if let Some(script) = script {
         cmd.arg("-s").arg(script);
     }
+    let before = split().then(cores_busy);
     let out = cmd.arg(url).output().expect("wrk (apt-get install wrk)");
+    let (server_busy, load_busy) = match (before, split().then(cores_busy)) {
+        (Some(a), Some(b)) => (
+            a[SERVER_CPU].busy_since(&b[SERVER_CPU]),
+            a[LOAD_CPU].busy_since(&b[LOAD_CPU]),
+        ),
+        _ => (f64::NAN, f64::NAN),
+    };
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut run = Run::default();
+    let mut run = Run {
+        server_busy,
+        load_busy,
+        ..Run::default()
+    };
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         match f.as_slice() {
@@ -492,7 +509,54 @@ pub(crate) fn mean(runs: &[Run]) -> Run {
         p50_ms: sum(|r| r.p50_ms),
         p99_ms: sum(|r| r.p99_ms),
         max_ms: runs.iter().map(|r| r.max_ms).fold(0.0, f64::max),
+        server_busy: sum(|r| r.server_busy),
+        load_busy: sum(|r| r.load_busy),
     }
+}
+
+/// One CPU's time counters from `/proc/stat`, in USER_HZ ticks.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CoreTicks {
+    busy: u64,
+    all: u64,
+}
+
+impl CoreTicks {
+    /// The share of the time from `self` to `later` this CPU spent running something.
+    fn busy_since(&self, later: &CoreTicks) -> f64 {
+        let all = later.all.saturating_sub(self.all);
+        later.busy.saturating_sub(self.busy) as f64 / all.max(1) as f64
+    }
+}
+
+/// The time counters of CPUs 0 and 1 (`cpu0`, `cpu1` in `/proc/stat`). Busy is user, nice,
+/// system, irq and softirq time: the loopback's receive path runs in softirq on the
+/// sender's CPU, so it counts where it is spent. Time the hypervisor took (steal) counts
+/// in neither, so a noisy neighbour does not look like work.
+fn cores_busy() -> [CoreTicks; 2] {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let mut cores = [CoreTicks::default(); 2];
+    for (i, core) in cores.iter_mut().enumerate() {
+        let name = format!("cpu{i}");
+        let Some(line) = stat
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(&name))
+        else {
+            continue;
+        };
+        // user nice system idle iowait irq softirq steal (guest time is inside user).
+        let t: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        if let [user, nice, system, idle, iowait, irq, softirq, _steal] = t[..] {
+            core.busy = user + nice + system + irq + softirq;
+            core.all = core.busy + idle + iowait;
+        }
+    }
+    cores
 }
 
 /// Time to the response head of one GET.

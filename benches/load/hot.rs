@@ -67,9 +67,20 @@ pub(crate) async fn run(seconds: u64, rounds: usize) -> String {
         placement(),
         threads = threads_per_role(),
     );
+    // Split, each server has a core and the load generator another: how busy each was
+    // tells a row that measured the server from one that measured wrk, and the server's
+    // CPU time per response compares the servers even when wrk was the bottleneck.
+    let (cores_head, cores_rule) = if split() {
+        (
+            " server core busy | load core busy | server CPU µs per response |",
+            "---:|---:|---:|",
+        )
+    } else {
+        ("", "")
+    };
     let _ = writeln!(
         report,
-        "| size | server | req/s | MB/s | p50 ms | p99 ms | max ms | bucketfront / this |\n|---|---|---:|---:|---:|---:|---:|---:|"
+        "| size | server | req/s | MB/s | p50 ms | p99 ms | max ms | bucketfront / this |{cores_head}\n|---|---|---:|---:|---:|---:|---:|---:|{cores_rule}"
     );
     for (name, _) in SIZES {
         let key = format!("{name}.png");
@@ -131,9 +142,19 @@ pub(crate) async fn run(seconds: u64, rounds: usize) -> String {
             } else {
                 format!("{:.2}", means[0].rps / m.rps)
             };
+            let cores = if split() {
+                format!(
+                    " {:.0}% | {:.0}% | {:.1} |",
+                    m.server_busy * 100.0,
+                    m.load_busy * 100.0,
+                    m.server_busy / m.rps * 1e6
+                )
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 report,
-                "| {name} | {server} | {:.0} | {:.0} | {:.3} | {:.3} | {:.1} | {ratio} |",
+                "| {name} | {server} | {:.0} | {:.0} | {:.3} | {:.3} | {:.1} | {ratio} |{cores}",
                 m.rps, m.mb_s, m.p50_ms, m.p99_ms, m.max_ms
             );
         }
