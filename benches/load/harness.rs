@@ -516,7 +516,7 @@ pub(crate) fn mean(runs: &[Run]) -> Run {
 
 /// One CPU's time counters from `/proc/stat`, in USER_HZ ticks.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct CoreTicks {
+struct CoreTicks {
     busy: u64,
     all: u64,
 }
