@@ -125,7 +125,7 @@ pub(crate) async fn disk(seconds: u64, rounds: usize) -> String {
             ),
         ]
         .into_iter()
-        // Of one block, the last is the first.
+        // An object of one block would make the block-at-a-time floor the pread floor again.
         .filter(|(_, how)| *how != DiskSend::Blocks || size > bucketfront::DISK_BLOCK as usize)
         .map(|(label, how)| {
             let (p, port) = start_disk_floor(how, &head, &floor_root);
