@@ -22,6 +22,10 @@
 //! stream, the store (this process) goes to CPU 1 and the client beside bucketfront. The
 //! hot table then shows how busy each of the two cores was, so that a row the load
 //! generator held (its core full, the server's not) is told from one the server held.
+//! `BENCH_CLIENT=sink` replaces `wrk` in the hot table, the floor, the ab mode and the
+//! probes that pick each peer's knobs with a client of this binary that drops bodies in
+//! the kernel without copying them (`load/sink.rs`): at 1 MiB and 16 MiB, where `wrk`'s
+//! core is the bottleneck, the table then measures the servers.
 
 #[path = "load/ab.rs"]
 mod ab;
@@ -37,6 +41,8 @@ mod h2;
 mod harness;
 #[path = "load/hot.rs"]
 mod hot;
+#[path = "load/sink.rs"]
+mod sink;
 #[path = "load/stream.rs"]
 mod stream;
 mod support;
@@ -62,6 +68,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     if let Ok(kind) = std::env::var(floor::FLOOR_ENV) {
         return floor::serve_floor(&kind);
+    }
+    if let Ok(spec) = std::env::var(sink::SINK_ENV) {
+        return sink::drive(&spec);
     }
     let seconds: u64 = std::env::var("BENCH_SECONDS")
         .ok()

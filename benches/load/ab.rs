@@ -41,11 +41,12 @@ pub(crate) async fn ab(other: PathBuf, seconds: u64, rounds: usize) -> String {
         accepting(*port, protocol).await;
     }
     let mut report = format!(
-        "## {} (A) against {} (B)\n\n{seconds}s × {rounds} rounds, two processes of each build (started A B B A), all four measured in each round in alternating order. h1: wrk -t{threads} -c{CONNECTIONS}; h2: TLS + h2, h2load -c10 -m10 -t{threads}. {}\n\n| size | protocol | A req/s | B req/s | A p99 ms | B p99 ms | A / B (per round) | A / B |\n|---|---|---:|---:|---:|---:|---|---:|\n",
+        "## {} (A) against {} (B)\n\n{seconds}s × {rounds} rounds, two processes of each build (started A B B A), all four measured in each round in alternating order. h1: {client} -c{CONNECTIONS}; h2: TLS + h2, h2load -c10 -m10 -t{threads}. {}\n\n| size | protocol | A req/s | B req/s | A p99 ms | B p99 ms | A / B (per round) | A / B |\n|---|---|---:|---:|---:|---:|---|---:|\n",
         this.display(),
         other.display(),
         placement(),
         threads = threads_per_role(),
+        client = client_label(),
     );
     let log = dir.path().join("h2load.log");
     for (name, size) in [
@@ -86,7 +87,7 @@ pub(crate) async fn ab(other: PathBuf, seconds: u64, rounds: usize) -> String {
                     let log = log.clone();
                     let (rps, p99) = tokio::task::spawn_blocking(move || {
                         if h1 {
-                            let r = wrk(&url, seconds);
+                            let r = load(&url, seconds);
                             (r.rps, r.p99_ms)
                         } else {
                             let r = h2load(&url, seconds, &log);

@@ -117,8 +117,8 @@ pub(crate) async fn floor(seconds: u64, rounds: usize) -> String {
     }
 
     let mut report = format!(
-        "## The floor under a hit ({CONNECTIONS} connections, wrk -t{}, {seconds}s × {rounds} alternating rounds)\n\n{}\n\nbucketfront, nginx `proxy_cache` and nginx serving the files from tmpfs with `sendfile` (the ceiling; each the best of {} sets of knobs per size, by a 2 s probe), and three stand-ins with bucketfront's runtime layout and head: *hyper floor* (hyper with bucketfront's settings, a body from a table), *raw floor* (`httparse`, one `writev`) and *sendfile floor* (the raw floor with the body in a `memfd`, sent by `sendfile`). CPU µs per response: the server's user + system time over its responses (nginx: its workers).\n\n| size | server | req/s | p99 ms | CPU µs per response | / nginx (per round) | / nginx |\n|---|---|---:|---:|---:|---|---:|\n",
-        threads_per_role(),
+        "## The floor under a hit ({CONNECTIONS} connections, {}, {seconds}s × {rounds} alternating rounds)\n\n{}\n\nbucketfront, nginx `proxy_cache` and nginx serving the files from tmpfs with `sendfile` (the ceiling; each the best of {} sets of knobs per size, by a 2 s probe), and three stand-ins with bucketfront's runtime layout and head: *hyper floor* (hyper with bucketfront's settings, a body from a table), *raw floor* (`httparse`, one `writev`) and *sendfile floor* (the raw floor with the body in a `memfd`, sent by `sendfile`). CPU µs per response: the server's user + system time over its responses (nginx: its workers).\n\n| size | server | req/s | p99 ms | CPU µs per response | / nginx (per round) | / nginx |\n|---|---|---:|---:|---:|---|---:|\n",
+        client_label(),
         placement(),
         NGINX_KNOBS.len()
     );
@@ -187,7 +187,7 @@ pub(crate) async fn floor(seconds: u64, rounds: usize) -> String {
             for i in order {
                 let (url, pid) = (targets[i].1.clone(), targets[i].2);
                 let before = tree_cpu_seconds(pid);
-                let r = tokio::task::spawn_blocking(move || wrk(&url, seconds))
+                let r = tokio::task::spawn_blocking(move || load(&url, seconds))
                     .await
                     .unwrap();
                 let cpu = tree_cpu_seconds(pid) - before;

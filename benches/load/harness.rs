@@ -79,7 +79,7 @@ pub(crate) fn server_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
 }
 
 /// A load generator (`wrk`, `h2load`): on its own CPU when [`split`].
-pub(crate) fn load_command(program: &str) -> Command {
+pub(crate) fn load_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     on_cpu(program, LOAD_CPU)
 }
 
@@ -452,8 +452,44 @@ pub(crate) fn parse_size_mb(s: &str) -> f64 {
     }
 }
 
-pub(crate) fn wrk(url: &str, seconds: u64) -> Run {
-    wrk_with(url, seconds, None)
+/// A run against one URL from the load generator this run uses: `wrk`, or the sink
+/// client with `BENCH_CLIENT=sink` (`crate::sink`).
+pub(crate) fn load(url: &str, seconds: u64) -> Run {
+    if crate::sink::chosen() {
+        crate::sink::sink(url, seconds)
+    } else {
+        wrk_with(url, seconds, None)
+    }
+}
+
+/// How a report names the load generator of [`load`] and its threads.
+pub(crate) fn client_label() -> String {
+    let name = if crate::sink::chosen() {
+        "the sink client (bodies dropped unread)"
+    } else {
+        "wrk"
+    };
+    format!("{name} -t{}", threads_per_role())
+}
+
+/// `f`'s result and, when [`split`], how busy the servers' CPU and the load generator's
+/// were while it ran (in a [`Run`] whose other fields are left at zero).
+pub(crate) fn measured<T>(f: impl FnOnce() -> T) -> (T, Run) {
+    let before = split().then(cores_busy);
+    let out = f();
+    let (server_busy, load_busy) = match (before, split().then(cores_busy)) {
+        (Some(a), Some(b)) => (
+            a[SERVER_CPU].busy_since(&b[SERVER_CPU]),
+            a[LOAD_CPU].busy_since(&b[LOAD_CPU]),
+        ),
+        _ => (f64::NAN, f64::NAN),
+    };
+    let run = Run {
+        server_busy,
+        load_busy,
+        ..Run::default()
+    };
+    (out, run)
 }
 
 /// `wrk`, with a Lua script when given (the fleet row picks a random key per request).
@@ -468,21 +504,9 @@ pub(crate) fn wrk_with(url: &str, seconds: u64, script: Option<&Path>) -> Run {
     if let Some(script) = script {
         cmd.arg("-s").arg(script);
     }
-    let before = split().then(cores_busy);
-    let out = cmd.arg(url).output().expect("wrk (apt-get install wrk)");
-    let (server_busy, load_busy) = match (before, split().then(cores_busy)) {
-        (Some(a), Some(b)) => (
-            a[SERVER_CPU].busy_since(&b[SERVER_CPU]),
-            a[LOAD_CPU].busy_since(&b[LOAD_CPU]),
-        ),
-        _ => (f64::NAN, f64::NAN),
-    };
+    cmd.arg(url);
+    let (out, mut run) = measured(|| cmd.output().expect("wrk (apt-get install wrk)"));
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut run = Run {
-        server_busy,
-        load_busy,
-        ..Run::default()
-    };
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         match f.as_slice() {
@@ -702,7 +726,7 @@ pub(crate) fn drop_page_cache() -> bool {
     std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
 }
 
-/// The candidate (URL, label) that answers the most requests in a 2 s `wrk` probe (after
+/// The candidate (URL, label) that answers the most requests in a 2 s probe of [`load`] (after
 /// warming it).
 pub(crate) async fn best_of(candidates: Vec<(String, String)>) -> (String, String) {
     let mut best: Option<(f64, String, String)> = None;
@@ -711,7 +735,7 @@ pub(crate) async fn best_of(candidates: Vec<(String, String)>) -> (String, Strin
             ttfb(&url).await;
         }
         let probe = url.clone();
-        let run = tokio::task::spawn_blocking(move || wrk(&probe, 2))
+        let run = tokio::task::spawn_blocking(move || load(&probe, 2))
             .await
             .unwrap();
         if best.as_ref().is_none_or(|(rps, _, _)| run.rps > *rps) {

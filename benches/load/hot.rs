@@ -58,7 +58,7 @@ pub(crate) async fn run(seconds: u64, rounds: usize) -> String {
         .unwrap_or_default();
     let _ = writeln!(
         report,
-        "## Hot objects ({CONNECTIONS} connections, wrk -t{threads}, {seconds}s x {rounds} alternating rounds)\n\nMachine: {} cores, {cpu}; bucketfront: one current-thread tokio runtime per core; nginx: {threads} worker(s), each of {} sets of sending knobs; Varnish: `-s malloc,2G`, {} thread-pool settings. Per size, a 2 s probe of each picks the best, which runs in the table (its knobs in brackets). {}\n",
+        "## Hot objects ({CONNECTIONS} connections, {client}, {seconds}s x {rounds} alternating rounds)\n\nMachine: {} cores, {cpu}; bucketfront: one current-thread tokio runtime per core; nginx: {threads} worker(s), each of {} sets of sending knobs; Varnish: `-s malloc,2G`, {} thread-pool settings. Per size, a 2 s probe of each picks the best, which runs in the table (its knobs in brackets). {}\n",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
@@ -66,10 +66,12 @@ pub(crate) async fn run(seconds: u64, rounds: usize) -> String {
         VARNISH_PARAMS.len(),
         placement(),
         threads = threads_per_role(),
+        client = client_label(),
     );
     // Split, each server has a core and the load generator another: how busy each was
-    // tells a row that measured the server from one that measured wrk, and the server's
-    // CPU time per response compares the servers even when wrk was the bottleneck.
+    // tells a row that measured the server from one that measured the load generator, and
+    // the server's CPU time per response compares the servers even when it was the
+    // bottleneck.
     let (cores_head, cores_rule) = if split() {
         (
             " server core busy | load core busy | server CPU µs per response |",
@@ -128,7 +130,7 @@ pub(crate) async fn run(seconds: u64, rounds: usize) -> String {
             };
             for i in order {
                 let url = targets[i].1.clone();
-                let r = tokio::task::spawn_blocking(move || wrk(&url, seconds))
+                let r = tokio::task::spawn_blocking(move || load(&url, seconds))
                     .await
                     .unwrap();
                 results[i].push(r);
