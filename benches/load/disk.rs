@@ -45,8 +45,13 @@ pub(crate) async fn disk(seconds: u64, rounds: usize) -> String {
         "[cache.disk]\npath = \"{}\"\nmax_size = \"8GiB\"\n",
         dir.path().join("bf-disk").display()
     );
-    let (_bf, bf_port) =
-        start_bucketfront_cache(dir.path(), &store.endpoint, "disk", "16MiB", &disk_cfg);
+    // `BENCH_DISK_B_FIRST=1`: the other build is started and warmed before this one, to
+    // tell whether the first-listed instance's handicap in A/A runs (BENCHMARKS.md)
+    // follows the order of start and warm-up or the place in the table.
+    let b_first = std::env::var_os("BENCH_DISK_B_FIRST").is_some_and(|v| v == "1");
+    let start_this =
+        || start_bucketfront_cache(dir.path(), &store.endpoint, "disk", "16MiB", &disk_cfg);
+    let mut this = (!b_first).then(start_this);
     let other = std::env::var_os("BUCKETFRONT_B").map(|bin| {
         let cfg = disk_cfg.replace("bf-disk", "bf-disk-b");
         let bin = PathBuf::from(bin);
@@ -61,6 +66,10 @@ pub(crate) async fn disk(seconds: u64, rounds: usize) -> String {
         );
         (proc, port, bin)
     });
+    let (_bf, bf_port) = match this.take() {
+        Some(started) => started,
+        None => start_this(),
+    };
     let files = dir.path().join("files");
     let (_nginx, nginx_port, _) = start_nginx_cache(
         dir.path(),
@@ -78,10 +87,15 @@ pub(crate) async fn disk(seconds: u64, rounds: usize) -> String {
     let mut report = String::new();
     let _ = writeln!(
         report,
-        "## Disk-tier hits ({CONNECTIONS} connections, wrk -t{}, random keys, {seconds}s x {rounds} alternating rounds)\n\nbucketfront: `max_memory = \"16MiB\"` (a tenth of the keys at most), `[cache.disk]` on {}; nginx: `proxy_cache` on the same file system (sendfile on); four disk floors (bucketfront's runtime layout, `httparse`, per request: open, a 4 KiB header read, the body's CRC32C checked, no memory tier): one reads the body into a new buffer and sends it with one `writev` (bucketfront's memory path), one checks it through a small reused buffer and then `sendfile`s it (nginx's send, with the contract's check), one maps the file, checks the mapping and `writev`s from it, and (objects of more than one 256 KiB disk block) one reads, checks and `writev`s each block in turn, into a new buffer each (bucketfront's way with several blocks). \"dropped\": `/proc/sys/vm/drop_caches` before each run. {}\n",
+        "## Disk-tier hits ({CONNECTIONS} connections, wrk -t{}, random keys, {seconds}s x {rounds} alternating rounds)\n\nbucketfront: `max_memory = \"16MiB\"` (a tenth of the keys at most), `[cache.disk]` on {}; nginx: `proxy_cache` on the same file system (sendfile on); four disk floors (bucketfront's runtime layout, `httparse`, per request: open, a 4 KiB header read, the body's CRC32C checked, no memory tier): one reads the body into a new buffer and sends it with one `writev` (bucketfront's memory path), one checks it through a small reused buffer and then `sendfile`s it (nginx's send, with the contract's check), one maps the file, checks the mapping and `writev`s from it, and (objects of more than one 256 KiB disk block) one reads, checks and `writev`s each block in turn, into a new buffer each (bucketfront's way with several blocks). \"dropped\": `/proc/sys/vm/drop_caches` before each run. {}{}\n",
         threads_per_role(),
         dir.path().display(),
         placement(),
+        if b_first {
+            " B was started and warmed before bucketfront (`BENCH_DISK_B_FIRST=1`)."
+        } else {
+            ""
+        },
     );
     let _ = writeln!(
         report,
@@ -97,6 +111,9 @@ pub(crate) async fn disk(seconds: u64, rounds: usize) -> String {
             .collect();
         let mut warm = vec![(bf_port, &bf_paths), (nginx_port, &nginx_paths)];
         warm.extend(other.iter().map(|(_, port, _)| (*port, &bf_paths)));
+        if b_first {
+            warm.reverse();
+        }
         for (port, paths) in warm {
             for p in paths.iter() {
                 ttfb(&format!("http://127.0.0.1:{port}{p}")).await;

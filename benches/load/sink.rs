@@ -68,6 +68,14 @@ struct Tally {
     errors: u64,
 }
 
+impl Tally {
+    fn absorb(&mut self, other: Tally) {
+        self.latencies_us.extend(other.latencies_us);
+        self.bytes += other.bytes;
+        self.errors += other.errors;
+    }
+}
+
 /// The child's work: `spec` is "seconds connections threads url" (plain `http://`, a
 /// literal address). Prints "req/s MB/s p50_ms p99_ms max_ms errors".
 pub(crate) fn drive(spec: &str) {
@@ -103,10 +111,7 @@ pub(crate) fn drive(spec: &str) {
         .collect();
     let mut all = Tally::default();
     for w in workers {
-        let t = w.join().expect("a sink thread");
-        all.latencies_us.extend(t.latencies_us);
-        all.bytes += t.bytes;
-        all.errors += t.errors;
+        all.absorb(w.join().expect("a sink thread"));
     }
     let elapsed = started.elapsed().as_secs_f64();
     all.latencies_us.sort_unstable();
@@ -153,10 +158,7 @@ async fn thread_share(
         .collect();
     let mut all = Tally::default();
     for t in tasks {
-        let t = t.await.expect("a connection task");
-        all.latencies_us.extend(t.latencies_us);
-        all.bytes += t.bytes;
-        all.errors += t.errors;
+        all.absorb(t.await.expect("a connection task"));
     }
     all
 }
