@@ -566,7 +566,9 @@ impl DiskTier {
             .ok()
             .flatten()?;
         let fits = sizes.contains(&opened.body_len()) && opened.body_len() <= WHOLE_FRAME as u64;
-        if !fits || !self.holds(key, &opened) {
+        // The index's `get` above marked the file recently used already: only whether it
+        // is `key`'s is left to check (not `holds`, which would look it up again).
+        if !fits || opened.header.key() != *key {
             return None;
         }
         let slot = self.file_sends.clone().try_acquire_owned().ok()?;
@@ -1075,6 +1077,35 @@ mod tests {
         // The usual read still serves what `read_now` declines.
         let whole = load(&t, "large").await.expect("read");
         assert_eq!(whole.body.to_vec(), large);
+    }
+
+    /// A file is sent as it is only when warm, of a body length the caller asks for, and
+    /// of one frame at most (a stand-in covers no more: a longer body would be cut).
+    #[tokio::test]
+    async fn sendable_gives_a_warm_object_of_the_sizes_asked_and_never_past_a_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tier(dir.path(), 1 << 30);
+        t.indexed().await;
+        let one = vec![3u8; BLOCK as usize];
+        let over = vec![4u8; WHOLE_FRAME + 1];
+        write(&t, "one", &one, SystemTime::now()).await;
+        write(&t, "over", &over, SystemTime::now()).await;
+        assert!(load(&t, "one").await.is_some());
+        assert!(load(&t, "over").await.is_some());
+        if !t.reads_without_waiting() {
+            return;
+        }
+        let any = 0..=u64::MAX;
+        let from = t.sendable(&key("one"), &any).expect("warm, one frame");
+        assert_eq!(from.meta.size, one.len() as u64);
+        drop(from);
+        let below = 0..=u64::from(BLOCK) - 1;
+        assert!(
+            t.sendable(&key("one"), &below).is_none(),
+            "not a size asked"
+        );
+        assert!(t.sendable(&key("over"), &any).is_none(), "past one frame");
+        assert!(t.sendable(&key("absent"), &any).is_none());
     }
 
     /// After a downgrade, files a newer version wrote (another format) are removed at
