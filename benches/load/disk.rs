@@ -51,7 +51,7 @@ pub(crate) async fn disk(seconds: u64, rounds: usize) -> String {
     let b_first = std::env::var_os("BENCH_DISK_B_FIRST").is_some_and(|v| v == "1");
     let start_this =
         || start_bucketfront_cache(dir.path(), &store.endpoint, "disk", "16MiB", &disk_cfg);
-    let mut this = (!b_first).then(start_this);
+    let this = (!b_first).then(start_this);
     let other = std::env::var_os("BUCKETFRONT_B").map(|bin| {
         let cfg = disk_cfg.replace("bf-disk", "bf-disk-b");
         let bin = PathBuf::from(bin);
@@ -66,10 +66,7 @@ pub(crate) async fn disk(seconds: u64, rounds: usize) -> String {
         );
         (proc, port, bin)
     });
-    let (_bf, bf_port) = match this.take() {
-        Some(started) => started,
-        None => start_this(),
-    };
+    let (_bf, bf_port) = this.unwrap_or_else(start_this);
     let files = dir.path().join("files");
     let (_nginx, nginx_port, _) = start_nginx_cache(
         dir.path(),
