@@ -15,8 +15,10 @@
 //! 256 px WebP variant against hits of its original, and cold renders per second;
 //! `BUCKETFRONT_B=<binary> ... -- ab` this build against another build of bucketfront
 //! (before/after a change), hot hits over h1 and TLS + h2, alternating rounds; `-- floor`
-//! 4 KiB and 64 KiB hits against two stand-ins that do nothing per request (hyper alone,
-//! and `httparse` with one `writev`), to show what the HTTP stack leaves for the rest.
+//! hits at the hot table's four sizes (or those of `BENCH_FLOOR_SIZES`, `1MiB,16MiB`)
+//! against stand-ins that do nothing per request (hyper alone, `httparse` with one
+//! `writev`, and that with `sendfile` from a memfd), to show what the HTTP stack leaves
+//! for the rest and, at the large sizes, what the send alone costs.
 //! `BENCH_SPLIT=1` with any of them puts every server on CPU 0 and the load generator on
 //! CPU 1 (`taskset`), one thread or worker each, instead of sharing both cores; for the
 //! stream, the store (this process) goes to CPU 1 and the client beside bucketfront. The

@@ -1,5 +1,5 @@
-//! The floor under a small hit (`-- floor`): how fast can any server built like bucketfront
-//! answer, with nothing to do per request? Two stand-ins run beside bucketfront and nginx
+//! The floor under a hit (`-- floor`): how fast can any server built like bucketfront
+//! answer, with nothing to do per request? Stand-ins run beside bucketfront and nginx
 //! `proxy_cache`, each a child of this harness, each with bucketfront's runtime layout (an
 //! accept loop handing connections to one current-thread runtime per core, mimalloc,
 //! `TCP_NODELAY`) and each sending the head bucketfront sends for the same object:
@@ -19,7 +19,9 @@
 //!   a disk-tier hit costs with nothing else around it.
 //!
 //! If the hyper floor is behind nginx, a hit cannot be ahead of it while it goes through
-//! hyper; the raw floor bounds what replacing that path could give. The TLS + h2 table
+//! hyper; the raw floor bounds what replacing that path could give. At 1 MiB and 16 MiB,
+//! where the send is nearly all the work, the raw floor is the cost of the copy into the
+//! socket alone and the sendfile floor what sending without it gives on this kernel. The TLS + h2 table
 //! (`-- h2`) runs the hyper floor too, with rustls set up as bucketfront's.
 
 use std::fmt::Write as _;
@@ -39,16 +41,32 @@ use tokio_util::sync::CancellationToken;
 use crate::harness::*;
 use crate::support::{BUCKET, accepting, free_port};
 
-/// The sizes where bucketfront is behind nginx over h1.
-const FLOOR_SIZES: [(&str, usize); 2] = [("4KiB", 4 << 10), ("64KiB", 64 << 10)];
 /// Every body a floor can send, found by the request path's last segment (`4KiB.png`):
-/// the h1 sizes above and those of the TLS + h2 table (`-- h2`).
-const FLOOR_BODIES: [(&str, usize); 4] = [
+/// the h1 table's sizes and those of the TLS + h2 table (`-- h2`).
+const FLOOR_BODIES: [(&str, usize); 5] = [
     ("4KiB", 4 << 10),
     ("64KiB", 64 << 10),
     ("200KiB", 200 << 10),
     ("1MiB", 1 << 20),
+    ("16MiB", 16 << 20),
 ];
+
+/// The sizes of this mode's table: the h1 table's four, or those `BENCH_FLOOR_SIZES`
+/// names (comma-separated, from [`FLOOR_BODIES`]: `1MiB,16MiB`).
+fn floor_sizes() -> Vec<(&'static str, usize)> {
+    let names = std::env::var("BENCH_FLOOR_SIZES").unwrap_or("4KiB,64KiB,1MiB,16MiB".into());
+    let sizes: Vec<(&str, usize)> = names
+        .split(',')
+        .map(|name| {
+            *FLOOR_BODIES
+                .iter()
+                .find(|(known, _)| *known == name.trim())
+                .unwrap_or_else(|| panic!("BENCH_FLOOR_SIZES: no body named {name:?}"))
+        })
+        .collect();
+    assert!(!sizes.is_empty(), "BENCH_FLOOR_SIZES names no size");
+    sizes
+}
 
 /// Where nginx is in each size's targets: every ratio is to it.
 const NGINX: usize = 1;
@@ -94,7 +112,8 @@ pub(crate) async fn floor(seconds: u64, rounds: usize) -> String {
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
     let (store, mirror_port) = start_store_and_mirror(&stop).await;
-    let files = seed_with_files(&store, &FLOOR_SIZES, "floor").await;
+    let sizes = floor_sizes();
+    let files = seed_with_files(&store, &sizes, "floor").await;
     let (bf, bf_port) = start_bucketfront(dir.path(), &store.endpoint, "floor");
     let nginxes = start_nginxes(dir.path(), mirror_port, &files);
     accepting(bf_port, "bucketfront").await;
@@ -103,7 +122,7 @@ pub(crate) async fn floor(seconds: u64, rounds: usize) -> String {
     }
     let head = hit_head(&format!(
         "http://127.0.0.1:{bf_port}{}",
-        signed_path(&format!("{}.png", FLOOR_SIZES[0].0))
+        signed_path(&format!("{}.png", sizes[0].0))
     ));
     let floors: Vec<(&str, Proc, u16)> = ["hyper", "raw", "sendfile"]
         .into_iter()
@@ -122,7 +141,7 @@ pub(crate) async fn floor(seconds: u64, rounds: usize) -> String {
         placement(),
         NGINX_KNOBS.len()
     );
-    for (name, _) in FLOOR_SIZES {
+    for (name, _) in sizes {
         let signed = signed_path(&format!("{name}.png"));
         let plain = format!("/{BUCKET}/{name}.png");
         // Each nginx's (URL, knobs): its proxy_cache port, or its sendfile one.
