@@ -60,6 +60,29 @@ impl StoredFields {
 }
 
 impl ObjectMeta {
+    /// Whether a GET/HEAD with these validators is answered `304 Not Modified` (RFC 9110
+    /// §13.2.2): `If-None-Match` (the header's value) when there is one, else
+    /// `If-Modified-Since` against `Last-Modified` to the second.
+    pub(crate) fn not_modified_by(
+        &self,
+        if_none_match: Option<&str>,
+        if_modified_since: Option<SystemTime>,
+    ) -> bool {
+        if let Some(inm) = if_none_match {
+            let Some(etag) = &self.fields.etag else {
+                return false;
+            };
+            return inm
+                .split(',')
+                .map(str::trim)
+                .any(|t| t == "*" || same_etag(t, etag));
+        }
+        match (if_modified_since, self.fields.last_modified) {
+            (Some(since), Some(modified)) => to_the_second(modified) <= since,
+            _ => false,
+        }
+    }
+
     /// `Last-Modified` as an HTTP date.
     pub fn last_modified_http(&self) -> Option<String> {
         self.fields.last_modified.map(httpdate::fmt_http_date)
@@ -178,6 +201,14 @@ pub(crate) fn in_not_modified(name: &HeaderName) -> bool {
         || name == header::LAST_MODIFIED
         || name == header::DATE
         || name == header::EXPIRES
+}
+
+/// `t` without its fraction of a second: HTTP dates have none.
+pub(crate) fn to_the_second(t: SystemTime) -> SystemTime {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => SystemTime::UNIX_EPOCH + Duration::from_secs(d.as_secs()),
+        Err(_) => t,
+    }
 }
 
 /// Whether two entity tags name the same version, by the weak comparison of RFC 9110

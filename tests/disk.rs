@@ -412,6 +412,39 @@ async fn a_bad_block_in_an_object_sent_from_its_file_is_a_miss() {
     env.stop().await;
 }
 
+/// A `304` for an object that would be sent from its file reads only the file's header:
+/// its body is not checked, since none is sent. With a bad block in the body, the `304` is
+/// still a disk hit, with no origin request and nothing found corrupt; the next request
+/// that needs the body finds the bad block (a miss, the origin's bytes).
+#[tokio::test]
+async fn a_304_for_an_object_sent_from_its_file_does_not_read_its_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = Env::with(with_disk(dir.path())).await;
+    let body = Bytes::from(pattern(250_000, 8));
+    on_disk_only(&mut env, dir.path(), "d.png", &body).await;
+    flip_in_block(dir.path(), body.len(), 0);
+    let (gets, url) = (env.gets(), env.proxy.url("/test-images/d.png"));
+    let corrupt = "bucketfront_disk_corrupt_total";
+
+    let not_modified = get_with(&url, &[("if-none-match", "*")]).await;
+    assert_eq!(not_modified.status, 304);
+    assert_eq!(not_modified.header("x-cache"), Some("HIT"));
+    assert!(not_modified.bytes().is_empty());
+    assert_eq!(env.gets(), gets, "no origin request");
+    assert_eq!(
+        metric(&env.proxy, corrupt).await,
+        0.0,
+        "the body was not read"
+    );
+
+    let whole = get(&url).await;
+    assert_eq!(whole.header("x-cache"), Some("MISS"));
+    assert!(whole.bytes() == &body);
+    assert_eq!(env.gets(), gets + 1);
+    assert_eq!(metric(&env.proxy, corrupt).await, 1.0);
+    env.stop().await;
+}
+
 /// A `200` from a [`FakeOrigin`] with ETag `etag` and `body`.
 fn full(etag: &str, body: &Bytes) -> Behaviour {
     Behaviour::Raw {

@@ -67,6 +67,12 @@ pub enum Served {
 /// hits sent from their file").
 const FROM_FILE: RangeInclusive<u64> = (128 << 10)..=(DISK_BLOCK as u64);
 
+/// Whether the answer to `req` for an object with `meta` is a `304`, which sends no body.
+fn not_modified(req: &ObjectRequest, meta: &ObjectMeta) -> bool {
+    let asked = &req.passthrough;
+    meta.not_modified_by(asked.if_none_match.as_deref(), asked.if_modified_since)
+}
+
 /// The object lookup: the cache's tiers and its fills in progress.
 #[derive(Clone)]
 pub(crate) struct Lookup {
@@ -112,7 +118,9 @@ impl Lookup {
                 if expired.is_none()
                     && !req.head
                     && let Some(spans) = &req.spans
-                    && let Some((from, stamp)) = Box::pin(tiers.sendable(&key, &FROM_FILE)).await
+                    && let Some((from, stamp)) =
+                        Box::pin(tiers.sendable(&key, &FROM_FILE, |meta| not_modified(req, meta)))
+                            .await
                 {
                     req.allows(&from.meta)?;
                     // As below: answered on the worker's next pass.

@@ -236,16 +236,19 @@ impl Tiers {
 
     /// A fresh copy of `key` on disk whose body's length is in `sizes`, checked, to be
     /// sent from its file (a plain HTTP/1 request): counted as a disk hit, and not stored
-    /// in memory. `None` for anything else, which the usual way then reads.
+    /// in memory. `None` for anything else, which the usual way then reads. The body is
+    /// not checked when `bodiless` says the answer sends none (a `304`): only the file's
+    /// header, checked when it was opened, is read then.
     pub(crate) async fn sendable(
         &self,
         key: &CacheKey,
         sizes: &RangeInclusive<u64>,
+        bodiless: impl FnOnce(&ObjectMeta) -> bool,
     ) -> Option<(disk::FromFile, Stamp)> {
         let disk = self.disk.as_ref()?;
         let from = disk.sendable(key, sizes)?;
         let (stamp, fresh) = self.disk_copy(&from.meta, from.stored);
-        if !fresh || !disk.check_sendable(key, &from).await {
+        if !fresh || !(bodiless(&from.meta) || disk.check_sendable(key, &from).await) {
             return None;
         }
         self.metrics.tiers.disk_hits.inc();

@@ -1,12 +1,10 @@
 //! Range and conditional-request rules (RFC 9110 sections 13 and 14), pure functions used
 //! by the respond phase for objects served from memory.
 
-use std::time::SystemTime;
-
 use http::HeaderMap;
 use http::header;
 
-use crate::object::{ObjectMeta, same_etag};
+use crate::object::{ObjectMeta, to_the_second};
 
 /// What a `Range` header asks of an object of a known size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,26 +68,9 @@ pub fn parse_range(value: &str, size: u64) -> RangeAsk {
 
 /// Whether a GET/HEAD should be answered `304 Not Modified`.
 pub(crate) fn not_modified(request: &HeaderMap, meta: &ObjectMeta) -> bool {
-    if let Some(inm) = request
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-    {
-        let Some(etag) = &meta.fields.etag else {
-            return false;
-        };
-        return inm
-            .split(',')
-            .map(str::trim)
-            .any(|t| t == "*" || same_etag(t, etag));
-    }
-    let ims = request
-        .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok());
-    match (ims, meta.fields.last_modified) {
-        (Some(since), Some(modified)) => truncate_to_secs(modified) <= since,
-        _ => false,
-    }
+    let text = |name| request.get(name).and_then(|v| v.to_str().ok());
+    let since = text(header::IF_MODIFIED_SINCE).and_then(|v| httpdate::parse_http_date(v).ok());
+    meta.not_modified_by(text(header::IF_NONE_MATCH), since)
 }
 
 /// Whether `If-Range` (if any) lets a `Range` apply; otherwise the whole object is sent.
@@ -102,15 +83,8 @@ pub(crate) fn range_applies(request: &HeaderMap, meta: &ObjectMeta) -> bool {
         return meta.fields.etag.as_deref() == Some(v.trim());
     }
     match (httpdate::parse_http_date(v), meta.fields.last_modified) {
-        (Ok(date), Some(modified)) => truncate_to_secs(modified) == date,
+        (Ok(date), Some(modified)) => to_the_second(modified) == date,
         _ => false,
-    }
-}
-
-fn truncate_to_secs(t: SystemTime) -> SystemTime {
-    match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(d.as_secs()),
-        Err(_) => t,
     }
 }
 
@@ -119,7 +93,7 @@ mod tests {
     use super::*;
     use crate::object::StoredFields;
     use http::HeaderValue;
-    use std::time::Duration;
+    use std::time::{Duration, SystemTime};
 
     #[test]
     fn range_table() {
