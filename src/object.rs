@@ -62,11 +62,12 @@ impl StoredFields {
 impl ObjectMeta {
     /// Whether a GET/HEAD with these validators is answered `304 Not Modified` (RFC 9110
     /// §13.2.2): `If-None-Match` (the header's value) when there is one, else
-    /// `If-Modified-Since` against `Last-Modified` to the second.
+    /// `If-Modified-Since` against `Last-Modified` to the second. The date is asked for
+    /// only then: browsers send both, and an `If-None-Match` makes it unread.
     pub(crate) fn not_modified_by(
         &self,
         if_none_match: Option<&str>,
-        if_modified_since: Option<SystemTime>,
+        if_modified_since: impl FnOnce() -> Option<SystemTime>,
     ) -> bool {
         if let Some(inm) = if_none_match {
             let Some(etag) = &self.fields.etag else {
@@ -77,7 +78,7 @@ impl ObjectMeta {
                 .map(str::trim)
                 .any(|t| t == "*" || same_etag(t, etag));
         }
-        match (if_modified_since, self.fields.last_modified) {
+        match (if_modified_since(), self.fields.last_modified) {
             (Some(since), Some(modified)) => to_the_second(modified) <= since,
             _ => false,
         }

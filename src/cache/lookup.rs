@@ -70,7 +70,7 @@ const FROM_FILE: RangeInclusive<u64> = (128 << 10)..=(DISK_BLOCK as u64);
 /// Whether the answer to `req` for an object with `meta` is a `304`, which sends no body.
 fn not_modified(req: &ObjectRequest, meta: &ObjectMeta) -> bool {
     let asked = &req.passthrough;
-    meta.not_modified_by(asked.if_none_match.as_deref(), asked.if_modified_since)
+    meta.not_modified_by(asked.if_none_match.as_deref(), || asked.if_modified_since)
 }
 
 /// The object lookup: the cache's tiers and its fills in progress.

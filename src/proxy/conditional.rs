@@ -69,7 +69,7 @@ pub fn parse_range(value: &str, size: u64) -> RangeAsk {
 /// Whether a GET/HEAD should be answered `304 Not Modified`.
 pub(crate) fn not_modified(request: &HeaderMap, meta: &ObjectMeta) -> bool {
     let text = |name| request.get(name).and_then(|v| v.to_str().ok());
-    let since = text(header::IF_MODIFIED_SINCE).and_then(|v| httpdate::parse_http_date(v).ok());
+    let since = || text(header::IF_MODIFIED_SINCE).and_then(|v| httpdate::parse_http_date(v).ok());
     meta.not_modified_by(text(header::IF_NONE_MATCH), since)
 }
 
